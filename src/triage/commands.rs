@@ -1,0 +1,125 @@
+//! Commands on the leading lines of an agent's mail (`#status resolved`, …).
+
+use crate::config::Config;
+use crate::ticket::{Category, Priority, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Status(Status),
+    Priority(Priority),
+    Category(Category),
+    /// An agent id, already resolved from `me`, an id or an address.
+    Assign(String),
+    Tag(Vec<String>),
+    Untag(Vec<String>),
+    Resolution(String),
+    /// The rest of the mail is an internal note, not relayed.
+    Note,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    pub line: usize,
+    pub text: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub commands: Vec<Command>,
+    pub errors: Vec<CommandError>,
+    /// The text after the command lines.
+    pub rest: String,
+}
+
+/// A leading line is a command when it starts with `#` and a letter; the
+/// first other non-blank line ends the command block.
+pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
+    let mut out = Parsed::default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        if line.is_empty() {
+            i += 1;
+            continue;
+        }
+        let Some(body) = line.strip_prefix('#').filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic())) else {
+            break;
+        };
+        let (word, arg) = match body.split_once(char::is_whitespace) {
+            Some((w, a)) => (w, a.trim()),
+            None => (body, ""),
+        };
+        let mut fail = |why: String| out.errors.push(CommandError { line: i + 1, text: line.to_owned(), why });
+        let needs_arg = |what: &str| format!("#{word} needs {what}");
+        match word.to_ascii_lowercase().as_str() {
+            "status" | "priority" | "category" if arg.is_empty() => fail(needs_arg("a value")),
+            "status" => match arg.parse() {
+                Ok(s) => out.commands.push(Command::Status(s)),
+                Err(e) => fail(e.to_string()),
+            },
+            "priority" => match arg.parse() {
+                Ok(p) => out.commands.push(Command::Priority(p)),
+                Err(e) => fail(e.to_string()),
+            },
+            "category" => match arg.parse() {
+                Ok(c) => out.commands.push(Command::Category(c)),
+                Err(e) => fail(e.to_string()),
+            },
+            "assign" => {
+                let found = if arg.eq_ignore_ascii_case("me") {
+                    Some(me.to_owned())
+                } else {
+                    cfg.agents
+                        .iter()
+                        .find(|a| a.id.eq_ignore_ascii_case(arg) || a.email.eq_ignore_ascii_case(arg))
+                        .map(|a| a.id.clone())
+                };
+                match found {
+                    Some(id) => out.commands.push(Command::Assign(id)),
+                    None if arg.is_empty() => fail(needs_arg("an agent id or \"me\"")),
+                    None => fail(format!(
+                        "unknown agent {arg:?}: expected \"me\" or one of {}",
+                        cfg.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+            "tag" | "untag" => {
+                let tags: Vec<String> = arg
+                    .split([',', ' '])
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if tags.is_empty() {
+                    fail(needs_arg("at least one tag"));
+                } else if let Some(bad) = tags.iter().find(|t| t.chars().any(|c| c.is_control() || c == '"')) {
+                    fail(format!("invalid tag {bad:?}"));
+                } else if word.eq_ignore_ascii_case("tag") {
+                    out.commands.push(Command::Tag(tags));
+                } else {
+                    out.commands.push(Command::Untag(tags));
+                }
+            }
+            "resolution" if arg.is_empty() => fail(needs_arg("text")),
+            "resolution" => out.commands.push(Command::Resolution(arg.to_owned())),
+            "note" => {
+                out.commands.push(Command::Note);
+                if !arg.is_empty() {
+                    // `#note text` on one line: the text is the note.
+                    i += 1;
+                    let mut rest = vec![arg];
+                    rest.extend(&lines[i..]);
+                    out.rest = rest.join("\n").trim().to_owned();
+                    return out;
+                }
+            }
+            other => fail(format!(
+                "unknown command #{other}: expected #status, #priority, #category, #assign, #tag, #untag, #resolution or #note"
+            )),
+        }
+        i += 1;
+    }
+    out.rest = lines[i.min(lines.len())..].join("\n").trim().to_owned();
+    out
+}
