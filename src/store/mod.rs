@@ -1,0 +1,446 @@
+//! The sled store. Every effect of one inbound message (ticket, indexes,
+//! outbox entries, raw copy, mailbox cursor) is written in ONE transaction;
+//! the caller flushes before any IMAP post-action or SMTP send.
+//!
+//! Trees: `meta` (counters, secret), `tickets` (n → record), `msgids`
+//! (Message-ID → n), `ingested` (mailbox + dedupe key → record), `clients`
+//! (address → client id), `cursors` (mailbox → UIDVALIDITY + last UID),
+//! `raw` (SHA-256 → bytes), `outbox` (seq → pending mail), `sent` (seq →
+//! finished mail), `outbox_ids` (Message-ID → seq), `acks` (sender → recent
+//! ack times), `quarantine` (seq → entry).
+
+pub mod outbox;
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::config::StoreConfig;
+use crate::mail::{InboundMail, normalise_id};
+use crate::outbound::{OutState, OutboxEntry};
+use crate::ticket::{TicketRecord, client_id};
+use crate::triage::{Decision, Effect, Snapshot, token::TokenMatcher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database {0} is in use by another process (is the ticketd daemon running? stop it, or use its API)"
+    )]
+    Locked(PathBuf),
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in tree {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    #[error("attachment store {path}: {source}")]
+    Attachment { path: PathBuf, source: std::io::Error },
+    #[error("the store changed under a decision (another writer?)")]
+    Conflict,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+/// Where one inbound message came from.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub mailbox: &'a str,
+    pub uid_validity: u32,
+    pub uid: u32,
+    pub raw: &'a [u8],
+    pub dedupe_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestRecord {
+    pub raw_sha256: String,
+    pub ticket: Option<u64>,
+    pub uid_validity: u32,
+    pub uid: u32,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub id: u64,
+    pub reason: String,
+    pub mailbox: String,
+    pub uid: u32,
+    pub raw_sha256: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    tickets: sled::Tree,
+    msgids: sled::Tree,
+    ingested: sled::Tree,
+    clients: sled::Tree,
+    cursors: sled::Tree,
+    raw: sled::Tree,
+    outbox: sled::Tree,
+    sent: sled::Tree,
+    outbox_ids: sled::Tree,
+    acks: sled::Tree,
+    quarantine: sled::Tree,
+    attachments_dir: PathBuf,
+}
+
+pub(crate) fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+pub(crate) fn from_be(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+pub(crate) fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store records always serialise")
+}
+
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(tree: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt { tree, detail: e.to_string() })
+}
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn tx_parse<T: for<'de> Deserialize<'de>>(tree: &'static str, b: &[u8]) -> TxResult<T> {
+    parse(tree, b).map_err(ConflictableTransactionError::Abort)
+}
+
+fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
+fn counter(meta: &TransactionalTree, key: &str) -> TxResult<u64> {
+    Ok(meta.get(key)?.and_then(|v| from_be(&v)).unwrap_or(1))
+}
+
+impl Store {
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        Self::open_path(&cfg.path, &cfg.attachments_dir, cfg.cache_bytes)
+    }
+
+    pub fn open_path(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes.max(1 << 20))
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_owned()),
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.to_owned()),
+                e => StoreError::Sled(e),
+            })?;
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            tickets: db.open_tree("tickets")?,
+            msgids: db.open_tree("msgids")?,
+            ingested: db.open_tree("ingested")?,
+            clients: db.open_tree("clients")?,
+            cursors: db.open_tree("cursors")?,
+            raw: db.open_tree("raw")?,
+            outbox: db.open_tree("outbox")?,
+            sent: db.open_tree("sent")?,
+            outbox_ids: db.open_tree("outbox_ids")?,
+            acks: db.open_tree("acks")?,
+            quarantine: db.open_tree("quarantine")?,
+            attachments_dir: attachments_dir.to_owned(),
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable. Call before any IMAP
+    /// post-action or SMTP send that depends on it.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The HMAC secret for agent-only ids when no `desk.secret_file` is
+    /// configured: generated once, kept in the store.
+    pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
+        if let Some(s) = self.meta.get("secret")? {
+            return Ok(s.to_vec());
+        }
+        let fresh: [u8; 32] = rand::random();
+        let _ = self.meta.compare_and_swap("secret", None as Option<&[u8]>, Some(&fresh[..]))?;
+        self.db.flush()?;
+        Ok(self.meta.get("secret")?.map(|s| s.to_vec()).unwrap_or_else(|| fresh.to_vec()))
+    }
+
+    pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
+        self.cursors.get(mailbox)?.map(|v| parse("cursors", &v)).transpose()
+    }
+
+    /// Starts a mailbox over after a UIDVALIDITY change. Dedupe by
+    /// Message-ID keeps the re-read from duplicating anything.
+    pub fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), StoreError> {
+        self.cursors.insert(mailbox, json(&Cursor { uid_validity, last_uid: 0 }))?;
+        Ok(())
+    }
+
+    pub fn ticket(&self, number: u64) -> Result<Option<TicketRecord>, StoreError> {
+        self.tickets.get(be(number))?.map(|v| parse("tickets", &v)).transpose()
+    }
+
+    pub fn tickets(&self) -> impl Iterator<Item = Result<TicketRecord, StoreError>> + '_ {
+        self.tickets.iter().map(|r| {
+            let (_, v) = r?;
+            parse("tickets", &v)
+        })
+    }
+
+    pub fn ticket_by_message_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.msgids.get(normalise_id(id))?.and_then(|v| from_be(&v)))
+    }
+
+    pub fn raw(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.raw.get(sha256)?.map(|v| v.to_vec()))
+    }
+
+    pub fn quarantined(&self) -> impl Iterator<Item = Result<QuarantineEntry, StoreError>> + '_ {
+        self.quarantine.iter().map(|r| {
+            let (_, v) = r?;
+            parse("quarantine", &v)
+        })
+    }
+
+    fn ingest_key(mailbox: &str, dedupe: &str) -> Vec<u8> {
+        let mut k = mailbox.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(dedupe.as_bytes());
+        k
+    }
+
+    /// Everything [`crate::triage::decide`] needs to know about `mail`.
+    pub fn snapshot(
+        &self,
+        mailbox: &str,
+        mail: &InboundMail,
+        tokens: &TokenMatcher,
+        now: DateTime<Utc>,
+    ) -> Result<Snapshot, StoreError> {
+        let duplicate = self.ingested.contains_key(Self::ingest_key(mailbox, &mail.dedupe_key()))?;
+        let bounced = mail.report.as_ref().and_then(|r| r.original_message_id.as_deref());
+        let mut by_thread = None;
+        for id in bounced.into_iter().chain(mail.parent_ids()) {
+            if let Some(n) = self.ticket_by_message_id(id)? {
+                by_thread = self.ticket(n)?;
+                if by_thread.is_some() {
+                    break;
+                }
+            }
+        }
+        let by_token = match tokens.find(&mail.subject) {
+            Some(n) if by_thread.as_ref().is_none_or(|t| t.number != n) => self.ticket(n)?,
+            _ => None,
+        };
+        let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
+        let sender_client = match self.clients.get(sender)? {
+            Some(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+            None => None,
+        };
+        let read = |k: &str| -> Result<u64, StoreError> { Ok(self.meta.get(k)?.and_then(|v| from_be(&v)).unwrap_or(1)) };
+        Ok(Snapshot {
+            duplicate,
+            by_thread,
+            by_token,
+            sender_client,
+            next_client: read("next_client")?,
+            next_ticket: read("next_ticket")?,
+            acks_last_hour: self.recent_acks(sender, now)?.len() as u32,
+        })
+    }
+
+    fn recent_acks(&self, sender: &str, now: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let mut v: Vec<DateTime<Utc>> = match self.acks.get(sender)? {
+            Some(b) => parse("acks", &b)?,
+            None => Vec::new(),
+        };
+        v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+        Ok(v)
+    }
+
+    /// Content-addressed: written before the transaction that refers to it,
+    /// so a crash leaves at worst an orphan file, never a dangling URL.
+    pub fn write_attachment(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let dir = self.attachments_dir.join(&sha256[..2.min(sha256.len())]);
+        let path = dir.join(sha256);
+        let err = |source| StoreError::Attachment { path: path.clone(), source };
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let tmp = dir.join(format!(".{sha256}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        Ok(path)
+    }
+
+    pub fn attachment_path(&self, sha256: &str) -> PathBuf {
+        self.attachments_dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    }
+
+    /// Applies one decision and the message's bookkeeping atomically.
+    /// Returns the outbox sequence numbers queued.
+    pub fn apply(
+        &self,
+        origin: &Origin<'_>,
+        mail: Option<&InboundMail>,
+        decision: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if let Some(mail) = mail {
+            for e in &decision.effects {
+                if let Effect::WriteAttachment { index } = e
+                    && let Some(a) = mail.attachments.get(*index)
+                {
+                    self.write_attachment(&a.sha256, &a.bytes)?;
+                }
+            }
+        }
+        let raw_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(origin.raw));
+        let ingest_key = Self::ingest_key(origin.mailbox, &origin.dedupe_key);
+        let trees = (
+            &self.meta,
+            &self.tickets,
+            &self.msgids,
+            &self.ingested,
+            &self.clients,
+            &self.cursors,
+            &self.raw,
+            &self.outbox,
+            &self.outbox_ids,
+            &self.acks,
+            &self.quarantine,
+            &self.sent,
+        );
+        let result = trees.transaction(|(meta, tickets, msgids, ingested, clients, cursors, raw, outbox, outbox_ids, acks, quarantine, sent)| {
+            let mut cursor = match cursors.get(origin.mailbox)? {
+                Some(c) => tx_parse::<Cursor>("cursors", &c)?,
+                None => Cursor { uid_validity: origin.uid_validity, last_uid: 0 },
+            };
+            if cursor.uid_validity != origin.uid_validity {
+                cursor = Cursor { uid_validity: origin.uid_validity, last_uid: 0 };
+            }
+            cursor.last_uid = cursor.last_uid.max(origin.uid);
+            cursors.insert(origin.mailbox.as_bytes(), json(&cursor))?;
+            if ingested.get(&ingest_key)?.is_some() {
+                // Already ingested (a re-fetch after a crash): only the cursor moves.
+                return Ok(Vec::new());
+            }
+            let mut queued = Vec::new();
+            let mut ticket_no = None;
+            for effect in &decision.effects {
+                match effect {
+                    Effect::CreateClient { address, number } => {
+                        if counter(meta, "next_client")? != *number {
+                            return abort(StoreError::Conflict);
+                        }
+                        clients.insert(address.as_bytes(), client_id(*number).as_bytes())?;
+                        meta.insert("next_client", &be(number + 1))?;
+                    }
+                    Effect::SaveTicket(rec) => {
+                        let next = counter(meta, "next_ticket")?;
+                        if tickets.get(be(rec.number))?.is_none() {
+                            if rec.number != next {
+                                return abort(StoreError::Conflict);
+                            }
+                            meta.insert("next_ticket", &be(next + 1))?;
+                        }
+                        tickets.insert(&be(rec.number), json(rec.as_ref()))?;
+                        ticket_no = Some(rec.number);
+                    }
+                    Effect::IndexMessageId { id, ticket } => {
+                        msgids.insert(normalise_id(id).as_bytes(), &be(*ticket))?;
+                        ticket_no = ticket_no.or(Some(*ticket));
+                    }
+                    Effect::WriteAttachment { .. } => {}
+                    Effect::Send(mail) => {
+                        let seq = counter(meta, "next_outbox")?;
+                        meta.insert("next_outbox", &be(seq + 1))?;
+                        let entry = OutboxEntry {
+                            mail: mail.as_ref().clone(),
+                            state: OutState::Queued,
+                            attempts: 0,
+                            next_attempt: now,
+                            last_error: None,
+                            created: now,
+                        };
+                        outbox.insert(&be(seq), json(&entry))?;
+                        outbox_ids.insert(normalise_id(&mail.message_id).as_bytes(), &be(seq))?;
+                        queued.push(seq);
+                    }
+                    Effect::CountAck { sender } => {
+                        let mut v: Vec<DateTime<Utc>> = match acks.get(sender.as_bytes())? {
+                            Some(b) => tx_parse("acks", &b)?,
+                            None => Vec::new(),
+                        };
+                        v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+                        v.push(now);
+                        acks.insert(sender.as_bytes(), json(&v))?;
+                    }
+                    Effect::MarkSentFailed { message_id, reason } => {
+                        if let Some(seq) = outbox_ids.get(normalise_id(message_id).as_bytes())? {
+                            for tree in [&outbox, &sent] {
+                                if let Some(b) = tree.get(&seq)? {
+                                    let mut e: OutboxEntry = tx_parse("outbox", &b)?;
+                                    e.state = OutState::Failed;
+                                    e.last_error = Some(reason.clone());
+                                    tree.insert(&seq, json(&e))?;
+                                }
+                            }
+                            // A bounced message no longer waits to be sent.
+                            if let Some(b) = outbox.remove(&seq)? {
+                                sent.insert(&seq, b)?;
+                            }
+                        }
+                    }
+                    Effect::Quarantine { reason } => {
+                        let id = counter(meta, "next_quarantine")?;
+                        meta.insert("next_quarantine", &be(id + 1))?;
+                        let q = QuarantineEntry {
+                            id,
+                            reason: reason.clone(),
+                            mailbox: origin.mailbox.to_owned(),
+                            uid: origin.uid,
+                            raw_sha256: raw_sha.clone(),
+                            at: now,
+                        };
+                        quarantine.insert(&be(id), json(&q))?;
+                    }
+                }
+            }
+            raw.insert(raw_sha.as_bytes(), origin.raw)?;
+            let rec = IngestRecord {
+                raw_sha256: raw_sha.clone(),
+                ticket: ticket_no,
+                uid_validity: origin.uid_validity,
+                uid: origin.uid,
+                at: now,
+            };
+            ingested.insert(ingest_key.as_slice(), json(&rec))?;
+            Ok(queued)
+        });
+        flatten(result)
+    }
+}
+
+#[cfg(test)]
+mod tests;
