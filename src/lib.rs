@@ -1,4 +1,7 @@
 pub mod config;
+pub mod daemon;
+pub mod imap;
+pub mod ingest;
 pub mod mail;
 pub mod outbound;
 pub mod store;

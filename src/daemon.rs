@@ -1,0 +1,136 @@
+//! `ticketd run`: opens the store, starts one worker per mailbox, the
+//! ingest task and the SMTP sender, tells systemd when it is ready, and
+//! drains cleanly on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Tls};
+use crate::imap::worker::Worker;
+use crate::ingest::Ingest;
+use crate::outbound::sender::Sender;
+use crate::outbound::templates::Templates;
+use crate::store::Store;
+use crate::triage::token::TokenMatcher;
+
+/// Under systemd's default TimeoutStopSec (90 s).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn load_secret(cfg: &Config, store: &Store) -> anyhow::Result<Vec<u8>> {
+    match &cfg.desk.secret_file {
+        Some(p) => {
+            let s = std::fs::read(p).with_context(|| format!("reading desk.secret_file {}", p.display()))?;
+            Ok(s.trim_ascii().to_vec())
+        }
+        None => Ok(store.secret()?),
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    for m in &cfg.mailboxes {
+        if m.tls == Tls::None {
+            warn!(mailbox = %m.name, host = %m.host, "tls = \"none\": the password and mail cross the network in clear text");
+        }
+    }
+    if cfg.smtp.tls == Tls::None && cfg.smtp.username.is_some() {
+        warn!(host = %cfg.smtp.host, "smtp tls = \"none\" with AUTH: the password crosses the network in clear text");
+    }
+    let store = Store::open(&cfg.store)?;
+    let secret = load_secret(&cfg, &store)?;
+    let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
+    let shutdown = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let (tx, rx) = mpsc::channel(4);
+
+    let mut tasks = JoinSet::new();
+    let ingest = Ingest {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        secret,
+        templates,
+        tokens: TokenMatcher::new(&cfg.desk.subject_tag),
+        outbox_wake: wake.clone(),
+    };
+    tasks.spawn(async move {
+        ingest.run(rx).await;
+        "ingest"
+    });
+    for mb in &cfg.mailboxes {
+        let w = Worker {
+            mb: mb.clone(),
+            store: store.clone(),
+            ingest: tx.clone(),
+            max_message_bytes: cfg.desk.max_message_bytes,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(async move {
+            w.run().await;
+            "imap worker"
+        });
+    }
+    drop(tx);
+    let sender = Sender { smtp: cfg.smtp.clone(), store: store.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
+    tasks.spawn(async move {
+        sender.run().await;
+        "smtp sender"
+    });
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
+                    _ = stop.cancelled() => break,
+                }
+            }
+            "watchdog"
+        });
+    }
+
+    let status = format!("watching {} mailbox(es)", cfg.mailboxes.len());
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    info!(mailboxes = cfg.mailboxes.len(), db = %cfg.store.path.display(), "ticketd ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut failed = false;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: finishing the message in hand, then stopping"),
+        _ = int.recv() => info!("SIGINT: finishing the message in hand, then stopping"),
+        done = tasks.join_next() => {
+            // A task that ends on its own is a bug or a dead end: stop everything.
+            error!(task = ?done.map(|r| r.ok()), "a task stopped unexpectedly; shutting down");
+            failed = true;
+        }
+    }
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    shutdown.cancel();
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                error!(error = %e, "task panicked during shutdown");
+                failed = true;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("drain deadline passed; stopping anyway (nothing unflushed is acknowledged)");
+    }
+    store.flush().await?;
+    info!("stopped");
+    if failed {
+        anyhow::bail!("stopped after a task failure");
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! One task per mailbox owns its IMAP connection: connect, SELECT, fetch
+//! everything past the UID cursor in batches, wait for ingest to make each
+//! batch durable, then apply the post-action; IDLE (or poll) for more.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{ImapError, ImapSession, connect, timed};
+use crate::config::{AfterAction, MailboxConfig};
+use crate::ingest::{Batch, Item};
+use crate::store::Store;
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff { base, cap, attempt: 0 }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let capped = exp.min(self.cap);
+        capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
+pub struct Worker {
+    pub mb: MailboxConfig,
+    pub store: Store,
+    pub ingest: mpsc::Sender<Batch>,
+    pub max_message_bytes: u64,
+    pub shutdown: CancellationToken,
+}
+
+enum Wake {
+    Check,
+    Shutdown,
+}
+
+impl Worker {
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let mut failing = false;
+        loop {
+            let result = self.session(&mut backoff, &mut failing).await;
+            let Err(e) = result else { break };
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let delay = backoff.next_delay();
+            // One line per state change, not one per retry.
+            if !failing {
+                failing = true;
+                if e.is_auth() {
+                    error!(mailbox = %self.mb.name, error = %e, "mailbox login failed; retrying with backoff until fixed");
+                } else {
+                    warn!(mailbox = %self.mb.name, error = %e, "mailbox unavailable; reconnecting with backoff");
+                }
+            } else {
+                debug!(mailbox = %self.mb.name, error = %e, ?delay, "still unavailable");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        debug!(mailbox = %self.mb.name, "worker stopped");
+    }
+
+    async fn session(&self, backoff: &mut Backoff, failing: &mut bool) -> Result<(), ImapError> {
+        let mb = &self.mb;
+        let mut s = tokio::select! {
+            r = connect(mb) => r?,
+            _ = self.shutdown.cancelled() => return Ok(()),
+        };
+        let caps = timed("CAPABILITY", mb.timeout, s.capabilities()).await?;
+        let can_idle = mb.idle && caps.has_str("IDLE");
+        let can_move = caps.has_str("MOVE");
+        let uidplus = caps.has_str("UIDPLUS");
+        let selected = timed("SELECT", mb.timeout, s.select(&mb.folder)).await?;
+        let uid_validity = selected.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mb.folder.clone()))?;
+        let store_err = |e: crate::store::StoreError| ImapError::Ingest(e.to_string());
+        let mut last_uid = match self.store.cursor(&mb.name).map_err(store_err)? {
+            Some(c) if c.uid_validity == uid_validity => c.last_uid,
+            Some(c) => {
+                warn!(mailbox = %mb.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder; Message-ID dedupe prevents duplicates");
+                self.store.reset_cursor(&mb.name, uid_validity).map_err(store_err)?;
+                0
+            }
+            None => 0,
+        };
+        if *failing {
+            info!(mailbox = %mb.name, "mailbox reachable again");
+        } else {
+            info!(mailbox = %mb.name, folder = %mb.folder, idle = can_idle, "connected");
+        }
+        *failing = false;
+        backoff.reset();
+        let post = PostAction { after: mb.after, move_to: mb.move_to.clone(), can_move, uidplus, timeout: mb.timeout };
+        if mb.after != AfterAction::Seen && last_uid > 0 {
+            // A crash between commit and post-action leaves processed mail behind.
+            let leftover = uids_in(&mut s, &format!("1:{last_uid}"), mb.timeout).await?;
+            if !leftover.is_empty() {
+                info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions left over from before");
+                post.apply(&mut s, &leftover).await?;
+            }
+        }
+        loop {
+            last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
+            if self.shutdown.is_cancelled() {
+                let _ = timed("LOGOUT", mb.timeout, s.logout()).await;
+                return Ok(());
+            }
+            let (next, wake) = if can_idle { self.idle(s).await? } else { self.poll(s).await? };
+            s = next;
+            if let Wake::Shutdown = wake {
+                let _ = timed("LOGOUT", mb.timeout, s.logout()).await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fetches and ingests everything past `last_uid`; returns the new cursor.
+    async fn fetch_new(&self, s: &mut ImapSession, uid_validity: u32, mut last_uid: u32, post: &PostAction) -> Result<u32, ImapError> {
+        let mb = &self.mb;
+        let listed = list_sizes(s, last_uid, mb.timeout).await?;
+        if listed.is_empty() {
+            return Ok(last_uid);
+        }
+        debug!(mailbox = %mb.name, count = listed.len(), "new messages");
+        for chunk in listed.chunks(mb.batch_size as usize) {
+            let (small, large): (Vec<_>, Vec<_>) = chunk.iter().partition(|(_, size)| *size <= self.max_message_bytes);
+            let mut items = Vec::with_capacity(chunk.len());
+            if !small.is_empty() {
+                let set = uid_set(small.iter().map(|(u, _)| *u));
+                let fetched = fetch(s, &set, "(UID BODY.PEEK[])", mb.timeout).await?;
+                if fetched.len() < small.len() {
+                    timed("NOOP", mb.timeout, s.run_command_and_check_ok("NOOP")).await?;
+                }
+                items.extend(fetched.into_iter().map(|(uid, raw)| Item::Mail { uid, raw }));
+            }
+            if !large.is_empty() {
+                let set = uid_set(large.iter().map(|(u, _)| *u));
+                let headers = fetch(s, &set, "(UID BODY.PEEK[HEADER])", mb.timeout).await?;
+                for (uid, header) in headers {
+                    let size = large.iter().find(|(u, _)| *u == uid).map(|(_, s)| *s).unwrap_or(0);
+                    items.push(Item::TooLarge { uid, size, header });
+                }
+            }
+            items.sort_by_key(|i| match i {
+                Item::Mail { uid, .. } | Item::TooLarge { uid, .. } => *uid,
+            });
+            let (tx, rx) = oneshot::channel();
+            let batch = Batch { mailbox: mb.name.clone(), uid_validity, items, reply: tx };
+            // Bounded: when ingest is busy the worker waits; nothing is dropped.
+            self.ingest.send(batch).await.map_err(|_| ImapError::Ingest("ingest task is gone".into()))?;
+            let result = rx.await.map_err(|_| ImapError::Ingest("ingest task is gone".into()))?;
+            if !result.done.is_empty() {
+                post.apply(s, &result.done).await?;
+                last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
+            }
+            if let Some(e) = result.error {
+                return Err(ImapError::Ingest(e.to_string()));
+            }
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+        }
+        Ok(last_uid)
+    }
+
+    async fn idle(&self, s: ImapSession) -> Result<(ImapSession, Wake), ImapError> {
+        use async_imap::extensions::idle::IdleResponse;
+        let limit = self.mb.timeout;
+        let mut h = s.idle();
+        timed("IDLE", limit, h.init()).await?;
+        // Re-issued well before the 29-minute limit: half-open connections
+        // are noticed sooner, and the poll interval stays a fallback.
+        let wait_for = self.mb.poll_interval.min(Duration::from_secs(300));
+        let (fut, stop) = h.wait_with_timeout(wait_for);
+        let outcome = tokio::select! {
+            r = fut => Some(r?),
+            _ = self.shutdown.cancelled() => None,
+        };
+        drop(stop);
+        if let Some(IdleResponse::ManualInterrupt) = outcome {
+            return Err(ImapError::Closed);
+        }
+        let s = timed("DONE", limit, h.done()).await?;
+        Ok((s, if outcome.is_some() { Wake::Check } else { Wake::Shutdown }))
+    }
+
+    async fn poll(&self, mut s: ImapSession) -> Result<(ImapSession, Wake), ImapError> {
+        tokio::select! {
+            _ = tokio::time::sleep(self.mb.poll_interval) => {}
+            _ = self.shutdown.cancelled() => return Ok((s, Wake::Shutdown)),
+        }
+        timed("NOOP", self.mb.timeout, s.run_command_and_check_ok("NOOP")).await?;
+        Ok((s, Wake::Check))
+    }
+}
+
+struct PostAction {
+    after: AfterAction,
+    move_to: Option<String>,
+    can_move: bool,
+    uidplus: bool,
+    timeout: Duration,
+}
+
+impl PostAction {
+    async fn apply(&self, s: &mut ImapSession, uids: &[u32]) -> Result<(), ImapError> {
+        let set = uid_set(uids.iter().copied());
+        let t = self.timeout;
+        match self.after {
+            AfterAction::Seen => store_flags(s, &set, "+FLAGS.SILENT (\\Seen)", t).await,
+            AfterAction::Move => {
+                let folder = self.move_to.as_deref().unwrap_or("Processed");
+                if self.can_move {
+                    match timed("UID MOVE", t, s.uid_mv(&set, folder)).await {
+                        Err(ImapError::Protocol(async_imap::error::Error::No(_))) => {
+                            // Folder missing: create it once and retry.
+                            let _ = timed("CREATE", t, s.create(folder)).await;
+                            timed("UID MOVE", t, s.uid_mv(&set, folder)).await
+                        }
+                        r => r,
+                    }
+                } else {
+                    if timed("UID COPY", t, s.uid_copy(&set, folder)).await.is_err() {
+                        let _ = timed("CREATE", t, s.create(folder)).await;
+                        timed("UID COPY", t, s.uid_copy(&set, folder)).await?;
+                    }
+                    self.delete(s, &set).await
+                }
+            }
+            AfterAction::Delete => self.delete(s, &set).await,
+        }
+    }
+
+    async fn delete(&self, s: &mut ImapSession, set: &str) -> Result<(), ImapError> {
+        let t = self.timeout;
+        store_flags(s, set, "+FLAGS.SILENT (\\Deleted)", t).await?;
+        if self.uidplus {
+            let fut = async { s.uid_expunge(set).await?.try_collect::<Vec<_>>().await };
+            timed("UID EXPUNGE", t, fut).await?;
+        } else {
+            let fut = async { s.expunge().await?.try_collect::<Vec<_>>().await };
+            timed("EXPUNGE", t, fut).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn store_flags(s: &mut ImapSession, set: &str, flags: &str, t: Duration) -> Result<(), ImapError> {
+    let fut = async { s.uid_store(set, flags).await?.try_collect::<Vec<_>>().await };
+    timed("UID STORE", t, fut).await?;
+    Ok(())
+}
+
+/// `1,2,3,7` → `1:3,7`.
+pub fn uid_set(uids: impl Iterator<Item = u32>) -> String {
+    let mut v: Vec<u32> = uids.collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        out.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// UIDs above `last_uid` with their RFC822.SIZE, ascending.
+async fn list_sizes(s: &mut ImapSession, last_uid: u32, t: Duration) -> Result<Vec<(u32, u64)>, ImapError> {
+    let set = format!("{}:*", last_uid.saturating_add(1));
+    let fut = async {
+        let stream = s.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetches = timed("UID FETCH sizes", t, fut).await?;
+    let mut out: Vec<(u32, u64)> = fetches
+        .iter()
+        .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0) as u64)))
+        // `N:*` always matches the highest UID, even below N.
+        .filter(|(uid, _)| *uid > last_uid)
+        .collect();
+    out.sort_unstable();
+    out.dedup_by_key(|(u, _)| *u);
+    Ok(out)
+}
+
+async fn uids_in(s: &mut ImapSession, set: &str, t: Duration) -> Result<Vec<u32>, ImapError> {
+    let fut = async {
+        let stream = s.uid_fetch(set, "(UID)").await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let mut v: Vec<u32> = timed("UID FETCH", t, fut).await?.iter().filter_map(|f| f.uid).collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+async fn fetch(s: &mut ImapSession, set: &str, query: &str, t: Duration) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let fut = async {
+        let stream = s.uid_fetch(set, query).await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetches = timed("UID FETCH", t, fut).await?;
+    let mut out: Vec<(u32, Vec<u8>)> = fetches
+        .iter()
+        .filter_map(|f| {
+            let body = f.body().or_else(|| f.header())?;
+            Some((f.uid?, body.to_vec()))
+        })
+        .collect();
+    out.sort_by_key(|(u, _)| *u);
+    out.dedup_by_key(|(u, _)| *u);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_runs() {
+        assert_eq!(uid_set([3, 1, 2, 7, 9, 8, 12].into_iter()), "1:3,7:9,12");
+        assert_eq!(uid_set(std::iter::once(5)), "5");
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)));
+        assert!(delays[7] >= Duration::from_secs(5), "reaches the cap (with at most 50% jitter)");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+}
