@@ -1,0 +1,203 @@
+//! Runs the real `ticketd` binary against a [`super::Lab`].
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Lab;
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// The first value of a header in a raw message (unfolded).
+pub fn header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
+    let head = head.split("\n\n").next().unwrap_or(head);
+    let mut value: Option<String> = None;
+    for line in head.lines() {
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case(name)
+        {
+            value = Some(v.trim().to_owned());
+        }
+    }
+    value
+}
+
+pub fn config_text(lab: &Lab, dir: &std::path::Path, mailbox_extra: &str, desk_extra: &str) -> String {
+    format!(
+        r#"[store]
+path = "{dir}/db"
+attachments_dir = "{dir}/attachments"
+
+[desk]
+display_name = "Example Support"
+{desk_extra}
+
+[attachments]
+base_url = "http://127.0.0.1:8080/attachments"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp}
+tls = "none"
+timeout = "10s"
+
+[[mailboxes]]
+name = "support"
+address = "support@example.test"
+host = "127.0.0.1"
+port = {imap}
+tls = "none"
+username = "support@example.test"
+password = "secret"
+poll_interval = "1s"
+timeout = "10s"
+{mailbox_extra}
+
+[[agents]]
+id = "agent_alice"
+email = "alice@example.test"
+name = "Alice"
+"#,
+        dir = dir.display(),
+        smtp = lab.smtp_port,
+        imap = lab.imap_port,
+    )
+}
+
+impl Daemon {
+    pub fn start(lab: &Lab, mailbox_extra: &str) -> Daemon {
+        Self::start_with(lab, mailbox_extra, "")
+    }
+
+    pub fn start_with(lab: &Lab, mailbox_extra: &str, desk_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("ticketd.toml");
+        std::fs::write(&config, config_text(lab, dir.path(), mailbox_extra, desk_extra)).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon { dir, config, log, child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0) as usize;
+        let child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("TICKETD_LOG", "info,ticketd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ticketd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.get(start_len..).is_some_and(|t| t.contains("ticketd ready")) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ticketd exited early with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "ticketd not ready after 20s:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// SIGTERM, and the daemon must exit 0 within 30 s.
+    pub fn stop_ok(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(30)).unwrap_or_else(|| panic!("ticketd did not stop:\n{}", self.log_text()));
+        assert!(status.success(), "ticketd exited with {status}:\n{}", self.log_text());
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10)).expect("SIGKILL ends the process");
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn restart(mut self) -> Daemon {
+        if self.child.is_some() {
+            self.stop_ok();
+        }
+        self.spawn();
+        self
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ticketd")
+    }
+
+    pub fn tickets_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["tickets", "list", "--json"]);
+        assert!(out.status.success(), "tickets list: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON array")
+    }
+
+    pub fn ticket_json(&self, n: u64) -> serde_json::Value {
+        let out = self.cli(&["tickets", "show", &n.to_string(), "--json"]);
+        assert!(out.status.success(), "tickets show {n}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON object")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
