@@ -699,7 +699,8 @@ impl RawConfig {
 /// serde_ignored writes `agents.0.shoe`; our own paths say `agents[0].shoe`.
 fn bracket_indices(path: &str) -> String {
     let mut out = String::new();
-    for part in path.split('.') {
+    // `?` marks an Option layer, meaningless to a reader.
+    for part in path.split('.').filter(|p| *p != "?") {
         if !out.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
             out.push_str(&format!("[{part}]"));
         } else {
