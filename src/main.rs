@@ -36,6 +36,23 @@ enum Cmd {
         #[command(subcommand)]
         command: TicketsCmd,
     },
+    /// Messages that could not become tickets, kept raw with a reason.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// One line per quarantined message.
+    List,
+    /// The reason and the raw message.
+    Show { id: u64 },
+    /// Run the message through ingest again (e.g. after a fix or a config change).
+    Retry { id: u64 },
+    /// Forget the message; it will not be ingested again.
+    Drop { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +140,76 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = Store::open(&cfg.store)?;
             tickets(&store, command)
+        }
+        Cmd::Quarantine { command } => {
+            let cfg = load(&cli)?;
+            let store = Store::open(&cfg.store)?;
+            quarantine(cfg, store, command)
+        }
+    }
+}
+
+fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        QuarantineCmd::List => {
+            let entries: Vec<_> = store.quarantined().collect::<Result<_, _>>()?;
+            if entries.is_empty() {
+                println!("quarantine is empty");
+            }
+            for q in entries {
+                println!("{:<5} {}  {}/uid {}  {}", q.id, ticketd::ticket::rfc3339::format(&q.at), q.mailbox, q.uid, q.reason);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Show { id } => {
+            let Some(q) = store.quarantined_entry(*id)? else {
+                eprintln!("ticketd: no quarantine entry {id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("id {}\nmailbox {} uid {}\nat {}\nreason {}\n", q.id, q.mailbox, q.uid, ticketd::ticket::rfc3339::format(&q.at), q.reason);
+            let raw = store.raw(&q.raw_sha256)?.unwrap_or_default();
+            println!("{}", String::from_utf8_lossy(&raw));
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Drop { id } => {
+            if store.drop_quarantined(*id)? {
+                store.flush_blocking()?;
+                println!("dropped quarantine entry {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("ticketd: no quarantine entry {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        QuarantineCmd::Retry { id } => {
+            let Some((q, raw)) = store.release_quarantined(*id)? else {
+                eprintln!("ticketd: no quarantine entry {id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let cfg = std::sync::Arc::new(cfg);
+            let ingest = ticketd::ingest::Ingest {
+                secret: ticketd::daemon::load_secret(&cfg, &store)?,
+                templates: ticketd::outbound::templates::Templates::load(cfg.desk.templates_dir.as_deref())?,
+                tokens: ticketd::triage::token::TokenMatcher::new(&cfg.desk.subject_tag),
+                outbox_wake: Default::default(),
+                store: store.clone(),
+                cfg: cfg.clone(),
+            };
+            let uid_validity = store.cursor(&q.mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
+            let items = [ticketd::ingest::Item::Mail { uid: q.uid, raw }];
+            let result = rt.block_on(ingest.process(&q.mailbox, uid_validity, &items));
+            if let Some(e) = result.error {
+                anyhow::bail!("retry failed: {e}");
+            }
+            let requarantined = store.quarantined().filter_map(Result::ok).any(|e| e.raw_sha256 == q.raw_sha256);
+            if requarantined {
+                println!("entry {id} was quarantined again (see `ticketd quarantine list`)");
+                Ok(ExitCode::FAILURE)
+            } else {
+                println!("entry {id} ingested; any mail it queued is sent when the daemon runs");
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }

@@ -171,6 +171,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// The HMAC secret for agent-only ids when no `desk.secret_file` is
     /// configured: generated once, kept in the store.
     pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
@@ -444,3 +449,38 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    pub fn quarantined_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.quarantine.get(be(id))?.map(|v| parse("quarantine", &v)).transpose()
+    }
+
+    /// Takes an entry out of quarantine so its raw bytes can be ingested
+    /// again: the entry and its dedupe record go, the raw copy stays.
+    pub fn release_quarantined(&self, id: u64) -> Result<Option<(QuarantineEntry, Vec<u8>)>, StoreError> {
+        let Some(q) = self.quarantined_entry(id)? else { return Ok(None) };
+        let raw = self.raw(&q.raw_sha256)?.unwrap_or_default();
+        let key_tail: Vec<Vec<u8>> = self
+            .ingested
+            .scan_prefix(Self::ingest_key(&q.mailbox, ""))
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| parse::<IngestRecord>("ingested", v).is_ok_and(|r| r.raw_sha256 == q.raw_sha256 && r.ticket.is_none()))
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        let r = (&self.quarantine, &self.ingested).transaction(|(quarantine, ingested)| {
+            quarantine.remove(&be(id))?;
+            for k in &key_tail {
+                ingested.remove(k.as_slice())?;
+            }
+            Ok(())
+        });
+        flatten(r)?;
+        Ok(Some((q, raw)))
+    }
+
+    /// Forgets a quarantined message for good (its dedupe record stays, so
+    /// it is not ingested again).
+    pub fn drop_quarantined(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.quarantine.remove(be(id))?.is_some())
+    }
+}
