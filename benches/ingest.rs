@@ -74,7 +74,9 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n: usize = std::env::var("TICKETD_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    // `cargo bench` passes --bench; under `cargo test` this is a small smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("TICKETD_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 2000 } else { 60 });
     let lab = common::Lab::start();
 
     let t = Instant::now();

@@ -183,6 +183,9 @@ pub struct SmtpConfig {
     pub hello_name: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// First retry delay after a transient failure; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +344,8 @@ struct RawSmtp {
     hello_name: Option<String>,
     ca_file: Option<PathBuf>,
     timeout: Option<String>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +601,8 @@ impl RawConfig {
                     hello_name: s.hello_name,
                     ca_file: s.ca_file,
                     timeout: c.duration("smtp.timeout", s.timeout.as_deref(), Duration::from_secs(60)),
+                    retry_initial: c.duration("smtp.retry_initial", s.retry_initial.as_deref(), Duration::from_secs(30)),
+                    retry_max: c.duration("smtp.retry_max", s.retry_max.as_deref(), Duration::from_secs(3600)),
                 }
             }
             None => {
@@ -609,6 +616,8 @@ impl RawConfig {
                     hello_name: None,
                     ca_file: None,
                     timeout: Duration::from_secs(60),
+                    retry_initial: Duration::from_secs(30),
+                    retry_max: Duration::from_secs(3600),
                 }
             }
         };

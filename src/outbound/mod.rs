@@ -78,9 +78,23 @@ pub struct OutboxEntry {
 
 /// Capped exponential backoff with ±25 % jitter, as a pure function of the
 /// attempt count and a jitter sample in [0, 1).
-pub fn retry_delay(attempts: u32, jitter: f64) -> chrono::Duration {
-    let base = 30i64.saturating_mul(1i64 << attempts.min(10));
-    let capped = base.min(3600) as f64;
+pub fn retry_delay(attempts: u32, initial: std::time::Duration, max: std::time::Duration, jitter: f64) -> chrono::Duration {
+    let exp = initial.saturating_mul(1u32 << attempts.min(20)).min(max);
     let factor = 0.75 + 0.5 * jitter.clamp(0.0, 1.0);
-    chrono::Duration::milliseconds((capped * factor * 1000.0) as i64)
+    chrono::Duration::from_std(exp.mul_f64(factor)).unwrap_or(chrono::Duration::hours(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        let (i, m) = (Duration::from_secs(30), Duration::from_secs(3600));
+        assert_eq!(retry_delay(0, i, m, 0.5), chrono::Duration::seconds(30));
+        assert_eq!(retry_delay(3, i, m, 0.5), chrono::Duration::seconds(240));
+        assert_eq!(retry_delay(30, i, m, 0.5), chrono::Duration::seconds(3600));
+        assert!(retry_delay(0, i, m, 0.0) < retry_delay(0, i, m, 0.99));
+    }
 }

@@ -146,6 +146,9 @@ impl Sender {
             if due.is_empty() {
                 return Ok(());
             }
+            // Entries may be committed but not yet flushed by ingest; nothing
+            // leaves before the ticket it belongs to is durable.
+            self.store.flush().await?;
             let mailer = match transport(&self.smtp).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -188,7 +191,7 @@ impl Sender {
             *failing = true;
         }
         for (seq, e) in due {
-            let next = Utc::now() + retry_delay(e.attempts, rand::random());
+            let next = Utc::now() + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
             self.store.mark_retry(*seq, error, next)?;
         }
         Ok(())

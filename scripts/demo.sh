@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The main job, end to end on one machine: a private Dovecot + Postfix lab on
+# loopback, ticketd running against it, a customer email sent over SMTP, and
+# the resulting ticket and acknowledgement printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+cargo build --release --quiet
+bin="$PWD/target/release/ticketd"
+
+dir=$(mktemp -d /tmp/ticketd-demo.XXXXXX)
+cleanup() {
+  [[ -n "${daemon_pid:-}" ]] && kill "$daemon_pid" 2>/dev/null || true
+  bash scripts/lab.sh stop "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+bash scripts/lab.sh start "$dir" >/dev/null
+# shellcheck disable=SC1091
+source "$dir/lab.env"
+echo "lab: Dovecot IMAP on 127.0.0.1:$IMAP_PORT, Postfix SMTP on 127.0.0.1:$SMTP_PORT ($dir)"
+
+cat >"$dir/ticketd.toml" <<TOML
+[store]
+path = "$dir/db"
+attachments_dir = "$dir/attachments"
+
+[desk]
+display_name = "Example Support"
+
+[attachments]
+base_url = "http://127.0.0.1:8080/attachments"
+
+[smtp]
+host = "127.0.0.1"
+port = $SMTP_PORT
+tls = "none"
+
+[[mailboxes]]
+name = "support"
+address = "support@example.test"
+host = "127.0.0.1"
+port = $IMAP_PORT
+tls = "none"
+password = "secret"
+poll_interval = "5s"
+
+[[agents]]
+id = "agent_alice"
+email = "alice@example.test"
+name = "Alice"
+TOML
+
+"$bin" --config "$dir/ticketd.toml" check-config
+"$bin" --config "$dir/ticketd.toml" run 2>"$dir/ticketd.log" &
+daemon_pid=$!
+
+python3 - "$SMTP_PORT" "$IMAP_PORT" <<'PY'
+import imaplib, smtplib, sys, time
+from email.message import EmailMessage
+smtp_port, imap_port = int(sys.argv[1]), int(sys.argv[2])
+m = EmailMessage()
+m["From"] = "Carla Customer <customer@example.test>"
+m["To"] = "support@example.test"
+m["Subject"] = "API Integration Issue"
+m["Message-ID"] = "<demo-1@customer.example.test>"
+m.set_content("Having trouble integrating the API. Getting 401 errors.\n\nCarla")
+m.add_attachment(b"401 Unauthorized at /v1/validate\n", maintype="text", subtype="plain", filename="error_logs.txt")
+with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+    s.send_message(m)
+print("sent: customer@example.test -> support@example.test  'API Integration Issue'")
+deadline = time.time() + 60
+while time.time() < deadline:
+    with imaplib.IMAP4("127.0.0.1", imap_port) as i:
+        i.login("customer@example.test", "secret")
+        i.select("INBOX")
+        _, data = i.search(None, "ALL")
+        ids = data[0].split()
+        if ids:
+            _, msg = i.fetch(ids[-1], "(BODY.PEEK[HEADER.FIELDS (FROM SUBJECT IN-REPLY-TO AUTO-SUBMITTED)])")
+            print("acknowledgement in the customer's mailbox:")
+            print("  " + msg[0][1].decode().strip().replace("\r\n", "\n  "))
+            sys.exit(0)
+    time.sleep(0.5)
+sys.exit("no acknowledgement arrived within 60s")
+PY
+
+kill -TERM "$daemon_pid"
+wait "$daemon_pid"
+daemon_pid=
+echo
+echo "daemon log:"
+sed 's/^/  /' "$dir/ticketd.log"
+echo
+"$bin" --config "$dir/ticketd.toml" tickets show 1
+echo
+"$bin" --config "$dir/ticketd.toml" tickets show 1 --json
