@@ -118,8 +118,8 @@ impl Secret {
                 if !out.status.success() {
                     return Err(SecretError::Command(format!("exited with {}", out.status)));
                 }
-                let s = String::from_utf8(out.stdout)
-                    .map_err(|_| SecretError::Command("output is not UTF-8".into()))?;
+                let s =
+                    String::from_utf8(out.stdout).map_err(|_| SecretError::Command("output is not UTF-8".into()))?;
                 Ok(s.trim_end_matches(['\r', '\n']).to_owned())
             }
         }
@@ -240,22 +240,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .separator("__")
-                    .try_parsing(false)
-                    .source(env),
-            )
+            .add_source(config::Environment::with_prefix(ENV_PREFIX).separator("__").try_parsing(false).source(env))
             .build()
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut problems = Vec::new();
         let mut unknown = BTreeSet::new();
-        let raw: Result<RawConfig, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-            built,
-            &mut |p: serde_ignored::Path<'_>| {
+        let raw: Result<RawConfig, _> =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(built, &mut |p: serde_ignored::Path<
+                '_,
+            >| {
                 unknown.insert(bracket_indices(&p.to_string()));
-            },
-        ));
+            }));
         for key in &unknown {
             problems.push(Problem { path: key.clone(), message: "unknown key".into() });
         }
@@ -459,10 +454,7 @@ impl Checker<'_> {
             found.push(Secret::OAuth2Command(c));
         }
         if found.len() > 1 {
-            self.err(
-                path,
-                "set only one of password, password_file, password_command, oauth2_token_command",
-            );
+            self.err(path, "set only one of password, password_file, password_command, oauth2_token_command");
         }
         found.into_iter().next()
     }
@@ -492,9 +484,8 @@ impl RawConfig {
 
         let store = match self.store {
             Some(s) => {
-                let attachments_dir = s.attachments_dir.unwrap_or_else(|| {
-                    s.path.parent().unwrap_or(Path::new(".")).join("attachments")
-                });
+                let attachments_dir =
+                    s.attachments_dir.unwrap_or_else(|| s.path.parent().unwrap_or(Path::new(".")).join("attachments"));
                 let cache_bytes = match s.cache_capacity.as_deref() {
                     None => 64 << 20,
                     Some(v) => parse_size(v).unwrap_or_else(|| {
@@ -532,16 +523,33 @@ impl RawConfig {
                 }
             };
             let port = m.port.unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
-            let password = c.secret(&p, RawPassword { password: m.password, password_file: m.password_file, password_command: m.password_command, oauth2_token_command: m.oauth2_token_command }, true).unwrap_or_else(|| {
-                c.err(format!("{p}.password"), "missing: set password, password_file, password_command or oauth2_token_command");
-                Secret::Inline(String::new())
-            });
+            let password = c
+                .secret(
+                    &p,
+                    RawPassword {
+                        password: m.password,
+                        password_file: m.password_file,
+                        password_command: m.password_command,
+                        oauth2_token_command: m.oauth2_token_command,
+                    },
+                    true,
+                )
+                .unwrap_or_else(|| {
+                    c.err(
+                        format!("{p}.password"),
+                        "missing: set password, password_file, password_command or oauth2_token_command",
+                    );
+                    Secret::Inline(String::new())
+                });
             let after = match m.after.as_deref().unwrap_or("seen") {
                 "seen" => AfterAction::Seen,
                 "move" => AfterAction::Move,
                 "delete" => AfterAction::Delete,
                 other => {
-                    c.err(format!("{p}.after"), format!("invalid {other:?}: expected \"seen\", \"move\" or \"delete\""));
+                    c.err(
+                        format!("{p}.after"),
+                        format!("invalid {other:?}: expected \"seen\", \"move\" or \"delete\""),
+                    );
                     AfterAction::Seen
                 }
             };
@@ -567,7 +575,11 @@ impl RawConfig {
                 tags: m.tags,
                 after,
                 move_to: m.move_to,
-                poll_interval: c.duration(&format!("{p}.poll_interval"), m.poll_interval.as_deref(), Duration::from_secs(60)),
+                poll_interval: c.duration(
+                    &format!("{p}.poll_interval"),
+                    m.poll_interval.as_deref(),
+                    Duration::from_secs(60),
+                ),
                 idle: m.idle.unwrap_or(true),
                 batch_size: batch_size.max(1),
                 ca_file: m.ca_file,
@@ -584,7 +596,16 @@ impl RawConfig {
                         Tls::Starttls
                     }
                 };
-                let password = c.secret("smtp", RawPassword { password: s.password, password_file: s.password_file, password_command: s.password_command, oauth2_token_command: s.oauth2_token_command }, false);
+                let password = c.secret(
+                    "smtp",
+                    RawPassword {
+                        password: s.password,
+                        password_file: s.password_file,
+                        password_command: s.password_command,
+                        oauth2_token_command: s.oauth2_token_command,
+                    },
+                    false,
+                );
                 if s.username.is_some() && password.is_none() {
                     c.err("smtp.password", "missing: smtp.username is set, so AUTH needs a password");
                 }
@@ -601,7 +622,11 @@ impl RawConfig {
                     hello_name: s.hello_name,
                     ca_file: s.ca_file,
                     timeout: c.duration("smtp.timeout", s.timeout.as_deref(), Duration::from_secs(60)),
-                    retry_initial: c.duration("smtp.retry_initial", s.retry_initial.as_deref(), Duration::from_secs(30)),
+                    retry_initial: c.duration(
+                        "smtp.retry_initial",
+                        s.retry_initial.as_deref(),
+                        Duration::from_secs(30),
+                    ),
                     retry_max: c.duration("smtp.retry_max", s.retry_max.as_deref(), Duration::from_secs(3600)),
                 }
             }
@@ -636,7 +661,11 @@ impl RawConfig {
             if mailboxes.iter().any(|m| m.address.eq_ignore_ascii_case(&a.email)) {
                 c.err(format!("{p}.email"), "an agent cannot use a support mailbox address");
             }
-            agents.push(Agent { name: a.name.unwrap_or_else(|| a.id.clone()), email: a.email.to_ascii_lowercase(), id: a.id });
+            agents.push(Agent {
+                name: a.name.unwrap_or_else(|| a.id.clone()),
+                email: a.email.to_ascii_lowercase(),
+                id: a.id,
+            });
         }
 
         let mut rules = Vec::new();
@@ -670,9 +699,7 @@ impl RawConfig {
         }
         if let Some(p) = &d.secret_file {
             match std::fs::read(p) {
-                Ok(b) if b.trim_ascii().len() < 16 => {
-                    c.err("desk.secret_file", "the secret must be at least 16 bytes")
-                }
+                Ok(b) if b.trim_ascii().len() < 16 => c.err("desk.secret_file", "the secret must be at least 16 bytes"),
                 Ok(_) => {}
                 Err(e) => c.err("desk.secret_file", format!("cannot read {}: {e}", p.display())),
             }
@@ -723,9 +750,7 @@ fn bracket_indices(path: &str) -> String {
 }
 
 fn d_base_url(configured: Option<String>, dir: &Path) -> String {
-    configured
-        .map(|u| u.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("file://{}", dir.display()))
+    configured.map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| format!("file://{}", dir.display()))
 }
 
 /// "64MiB", "512KiB", "1GB", "1048576".
@@ -793,7 +818,14 @@ password = "secret"
         let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err();
         let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        for want in ["mailboxes[0].colour", "agents[0].shoe", "agents[0].id", "agents[0].email", "rules[0].subject", "rules[0].priority"] {
+        for want in [
+            "mailboxes[0].colour",
+            "agents[0].shoe",
+            "agents[0].id",
+            "agents[0].email",
+            "rules[0].subject",
+            "rules[0].priority",
+        ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
         }
     }

@@ -78,7 +78,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     drop(tx);
-    let sender = Sender { smtp: cfg.smtp.clone(), store: store.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
+    let sender =
+        Sender { smtp: cfg.smtp.clone(), store: store.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
     tasks.spawn(async move {
         sender.run().await;
         "smtp sender"

@@ -88,7 +88,10 @@ impl Ingest {
         let mb = self.cfg.mailbox(mailbox).unwrap_or(&self.cfg.mailboxes[0]);
         let (uid, raw, parsed, decision) = match item {
             Item::TooLarge { uid, size, header } => {
-                let reason = format!("message of {size} bytes is over desk.max_message_bytes ({}); only its header was kept", self.cfg.desk.max_message_bytes);
+                let reason = format!(
+                    "message of {size} bytes is over desk.max_message_bytes ({}); only its header was kept",
+                    self.cfg.desk.max_message_bytes
+                );
                 let dedupe = format!("toolarge:{uid_validity}:{uid}");
                 let d = Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason }] };
                 let origin = Origin { mailbox, uid_validity, uid: *uid, raw: header, dedupe_key: dedupe };

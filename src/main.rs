@@ -90,7 +90,8 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=warn"));
+    let filter =
+        EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=warn"));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
@@ -157,7 +158,14 @@ fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<
                 println!("quarantine is empty");
             }
             for q in entries {
-                println!("{:<5} {}  {}/uid {}  {}", q.id, ticketd::ticket::rfc3339::format(&q.at), q.mailbox, q.uid, q.reason);
+                println!(
+                    "{:<5} {}  {}/uid {}  {}",
+                    q.id,
+                    ticketd::ticket::rfc3339::format(&q.at),
+                    q.mailbox,
+                    q.uid,
+                    q.reason
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -166,7 +174,14 @@ fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<
                 eprintln!("ticketd: no quarantine entry {id}");
                 return Ok(ExitCode::FAILURE);
             };
-            println!("id {}\nmailbox {} uid {}\nat {}\nreason {}\n", q.id, q.mailbox, q.uid, ticketd::ticket::rfc3339::format(&q.at), q.reason);
+            println!(
+                "id {}\nmailbox {} uid {}\nat {}\nreason {}\n",
+                q.id,
+                q.mailbox,
+                q.uid,
+                ticketd::ticket::rfc3339::format(&q.at),
+                q.reason
+            );
             let raw = store.raw(&q.raw_sha256)?.unwrap_or_default();
             println!("{}", String::from_utf8_lossy(&raw));
             Ok(ExitCode::SUCCESS)

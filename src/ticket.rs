@@ -217,10 +217,7 @@ mod tests {
     #[test]
     fn vocab_rejects_unknown_values_with_the_choices() {
         let err = "wip".parse::<Status>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid status \"wip\": expected one of open pending in_progress resolved closed"
-        );
+        assert_eq!(err.to_string(), "invalid status \"wip\": expected one of open pending in_progress resolved closed");
         assert_eq!("feature_request".parse::<Category>(), Ok(Category::FeatureRequest));
         assert!("Urgent".parse::<Priority>().is_err(), "vocabularies are case-sensitive");
     }

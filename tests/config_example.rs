@@ -12,7 +12,13 @@ fn the_example_config_knows_every_key() {
     let enabled: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
-            Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) => rest,
+            Some(rest)
+                if rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')) =>
+            {
+                rest
+            }
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -26,7 +32,10 @@ fn the_example_config_knows_every_key() {
         let expected = p.message.starts_with("cannot read") || p.message.starts_with("set only one of");
         assert!(expected, "unexpected problem: {p}");
     }
-    assert!(problems.iter().any(|p| p.path == "mailboxes[0]" && p.message.starts_with("set only one of")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.path == "mailboxes[0]" && p.message.starts_with("set only one of")),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -27,7 +27,13 @@ fn run(cfg: &Config, raw: &[u8]) -> Result<Decision, String> {
     let mail = InboundMail::parse(raw).map_err(|e| e.to_string())?;
     let templates = Templates::default();
     let tokens = TokenMatcher::new("Ticket");
-    let ctx = Context { cfg, mailbox: &cfg.mailboxes[0], secret: b"0123456789abcdef", templates: &templates, tokens: &tokens };
+    let ctx = Context {
+        cfg,
+        mailbox: &cfg.mailboxes[0],
+        secret: b"0123456789abcdef",
+        templates: &templates,
+        tokens: &tokens,
+    };
     let snap = Snapshot { next_client: 1, next_ticket: 1, ..Snapshot::default() };
     Ok(decide(&mail, &snap, &ctx, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()))
 }
@@ -47,11 +53,13 @@ fn broken_mime_still_becomes_a_ticket() {
     let bad_base64 = b"From: c@x.test\nSubject: b64\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\n!!!not*base64@@@\n";
     created(&run(&cfg, bad_base64).unwrap());
 
-    let lying_charset = b"From: c@x.test\nSubject: charset\nContent-Type: text/plain; charset=klingon-8\n\ncaf\xe9 cr\xe8me\n";
+    let lying_charset =
+        b"From: c@x.test\nSubject: charset\nContent-Type: text/plain; charset=klingon-8\n\ncaf\xe9 cr\xe8me\n";
     let t = created(&run(&cfg, lying_charset).unwrap()).clone();
     assert!(t.description.starts_with("caf"), "{:?}", t.description);
 
-    let eight_bit_headers = b"From: J\xfcrgen <j@x.test>\nSubject: Gr\xfc\xdfe \xff\xfe\nTo: support@example.test\n\nbody\n";
+    let eight_bit_headers =
+        b"From: J\xfcrgen <j@x.test>\nSubject: Gr\xfc\xdfe \xff\xfe\nTo: support@example.test\n\nbody\n";
     let t = created(&run(&cfg, eight_bit_headers).unwrap()).clone();
     assert!(!t.title.is_empty());
 

@@ -58,11 +58,7 @@ fn quoted_fixtures_match_expected() {
 
     let mut failures = Vec::new();
     for eml in &emls {
-        let name = eml
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 fixture name")
-            .to_string();
+        let name = eml.file_stem().and_then(|s| s.to_str()).expect("utf-8 fixture name").to_string();
         let raw = fs::read(eml).expect("read .eml");
         let expected_path = eml.with_file_name(format!("{name}.expected.txt"));
         let Ok(expected) = fs::read_to_string(&expected_path) else {
@@ -81,10 +77,8 @@ fn quoted_fixtures_match_expected() {
         let actual = normalise(&stripped);
         let expected = normalise(&expected);
         if actual != expected {
-            failures.push(format!(
-                "{name}: stripped body differs (- expected, + actual)\n{}",
-                diff(&expected, &actual)
-            ));
+            failures
+                .push(format!("{name}: stripped body differs (- expected, + actual)\n{}", diff(&expected, &actual)));
         }
     }
 

@@ -22,7 +22,11 @@ fn the_spec_example_round_trips_exactly() {
 #[test]
 fn bad_vocabulary_is_rejected_clearly() {
     for (field, bad, msg) in [
-        ("\"status\": \"in_progress\"", "\"status\": \"wip\"", "invalid status \"wip\": expected one of open pending in_progress resolved closed"),
+        (
+            "\"status\": \"in_progress\"",
+            "\"status\": \"wip\"",
+            "invalid status \"wip\": expected one of open pending in_progress resolved closed",
+        ),
         ("\"priority\": \"high\"", "\"priority\": \"critical\"", "invalid priority \"critical\""),
         ("\"category\": \"technical\"", "\"category\": \"tech\"", "invalid category \"tech\""),
         ("\"type\": \"agent\"", "\"type\": \"bot\"", "invalid thread type \"bot\""),
@@ -32,7 +36,10 @@ fn bad_vocabulary_is_rejected_clearly() {
         let err = serde_json::from_str::<Ticket>(&text).unwrap_err().to_string();
         assert!(err.contains(msg), "{err}");
     }
-    let err = serde_json::from_str::<Ticket>(&EXAMPLE.replace("\"createdAt\": \"2024-01-15T10:30:00Z\"", "\"createdAt\": \"yesterday\"")).unwrap_err();
+    let err = serde_json::from_str::<Ticket>(
+        &EXAMPLE.replace("\"createdAt\": \"2024-01-15T10:30:00Z\"", "\"createdAt\": \"yesterday\""),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("invalid timestamp"), "{err}");
     let err = serde_json::from_str::<Ticket>(&EXAMPLE.replace("\"tags\"", "\"labels\"")).unwrap_err();
     assert!(err.to_string().contains("unknown field `labels`"), "{err}");

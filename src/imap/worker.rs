@@ -136,7 +136,13 @@ impl Worker {
     }
 
     /// Fetches and ingests everything past `last_uid`; returns the new cursor.
-    async fn fetch_new(&self, s: &mut ImapSession, uid_validity: u32, mut last_uid: u32, post: &PostAction) -> Result<u32, ImapError> {
+    async fn fetch_new(
+        &self,
+        s: &mut ImapSession,
+        uid_validity: u32,
+        mut last_uid: u32,
+        post: &PostAction,
+    ) -> Result<u32, ImapError> {
         let mb = &self.mb;
         let listed = list_sizes(s, last_uid, mb.timeout).await?;
         if listed.is_empty() {

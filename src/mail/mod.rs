@@ -137,15 +137,11 @@ impl InboundMail {
             return Err(MailError::NotAMessage);
         }
         let sha = hex::encode(Sha256::digest(raw));
-        let header_text = |name: &str| {
-            msg.header(name)
-                .and_then(|v| v.as_text())
-                .map(|s| s.trim().to_ascii_lowercase())
-        };
+        let header_text =
+            |name: &str| msg.header(name).and_then(|v| v.as_text()).map(|s| s.trim().to_ascii_lowercase());
         let from_local = from.as_ref().map(|f| f.address.split('@').next().unwrap_or("").to_owned());
         let auto = AutoSigns {
-            auto_submitted: header_text("Auto-Submitted")
-                .map(|v| v.split(';').next().unwrap_or("").trim().to_owned()),
+            auto_submitted: header_text("Auto-Submitted").map(|v| v.split(';').next().unwrap_or("").trim().to_owned()),
             precedence: header_text("Precedence"),
             list_id: msg.header(HeaderName::ListId).is_some(),
             x_autoreply: msg.header("X-Autoreply").is_some()
@@ -174,7 +170,7 @@ impl InboundMail {
             raw_len: raw.len(),
             to: addresses(msg.to()),
             cc: addresses(msg.cc()),
-            subject: msg.subject().map(|s| clean_line(s)).unwrap_or_default(),
+            subject: msg.subject().map(clean_line).unwrap_or_default(),
             in_reply_to: id_list(msg.in_reply_to()),
             references: id_list(msg.references()),
             date: msg.date().and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
@@ -183,10 +179,7 @@ impl InboundMail {
             auto,
             report,
             auth_results,
-            ticketd_header: msg
-                .header("X-Ticketd-Ticket")
-                .and_then(|v| v.as_text())
-                .map(|s| s.trim().to_owned()),
+            ticketd_header: msg.header("X-Ticketd-Ticket").and_then(|v| v.as_text()).map(|s| s.trim().to_owned()),
             encoding_problem,
             from,
         })
@@ -202,10 +195,8 @@ pub fn normalise_id(id: &str) -> String {
 fn first_addr(a: &Address<'_>) -> Option<MailAddress> {
     a.iter().find_map(|addr| {
         let address = addr.address()?.trim().to_ascii_lowercase();
-        (!address.is_empty()).then(|| MailAddress {
-            address,
-            name: addr.name().map(clean_line).filter(|n| !n.is_empty()),
-        })
+        (!address.is_empty())
+            .then(|| MailAddress { address, name: addr.name().map(clean_line).filter(|n| !n.is_empty()) })
     })
 }
 
@@ -339,8 +330,7 @@ fn delivery_report(msg: &Message<'_>) -> Option<DeliveryReport> {
                         "action" if report.action.is_none() => report.action = Some(v),
                         "status" if report.status.is_none() => report.status = Some(v),
                         "final-recipient" if report.final_recipient.is_none() => {
-                            report.final_recipient =
-                                Some(v.rsplit(';').next().unwrap_or(&v).trim().to_owned())
+                            report.final_recipient = Some(v.rsplit(';').next().unwrap_or(&v).trim().to_owned())
                         }
                         "diagnostic-code" if report.diagnostic.is_none() => {
                             report.diagnostic = Some(v.rsplit(';').next().unwrap_or(&v).trim().to_owned())
@@ -354,11 +344,9 @@ fn delivery_report(msg: &Message<'_>) -> Option<DeliveryReport> {
                     report.original_message_id = report.original_message_id.or(inner.message_id().map(str::to_owned));
                 }
             }
-            "text/rfc822-headers" | "message/global-headers" => {
-                if report.original_message_id.is_none() {
-                    let inner = MessageParser::default().parse_headers(part.contents());
-                    report.original_message_id = inner.as_ref().and_then(|m| m.message_id()).map(str::to_owned);
-                }
+            "text/rfc822-headers" | "message/global-headers" if report.original_message_id.is_none() => {
+                let inner = MessageParser::default().parse_headers(part.contents());
+                report.original_message_id = inner.as_ref().and_then(|m| m.message_id()).map(str::to_owned);
             }
             _ => {}
         }

@@ -86,16 +86,13 @@ static ADDRESSED_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
 /// Without a date the attribution regexes also match ordinary sentences, so
 /// this is what tells "On 15 Jan 2024, at 10:30, Ann wrote:" from
 /// "On reflection, Ann wrote:".
-static DATE_OR_TIME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b").expect("date regex compiles")
-});
+static DATE_OR_TIME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b").expect("date regex compiles"));
 
-static ADDRESS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\S@\S").expect("address regex compiles"));
+static ADDRESS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\S@\S").expect("address regex compiles"));
 
-static ATTRIBUTION_LEAD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:on|le|el|il|em|am|op|den)\s.*\d").expect("lead regex compiles")
-});
+static ATTRIBUTION_LEAD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^(?:on|le|el|il|em|am|op|den)\s.*\d").expect("lead regex compiles"));
 
 /// Only trusted when a quote follows directly, where a wrong guess costs one
 /// line of context rather than the rest of the message.
@@ -140,15 +137,12 @@ static INLINE_FROM: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static INLINE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\s\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat)\*{0,2}\s*:\s",
-    )
-    .expect("inline subject regex compiles")
+    Regex::new(r"(?i)\s\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat)\*{0,2}\s*:\s")
+        .expect("inline subject regex compiles")
 });
 
 static INLINE_TO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s\*{0,2}(?:to|an|à|a|para|aan|till|til|do)\*{0,2}\s*:\s")
-        .expect("inline to regex compiles")
+    Regex::new(r"(?i)\s\*{0,2}(?:to|an|à|a|para|aan|till|til|do)\*{0,2}\s*:\s").expect("inline to regex compiles")
 });
 
 static SUBJECT_FIELD: LazyLock<Regex> = LazyLock::new(|| {
@@ -159,15 +153,13 @@ static SUBJECT_FIELD: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:fw|fwd|wg|tr|rv|enc|doorst|vb|vs|i|pd)\s*:")
-        .expect("forward subject regex compiles")
+    Regex::new(r"(?i)^(?:fw|fwd|wg|tr|rv|enc|doorst|vb|vs|i|pd)\s*:").expect("forward subject regex compiles")
 });
 
 /// Any "Word: value" line; used after an underscore separator, where the
 /// separator itself already says "Outlook", so unknown languages are fine.
 static GENERIC_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\*{0,2}\p{L}[\p{L}\p{M} \-]{0,24}\*{0,2}\s*:\s*\S")
-        .expect("generic field regex compiles")
+    Regex::new(r"^\*{0,2}\p{L}[\p{L}\p{M} \-]{0,24}\*{0,2}\s*:\s*\S").expect("generic field regex compiles")
 });
 
 /// Devices and apps that mobile clients name in their default signature;
@@ -191,22 +183,16 @@ static MOBILE_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
       | skickat\sfrån\s(?:min\s)?DEVICE\b.{0,40}
       | sendt\sfra\s(?:min\s)?DEVICE\b.{0,40}
     )\.?$";
-    Regex::new(&format!(
-        "(?x){}",
-        pattern.replace("DEVICE", SENDING_DEVICE)
-    ))
-    .expect("mobile signature regex compiles")
+    Regex::new(&format!("(?x){}", pattern.replace("DEVICE", SENDING_DEVICE))).expect("mobile signature regex compiles")
 });
 
-static LINK_NOISE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"<(?:https?|mailto):[^>]*>|\[\d+\]|[\[\]]").expect("link noise regex compiles")
-});
+static LINK_NOISE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"<(?:https?|mailto):[^>]*>|\[\d+\]|[\[\]]").expect("link noise regex compiles"));
 
 static LINK_REFERENCE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[(\d+)\]").expect("link reference regex compiles"));
 
-static FOOTNOTE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\[(\d+)\]: \S").expect("footnote regex compiles"));
+static FOOTNOTE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\[(\d+)\]: \S").expect("footnote regex compiles"));
 
 /// Returns only the newly written text of a reply body, trimmed and with LF
 /// line endings. Falls back to the whole (trimmed) body when nothing would be
@@ -219,11 +205,7 @@ pub fn strip_quoted(body: &str) -> String {
     tidy_tail(&mut kept);
     let text = render(&kept, footnotes);
     let text = text.trim();
-    if text.is_empty() {
-        normalized.trim().to_string()
-    } else {
-        text.to_string()
-    }
+    if text.is_empty() { normalized.trim().to_string() } else { text.to_string() }
 }
 
 fn collect_new_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
@@ -415,10 +397,7 @@ fn tidy_tail(kept: &mut Vec<&str>) {
 
 fn is_separator(line: &str) -> bool {
     let line = line.trim();
-    line.chars().count() >= 3
-        && line
-            .chars()
-            .all(|c| matches!(c, '_' | '-' | '=' | '─' | '—' | '━' | '~' | '*'))
+    line.chars().count() >= 3 && line.chars().all(|c| matches!(c, '_' | '-' | '=' | '─' | '—' | '━' | '~' | '*'))
 }
 
 fn strip_mobile_signature(kept: &mut Vec<&str>) {
@@ -472,19 +451,12 @@ fn render(kept: &[&str], footnotes: Vec<&str>) -> String {
         pending_blank = false;
         out.push_str(line);
     }
-    let cited: HashSet<&str> = LINK_REFERENCE
-        .captures_iter(&out)
-        .filter_map(|c| c.get(1).map(|m| m.as_str()))
-        .collect();
+    let cited: HashSet<&str> =
+        LINK_REFERENCE.captures_iter(&out).filter_map(|c| c.get(1).map(|m| m.as_str())).collect();
     let referenced: Vec<&str> = footnotes
         .into_iter()
         .map(str::trim_end)
-        .filter(|f| {
-            FOOTNOTE
-                .captures(f)
-                .and_then(|c| c.get(1))
-                .is_some_and(|n| cited.contains(n.as_str()))
-        })
+        .filter(|f| FOOTNOTE.captures(f).and_then(|c| c.get(1)).is_some_and(|n| cited.contains(n.as_str())))
         .collect();
     if !out.is_empty() && !referenced.is_empty() {
         out.push_str("\n\n");
@@ -524,10 +496,7 @@ mod tests {
     #[test]
     fn interleaved() {
         let body = "Hi,\n\nOn Mon, Jan 15, 2024 at 10:30 AM Support <s@acme.example> wrote:\n> 1. Which browser?\n\nFirefox 121.\n\n> 2. All exports?\n> Or only some?\n\nOnly large ones.\n";
-        assert_eq!(
-            strip_quoted(body),
-            "Hi,\n\nFirefox 121.\n\nOnly large ones."
-        );
+        assert_eq!(strip_quoted(body), "Hi,\n\nFirefox 121.\n\nOnly large ones.");
     }
 
     #[test]
@@ -568,8 +537,7 @@ mod tests {
     fn header_block_starting_with_date() {
         let body = "Fine, thanks.\n\nDate: Thu, 26 Jun 2014 13:53:45 +0400\nSubject: Hello\nFrom: a@example.com\nTo: b@example.com\n\nHow are you?";
         assert_eq!(strip_quoted(body), "Fine, thanks.");
-        let no_sender =
-            "Schedule:\n\nDate: Thursday\nTo: all staff\nSubject: the new rota\n\nPlease read it.";
+        let no_sender = "Schedule:\n\nDate: Thursday\nTo: all staff\nSubject: the new rota\n\nPlease read it.";
         assert_eq!(strip_quoted(no_sender), no_sender);
     }
 
@@ -577,8 +545,7 @@ mod tests {
     fn verbless_attribution_before_quote() {
         let body = "Fine, thanks.\n\nThu, 26 Jun 2014 14:00:51 +0400 от Alexander <a@example.com>:\n\n> How are you?";
         assert_eq!(strip_quoted(body), "Fine, thanks.");
-        let japanese =
-            "了解です。\n\n2024年1月15日(月) 10:30 Acme Support <s@acme.example>:\n\n> こんにちは";
+        let japanese = "了解です。\n\n2024年1月15日(月) 10:30 Acme Support <s@acme.example>:\n\n> こんにちは";
         assert_eq!(strip_quoted(japanese), "了解です。");
     }
 
@@ -656,10 +623,7 @@ mod tests {
     #[test]
     fn html2text_footnotes_follow_their_references() {
         let body = "See [the docs][1].\n\nOn Mon, Jan 15, 2024 at 10:30 AM Acme <[s@acme.example][2]> wrote:\n\n> [link][3]\n\n[1]: https://docs.example/\n[2]: mailto:s@acme.example\n[3]: https://old.example/\n";
-        assert_eq!(
-            strip_quoted(body),
-            "See [the docs][1].\n\n[1]: https://docs.example/"
-        );
+        assert_eq!(strip_quoted(body), "See [the docs][1].\n\n[1]: https://docs.example/");
     }
 
     #[test]
@@ -702,10 +666,7 @@ mod tests {
 
     #[test]
     fn ordinary_closing_sentences_are_not_mobile_signatures() {
-        for last in [
-            "Sent from my office on Friday.",
-            "Sent via FedEx yesterday.",
-        ] {
+        for last in ["Sent from my office on Friday.", "Sent via FedEx yesterday."] {
             let body = format!("The parcel is on its way.\n\n{last}");
             assert_eq!(strip_quoted(&body), body);
         }
@@ -717,19 +678,11 @@ mod tests {
         assert_eq!(strip_quoted(&dashes), "text");
         let sigs = format!("text\n{}", "Sent from my iPhone\n\n".repeat(20_000));
         assert_eq!(strip_quoted(&sigs), "text");
-        let notes = format!(
-            "{}\n\n{}",
-            "see [1] ".repeat(10_000),
-            "[1]: https://a.example\n".repeat(20_000)
-        );
+        let notes = format!("{}\n\n{}", "see [1] ".repeat(10_000), "[1]: https://a.example\n".repeat(20_000));
         assert!(strip_quoted(&notes).ends_with("[1]: https://a.example"));
         let rules = "______________________________\n\n".repeat(20_000);
         assert!(strip_quoted(&rules).starts_with('_'));
-        let blanks_then_sigs = format!(
-            "{}text\n{}",
-            "\n".repeat(20_000),
-            "Sent from my iPhone\n".repeat(20_000)
-        );
+        let blanks_then_sigs = format!("{}text\n{}", "\n".repeat(20_000), "Sent from my iPhone\n".repeat(20_000));
         assert_eq!(strip_quoted(&blanks_then_sigs), "text");
     }
 

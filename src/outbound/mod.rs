@@ -78,7 +78,12 @@ pub struct OutboxEntry {
 
 /// Capped exponential backoff with ±25 % jitter, as a pure function of the
 /// attempt count and a jitter sample in [0, 1).
-pub fn retry_delay(attempts: u32, initial: std::time::Duration, max: std::time::Duration, jitter: f64) -> chrono::Duration {
+pub fn retry_delay(
+    attempts: u32,
+    initial: std::time::Duration,
+    max: std::time::Duration,
+    jitter: f64,
+) -> chrono::Duration {
     let exp = initial.saturating_mul(1u32 << attempts.min(20)).min(max);
     let factor = 0.75 + 0.5 * jitter.clamp(0.0, 1.0);
     chrono::Duration::from_std(exp.mul_f64(factor)).unwrap_or(chrono::Duration::hours(1))

@@ -54,7 +54,8 @@ pub struct Sender {
 pub fn build_message(m: &OutMail, store: &Store) -> Result<Message, SendError> {
     let bad = |e: &dyn std::fmt::Display| SendError::Build(e.to_string());
     let from = Mailbox::new(Some(m.from_name.clone()), m.from_address.parse().map_err(|e| bad(&e))?);
-    let mut b = Message::builder().from(from).subject(m.subject.clone()).message_id(Some(format!("<{}>", m.message_id)));
+    let mut b =
+        Message::builder().from(from).subject(m.subject.clone()).message_id(Some(format!("<{}>", m.message_id)));
     for to in &m.to {
         b = b.to(Mailbox::new(None, to.parse().map_err(|e| bad(&e))?));
     }
@@ -77,8 +78,10 @@ pub fn build_message(m: &OutMail, store: &Store) -> Result<Message, SendError> {
     } else {
         let mut mp = MultiPart::mixed().singlepart(text);
         for a in &m.attachments {
-            let bytes = std::fs::read(store.attachment_path(&a.sha256)).map_err(|_| SendError::MissingAttachment(a.filename.clone()))?;
-            let ct = ContentType::parse(&a.mime_type).unwrap_or(ContentType::parse("application/octet-stream").map_err(|e| bad(&e))?);
+            let bytes = std::fs::read(store.attachment_path(&a.sha256))
+                .map_err(|_| SendError::MissingAttachment(a.filename.clone()))?;
+            let ct = ContentType::parse(&a.mime_type)
+                .unwrap_or(ContentType::parse("application/octet-stream").map_err(|e| bad(&e))?);
             mp = mp.singlepart(Attachment::new(a.filename.clone()).body(bytes, ct));
         }
         b.multipart(mp)
@@ -126,7 +129,10 @@ impl Sender {
                 Err(e) => error!(error = %e, "outbox store error; will retry"),
             }
             let wait = match self.store.next_due_at() {
-                Ok(Some(t)) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(Duration::from_millis(50), Duration::from_secs(60)),
+                Ok(Some(t)) => (t - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(60)),
                 _ => Duration::from_secs(60),
             };
             tokio::select! {
@@ -187,17 +193,26 @@ impl Sender {
 
     fn defer_all(&self, due: &[(u64, OutboxEntry)], error: &str, failing: &mut bool) -> Result<(), StoreError> {
         if !*failing {
-            warn!(error, pending = self.store.pending_count(), "SMTP unavailable; outbox holds mail and retries with backoff");
+            warn!(
+                error,
+                pending = self.store.pending_count(),
+                "SMTP unavailable; outbox holds mail and retries with backoff"
+            );
             *failing = true;
         }
         for (seq, e) in due {
-            let next = Utc::now() + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
+            let next =
+                Utc::now() + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
             self.store.mark_retry(*seq, error, next)?;
         }
         Ok(())
     }
 
-    async fn send_one(&self, mailer: &AsyncSmtpTransport<Tokio1Executor>, entry: &OutboxEntry) -> Result<(), SendError> {
+    async fn send_one(
+        &self,
+        mailer: &AsyncSmtpTransport<Tokio1Executor>,
+        entry: &OutboxEntry,
+    ) -> Result<(), SendError> {
         let msg = build_message(&entry.mail, &self.store)?;
         let send = mailer.send(msg);
         match tokio::time::timeout(self.smtp.timeout + Duration::from_secs(5), send).await {

@@ -26,9 +26,7 @@ use crate::triage::{Decision, Effect, Snapshot, token::TokenMatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the database {0} is in use by another process (is the ticketd daemon running? stop it, or use its API)"
-    )]
+    #[error("the database {0} is in use by another process (is the ticketd daemon running? stop it, or use its API)")]
     Locked(PathBuf),
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
@@ -142,8 +140,12 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_owned()),
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.to_owned()),
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.to_owned())
+                }
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked(path.to_owned())
+                }
                 e => StoreError::Sled(e),
             })?;
         Ok(Store {
@@ -256,11 +258,9 @@ impl Store {
             _ => None,
         };
         let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
-        let sender_client = match self.clients.get(sender)? {
-            Some(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-            None => None,
-        };
-        let read = |k: &str| -> Result<u64, StoreError> { Ok(self.meta.get(k)?.and_then(|v| from_be(&v)).unwrap_or(1)) };
+        let sender_client = self.clients.get(sender)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let read =
+            |k: &str| -> Result<u64, StoreError> { Ok(self.meta.get(k)?.and_then(|v| from_be(&v)).unwrap_or(1)) };
         Ok(Snapshot {
             duplicate,
             by_thread,
@@ -336,113 +336,115 @@ impl Store {
             &self.quarantine,
             &self.sent,
         );
-        let result = trees.transaction(|(meta, tickets, msgids, ingested, clients, cursors, raw, outbox, outbox_ids, acks, quarantine, sent)| {
-            let mut cursor = match cursors.get(origin.mailbox)? {
-                Some(c) => tx_parse::<Cursor>("cursors", &c)?,
-                None => Cursor { uid_validity: origin.uid_validity, last_uid: 0 },
-            };
-            if cursor.uid_validity != origin.uid_validity {
-                cursor = Cursor { uid_validity: origin.uid_validity, last_uid: 0 };
-            }
-            cursor.last_uid = cursor.last_uid.max(origin.uid);
-            cursors.insert(origin.mailbox.as_bytes(), json(&cursor))?;
-            if ingested.get(&ingest_key)?.is_some() {
-                // Already ingested (a re-fetch after a crash): only the cursor moves.
-                return Ok(Vec::new());
-            }
-            let mut queued = Vec::new();
-            let mut ticket_no = None;
-            for effect in &decision.effects {
-                match effect {
-                    Effect::CreateClient { address, number } => {
-                        if counter(meta, "next_client")? != *number {
-                            return abort(StoreError::Conflict);
-                        }
-                        clients.insert(address.as_bytes(), client_id(*number).as_bytes())?;
-                        meta.insert("next_client", &be(number + 1))?;
-                    }
-                    Effect::SaveTicket(rec) => {
-                        let next = counter(meta, "next_ticket")?;
-                        if tickets.get(be(rec.number))?.is_none() {
-                            if rec.number != next {
+        let result = trees.transaction(
+            |(meta, tickets, msgids, ingested, clients, cursors, raw, outbox, outbox_ids, acks, quarantine, sent)| {
+                let mut cursor = match cursors.get(origin.mailbox)? {
+                    Some(c) => tx_parse::<Cursor>("cursors", &c)?,
+                    None => Cursor { uid_validity: origin.uid_validity, last_uid: 0 },
+                };
+                if cursor.uid_validity != origin.uid_validity {
+                    cursor = Cursor { uid_validity: origin.uid_validity, last_uid: 0 };
+                }
+                cursor.last_uid = cursor.last_uid.max(origin.uid);
+                cursors.insert(origin.mailbox.as_bytes(), json(&cursor))?;
+                if ingested.get(&ingest_key)?.is_some() {
+                    // Already ingested (a re-fetch after a crash): only the cursor moves.
+                    return Ok(Vec::new());
+                }
+                let mut queued = Vec::new();
+                let mut ticket_no = None;
+                for effect in &decision.effects {
+                    match effect {
+                        Effect::CreateClient { address, number } => {
+                            if counter(meta, "next_client")? != *number {
                                 return abort(StoreError::Conflict);
                             }
-                            meta.insert("next_ticket", &be(next + 1))?;
+                            clients.insert(address.as_bytes(), client_id(*number).as_bytes())?;
+                            meta.insert("next_client", &be(number + 1))?;
                         }
-                        tickets.insert(&be(rec.number), json(rec.as_ref()))?;
-                        ticket_no = Some(rec.number);
-                    }
-                    Effect::IndexMessageId { id, ticket } => {
-                        msgids.insert(normalise_id(id).as_bytes(), &be(*ticket))?;
-                        ticket_no = ticket_no.or(Some(*ticket));
-                    }
-                    Effect::WriteAttachment { .. } => {}
-                    Effect::Send(mail) => {
-                        let seq = counter(meta, "next_outbox")?;
-                        meta.insert("next_outbox", &be(seq + 1))?;
-                        let entry = OutboxEntry {
-                            mail: mail.as_ref().clone(),
-                            state: OutState::Queued,
-                            attempts: 0,
-                            next_attempt: now,
-                            last_error: None,
-                            created: now,
-                        };
-                        outbox.insert(&be(seq), json(&entry))?;
-                        outbox_ids.insert(normalise_id(&mail.message_id).as_bytes(), &be(seq))?;
-                        queued.push(seq);
-                    }
-                    Effect::CountAck { sender } => {
-                        let mut v: Vec<DateTime<Utc>> = match acks.get(sender.as_bytes())? {
-                            Some(b) => tx_parse("acks", &b)?,
-                            None => Vec::new(),
-                        };
-                        v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
-                        v.push(now);
-                        acks.insert(sender.as_bytes(), json(&v))?;
-                    }
-                    Effect::MarkSentFailed { message_id, reason } => {
-                        if let Some(seq) = outbox_ids.get(normalise_id(message_id).as_bytes())? {
-                            for tree in [&outbox, &sent] {
-                                if let Some(b) = tree.get(&seq)? {
-                                    let mut e: OutboxEntry = tx_parse("outbox", &b)?;
-                                    e.state = OutState::Failed;
-                                    e.last_error = Some(reason.clone());
-                                    tree.insert(&seq, json(&e))?;
+                        Effect::SaveTicket(rec) => {
+                            let next = counter(meta, "next_ticket")?;
+                            if tickets.get(be(rec.number))?.is_none() {
+                                if rec.number != next {
+                                    return abort(StoreError::Conflict);
+                                }
+                                meta.insert("next_ticket", &be(next + 1))?;
+                            }
+                            tickets.insert(&be(rec.number), json(rec.as_ref()))?;
+                            ticket_no = Some(rec.number);
+                        }
+                        Effect::IndexMessageId { id, ticket } => {
+                            msgids.insert(normalise_id(id).as_bytes(), &be(*ticket))?;
+                            ticket_no = ticket_no.or(Some(*ticket));
+                        }
+                        Effect::WriteAttachment { .. } => {}
+                        Effect::Send(mail) => {
+                            let seq = counter(meta, "next_outbox")?;
+                            meta.insert("next_outbox", &be(seq + 1))?;
+                            let entry = OutboxEntry {
+                                mail: mail.as_ref().clone(),
+                                state: OutState::Queued,
+                                attempts: 0,
+                                next_attempt: now,
+                                last_error: None,
+                                created: now,
+                            };
+                            outbox.insert(&be(seq), json(&entry))?;
+                            outbox_ids.insert(normalise_id(&mail.message_id).as_bytes(), &be(seq))?;
+                            queued.push(seq);
+                        }
+                        Effect::CountAck { sender } => {
+                            let mut v: Vec<DateTime<Utc>> = match acks.get(sender.as_bytes())? {
+                                Some(b) => tx_parse("acks", &b)?,
+                                None => Vec::new(),
+                            };
+                            v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+                            v.push(now);
+                            acks.insert(sender.as_bytes(), json(&v))?;
+                        }
+                        Effect::MarkSentFailed { message_id, reason } => {
+                            if let Some(seq) = outbox_ids.get(normalise_id(message_id).as_bytes())? {
+                                for tree in [&outbox, &sent] {
+                                    if let Some(b) = tree.get(&seq)? {
+                                        let mut e: OutboxEntry = tx_parse("outbox", &b)?;
+                                        e.state = OutState::Failed;
+                                        e.last_error = Some(reason.clone());
+                                        tree.insert(&seq, json(&e))?;
+                                    }
+                                }
+                                // A bounced message no longer waits to be sent.
+                                if let Some(b) = outbox.remove(&seq)? {
+                                    sent.insert(&seq, b)?;
                                 }
                             }
-                            // A bounced message no longer waits to be sent.
-                            if let Some(b) = outbox.remove(&seq)? {
-                                sent.insert(&seq, b)?;
-                            }
+                        }
+                        Effect::Quarantine { reason } => {
+                            let id = counter(meta, "next_quarantine")?;
+                            meta.insert("next_quarantine", &be(id + 1))?;
+                            let q = QuarantineEntry {
+                                id,
+                                reason: reason.clone(),
+                                mailbox: origin.mailbox.to_owned(),
+                                uid: origin.uid,
+                                raw_sha256: raw_sha.clone(),
+                                at: now,
+                            };
+                            quarantine.insert(&be(id), json(&q))?;
                         }
                     }
-                    Effect::Quarantine { reason } => {
-                        let id = counter(meta, "next_quarantine")?;
-                        meta.insert("next_quarantine", &be(id + 1))?;
-                        let q = QuarantineEntry {
-                            id,
-                            reason: reason.clone(),
-                            mailbox: origin.mailbox.to_owned(),
-                            uid: origin.uid,
-                            raw_sha256: raw_sha.clone(),
-                            at: now,
-                        };
-                        quarantine.insert(&be(id), json(&q))?;
-                    }
                 }
-            }
-            raw.insert(raw_sha.as_bytes(), origin.raw)?;
-            let rec = IngestRecord {
-                raw_sha256: raw_sha.clone(),
-                ticket: ticket_no,
-                uid_validity: origin.uid_validity,
-                uid: origin.uid,
-                at: now,
-            };
-            ingested.insert(ingest_key.as_slice(), json(&rec))?;
-            Ok(queued)
-        });
+                raw.insert(raw_sha.as_bytes(), origin.raw)?;
+                let rec = IngestRecord {
+                    raw_sha256: raw_sha.clone(),
+                    ticket: ticket_no,
+                    uid_validity: origin.uid_validity,
+                    uid: origin.uid,
+                    at: now,
+                };
+                ingested.insert(ingest_key.as_slice(), json(&rec))?;
+                Ok(queued)
+            },
+        );
         flatten(result)
     }
 }
@@ -464,7 +466,9 @@ impl Store {
             .ingested
             .scan_prefix(Self::ingest_key(&q.mailbox, ""))
             .filter_map(|r| r.ok())
-            .filter(|(_, v)| parse::<IngestRecord>("ingested", v).is_ok_and(|r| r.raw_sha256 == q.raw_sha256 && r.ticket.is_none()))
+            .filter(|(_, v)| {
+                parse::<IngestRecord>("ingested", v).is_ok_and(|r| r.raw_sha256 == q.raw_sha256 && r.ticket.is_none())
+            })
             .map(|(k, _)| k.to_vec())
             .collect();
         let r = (&self.quarantine, &self.ingested).transaction(|(quarantine, ingested)| {

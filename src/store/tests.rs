@@ -27,7 +27,13 @@ fn ingest(f: &Fixture, uid: u32, raw: &[u8]) -> (Outcome, Vec<u64>) {
     let now = Utc::now();
     let snap = f.store.snapshot("support", &mail, &tokens, now).unwrap();
     let templates = Templates::default();
-    let ctx = Context { cfg: &f.cfg, mailbox: &f.cfg.mailboxes[0], secret: b"0123456789abcdef", templates: &templates, tokens: &tokens };
+    let ctx = Context {
+        cfg: &f.cfg,
+        mailbox: &f.cfg.mailboxes[0],
+        secret: b"0123456789abcdef",
+        templates: &templates,
+        tokens: &tokens,
+    };
     let d = decide(&mail, &snap, &ctx, now);
     let origin = Origin { mailbox: "support", uid_validity: 7, uid, raw, dedupe_key: mail.dedupe_key() };
     let queued = f.store.apply(&origin, Some(&mail), &d, now).unwrap();
@@ -56,7 +62,8 @@ fn replies_thread_and_numbers_are_sequential() {
     let f = fixture();
     ingest(&f, 1, b"From: c@customer.test\nMessage-ID: <a@c>\nSubject: One\n\nx\n");
     ingest(&f, 2, b"From: d@customer.test\nMessage-ID: <b@c>\nSubject: Two\n\ny\n");
-    let (o, _) = ingest(&f, 3, b"From: c@customer.test\nMessage-ID: <c@c>\nIn-Reply-To: <a@c>\nSubject: Re: One\n\nmore\n");
+    let (o, _) =
+        ingest(&f, 3, b"From: c@customer.test\nMessage-ID: <c@c>\nIn-Reply-To: <a@c>\nSubject: Re: One\n\nmore\n");
     assert_eq!(o, Outcome::Replied { ticket: 1, agent: None });
     let (o, _) = ingest(&f, 4, b"From: c@customer.test\nMessage-ID: <d@c>\nSubject: Re: [Ticket #2] Two\n\nnot mine\n");
     assert_eq!(o, Outcome::Created { ticket: 3, follow_up_of: None }, "c is a stranger to ticket 2");

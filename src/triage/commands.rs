@@ -86,11 +86,8 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
                 }
             }
             "tag" | "untag" => {
-                let tags: Vec<String> = arg
-                    .split([',', ' '])
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .filter(|t| !t.is_empty())
-                    .collect();
+                let tags: Vec<String> =
+                    arg.split([',', ' ']).map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
                 if tags.is_empty() {
                     fail(needs_arg("at least one tag"));
                 } else if let Some(bad) = tags.iter().find(|t| t.chars().any(|c| c.is_control() || c == '"')) {

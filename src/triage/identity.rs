@@ -78,7 +78,10 @@ pub fn proven_agent<'c>(mail: &InboundMail, ticket: Option<u64>, cfg: &'c Config
 pub fn dkim_pass(headers: &[String], authserv_id: &str, from: &str) -> bool {
     let Some(domain) = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()) else { return false };
     let Some(ours) = headers.iter().find(|h| {
-        h.split(';').next().and_then(|s| s.split_whitespace().next()).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+        h.split(';')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
     }) else {
         return false;
     };

@@ -46,17 +46,32 @@ pub struct Context<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    CreateClient { address: String, number: u64 },
+    CreateClient {
+        address: String,
+        number: u64,
+    },
     /// Create or replace the whole record.
     SaveTicket(Box<TicketRecord>),
     /// Make a Message-ID lead to a ticket.
-    IndexMessageId { id: String, ticket: u64 },
+    IndexMessageId {
+        id: String,
+        ticket: u64,
+    },
     /// Write `mail.attachments[index]` to the content-addressed store.
-    WriteAttachment { index: usize },
+    WriteAttachment {
+        index: usize,
+    },
     Send(Box<OutMail>),
-    CountAck { sender: String },
-    MarkSentFailed { message_id: String, reason: String },
-    Quarantine { reason: String },
+    CountAck {
+        sender: String,
+    },
+    MarkSentFailed {
+        message_id: String,
+        reason: String,
+    },
+    Quarantine {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,11 +79,21 @@ pub enum Outcome {
     Duplicate,
     /// Our own mail came back (a loop, or a copy in the support mailbox).
     OwnMail,
-    Created { ticket: u64, follow_up_of: Option<u64> },
-    Replied { ticket: u64, agent: Option<String> },
+    Created {
+        ticket: u64,
+        follow_up_of: Option<u64>,
+    },
+    Replied {
+        ticket: u64,
+        agent: Option<String>,
+    },
     /// An agent's commands failed; nothing changed.
-    Rejected { ticket: u64 },
-    Bounce { ticket: u64 },
+    Rejected {
+        ticket: u64,
+    },
+    Bounce {
+        ticket: u64,
+    },
     Quarantined,
 }
 
@@ -121,7 +146,7 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
 
     let token_ok = |rec: &TicketRecord| {
         rec.client_address == d.from.address
-            || rec.ticket.participants.iter().any(|p| *p == d.from.address)
+            || rec.ticket.participants.contains(&d.from.address)
             || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret).is_some()
     };
     let target = snap.by_thread.as_ref().or(snap.by_token.as_ref().filter(|r| token_ok(r)));
@@ -141,7 +166,12 @@ fn quarantine(reason: &str) -> Decision {
     Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason: reason.to_owned() }] }
 }
 
-fn bounce(mail: &InboundMail, report: &crate::mail::DeliveryReport, rec: &TicketRecord, now: DateTime<Utc>) -> Decision {
+fn bounce(
+    mail: &InboundMail,
+    report: &crate::mail::DeliveryReport,
+    rec: &TicketRecord,
+    now: DateTime<Utc>,
+) -> Decision {
     let mut rec = rec.clone();
     rec.ticket.push_thread("system", ThreadType::System, report.summary(), now);
     let mut effects = vec![Effect::SaveTicket(Box::new(rec.clone()))];
@@ -214,7 +244,11 @@ impl Decider<'_> {
                 t.push_thread(
                     "system",
                     ThreadType::System,
-                    format!("Attachment {:?} ({} bytes) was not stored: over the {max}-byte limit.", a.filename, a.bytes.len()),
+                    format!(
+                        "Attachment {:?} ({} bytes) was not stored: over the {max}-byte limit.",
+                        a.filename,
+                        a.bytes.len()
+                    ),
                     self.now,
                 );
                 continue;
@@ -226,7 +260,11 @@ impl Decider<'_> {
                 size: a.bytes.len() as u64,
                 mime_type: a.mime_type.clone(),
             });
-            out.push(OutAttachment { filename: a.filename.clone(), mime_type: a.mime_type.clone(), sha256: a.sha256.clone() });
+            out.push(OutAttachment {
+                filename: a.filename.clone(),
+                mime_type: a.mime_type.clone(),
+                sha256: a.sha256.clone(),
+            });
         }
         out
     }
@@ -582,7 +620,10 @@ impl Decider<'_> {
             self.send(m);
         }
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec.clone())));
-        Decision { outcome: Outcome::Replied { ticket: rec.number, agent: Some(who.to_owned()) }, effects: self.effects }
+        Decision {
+            outcome: Outcome::Replied { ticket: rec.number, agent: Some(who.to_owned()) },
+            effects: self.effects,
+        }
     }
 
     fn prior_status(&self, number: u64) -> Status {

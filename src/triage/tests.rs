@@ -99,7 +99,10 @@ fn existing(status: Status) -> TicketRecord {
 #[test]
 fn new_ticket_from_a_customer() {
     let w = World::new();
-    let d = w.decide(&customer_mail("Cc: boss@customer.test, alice@example.test\n", "Re: Printer broken", "It smokes.\n"), &snap());
+    let d = w.decide(
+        &customer_mail("Cc: boss@customer.test, alice@example.test\n", "Re: Printer broken", "It smokes.\n"),
+        &snap(),
+    );
     assert_eq!(d.outcome, Outcome::Created { ticket: 42, follow_up_of: None });
     assert!(d.effects.contains(&Effect::CreateClient { address: "carla@customer.test".into(), number: 7 }));
     let rec = d.saved().unwrap();
@@ -167,14 +170,21 @@ fn duplicates_and_our_own_mail_do_nothing() {
     let s = Snapshot { duplicate: true, ..snap() };
     let d = w.decide(&customer_mail("", "x", "y"), &s);
     assert_eq!(d, Decision { outcome: Outcome::Duplicate, effects: vec![] });
-    let own = "From: support@example.test\nMessage-ID: <ticketd.42.ack.abcdef@example.test>\nSubject: [Ticket #42] x\n\nhi\n";
+    let own =
+        "From: support@example.test\nMessage-ID: <ticketd.42.ack.abcdef@example.test>\nSubject: [Ticket #42] x\n\nhi\n";
     assert_eq!(w.decide(own, &snap()).outcome, Outcome::OwnMail);
 }
 
 #[test]
 fn automatic_mail_is_never_acknowledged() {
     let w = World::new();
-    for h in ["Auto-Submitted: auto-replied\n", "Precedence: bulk\n", "List-Id: <l.customer.test>\n", "X-Autoreply: yes\n", "Return-Path: <>\n"] {
+    for h in [
+        "Auto-Submitted: auto-replied\n",
+        "Precedence: bulk\n",
+        "List-Id: <l.customer.test>\n",
+        "X-Autoreply: yes\n",
+        "Return-Path: <>\n",
+    ] {
         let d = w.decide(&customer_mail(h, "Out of office", "away"), &snap());
         assert!(matches!(d.outcome, Outcome::Created { .. }), "{h}");
         assert!(d.outbox().all(|m| m.kind != OutKind::Ack), "{h} got an ack");
@@ -278,13 +288,18 @@ fn a_proven_agent_reply_is_relayed_and_assigns() {
 
 #[test]
 fn dkim_or_trust_from_header_also_prove_an_agent() {
-    let dkim = World::with(&CONFIG.replace("display_name = \"Example Support\"", "display_name = \"x\"\ntrusted_authserv_id = \"mx.example.test\""));
+    let dkim = World::with(&CONFIG.replace(
+        "display_name = \"Example Support\"",
+        "display_name = \"x\"\ntrusted_authserv_id = \"mx.example.test\"",
+    ));
     let s = Snapshot { by_thread: Some(existing(Status::Open)), ..snap() };
     let raw = "Authentication-Results: mx.example.test; dkim=pass header.d=example.test\nFrom: alice@example.test\nMessage-ID: <a9@example.test>\nIn-Reply-To: <m1@customer.test>\nSubject: x\n\nhello\n";
     assert_eq!(dkim.decide(raw, &s).outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) });
     let plain = World::new();
     assert_eq!(plain.decide(raw, &s).outcome, Outcome::Replied { ticket: 42, agent: None });
-    let trusting = World::with(&CONFIG.replace("display_name = \"Example Support\"", "display_name = \"x\"\ntrust_from_header = true"));
+    let trusting = World::with(
+        &CONFIG.replace("display_name = \"Example Support\"", "display_name = \"x\"\ntrust_from_header = true"),
+    );
     assert_eq!(trusting.decide(raw, &s).outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) });
 }
 
@@ -301,7 +316,8 @@ fn agent_commands_change_the_ticket_and_are_removed() {
     assert_eq!(t.tags, vec!["printer", "hardware"]);
     assert_eq!(t.resolution.as_deref(), Some("Replaced the fuser"));
     assert_eq!(t.assigned_to.as_deref(), Some("agent_bob"));
-    let systems: Vec<&str> = t.threads.iter().filter(|e| e.kind == ThreadType::System).map(|e| e.message.as_str()).collect();
+    let systems: Vec<&str> =
+        t.threads.iter().filter(|e| e.kind == ThreadType::System).map(|e| e.message.as_str()).collect();
     assert!(systems.contains(&"status open → resolved by agent_alice"), "{systems:?}");
     assert!(systems.contains(&"priority low → high by agent_alice"));
     assert_eq!(t.threads.last().unwrap().message, "All fixed.");
@@ -341,7 +357,12 @@ fn notes_are_not_relayed() {
 #[test]
 fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
     let w = World::new();
-    let s = Snapshot { by_thread: Some(existing(Status::Closed)), sender_client: Some("client_7".into()), next_ticket: 43, ..snap() };
+    let s = Snapshot {
+        by_thread: Some(existing(Status::Closed)),
+        sender_client: Some("client_7".into()),
+        next_ticket: 43,
+        ..snap()
+    };
     let raw = "From: carla@customer.test\nMessage-ID: <m4@customer.test>\nIn-Reply-To: <m1@customer.test>\nSubject: Re: [Ticket #42] Printer broken\n\nIt is back.\n\n> old text\n";
     let d = w.decide(raw, &s);
     assert_eq!(d.outcome, Outcome::Created { ticket: 43, follow_up_of: Some(42) });
@@ -359,7 +380,9 @@ fn bounces_attach_to_their_ticket_or_go_to_quarantine() {
     let d = w.decide(raw, &Snapshot { by_thread: Some(existing(Status::Open)), ..snap() });
     assert_eq!(d.outcome, Outcome::Bounce { ticket: 42 });
     assert!(d.saved().unwrap().ticket.threads.last().unwrap().message.contains("carla@customer.test"));
-    assert!(d.effects.iter().any(|e| matches!(e, Effect::MarkSentFailed { message_id, .. } if message_id == "ticketd.42.ack.abc@example.test")));
+    assert!(d.effects.iter().any(
+        |e| matches!(e, Effect::MarkSentFailed { message_id, .. } if message_id == "ticketd.42.ack.abc@example.test")
+    ));
     assert!(d.outbox().next().is_none(), "bounces are never answered");
     let d = w.decide(raw, &snap());
     assert_eq!(d.outcome, Outcome::Quarantined);
@@ -369,7 +392,9 @@ fn bounces_attach_to_their_ticket_or_go_to_quarantine() {
 fn oversized_attachments_are_refused_with_a_system_entry() {
     let w = World::new();
     let big = "A".repeat(300);
-    let raw = format!("From: c@customer.test\nSubject: files\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=X\n\n--X\nContent-Type: text/plain\n\nsee files\n--X\nContent-Type: text/plain; name=small.txt\nContent-Disposition: attachment; filename=small.txt\n\nsmall\n--X\nContent-Type: application/octet-stream; name=big.bin\nContent-Disposition: attachment; filename=big.bin\n\n{big}\n--X--\n");
+    let raw = format!(
+        "From: c@customer.test\nSubject: files\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=X\n\n--X\nContent-Type: text/plain\n\nsee files\n--X\nContent-Type: text/plain; name=small.txt\nContent-Disposition: attachment; filename=small.txt\n\nsmall\n--X\nContent-Type: application/octet-stream; name=big.bin\nContent-Disposition: attachment; filename=big.bin\n\n{big}\n--X--\n"
+    );
     let d = w.decide(&raw, &snap());
     let t = &d.saved().unwrap().ticket;
     assert_eq!(t.attachments.len(), 1);

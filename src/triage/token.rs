@@ -8,11 +8,15 @@ use regex::Regex;
 /// (Re, AW, Fwd, WG, SV, VS, Antw, RIF, TR, Enc, RES, …), with optional
 /// counters like `Re[2]:`.
 static PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(re|aw|antw|antwort|fwd?|wg|sv|vs|rif|r|tr|enc|res|rv|odp|ynt|vl)\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*").unwrap()
+    Regex::new(
+        r"(?i)^\s*(re|aw|antw|antwort|fwd?|wg|sv|vs|rif|r|tr|enc|res|rv|odp|ynt|vl)\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*",
+    )
+    .unwrap()
 });
 
 fn token_regex(tag: &str) -> Regex {
-    Regex::new(&format!(r"(?i)\[\s*{}\s*#\s*(\d{{1,18}})\s*\]", regex::escape(tag))).expect("escaped tag is a valid regex")
+    Regex::new(&format!(r"(?i)\[\s*{}\s*#\s*(\d{{1,18}})\s*\]", regex::escape(tag)))
+        .expect("escaped tag is a valid regex")
 }
 
 /// Finds subject tokens for one configured tag.
@@ -58,7 +62,13 @@ mod tests {
     #[test]
     fn finds_tokens_through_prefixes_spacing_and_case() {
         let m = TokenMatcher::new("Ticket");
-        for s in ["[Ticket #42] Printer", "Re: [Ticket #42] Printer", "AW: RE: [ticket#42] x", "Fwd: foo [ TICKET # 42 ]", "WG:[Ticket #42]"] {
+        for s in [
+            "[Ticket #42] Printer",
+            "Re: [Ticket #42] Printer",
+            "AW: RE: [ticket#42] x",
+            "Fwd: foo [ TICKET # 42 ]",
+            "WG:[Ticket #42]",
+        ] {
             assert_eq!(m.find(s), Some(42), "{s}");
         }
         assert_eq!(m.find("Ticket #42"), None);
