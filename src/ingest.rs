@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -77,6 +77,7 @@ impl Ingest {
             error!(mailbox, error = %e, "flush failed; nothing from this batch is acknowledged");
             return BatchResult { done: Vec::new(), error: Some(e) };
         }
+        crate::failpoint::hit("flushed");
         if queued {
             self.outbox_wake.notify_one();
         }
@@ -84,7 +85,8 @@ impl Ingest {
     }
 
     fn one(&self, mailbox: &str, uid_validity: u32, item: &Item) -> Result<(u32, bool), StoreError> {
-        let now = Utc::now();
+        // Whole seconds, as in the ticket object's examples.
+        let now = Utc::now().trunc_subsecs(0);
         let mb = self.cfg.mailbox(mailbox).unwrap_or(&self.cfg.mailboxes[0]);
         let (uid, raw, parsed, decision) = match item {
             Item::TooLarge { uid, size, header } => {
@@ -127,6 +129,7 @@ impl Ingest {
         };
         let origin = Origin { mailbox, uid_validity, uid, raw, dedupe_key };
         let queued = self.store.apply(&origin, parsed.as_ref(), &decision, now)?;
+        crate::failpoint::hit("committed");
         let message_id = parsed.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
         match &decision.outcome {
             Outcome::Created { ticket, follow_up_of } => {

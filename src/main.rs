@@ -36,6 +36,15 @@ enum Cmd {
         #[command(subcommand)]
         command: TicketsCmd,
     },
+    /// Outgoing mail: what waits, what was sent, what failed.
+    Outbox {
+        /// Also list sent and failed mail, not only what waits.
+        #[arg(long)]
+        all: bool,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Messages that could not become tickets, kept raw with a reason.
     Quarantine {
         #[command(subcommand)]
@@ -141,6 +150,37 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = Store::open(&cfg.store)?;
             tickets(&store, command)
+        }
+        Cmd::Outbox { all, json } => {
+            let cfg = load(&cli)?;
+            let store = Store::open(&cfg.store)?;
+            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> = store.pending_entries().collect::<Result<_, _>>()?;
+            if *all {
+                rows.extend(store.sent_entries().collect::<Result<Vec<_>, _>>()?);
+                rows.sort_by_key(|(seq, _)| *seq);
+            }
+            for (seq, e) in &rows {
+                if *json {
+                    let v = serde_json::json!({"seq": seq, "ticket": e.mail.ticket, "kind": e.mail.kind, "state": e.state,
+                        "to": e.mail.to, "message_id": e.mail.message_id, "attempts": e.attempts,
+                        "next_attempt": ticketd::ticket::rfc3339::format(&e.next_attempt), "last_error": e.last_error});
+                    println!("{v}");
+                } else {
+                    println!(
+                        "{seq:<6} ticket {:<5} {:<13} {:<7} attempts {:<3} to {} {}",
+                        e.mail.ticket,
+                        format!("{:?}", e.mail.kind),
+                        format!("{:?}", e.state).to_lowercase(),
+                        e.attempts,
+                        e.mail.to.join(","),
+                        e.last_error.as_deref().map(|x| format!("({x})")).unwrap_or_default()
+                    );
+                }
+            }
+            if rows.is_empty() && !*json {
+                println!("outbox is empty");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Quarantine { command } => {
             let cfg = load(&cli)?;

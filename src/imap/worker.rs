@@ -168,6 +168,7 @@ impl Worker {
                     items.push(Item::TooLarge { uid, size, header });
                 }
             }
+            crate::failpoint::hit("fetched");
             items.sort_by_key(|i| match i {
                 Item::Mail { uid, .. } | Item::TooLarge { uid, .. } => *uid,
             });
@@ -178,6 +179,7 @@ impl Worker {
             let result = rx.await.map_err(|_| ImapError::Ingest("ingest task is gone".into()))?;
             if !result.done.is_empty() {
                 post.apply(s, &result.done).await?;
+                crate::failpoint::hit("post-action");
                 last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
             }
             if let Some(e) = result.error {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -168,6 +168,7 @@ impl Sender {
                 }
                 match self.send_one(&mailer, entry).await {
                     Ok(()) => {
+                        crate::failpoint::hit("sent");
                         self.store.mark_sent(*seq, Utc::now())?;
                         // Durable before the next send: a crash now re-sends nothing.
                         self.store.flush().await?;
@@ -179,7 +180,7 @@ impl Sender {
                     }
                     Err(e) if e.is_permanent() => {
                         warn!(seq, ticket = entry.mail.ticket, error = %e, "mail permanently rejected; recorded on the ticket");
-                        self.store.mark_failed(*seq, &e.to_string(), Utc::now())?;
+                        self.store.mark_failed(*seq, &e.to_string(), Utc::now().trunc_subsecs(0))?;
                         self.store.flush().await?;
                     }
                     Err(e) => {

@@ -201,3 +201,16 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Waits until a message in `user`'s INBOX contains `needle`; returns it.
+pub async fn wait_for_text(lab: &Lab, user: &str, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = lab.imap_fetch_all(user, "INBOX").await.unwrap_or_default();
+        if let Some(m) = all.iter().map(|m| String::from_utf8_lossy(m).into_owned()).find(|m| m.contains(needle)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no mail containing {needle:?} for {user} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
