@@ -27,7 +27,14 @@ use ticketd::triage::token::TokenMatcher;
 
 fn message(i: usize) -> Vec<u8> {
     let sender = format!("customer+{}@example.test", i % 400);
-    let subjects = ["Cannot log in", "Invoice question", "API returns 401", "Feature idea: dark mode", "Printer on fire", "Password reset link expired"];
+    let subjects = [
+        "Cannot log in",
+        "Invoice question",
+        "API returns 401",
+        "Feature idea: dark mode",
+        "Printer on fire",
+        "Password reset link expired",
+    ];
     let subject = subjects[i % subjects.len()];
     let body = format!(
         "Hello support,\r\n\r\nthis is message {i}. {}\r\n\r\nSteps to reproduce:\r\n1. open the app\r\n2. click the button\r\n3. nothing happens\r\n\r\nThanks,\r\nCustomer {i}\r\n",
@@ -65,7 +72,9 @@ async fn session(lab: &common::Lab) -> ticketd::imap::ImapSession {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -76,7 +85,11 @@ async fn main() {
     }
     // `cargo bench` passes --bench; under `cargo test` this is a small smoke run.
     let full = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("TICKETD_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 2000 } else { 60 });
+    let n: usize = std::env::var("TICKETD_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(if full {
+        2000
+    } else {
+        60
+    });
     let lab = common::Lab::start();
 
     let t = Instant::now();
@@ -95,7 +108,13 @@ async fn main() {
     let mut fetched = 0usize;
     let uids: Vec<u32> = (1..=n as u32).collect();
     for chunk in uids.chunks(50) {
-        let got: Vec<_> = s.uid_fetch(uid_set(chunk.iter().copied()), "(UID BODY.PEEK[])").await.unwrap().try_collect().await.unwrap();
+        let got: Vec<_> = s
+            .uid_fetch(uid_set(chunk.iter().copied()), "(UID BODY.PEEK[])")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         fetched += got.iter().filter(|f| f.body().is_some()).count();
     }
     let raw_secs = t.elapsed().as_secs_f64();
@@ -105,7 +124,11 @@ async fn main() {
     // 2. ticketd ingesting the same mailbox.
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = dir.path().join("ticketd.toml");
-    std::fs::write(&cfg_path, common::daemon::config_text(&lab, dir.path(), "batch_size = 50", "acks_per_sender_per_hour = 1000")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        common::daemon::config_text(&lab, dir.path(), "batch_size = 50", "acks_per_sender_per_hour = 1000"),
+    )
+    .unwrap();
     let cfg = Arc::new(Config::load(&cfg_path).unwrap());
     let store = Store::open(&cfg.store).unwrap();
     let (tx, rx) = mpsc::channel(4);
@@ -118,7 +141,13 @@ async fn main() {
         outbox_wake: Arc::new(Notify::new()),
     };
     let shutdown = CancellationToken::new();
-    let worker = Worker { mb: cfg.mailboxes[0].clone(), store: store.clone(), ingest: tx, max_message_bytes: cfg.desk.max_message_bytes, shutdown: shutdown.clone() };
+    let worker = Worker {
+        mb: cfg.mailboxes[0].clone(),
+        store: store.clone(),
+        ingest: tx,
+        max_message_bytes: cfg.desk.max_message_bytes,
+        shutdown: shutdown.clone(),
+    };
     let t = Instant::now();
     let ingest_task = tokio::spawn(ingest.run(rx));
     let worker_task = tokio::spawn(worker.run());
@@ -138,7 +167,10 @@ async fn main() {
     let queued = store.pending_count();
 
     println!("raw IMAP fetch : {raw_secs:>7.3}s  {:>8.0} msg/s", n as f64 / raw_secs);
-    println!("ticketd ingest : {ingest_secs:>7.3}s  {:>8.0} msg/s  ({tickets} tickets, {queued} mails queued)", n as f64 / ingest_secs);
+    println!(
+        "ticketd ingest : {ingest_secs:>7.3}s  {:>8.0} msg/s  ({tickets} tickets, {queued} mails queued)",
+        n as f64 / ingest_secs
+    );
     println!("ratio ingest/raw: {:.2}x", ingest_secs / raw_secs);
     println!("peak RSS of this process: {:.1} MiB", rss_kib() as f64 / 1024.0);
 }

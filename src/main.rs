@@ -154,7 +154,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Outbox { all, json } => {
             let cfg = load(&cli)?;
             let store = Store::open(&cfg.store)?;
-            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> = store.pending_entries().collect::<Result<_, _>>()?;
+            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> =
+                store.pending_entries().collect::<Result<_, _>>()?;
             if *all {
                 rows.extend(store.sent_entries().collect::<Result<Vec<_>, _>>()?);
                 rows.sort_by_key(|(seq, _)| *seq);

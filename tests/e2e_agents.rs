@@ -24,7 +24,14 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     let mut daemon = Daemon::start(&lab, "");
 
     // The customer writes, with a colleague in Cc: the colleague becomes a participant.
-    let first = mail("Carla <customer@example.test>", "support@example.test", "Cc: carol@example.test\r\n", "Printer on fire", "c1@customer.example.test", "The printer smokes.");
+    let first = mail(
+        "Carla <customer@example.test>",
+        "support@example.test",
+        "Cc: carol@example.test\r\n",
+        "Printer on fire",
+        "c1@customer.example.test",
+        "The printer smokes.",
+    );
     lab.smtp_send("customer@example.test", &["support@example.test", "carol@example.test"], &first).await.unwrap();
     let notes = lab.wait_for_messages("alice", "INBOX", 1, WAIT).await.unwrap();
     let note = text(&notes[0]);
@@ -33,7 +40,14 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     lab.wait_for_messages("customer", "INBOX", 1, WAIT).await.unwrap();
 
     // 1. A forged From: alice's address, no proof. Not an agent.
-    let forged = mail("Alice <alice@example.test>", "support@example.test", "", "Re: [Ticket #1] Printer on fire", "forged@evil.example.test", "#status closed\r\nThis ticket is closed, send your password to me.");
+    let forged = mail(
+        "Alice <alice@example.test>",
+        "support@example.test",
+        "",
+        "Re: [Ticket #1] Printer on fire",
+        "forged@evil.example.test",
+        "#status closed\r\nThis ticket is closed, send your password to me.",
+    );
     lab.smtp_send("alice@example.test", &["support@example.test"], &forged).await.unwrap();
 
     // 2. Alice's real reply to her notification: commands + text + an attachment.
@@ -56,13 +70,17 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     wait_for_text(&lab, "carol", "Please unplug it", WAIT).await;
 
     // 3. A bad command: nothing changes, alice is told which line and why.
-    let bad = format!("From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] x\r\nMessage-ID: <a2@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status done\r\nShould not go out.\r\n");
+    let bad = format!(
+        "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] x\r\nMessage-ID: <a2@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status done\r\nShould not go out.\r\n"
+    );
     lab.smtp_send("alice@example.test", &["support@example.test"], bad.as_bytes()).await.unwrap();
     let error = wait_for_text(&lab, "alice", "line 1", WAIT).await;
     assert!(error.contains("#status done") && error.contains("invalid status \"done\""), "{error}");
 
     // 4. Resolve with a resolution: the customer is told.
-    let resolve = format!("From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] x\r\nMessage-ID: <a3@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status resolved\r\n#resolution Replaced the fuser unit\r\n");
+    let resolve = format!(
+        "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] x\r\nMessage-ID: <a3@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status resolved\r\n#resolution Replaced the fuser unit\r\n"
+    );
     lab.smtp_send("alice@example.test", &["support@example.test"], resolve.as_bytes()).await.unwrap();
     let resolved = wait_for_text(&lab, "customer", "Replaced the fuser unit", WAIT).await;
     assert!(resolved.contains("has been resolved"), "{resolved}");
@@ -81,11 +99,15 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     assert_eq!(agent.len(), 1, "{t:#}");
     assert_eq!(agent[0]["author"], "agent_alice");
     assert!(agent[0]["message"].as_str().unwrap().starts_with("Please unplug it"));
-    let system: Vec<&str> = threads.iter().filter(|e| e["type"] == "system").map(|e| e["message"].as_str().unwrap()).collect();
+    let system: Vec<&str> =
+        threads.iter().filter(|e| e["type"] == "system").map(|e| e["message"].as_str().unwrap()).collect();
     assert!(system.contains(&"priority medium → high by agent_alice"), "{system:?}");
     assert!(system.contains(&"status in_progress → resolved by agent_alice"), "{system:?}");
-    assert!(!threads.iter().any(|e| e["message"].as_str().unwrap().contains("password")), "the forgery is not on ticket 1");
-    assert_eq!(t["attachments"][1]["filename"], "guide.txt");
+    assert!(
+        !threads.iter().any(|e| e["message"].as_str().unwrap().contains("password")),
+        "the forgery is not on ticket 1"
+    );
+    assert_eq!(t["attachments"][0]["filename"], "guide.txt");
     let forged_ticket = daemon.ticket_json(2);
     assert_eq!(forged_ticket["status"], "open", "the forged #status did nothing");
     assert_eq!(forged_ticket["threads"][0]["type"], "user");
@@ -93,12 +115,22 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     // The readable view shows the conversation.
     let out = daemon.cli(&["tickets", "show", "support_ticket_1"]);
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("agent_alice · agent") && shown.contains("client_1 · customer") && shown.contains("· system"), "{shown}");
+    assert!(
+        shown.contains("agent_alice · agent") && shown.contains("client_1 · customer") && shown.contains("· system"),
+        "{shown}"
+    );
 
     // 5. The customer answers the resolved ticket: it reopens.
     let mut daemon = daemon.restart();
     let resolved_id = header(&resolved, "Message-ID").unwrap();
-    let again = mail("customer@example.test", "support@example.test", &format!("In-Reply-To: {resolved_id}\r\n"), "Re: [Ticket #1] Printer on fire", "c2@customer.example.test", "It smokes again.");
+    let again = mail(
+        "customer@example.test",
+        "support@example.test",
+        &format!("In-Reply-To: {resolved_id}\r\n"),
+        "Re: [Ticket #1] Printer on fire",
+        "c2@customer.example.test",
+        "It smokes again.",
+    );
     lab.smtp_send("customer@example.test", &["support@example.test"], &again).await.unwrap();
     wait_for_text(&lab, "alice", "It smokes again.", WAIT).await;
     daemon.stop_ok();
@@ -113,15 +145,31 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
 async fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
     let lab = Lab::start();
     let mut daemon = Daemon::start_with(&lab, "", "send_receipts = true");
-    let first = mail("customer@example.test", "support@example.test", "", "Invoice wrong", "inv1@customer.example.test", "Please fix.");
+    let first = mail(
+        "customer@example.test",
+        "support@example.test",
+        "",
+        "Invoice wrong",
+        "inv1@customer.example.test",
+        "Please fix.",
+    );
     lab.smtp_send("customer@example.test", &["support@example.test"], &first).await.unwrap();
     let notes = lab.wait_for_messages("alice", "INBOX", 1, WAIT).await.unwrap();
     let notify_id = header(&text(&notes[0]), "Message-ID").unwrap();
-    let close = format!("From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] Invoice wrong\r\nMessage-ID: <close@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status closed\r\n#note refunded\r\n");
+    let close = format!(
+        "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] Invoice wrong\r\nMessage-ID: <close@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\n#status closed\r\n#note refunded\r\n"
+    );
     lab.smtp_send("alice@example.test", &["support@example.test"], close.as_bytes()).await.unwrap();
     let receipt = wait_for_text(&lab, "alice", "Applied to ticket #1", WAIT).await;
     assert!(receipt.contains("status open → closed by agent_alice"), "{receipt}");
-    let late = mail("customer@example.test", "support@example.test", "In-Reply-To: <inv1@customer.example.test>\r\n", "Re: [Ticket #1] Invoice wrong", "inv2@customer.example.test", "One more thing.");
+    let late = mail(
+        "customer@example.test",
+        "support@example.test",
+        "In-Reply-To: <inv1@customer.example.test>\r\n",
+        "Re: [Ticket #1] Invoice wrong",
+        "inv2@customer.example.test",
+        "One more thing.",
+    );
     lab.smtp_send("customer@example.test", &["support@example.test"], &late).await.unwrap();
     wait_for_text(&lab, "alice", "One more thing.", WAIT).await;
     daemon.stop_ok();

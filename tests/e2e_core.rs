@@ -24,9 +24,11 @@ fn with_attachment(id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     let lab = Lab::start();
-    let daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, "");
 
-    lab.smtp_send("customer@example.test", &["support@example.test"], &with_attachment("first@customer.example.test")).await.unwrap();
+    lab.smtp_send("customer@example.test", &["support@example.test"], &with_attachment("first@customer.example.test"))
+        .await
+        .unwrap();
     let acks = lab.wait_for_messages("customer", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
     let ack = String::from_utf8_lossy(&acks[0]).into_owned();
     assert!(header(&ack, "Subject").unwrap().starts_with("[Ticket #1] Printer on fire"), "{ack}");
@@ -47,10 +49,22 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     );
     lab.smtp_send("customer@example.test", &["support@example.test"], &reply).await.unwrap();
     // A stranger quoting the token must not get into ticket 1.
-    let stranger = customer_mail("stranger@example.test", "s1@stranger.example.test", "Re: [Ticket #1] Printer on fire", "", "Let me see that ticket");
+    let stranger = customer_mail(
+        "stranger@example.test",
+        "s1@stranger.example.test",
+        "Re: [Ticket #1] Printer on fire",
+        "",
+        "Let me see that ticket",
+    );
     lab.smtp_send("stranger@example.test", &["support@example.test"], &stranger).await.unwrap();
     // An out-of-office reply: becomes a ticket, never acknowledged.
-    let ooo = customer_mail("bob@example.test", "ooo@bob.example.test", "Out of office", "Auto-Submitted: auto-replied\r\n", "I am away until Monday.");
+    let ooo = customer_mail(
+        "bob@example.test",
+        "ooo@bob.example.test",
+        "Out of office",
+        "Auto-Submitted: auto-replied\r\n",
+        "I am away until Monday.",
+    );
     lab.smtp_send("bob@example.test", &["support@example.test"], &ooo).await.unwrap();
 
     // Reply → 1 notification, stranger → ack + notification, ooo → notification only.
@@ -88,7 +102,7 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     assert!(bob.is_empty(), "no acknowledgement to an autoresponder");
 
     // Restart over the same mailbox: nothing is created or sent twice.
-    let daemon = daemon.restart();
+    let mut daemon = daemon.restart();
     tokio::time::sleep(Duration::from_secs(3)).await;
     daemon.stop_ok();
     assert_eq!(daemon.tickets_json().len(), 3);
@@ -99,7 +113,7 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_refuses_plainly_while_the_daemon_holds_the_store() {
     let lab = Lab::start();
-    let daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, "");
     let out = daemon.cli(&["tickets", "list"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -113,8 +127,14 @@ async fn the_cli_refuses_plainly_while_the_daemon_holds_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_move_files_processed_mail_away() {
     let lab = Lab::start();
-    let daemon = Daemon::start(&lab, "after = \"move\"\nmove_to = \"Processed\"\n");
-    lab.smtp_send("customer@example.test", &["support@example.test"], &customer_mail("customer@example.test", "mv1@c.example.test", "Move me", "", "hello")).await.unwrap();
+    let mut daemon = Daemon::start(&lab, "after = \"move\"\nmove_to = \"Processed\"\n");
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &customer_mail("customer@example.test", "mv1@c.example.test", "Move me", "", "hello"),
+    )
+    .await
+    .unwrap();
     lab.wait_for_messages("customer", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
     lab.wait_for_messages("support", "Processed", 1, Duration::from_secs(30)).await.unwrap();
     daemon.stop_ok();
@@ -125,8 +145,14 @@ async fn after_move_files_processed_mail_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seen_is_set_only_after_the_ticket_is_stored() {
     let lab = Lab::start();
-    let daemon = Daemon::start(&lab, "");
-    lab.smtp_send("customer@example.test", &["support@example.test"], &customer_mail("customer@example.test", "seen1@c.example.test", "Flags", "", "hello")).await.unwrap();
+    let mut daemon = Daemon::start(&lab, "");
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &customer_mail("customer@example.test", "seen1@c.example.test", "Flags", "", "hello"),
+    )
+    .await
+    .unwrap();
     lab.wait_for_messages("customer", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
     daemon.stop_ok();
     let flags = lab.imap_flags("support", "INBOX").await.unwrap();

@@ -133,7 +133,8 @@ impl Daemon {
     /// SIGTERM, and the daemon must exit 0 within 30 s.
     pub fn stop_ok(&mut self) {
         self.signal("TERM");
-        let status = self.wait(Duration::from_secs(30)).unwrap_or_else(|| panic!("ticketd did not stop:\n{}", self.log_text()));
+        let status =
+            self.wait(Duration::from_secs(30)).unwrap_or_else(|| panic!("ticketd did not stop:\n{}", self.log_text()));
         assert!(status.success(), "ticketd exited with {status}:\n{}", self.log_text());
     }
 
@@ -207,10 +208,26 @@ pub async fn wait_for_text(lab: &Lab, user: &str, needle: &str, limit: Duration)
     let deadline = Instant::now() + limit;
     loop {
         let all = lab.imap_fetch_all(user, "INBOX").await.unwrap_or_default();
-        if let Some(m) = all.iter().map(|m| String::from_utf8_lossy(m).into_owned()).find(|m| m.contains(needle)) {
+        if let Some(m) = all.iter().map(|m| decoded(m)).find(|m| m.contains(needle)) {
             return m;
         }
         assert!(Instant::now() < deadline, "no mail containing {needle:?} for {user} within {limit:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The raw header block, then the decoded text body, then one line per
+/// attachment name: what a person reading the mail would see.
+pub fn decoded(raw: &[u8]) -> String {
+    use mail_parser::MimeHeaders;
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or(&text).to_owned();
+    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else { return text.into_owned() };
+    let mut out = head;
+    out.push_str("\r\n\r\n");
+    out.push_str(&msg.body_text(0).unwrap_or_default());
+    for a in msg.attachments() {
+        out.push_str(&format!("\nattachment: {}", a.attachment_name().unwrap_or("")));
+    }
+    out
 }
