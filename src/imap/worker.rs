@@ -95,14 +95,14 @@ impl Worker {
         let selected = timed("SELECT", mb.timeout, s.select(&mb.folder)).await?;
         let uid_validity = selected.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mb.folder.clone()))?;
         let store_err = |e: crate::store::StoreError| ImapError::Ingest(e.to_string());
-        let mut last_uid = match self.store.cursor(&mb.name).map_err(store_err)? {
-            Some(c) if c.uid_validity == uid_validity => c.last_uid,
+        let (mut last_uid, acked_uid) = match self.store.cursor(&mb.name).map_err(store_err)? {
+            Some(c) if c.uid_validity == uid_validity => (c.last_uid, c.acked_uid.unwrap_or(c.last_uid)),
             Some(c) => {
                 warn!(mailbox = %mb.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder; Message-ID dedupe prevents duplicates");
                 self.store.reset_cursor(&mb.name, uid_validity).map_err(store_err)?;
-                0
+                (0, 0)
             }
-            None => 0,
+            None => (0, 0),
         };
         if *failing {
             info!(mailbox = %mb.name, "mailbox reachable again");
@@ -112,13 +112,15 @@ impl Worker {
         *failing = false;
         backoff.reset();
         let post = PostAction { after: mb.after, move_to: mb.move_to.clone(), can_move, uidplus, timeout: mb.timeout };
-        if mb.after != AfterAction::Seen && last_uid > 0 {
-            // A crash between commit and post-action leaves processed mail behind.
-            let leftover = uids_in(&mut s, &format!("1:{last_uid}"), mb.timeout).await?;
+        if acked_uid < last_uid {
+            // A crash between commit and post-action left stored mail unmarked.
+            let leftover = uids_in(&mut s, &format!("{}:{last_uid}", acked_uid + 1), mb.timeout).await?;
+            let leftover: Vec<u32> = leftover.into_iter().filter(|u| *u > acked_uid && *u <= last_uid).collect();
             if !leftover.is_empty() {
-                info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions left over from before");
+                info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions interrupted before");
                 post.apply(&mut s, &leftover).await?;
             }
+            self.store.set_acked(&mb.name, uid_validity, last_uid).map_err(store_err)?;
         }
         loop {
             last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
@@ -181,6 +183,7 @@ impl Worker {
                 post.apply(s, &result.done).await?;
                 crate::failpoint::hit("post-action");
                 last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
+                self.store.set_acked(&mb.name, uid_validity, last_uid).map_err(|e| ImapError::Ingest(e.to_string()))?;
             }
             if let Some(e) = result.error {
                 return Err(ImapError::Ingest(e.to_string()));

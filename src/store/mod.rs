@@ -43,7 +43,12 @@ type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub uid_validity: u32,
+    /// Highest UID whose effects are committed.
     pub last_uid: u32,
+    /// Highest UID whose IMAP post-action is known done. Between the two lie
+    /// messages a crash caught after the commit: their post-action is redone.
+    #[serde(default)]
+    pub acked_uid: Option<u32>,
 }
 
 /// Where one inbound message came from.
@@ -194,10 +199,26 @@ impl Store {
         self.cursors.get(mailbox)?.map(|v| parse("cursors", &v)).transpose()
     }
 
+    /// Records that the post-action for everything up to `uid` is done. Not
+    /// flushed: losing it only means redoing an idempotent post-action.
+    pub fn set_acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), StoreError> {
+        let r = self.cursors.transaction(|cursors| {
+            if let Some(b) = cursors.get(mailbox)? {
+                let mut c: Cursor = tx_parse("cursors", &b)?;
+                if c.uid_validity == uid_validity {
+                    c.acked_uid = Some(c.acked_uid.unwrap_or(0).max(uid).min(c.last_uid));
+                    cursors.insert(mailbox, json(&c))?;
+                }
+            }
+            Ok(())
+        });
+        flatten(r)
+    }
+
     /// Starts a mailbox over after a UIDVALIDITY change. Dedupe by
     /// Message-ID keeps the re-read from duplicating anything.
     pub fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), StoreError> {
-        self.cursors.insert(mailbox, json(&Cursor { uid_validity, last_uid: 0 }))?;
+        self.cursors.insert(mailbox, json(&Cursor { uid_validity, last_uid: 0, acked_uid: Some(0) }))?;
         Ok(())
     }
 
@@ -340,10 +361,10 @@ impl Store {
             |(meta, tickets, msgids, ingested, clients, cursors, raw, outbox, outbox_ids, acks, quarantine, sent)| {
                 let mut cursor = match cursors.get(origin.mailbox)? {
                     Some(c) => tx_parse::<Cursor>("cursors", &c)?,
-                    None => Cursor { uid_validity: origin.uid_validity, last_uid: 0 },
+                    None => Cursor { uid_validity: origin.uid_validity, last_uid: 0, acked_uid: Some(0) },
                 };
                 if cursor.uid_validity != origin.uid_validity {
-                    cursor = Cursor { uid_validity: origin.uid_validity, last_uid: 0 };
+                    cursor = Cursor { uid_validity: origin.uid_validity, last_uid: 0, acked_uid: Some(0) };
                 }
                 cursor.last_uid = cursor.last_uid.max(origin.uid);
                 cursors.insert(origin.mailbox.as_bytes(), json(&cursor))?;

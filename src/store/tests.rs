@@ -51,7 +51,7 @@ fn one_message_one_ticket_and_a_refetch_is_a_no_op() {
     assert_eq!(o, Outcome::Duplicate);
     assert!(queued.is_empty());
     assert_eq!(f.store.tickets().count(), 1);
-    assert_eq!(f.store.cursor("support").unwrap(), Some(Cursor { uid_validity: 7, last_uid: 1 }));
+    assert_eq!(f.store.cursor("support").unwrap(), Some(Cursor { uid_validity: 7, last_uid: 1, acked_uid: Some(0) }));
     let t = f.store.ticket(1).unwrap().unwrap();
     assert_eq!(t.ticket.client, "client_1");
     assert_eq!(f.store.ticket_by_message_id("<A@c>").unwrap(), Some(1));

@@ -10,6 +10,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the next spawn (e.g. TICKETD_CRASH_AT).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -88,12 +90,18 @@ impl Daemon {
         let config = dir.path().join("ticketd.toml");
         std::fs::write(&config, config_text(lab, dir.path(), mailbox_extra, desk_extra)).unwrap();
         let log = dir.path().join("daemon.log");
-        let mut d = Daemon { dir, config, log, child: None };
+        let mut d = Daemon { dir, config, log, env: Vec::new(), child: None };
         d.spawn();
         d
     }
 
     pub fn spawn(&mut self) {
+        assert!(self.try_spawn(), "ticketd exited before it was ready:\n{}", self.log_text());
+    }
+
+    /// Starts the daemon; false if it exited (e.g. a crash point) before
+    /// reporting ready.
+    pub fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0) as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
@@ -101,6 +109,7 @@ impl Daemon {
             .arg(&self.config)
             .arg("run")
             .env("TICKETD_LOG", "info,ticketd=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -111,10 +120,11 @@ impl Daemon {
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if text.get(start_len..).is_some_and(|t| t.contains("ticketd ready")) {
-                return;
+                return true;
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ticketd exited early with {status}:\n{text}");
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
             }
             assert!(Instant::now() < deadline, "ticketd not ready after 20s:\n{text}");
             std::thread::sleep(Duration::from_millis(50));
@@ -140,11 +150,22 @@ impl Daemon {
 
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
         self.signal("KILL");
         self.wait(Duration::from_secs(10)).expect("SIGKILL ends the process");
     }
 
-    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub fn running(&mut self) -> bool {
+        let alive = self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none());
+        if !alive {
+            self.child = None;
+        }
+        alive
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         let child = self.child.as_mut()?;
         loop {
