@@ -1,14 +1,14 @@
 //! Ingest benchmark (not a timed test): loads N realistic messages into a
-//! private Dovecot mailbox, then in the same run measures
-//!   1. a plain IMAP fetch of the whole mailbox (UID FETCH BODY.PEEK[] in
-//!      batches of 50, the same batches ticketd uses), and
-//!   2. ticketd ingesting all of it (fetch, parse, decide, one sled
-//!      transaction per message, group flush per batch, \Seen post-action),
-//! and prints both and their ratio. `cargo bench --bench ingest`
-//! (TICKETD_BENCH_MESSAGES overrides N = 2000).
+//! private Dovecot mailbox, then in the same run measures a plain IMAP fetch
+//! of the whole mailbox (UID FETCH BODY.PEEK[] in batches of 50, the same
+//! batches ticketd uses) and ticketd ingesting all of it (fetch, parse,
+//! decide, one sled transaction per message, group flush per batch, \Seen
+//! post-action), and prints both and their ratio.
+//!
+//! Run: `cargo bench --bench ingest` (TICKETD_BENCH_MESSAGES overrides N = 2000).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
+#[allow(unused_imports)]
 mod common;
 
 use std::sync::Arc;

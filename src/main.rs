@@ -102,7 +102,8 @@ fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=warn"));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(tty);
     match format {
         LogFormat::Json => b.json().init(),
         // journald stamps lines itself and shows no colours.
@@ -276,7 +277,7 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
             let status: Option<Status> = status.as_deref().map(str::parse).transpose()?;
             let mut recs: Vec<TicketRecord> = store.tickets().collect::<Result<_, _>>()?;
             recs.retain(|r| status.is_none_or(|s| r.ticket.status == s));
-            recs.sort_by(|a, b| b.number.cmp(&a.number));
+            recs.sort_by_key(|r| std::cmp::Reverse(r.number));
             if *json {
                 let list: Vec<_> = recs.iter().map(|r| &r.ticket).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);

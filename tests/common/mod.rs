@@ -62,8 +62,14 @@ impl Lab {
         );
     }
 
+    /// Stops Dovecot, established IMAP sessions included (an outage, not
+    /// just a closed door for new logins).
     pub fn stop_imap(&self) {
         self.run(&["stop-imap"]);
+        let conf = std::fs::read_to_string(self.dir.path().join("dovecot.conf")).unwrap_or_default();
+        if let Some(name) = conf.lines().find_map(|l| l.trim().strip_prefix("instance_name = ")) {
+            let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(format!("{}/imap", name.trim())).status();
+        }
     }
     pub fn start_imap(&self) {
         self.run(&["start-imap"]);

@@ -1,0 +1,368 @@
+//! Faults injected for real against private Dovecot and Postfix: outages,
+//! broken mailboxes, UIDVALIDITY changes, SMTP rejections, autoresponder
+//! loops, bounces and hostile mail. Every loop here is bounded in count and
+//! time and talks to 127.0.0.1 only.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Lab, decoded, header, wait_for_text};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn mail(from: &str, subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{extra}\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Waits until every message in support's INBOX is \Seen (ingested).
+async fn all_seen(lab: &Lab, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let flags = lab.imap_flags("support", "INBOX").await.unwrap_or_default();
+        if flags.len() >= n && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "support INBOX not fully processed: {flags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_outage_is_survived_and_logged_once() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    lab.imap_append("support", "INBOX", &mail("customer@example.test", "Before", "o1@c.test", "", "before the outage"))
+        .await
+        .unwrap();
+    wait_for_text(&lab, "customer", "Before", WAIT).await;
+
+    // Dovecot goes away while the worker is in IDLE; it stays away long
+    // enough for several reconnect attempts.
+    lab.stop_imap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&daemon.log_text(), "still unavailable") < 2 {
+        assert!(Instant::now() < deadline, "no retries seen:\n{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lab.start_imap();
+    lab.imap_append("support", "INBOX", &mail("customer@example.test", "After", "o2@c.test", "", "after the outage"))
+        .await
+        .unwrap();
+    wait_for_text(&lab, "customer", "[Ticket #2] After", Duration::from_secs(60)).await;
+    daemon.stop_ok();
+
+    let log = daemon.log_text();
+    assert_eq!(count(&log, "mailbox unavailable; reconnecting with backoff"), 1, "one line per state change:\n{log}");
+    assert_eq!(count(&log, "mailbox reachable again"), 1, "{log}");
+    assert_eq!(daemon.tickets_json().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_mailbox_does_not_stall_the_others() {
+    let lab = Lab::start();
+    let others = format!(
+        "\n[[mailboxes]]\nname = \"wrongpass\"\naddress = \"helpdesk@example.test\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\npassword = \"not-the-password\"\n\n[[mailboxes]]\nname = \"unreachable\"\naddress = \"sales@example.test\"\nhost = \"127.0.0.1\"\nport = 1\ntls = \"none\"\npassword = \"x\"\ntimeout = \"2s\"\n",
+        lab.imap_port
+    );
+    let mut daemon = Daemon::start(&lab, &others);
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &mail("customer@example.test", "Still works", "b1@c.test", "", "hello"),
+    )
+    .await
+    .unwrap();
+    wait_for_text(&lab, "customer", "[Ticket #1] Still works", WAIT).await;
+    daemon.stop_ok();
+    let log = daemon.log_text();
+    assert_eq!(count(&log, "mailbox login failed"), 1, "{log}");
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains("wrongpass")), "{log}");
+    assert!(log.lines().any(|l| l.contains("mailbox unavailable") && l.contains("unreachable")), "{log}");
+    assert!(!log.contains("not-the-password"), "passwords never reach the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
+    let lab = Lab::start();
+    let msgs: Vec<Vec<u8>> = (0..3)
+        .map(|i| mail(&format!("customer+{i}@example.test"), &format!("Uv {i}"), &format!("uv{i}@c.test"), "", "x"))
+        .collect();
+    for m in &msgs {
+        lab.imap_append("support", "Tickets", m).await.unwrap();
+    }
+    let mut daemon = Daemon::start(&lab, "folder = \"Tickets\"");
+    lab.wait_for_messages("customer", "INBOX", 3, WAIT).await.unwrap();
+    daemon.stop_ok();
+
+    // The folder is recreated: a new UIDVALIDITY, the same three messages and one new.
+    let mut s = lab.session("support").await.unwrap();
+    s.delete("Tickets").await.unwrap();
+    s.create("Tickets").await.unwrap();
+    for m in &msgs {
+        s.append("Tickets", None, None, m).await.unwrap();
+    }
+    s.append("Tickets", None, None, mail("customer+9@example.test", "Uv new", "uv9@c.test", "", "x")).await.unwrap();
+    s.logout().await.unwrap();
+
+    let mut daemon = daemon.restart();
+    wait_for_text(&lab, "customer", "[Ticket #4] Uv new", WAIT).await;
+    daemon.stop_ok();
+    assert!(daemon.log_text().contains("UIDVALIDITY changed"), "{}", daemon.log_text());
+    assert_eq!(daemon.tickets_json().len(), 4, "the re-read created only the new ticket");
+    assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap(), 4, "no acknowledgement twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_holds_through_an_smtp_outage_and_a_restart() {
+    let lab = Lab::start();
+    lab.stop_smtp();
+    let smtp = "retry_initial = \"1s\"\nretry_max = \"2s\"";
+    let mut daemon = Daemon::start_with(&lab, "", "");
+    // Faster retries for the test: rewrite the [smtp] section's keys.
+    daemon.kill9();
+    let cfg = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("timeout = \"10s\"\n\n[[mailboxes]]", &format!("timeout = \"10s\"\n{smtp}\n\n[[mailboxes]]"));
+    std::fs::write(&daemon.config, cfg).unwrap();
+    daemon.spawn();
+
+    lab.imap_append("support", "INBOX", &mail("customer@example.test", "Queued one", "q1@c.test", "", "first"))
+        .await
+        .unwrap();
+    lab.imap_append(
+        "support",
+        "INBOX",
+        &mail("customer@example.test", "Re: Queued one", "q2@c.test", "In-Reply-To: <q1@c.test>\r\n", "second"),
+    )
+    .await
+    .unwrap();
+    lab.imap_append("support", "INBOX", &mail("stranger@example.test", "Queued two", "q3@c.test", "", "third"))
+        .await
+        .unwrap();
+    all_seen(&lab, 3).await;
+    let deadline = Instant::now() + WAIT;
+    while !daemon.log_text().contains("SMTP unavailable") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Restart while SMTP is still down: the queue is on disk.
+    daemon.stop_ok();
+    let out = daemon.cli(&["outbox", "--json"]);
+    let pending = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(pending, 5, "2 acks + 3 notifications wait:\n{}", String::from_utf8_lossy(&out.stdout));
+    daemon.spawn();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.start_smtp();
+
+    wait_for_text(&lab, "stranger", "[Ticket #2] Queued two", WAIT).await;
+    let notes = lab.wait_for_messages("alice", "INBOX", 3, WAIT).await.unwrap();
+    lab.wait_for_messages("customer", "INBOX", 1, WAIT).await.unwrap();
+    daemon.stop_ok();
+    assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap(), 1, "each mail delivered once");
+    assert_eq!(notes.len(), 3);
+    // Per-ticket order: ticket 1's "New ticket" notification before its "Customer reply".
+    let t1: Vec<String> = notes.iter().map(|m| decoded(m)).filter(|m| m.contains("[Ticket #1]")).collect();
+    assert_eq!(t1.len(), 2);
+    assert!(t1[0].contains("New ticket on ticket #1") && t1[1].contains("Customer reply on ticket #1"), "{t1:?}");
+    let out = daemon.cli(&["outbox"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "outbox is empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_smtp_rejection_stops_retrying_and_is_recorded() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    // ghost@example.test does not exist: Postfix answers 550 at RCPT time.
+    lab.imap_append("support", "INBOX", &mail("ghost@example.test", "Nobody home", "g1@c.test", "", "hello"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !daemon.log_text().contains("mail permanently rejected") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lab.wait_for_messages("alice", "INBOX", 1, WAIT).await.unwrap();
+    daemon.stop_ok();
+    let t = daemon.ticket_json(1);
+    let last = t["threads"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "system");
+    assert!(last["message"].as_str().unwrap().contains("ghost@example.test could not be delivered"), "{last}");
+    let out = String::from_utf8_lossy(&daemon.cli(&["outbox", "--all", "--json"]).stdout).into_owned();
+    let failed: Vec<&str> = out.lines().filter(|l| l.contains("\"state\":\"failed\"")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(failed[0].contains("\"attempts\":1"), "no retries after a 5xx: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_naive_autoresponder_cannot_start_a_loop() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    // The worst kind of autoresponder: answers everything, with a fresh
+    // subject, no threading headers and no Auto-Submitted.
+    lab.smtp_send(
+        "carol@example.test",
+        &["support@example.test"],
+        &mail("carol@example.test", "Hello", "l0@carol.test", "", "first"),
+    )
+    .await
+    .unwrap();
+    let mut answered = 0;
+    let mut quiet_since = Instant::now();
+    let started = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(6) && started.elapsed() < Duration::from_secs(60) && answered < 30
+    {
+        let inbox = lab.imap_fetch_all("carol", "INBOX").await.unwrap();
+        if inbox.len() > answered {
+            while answered < inbox.len() {
+                answered += 1;
+                let m =
+                    mail("carol@example.test", "Out of office", &format!("l{answered}@carol.test"), "", "I am away.");
+                lab.smtp_send("carol@example.test", &["support@example.test"], &m).await.unwrap();
+            }
+            quiet_since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop_ok();
+    assert_eq!(answered, 5, "acknowledgements stop at the per-sender limit (5 per hour)");
+    assert_eq!(lab.imap_count("carol", "INBOX").await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sieve_vacation_reply_ends_the_exchange() {
+    let lab = Lab::start();
+    lab.sieve(
+        "bob@example.test",
+        "require [\"vacation\", \"vacation-seconds\"];\nvacation :seconds 1 :subject \"Away\" \"I am on vacation.\";\n",
+    );
+    let mut daemon = Daemon::start(&lab, "");
+    lab.smtp_send(
+        "bob@example.test",
+        &["support@example.test"],
+        &mail("bob@example.test", "Broken login", "v1@bob.test", "", "help"),
+    )
+    .await
+    .unwrap();
+    let note = wait_for_text(&lab, "alice", "[Ticket #1]", WAIT).await;
+    let notify_id = header(&note, "Message-ID").unwrap();
+    // An agent's relayed reply is not auto-submitted, so the vacation
+    // responder answers it; ticketd records that answer and sends nothing.
+    let reply = format!(
+        "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] Broken login\r\nMessage-ID: <v2@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\nTry resetting your password.\r\n"
+    );
+    lab.smtp_send("alice@example.test", &["support@example.test"], reply.as_bytes()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let flags = lab.imap_flags("support", "INBOX").await.unwrap();
+        if flags.len() >= 3 && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the vacation reply never came: {flags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give a loop every chance to show itself.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    daemon.stop_ok();
+    assert_eq!(
+        lab.imap_count("support", "INBOX").await.unwrap(),
+        3,
+        "customer mail, agent reply, one vacation reply: nothing more"
+    );
+    assert_eq!(lab.imap_count("bob", "INBOX").await.unwrap(), 2, "the ack (auto-submitted: no vacation) and the relay");
+    let t = daemon.ticket_json(1);
+    let last = t["threads"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "user");
+    assert!(last["message"].as_str().unwrap().contains("I am on vacation."), "{t:#}");
+    assert_eq!(t["status"], "in_progress", "an automatic reply does not reopen or change anything");
+}
+
+fn dsn(original_id: &str, rcpt: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@lab.example.test (Mail Delivery System)\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{rcpt}@lab.example.test>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n--R\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nI'm sorry to have to inform you that your message could not be delivered.\r\n\r\n--R\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; lab.example.test\r\n\r\nFinal-Recipient: rfc822; {rcpt}\r\nOriginal-Recipient: rfc822;{rcpt}\r\nAction: failed\r\nStatus: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n\r\n--R\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Example Support <support@example.test>\r\nTo: {rcpt}\r\nSubject: [Ticket #1] x\r\nMessage-ID: {original_id}\r\n\r\n--R--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_land_on_their_ticket_or_in_quarantine() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &mail("customer@example.test", "Bounce me", "bo1@c.test", "", "x"),
+    )
+    .await
+    .unwrap();
+    let ack = wait_for_text(&lab, "customer", "[Ticket #1]", WAIT).await;
+    let ack_id = header(&ack, "Message-ID").unwrap();
+    lab.imap_append("support", "INBOX", &dsn(&ack_id, "customer@example.test")).await.unwrap();
+    lab.imap_append("support", "INBOX", &dsn("<never-sent@elsewhere.test>", "nobody@example.test")).await.unwrap();
+    all_seen(&lab, 3).await;
+    daemon.stop_ok();
+
+    let t = daemon.ticket_json(1);
+    let last = t["threads"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "system");
+    assert!(
+        last["message"].as_str().unwrap().contains("Delivery failed for customer@example.test (status 5.2.2)"),
+        "{last}"
+    );
+    let out = String::from_utf8_lossy(&daemon.cli(&["outbox", "--all", "--json"]).stdout).into_owned();
+    let ack_line = out.lines().find(|l| l.contains("\"kind\":\"ack\"")).unwrap();
+    assert!(ack_line.contains("\"state\":\"failed\""), "{out}");
+    assert_eq!(daemon.tickets_json().len(), 1, "bounces never open tickets");
+    let q = String::from_utf8_lossy(&daemon.cli(&["quarantine", "list"]).stdout).into_owned();
+    assert!(q.contains("delivery report that references no mail of ours"), "{q}");
+    assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap(), 1, "bounces are never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_mail_is_quarantined_and_the_mailbox_keeps_flowing() {
+    let lab = Lab::start();
+    let big = format!(
+        "From: customer@example.test\r\nSubject: Huge\r\nMessage-ID: <huge@c.test>\r\n\r\n{}\r\n",
+        "x".repeat(60_000)
+    );
+    lab.imap_append("support", "INBOX", b"\x00\x01\x02\x03 this is not mail at all").await.unwrap();
+    lab.imap_append("support", "INBOX", big.as_bytes()).await.unwrap();
+    lab.imap_append("support", "INBOX", b"From: customer@example.test\r\nSubject: Bad base64\r\nMessage-ID: <b64@c.test>\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not*base64@@@\r\n").await.unwrap();
+    lab.imap_append("support", "INBOX", &mail("customer@example.test", "Normal", "n1@c.test", "", "fine"))
+        .await
+        .unwrap();
+    let mut daemon = Daemon::start_with(&lab, "", "max_message_bytes = 20000");
+    all_seen(&lab, 4).await;
+    daemon.stop_ok();
+
+    let titles: Vec<String> = daemon.tickets_json().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect();
+    assert!(titles.contains(&"Bad base64".to_owned()) && titles.contains(&"Normal".to_owned()), "{titles:?}");
+    let list = String::from_utf8_lossy(&daemon.cli(&["quarantine", "list"]).stdout).into_owned();
+    assert!(list.contains("unparseable: not an email"), "{list}");
+    assert!(list.contains("over desk.max_message_bytes"), "{list}");
+    let huge_id =
+        list.lines().find(|l| l.contains("max_message_bytes")).unwrap().split_whitespace().next().unwrap().to_owned();
+    let shown = String::from_utf8_lossy(&daemon.cli(&["quarantine", "show", &huge_id]).stdout).into_owned();
+    assert!(shown.contains("Subject: Huge"), "the header is kept: {shown}");
+
+    // With a bigger limit the operator retries it into a ticket.
+    let cfg = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("max_message_bytes = 20000", "max_message_bytes = 20000000");
+    std::fs::write(&daemon.config, cfg).unwrap();
+    let out = daemon.cli(&["quarantine", "retry", &huge_id]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(daemon.tickets_json().iter().any(|t| t["title"] == "Huge"));
+    let garbage_id =
+        list.lines().find(|l| l.contains("not an email")).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(daemon.cli(&["quarantine", "drop", &garbage_id]).status.success());
+    let list = String::from_utf8_lossy(&daemon.cli(&["quarantine", "list"]).stdout).into_owned();
+    assert_eq!(list.trim(), "quarantine is empty");
+}
