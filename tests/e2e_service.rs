@@ -1,0 +1,81 @@
+//! How ticketd runs as a service: TLS to the real servers (implicit and
+//! STARTTLS, trusting the lab's private CA), and the systemd notify protocol.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::{Daemon, Lab, header, wait_for_text};
+
+fn mail(subject: &str, id: &str) -> Vec<u8> {
+    format!("From: customer@example.test\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\r\nhello\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_and_starttls_against_the_real_servers() {
+    let lab = Lab::start();
+    let ca = lab.ca_pem.display().to_string();
+    // IMAPS (implicit TLS) for the mailbox, STARTTLS for Postfix.
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.stop_ok();
+    let cfg = std::fs::read_to_string(&daemon.config).unwrap();
+    let cfg = cfg
+        .replacen(&format!("port = {}\ntls = \"none\"\nusername", lab.imap_port), &format!("port = {}\ntls = \"tls\"\nca_file = \"{ca}\"\nusername", lab.imaps_port), 1)
+        .replacen(&format!("port = {}\ntls = \"none\"", lab.smtp_port), &format!("port = {}\ntls = \"starttls\"\nca_file = \"{ca}\"", lab.smtp_port), 1);
+    assert!(cfg.matches("ca_file").count() == 2, "{cfg}");
+    std::fs::write(&daemon.config, &cfg).unwrap();
+    std::fs::write(&daemon.log, "").unwrap();
+    daemon.spawn();
+    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("Over TLS", "tls1@c.test")).await.unwrap();
+    let ack = wait_for_text(&lab, "customer", "[Ticket #1] Over TLS", Duration::from_secs(30)).await;
+    assert!(header(&ack, "Received").unwrap_or_default().contains("ESMTPS") || ack.contains("with ESMTPS"), "the ack went over STARTTLS:\n{ack}");
+    daemon.stop_ok();
+    assert!(!daemon.log_text().contains("clear text"), "no cleartext warning with TLS");
+
+    // STARTTLS on the plain IMAP port works too.
+    let cfg = cfg.replacen(&format!("port = {}\ntls = \"tls\"", lab.imaps_port), &format!("port = {}\ntls = \"starttls\"", lab.imap_port), 1);
+    std::fs::write(&daemon.config, &cfg).unwrap();
+    daemon.spawn();
+    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("Over STARTTLS", "tls2@c.test")).await.unwrap();
+    wait_for_text(&lab, "customer", "[Ticket #2] Over STARTTLS", Duration::from_secs(30)).await;
+    daemon.stop_ok();
+
+    // A server whose certificate we do not trust is refused, with a clear log line.
+    let untrusting = cfg.replace(&format!("ca_file = \"{ca}\"\nusername"), "username");
+    std::fs::write(&daemon.config, &untrusting).unwrap();
+    daemon.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !daemon.log_text().contains("invalid peer certificate") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_and_stopping() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.stop_ok();
+    let sock_path = daemon.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    daemon.env = vec![
+        ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "400000".into()),
+    ];
+    daemon.spawn();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("READY=1") || !got.contains("WATCHDOG=1") {
+        let n = sock.recv(&mut buf).expect("a notification within 20s");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("STATUS=watching 1 mailbox(es)"), "{got}");
+    daemon.stop_ok();
+    while !got.contains("STOPPING=1") {
+        let n = sock.recv(&mut buf).expect("STOPPING within 20s");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
