@@ -163,7 +163,7 @@ async fn main() {
     shutdown.cancel();
     worker_task.await.unwrap();
     ingest_task.await.unwrap();
-    let tickets = store.tickets().count();
+    let tickets = store.tickets().unwrap().len();
     let queued = store.pending_count();
 
     println!("raw IMAP fetch : {raw_secs:>7.3}s  {:>8.0} msg/s", n as f64 / raw_secs);

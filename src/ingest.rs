@@ -67,21 +67,42 @@ impl Ingest {
                     queued |= q;
                 }
                 Err(e) => {
-                    error!(mailbox, error = %e, "could not store a message; it stays unprocessed on the server and will be retried");
                     error = Some(e);
                     break;
                 }
             }
         }
-        if let Err(e) = self.store.flush().await {
-            error!(mailbox, error = %e, "flush failed; nothing from this batch is acknowledged");
+        let flushed = self.store.flush().await;
+        crate::failpoint::hit("flushed");
+        if let Err(e) = flushed {
+            self.failed(mailbox, &e);
             return BatchResult { done: Vec::new(), error: Some(e) };
         }
-        crate::failpoint::hit("flushed");
+        match &error {
+            Some(e) => self.failed(mailbox, e),
+            None if self.store.note_success() => info!(mailbox, "the store accepts writes again; resuming"),
+            None => {}
+        }
         if queued {
             self.outbox_wake.notify_one();
         }
         BatchResult { done, error }
+    }
+
+    /// Nothing of the failed message is acknowledged on IMAP: the worker
+    /// fetches it again after a backoff.
+    fn failed(&self, mailbox: &str, e: &StoreError) {
+        if self.store.note_failure() {
+            error!(mailbox, error = %e, "cannot store messages (disk full?); nothing is marked processed on IMAP until this is fixed; retrying");
+        } else {
+            debug!(mailbox, error = %e, "store still failing");
+        }
+        if e.needs_reopen() {
+            // sled refuses every write after an I/O error until reopened.
+            if let Err(re) = self.store.reopen() {
+                debug!(error = %re, "reopen failed; will try again");
+            }
+        }
     }
 
     fn one(&self, mailbox: &str, uid_validity: u32, item: &Item) -> Result<(u32, bool), StoreError> {

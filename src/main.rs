@@ -99,8 +99,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=warn"));
+    let filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=off"));
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(tty);
@@ -155,10 +154,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Outbox { all, json } => {
             let cfg = load(&cli)?;
             let store = Store::open(&cfg.store)?;
-            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> =
-                store.pending_entries().collect::<Result<_, _>>()?;
+            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> = store.pending_entries()?;
             if *all {
-                rows.extend(store.sent_entries().collect::<Result<Vec<_>, _>>()?);
+                rows.extend(store.sent_entries()?);
                 rows.sort_by_key(|(seq, _)| *seq);
             }
             for (seq, e) in &rows {
@@ -195,7 +193,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCmd::List => {
-            let entries: Vec<_> = store.quarantined().collect::<Result<_, _>>()?;
+            let entries = store.quarantined()?;
             if entries.is_empty() {
                 println!("quarantine is empty");
             }
@@ -259,7 +257,7 @@ fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<
             if let Some(e) = result.error {
                 anyhow::bail!("retry failed: {e}");
             }
-            let requarantined = store.quarantined().filter_map(Result::ok).any(|e| e.raw_sha256 == q.raw_sha256);
+            let requarantined = store.quarantined()?.iter().any(|e| e.raw_sha256 == q.raw_sha256);
             if requarantined {
                 println!("entry {id} was quarantined again (see `ticketd quarantine list`)");
                 Ok(ExitCode::FAILURE)
@@ -275,7 +273,7 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         TicketsCmd::List { status, json } => {
             let status: Option<Status> = status.as_deref().map(str::parse).transpose()?;
-            let mut recs: Vec<TicketRecord> = store.tickets().collect::<Result<_, _>>()?;
+            let mut recs: Vec<TicketRecord> = store.tickets()?;
             recs.retain(|r| status.is_none_or(|s| r.ticket.status == s));
             recs.sort_by_key(|r| std::cmp::Reverse(r.number));
             if *json {

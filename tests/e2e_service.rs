@@ -21,23 +21,40 @@ async fn implicit_tls_and_starttls_against_the_real_servers() {
     daemon.stop_ok();
     let cfg = std::fs::read_to_string(&daemon.config).unwrap();
     let cfg = cfg
-        .replacen(&format!("port = {}\ntls = \"none\"\nusername", lab.imap_port), &format!("port = {}\ntls = \"tls\"\nca_file = \"{ca}\"\nusername", lab.imaps_port), 1)
-        .replacen(&format!("port = {}\ntls = \"none\"", lab.smtp_port), &format!("port = {}\ntls = \"starttls\"\nca_file = \"{ca}\"", lab.smtp_port), 1);
+        .replacen(
+            &format!("port = {}\ntls = \"none\"\nusername", lab.imap_port),
+            &format!("port = {}\ntls = \"tls\"\nca_file = \"{ca}\"\nusername", lab.imaps_port),
+            1,
+        )
+        .replacen(
+            &format!("port = {}\ntls = \"none\"", lab.smtp_port),
+            &format!("port = {}\ntls = \"starttls\"\nca_file = \"{ca}\"", lab.smtp_port),
+            1,
+        );
     assert!(cfg.matches("ca_file").count() == 2, "{cfg}");
     std::fs::write(&daemon.config, &cfg).unwrap();
     std::fs::write(&daemon.log, "").unwrap();
     daemon.spawn();
     lab.smtp_send("customer@example.test", &["support@example.test"], &mail("Over TLS", "tls1@c.test")).await.unwrap();
     let ack = wait_for_text(&lab, "customer", "[Ticket #1] Over TLS", Duration::from_secs(30)).await;
-    assert!(header(&ack, "Received").unwrap_or_default().contains("ESMTPS") || ack.contains("with ESMTPS"), "the ack went over STARTTLS:\n{ack}");
+    assert!(
+        header(&ack, "Received").unwrap_or_default().contains("ESMTPS") || ack.contains("with ESMTPS"),
+        "the ack went over STARTTLS:\n{ack}"
+    );
     daemon.stop_ok();
     assert!(!daemon.log_text().contains("clear text"), "no cleartext warning with TLS");
 
     // STARTTLS on the plain IMAP port works too.
-    let cfg = cfg.replacen(&format!("port = {}\ntls = \"tls\"", lab.imaps_port), &format!("port = {}\ntls = \"starttls\"", lab.imap_port), 1);
+    let cfg = cfg.replacen(
+        &format!("port = {}\ntls = \"tls\"", lab.imaps_port),
+        &format!("port = {}\ntls = \"starttls\"", lab.imap_port),
+        1,
+    );
     std::fs::write(&daemon.config, &cfg).unwrap();
     daemon.spawn();
-    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("Over STARTTLS", "tls2@c.test")).await.unwrap();
+    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("Over STARTTLS", "tls2@c.test"))
+        .await
+        .unwrap();
     wait_for_text(&lab, "customer", "[Ticket #2] Over STARTTLS", Duration::from_secs(30)).await;
     daemon.stop_ok();
 
@@ -61,10 +78,8 @@ async fn systemd_hears_ready_and_stopping() {
     let sock_path = daemon.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    daemon.env = vec![
-        ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
-        ("WATCHDOG_USEC".into(), "400000".into()),
-    ];
+    daemon.env =
+        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string()), ("WATCHDOG_USEC".into(), "400000".into())];
     daemon.spawn();
     let mut got = String::new();
     let mut buf = [0u8; 4096];

@@ -47,6 +47,16 @@ pub struct Worker {
     pub shutdown: CancellationToken,
 }
 
+/// What the log last said about the mailbox: one line per change of state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    New,
+    Up,
+    Down,
+    /// Connected fine, but the store refused the last batch.
+    StoreWait,
+}
+
 enum Wake {
     Check,
     Shutdown,
@@ -55,17 +65,23 @@ enum Wake {
 impl Worker {
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
-        let mut failing = false;
+        let mut link = Link::New;
         loop {
-            let result = self.session(&mut backoff, &mut failing).await;
+            let result = self.session(&mut backoff, &mut link).await;
             let Err(e) = result else { break };
             if self.shutdown.is_cancelled() {
                 break;
             }
-            let delay = backoff.next_delay();
+            let mut delay = backoff.next_delay();
             // One line per state change, not one per retry.
-            if !failing {
-                failing = true;
+            if let ImapError::Ingest(_) = e {
+                // The ingest task has logged it, once per state change.
+                link = Link::StoreWait;
+                // Space coming back should be noticed soon, not minutes later.
+                delay = delay.min(Duration::from_secs(15));
+                debug!(mailbox = %self.mb.name, error = %e, ?delay, "waiting for the store");
+            } else if link != Link::Down {
+                link = Link::Down;
                 if e.is_auth() {
                     error!(mailbox = %self.mb.name, error = %e, "mailbox login failed; retrying with backoff until fixed");
                 } else {
@@ -82,7 +98,7 @@ impl Worker {
         debug!(mailbox = %self.mb.name, "worker stopped");
     }
 
-    async fn session(&self, backoff: &mut Backoff, failing: &mut bool) -> Result<(), ImapError> {
+    async fn session(&self, backoff: &mut Backoff, link: &mut Link) -> Result<(), ImapError> {
         let mb = &self.mb;
         let mut s = tokio::select! {
             r = connect(mb) => r?,
@@ -104,13 +120,14 @@ impl Worker {
             }
             None => (0, 0),
         };
-        if *failing {
-            info!(mailbox = %mb.name, "mailbox reachable again");
-        } else {
-            info!(mailbox = %mb.name, folder = %mb.folder, idle = can_idle, "connected");
+        match *link {
+            Link::New => info!(mailbox = %mb.name, folder = %mb.folder, idle = can_idle, "connected"),
+            Link::Down => info!(mailbox = %mb.name, "mailbox reachable again"),
+            Link::Up | Link::StoreWait => debug!(mailbox = %mb.name, "reconnected"),
         }
-        *failing = false;
-        backoff.reset();
+        if *link != Link::StoreWait {
+            backoff.reset();
+        }
         let post = PostAction { after: mb.after, move_to: mb.move_to.clone(), can_move, uidplus, timeout: mb.timeout };
         if acked_uid < last_uid {
             // A crash between commit and post-action left stored mail unmarked.
@@ -124,6 +141,10 @@ impl Worker {
         }
         loop {
             last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
+            if *link != Link::Up {
+                *link = Link::Up;
+                backoff.reset();
+            }
             if self.shutdown.is_cancelled() {
                 let _ = timed("LOGOUT", mb.timeout, s.logout()).await;
                 return Ok(());

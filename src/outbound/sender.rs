@@ -126,7 +126,12 @@ impl Sender {
             }
             match self.round(&mut failing).await {
                 Ok(()) => {}
-                Err(e) => error!(error = %e, "outbox store error; will retry"),
+                Err(e) => {
+                    error!(error = %e, "outbox store error; will retry");
+                    if e.needs_reopen() {
+                        let _ = self.store.reopen();
+                    }
+                }
             }
             let wait = match self.store.next_due_at() {
                 Ok(Some(t)) => (t - Utc::now())

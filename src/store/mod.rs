@@ -12,6 +12,7 @@
 pub mod outbox;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,10 @@ pub enum StoreError {
     Attachment { path: PathBuf, source: std::io::Error },
     #[error("the store changed under a decision (another writer?)")]
     Conflict,
+    #[error("the database is closed (a reopen after an I/O error failed)")]
+    Closed,
+    #[error("the database could not be reopened: still in use")]
+    Busy,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -80,8 +85,10 @@ pub struct QuarantineEntry {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Clone)]
-pub struct Store {
+/// The open database: every tree of one sled `Db`. Behind [`Store`], which
+/// can swap it for a fresh one (sled refuses all writes after an I/O error
+/// such as a full disk, until reopened).
+pub struct Trees {
     db: sled::Db,
     meta: sled::Tree,
     tickets: sled::Tree,
@@ -133,12 +140,8 @@ fn counter(meta: &TransactionalTree, key: &str) -> TxResult<u64> {
     Ok(meta.get(key)?.and_then(|v| from_be(&v)).unwrap_or(1))
 }
 
-impl Store {
-    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
-        Self::open_path(&cfg.path, &cfg.attachments_dir, cfg.cache_bytes)
-    }
-
-    pub fn open_path(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+impl Trees {
+    fn open(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<Trees, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes.max(1 << 20))
@@ -153,7 +156,7 @@ impl Store {
                 }
                 e => StoreError::Sled(e),
             })?;
-        Ok(Store {
+        Ok(Trees {
             meta: db.open_tree("meta")?,
             tickets: db.open_tree("tickets")?,
             msgids: db.open_tree("msgids")?,
@@ -473,7 +476,7 @@ impl Store {
 #[cfg(test)]
 mod tests;
 
-impl Store {
+impl Trees {
     pub fn quarantined_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.quarantine.get(be(id))?.map(|v| parse("quarantine", &v)).transpose()
     }
@@ -507,5 +510,192 @@ impl Store {
     /// it is not ingested again).
     pub fn drop_quarantined(&self, id: u64) -> Result<bool, StoreError> {
         Ok(self.quarantine.remove(be(id))?.is_some())
+    }
+}
+
+/// The store the daemon and the CLI use: a handle to the open [`Trees`]
+/// that can be reopened in place after an I/O error (a full disk poisons a
+/// sled `Db` for good; a fresh open recovers once space is back).
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: RwLock<Option<Arc<Trees>>>,
+    /// Writes are failing: log the change of state once, not every retry.
+    failing: std::sync::atomic::AtomicBool,
+    path: PathBuf,
+    attachments_dir: PathBuf,
+    cache_bytes: u64,
+}
+
+impl Store {
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        Self::open_path(&cfg.path, &cfg.attachments_dir, cfg.cache_bytes)
+    }
+
+    pub fn open_path(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let trees = Trees::open(path, attachments_dir, cache_bytes)?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                current: RwLock::new(Some(Arc::new(trees))),
+                failing: Default::default(),
+                path: path.to_owned(),
+                attachments_dir: attachments_dir.to_owned(),
+                cache_bytes,
+            }),
+        })
+    }
+
+    /// The open trees; when an earlier reopen failed, tries to open again
+    /// (the disk may have room by now).
+    fn t(&self) -> Result<Arc<Trees>, StoreError> {
+        if let Some(t) = self.shared.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(t);
+        }
+        let mut slot = self.shared.current.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot =
+                Some(Arc::new(Trees::open(&self.shared.path, &self.shared.attachments_dir, self.shared.cache_bytes)?));
+        }
+        slot.clone().ok_or(StoreError::Closed)
+    }
+
+    /// Closes the database and opens it again. Blocks for up to a few
+    /// seconds while other tasks finish what they hold.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.shared.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while weak.strong_count() > 0 {
+                if std::time::Instant::now() > deadline {
+                    *slot = weak.upgrade();
+                    return Err(StoreError::Busy);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // sled's flusher thread lets go of the file lock a moment after the Db.
+        let mut result = Err(StoreError::Closed);
+        for _ in 0..100 {
+            result = Trees::open(&self.shared.path, &self.shared.attachments_dir, self.shared.cache_bytes);
+            if !matches!(result, Err(StoreError::Locked(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        *slot = Some(Arc::new(result?));
+        Ok(())
+    }
+
+    /// Records a failed write; true when this starts a failing spell.
+    pub fn note_failure(&self) -> bool {
+        !self.shared.failing.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records a good write; true when this ends a failing spell.
+    pub fn note_success(&self) -> bool {
+        self.shared.failing.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.t()?.flush().await
+    }
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.t()?.flush_blocking()
+    }
+    pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
+        self.t()?.secret()
+    }
+    pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
+        self.t()?.cursor(mailbox)
+    }
+    pub fn set_acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), StoreError> {
+        self.t()?.set_acked(mailbox, uid_validity, uid)
+    }
+    pub fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), StoreError> {
+        self.t()?.reset_cursor(mailbox, uid_validity)
+    }
+    pub fn ticket(&self, number: u64) -> Result<Option<TicketRecord>, StoreError> {
+        self.t()?.ticket(number)
+    }
+    pub fn tickets(&self) -> Result<Vec<TicketRecord>, StoreError> {
+        self.t()?.tickets().collect()
+    }
+    pub fn ticket_by_message_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.t()?.ticket_by_message_id(id)
+    }
+    pub fn raw(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.t()?.raw(sha256)
+    }
+    pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.t()?.quarantined().collect()
+    }
+    pub fn quarantined_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.t()?.quarantined_entry(id)
+    }
+    pub fn release_quarantined(&self, id: u64) -> Result<Option<(QuarantineEntry, Vec<u8>)>, StoreError> {
+        self.t()?.release_quarantined(id)
+    }
+    pub fn drop_quarantined(&self, id: u64) -> Result<bool, StoreError> {
+        self.t()?.drop_quarantined(id)
+    }
+    pub fn snapshot(
+        &self,
+        mailbox: &str,
+        mail: &InboundMail,
+        tokens: &TokenMatcher,
+        now: DateTime<Utc>,
+    ) -> Result<Snapshot, StoreError> {
+        self.t()?.snapshot(mailbox, mail, tokens, now)
+    }
+    pub fn write_attachment(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        self.t()?.write_attachment(sha256, bytes)
+    }
+    pub fn attachment_path(&self, sha256: &str) -> PathBuf {
+        self.shared.attachments_dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    }
+    pub fn apply(
+        &self,
+        origin: &Origin<'_>,
+        mail: Option<&InboundMail>,
+        decision: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.t()?.apply(origin, mail, decision, now)
+    }
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.t()?.due(now, limit)
+    }
+    pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.t()?.next_due_at()
+    }
+    pub fn pending_count(&self) -> usize {
+        self.t().map(|t| t.pending_count()).unwrap_or(0)
+    }
+    pub fn pending_entries(&self) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.t()?.pending_entries().collect()
+    }
+    pub fn sent_entries(&self) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.t()?.sent_entries().collect()
+    }
+    pub fn mark_sent(&self, seq: u64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.t()?.mark_sent(seq, now)
+    }
+    pub fn mark_retry(&self, seq: u64, error: &str, next: DateTime<Utc>) -> Result<(), StoreError> {
+        self.t()?.mark_retry(seq, error, next)
+    }
+    pub fn mark_failed(&self, seq: u64, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.t()?.mark_failed(seq, error, now)
+    }
+}
+
+impl StoreError {
+    /// Errors after which the open database refuses further writes.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(_)) | StoreError::Sled(sled::Error::ReportableBug(_)))
     }
 }

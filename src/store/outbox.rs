@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sled::Transactional;
 
-use super::{Store, StoreError, be, flatten, from_be, json, parse, tx_parse};
+use super::{StoreError, Trees, be, flatten, from_be, json, parse, tx_parse};
 use crate::outbound::{OutState, OutboxEntry};
 use crate::ticket::{ThreadType, TicketRecord};
 
-impl Store {
+impl Trees {
     /// Entries that may be sent now, oldest first, at most one per ticket:
     /// a ticket's later mail waits while an earlier one is retrying, so the
     /// customer never reads an answer before the question's acknowledgement.

@@ -86,13 +86,18 @@ impl Daemon {
     }
 
     pub fn start_with(lab: &Lab, mailbox_extra: &str, desk_extra: &str) -> Daemon {
+        let mut d = Self::prepare(lab, mailbox_extra, desk_extra);
+        d.spawn();
+        d
+    }
+
+    /// Writes the config but starts nothing.
+    pub fn prepare(lab: &Lab, mailbox_extra: &str, desk_extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("ticketd.toml");
         std::fs::write(&config, config_text(lab, dir.path(), mailbox_extra, desk_extra)).unwrap();
         let log = dir.path().join("daemon.log");
-        let mut d = Daemon { dir, config, log, env: Vec::new(), child: None };
-        d.spawn();
-        d
+        Daemon { dir, config, log, env: Vec::new(), child: None }
     }
 
     pub fn spawn(&mut self) {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# install-deps.sh: install what scripts/lab.sh needs on a Debian machine
+# (Dovecot with IMAP/LMTP/Sieve, Postfix, OpenSSL) and the unprivileged user
+# that owns the lab's maildirs. Idempotent and quiet on success.
+#
+# The labs run private instances from their own config dirs; the system
+# Dovecot/Postfix services are neither configured nor started here.
+set -euo pipefail
+
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
+readonly MAIL_USER=ticketd-lab
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates)
+
+# apt and useradd need root; use sudo only when we are not root.
+if [[ ${EUID} -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo -- "$0" "$@"
+    fi
+    echo "install-deps.sh: must run as root (no sudo available)" >&2
+    exit 1
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+fail() {
+    echo "install-deps.sh: $*" >&2
+    cat "$log" >&2
+    exit 1
+}
+
+missing() {
+    local b
+    for b in dovecot doveadm postfix postconf openssl; do
+        command -v "$b" >/dev/null 2>&1 || return 0
+    done
+    # Binaries of dovecot-imapd, dovecot-lmtpd and dovecot-sieve.
+    [[ -x /usr/lib/dovecot/imap && -x /usr/lib/dovecot/lmtp ]] || return 0
+    [[ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ]] || return 0
+    [[ -e /etc/ssl/certs/ca-certificates.crt ]] || return 0
+    return 1
+}
+
+if missing; then
+    # Postfix asks debconf how to configure the system MTA: "No configuration"
+    # leaves /etc/postfix/main.cf alone (the labs bring their own).
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | debconf-set-selections >>"$log" 2>&1 || true
+    # The packages' maintainer scripts would start the system daemons;
+    # policy-rc.d exit 101 tells invoke-rc.d not to (only if we add it).
+    policy_added=
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    ok=1
+    apt-get update -qq >>"$log" 2>&1 || ok=
+    if [[ -n $ok ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${PACKAGES[@]}" >>"$log" 2>&1 || ok=
+    fi
+    if [[ -n $policy_added ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    [[ -n $ok ]] || fail "apt-get install ${PACKAGES[*]} failed:"
+    if missing; then fail "packages installed but binaries still missing:"; fi
+    # Under systemd the new units would still start at boot (and hold ports
+    # 25/143/993): the labs need none of that. A system MTA that was there
+    # before this script is left alone.
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now dovecot.service postfix.service >>"$log" 2>&1 || true
+    fi
+fi
+
+# Owner of the lab maildirs: Dovecot refuses to deliver mail as root.
+if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$MAIL_USER" >>"$log" 2>&1 \
+        || fail "useradd $MAIL_USER failed:"
+fi
