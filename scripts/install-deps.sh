@@ -9,7 +9,8 @@ set -euo pipefail
 
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
 readonly MAIL_USER=ticketd-lab
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates)
+# python3: the demo sends and reads mail with smtplib/imaplib.
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3)
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -30,7 +31,7 @@ fail() {
 
 missing() {
     local b
-    for b in dovecot doveadm postfix postconf openssl; do
+    for b in dovecot doveadm postfix postconf openssl python3; do
         command -v "$b" >/dev/null 2>&1 || return 0
     done
     # Binaries of dovecot-imapd, dovecot-lmtpd and dovecot-sieve.
