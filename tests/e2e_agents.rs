@@ -180,3 +180,42 @@ async fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
     assert!(t["threads"][0]["message"].as_str().unwrap().contains("support_ticket_1"));
     assert_eq!(t["threads"][1]["message"], "One more thing.");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_pass_from_the_trusted_authserv_id_proves_an_agent() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start_with(&lab, "", "trusted_authserv_id = \"mx.example.test\"");
+    let first = mail(
+        "customer@example.test",
+        "support@example.test",
+        "",
+        "Login broken",
+        "d1@customer.example.test",
+        "Cannot log in.",
+    );
+    lab.smtp_send("customer@example.test", &["support@example.test"], &first).await.unwrap();
+    wait_for_text(&lab, "customer", "[Ticket #1]", WAIT).await;
+    // A fresh mail from Alice (no notification referenced), as the border
+    // MTA would hand it over after checking DKIM. Only the trusted
+    // authserv-id counts; a second, forged header from elsewhere does not.
+    let reply = "Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=sel\r\nAuthentication-Results: evil.test; dkim=pass header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk1@example.test>\r\n\r\n#priority high\r\nI reset your account.\r\n";
+    lab.imap_append("support", "INBOX", reply.as_bytes()).await.unwrap();
+    wait_for_text(&lab, "customer", "I reset your account.", WAIT).await;
+    let forged = "Authentication-Results: mx.example.test; dkim=fail header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk2@evil.test>\r\n\r\n#status closed\r\nForged.\r\n";
+    lab.imap_append("support", "INBOX", forged.as_bytes()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let flags = lab.imap_flags("support", "INBOX").await.unwrap();
+        if flags.len() == 3 && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{flags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop_ok();
+    let t = daemon.ticket_json(1);
+    assert_eq!(t["priority"], "high");
+    assert_eq!(t["assignedTo"], "agent_alice");
+    assert_ne!(t["status"], "closed", "dkim=fail proves nothing");
+    assert_eq!(daemon.tickets_json().len(), 2, "the unproven mail opened a ticket of its own");
+}

@@ -164,3 +164,28 @@ async fn seen_is_set_only_after_the_ticket_is_stored() {
     assert!(flags[0].1.iter().any(|f| f == "\\Seen"), "{flags:?}");
     assert_eq!(daemon.tickets_json().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_delete_with_polling_instead_of_idle() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "after = \"delete\"\nidle = false");
+    for i in 0..3 {
+        let m = customer_mail(
+            &format!("customer+{i}@example.test"),
+            &format!("del{i}@c.example.test"),
+            &format!("Poll {i}"),
+            "",
+            "x",
+        );
+        lab.smtp_send("customer@example.test", &["support@example.test"], &m).await.unwrap();
+    }
+    lab.wait_for_messages("customer", "INBOX", 3, Duration::from_secs(30)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lab.imap_count("support", "INBOX").await.unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "processed mail is deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop_ok();
+    assert!(daemon.log_text().contains("idle=false"), "the worker polled");
+    assert_eq!(daemon.tickets_json().len(), 3);
+}
