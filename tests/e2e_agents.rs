@@ -203,15 +203,7 @@ async fn dkim_pass_from_the_trusted_authserv_id_proves_an_agent() {
     wait_for_text(&lab, "customer", "I reset your account.", WAIT).await;
     let forged = "Authentication-Results: mx.example.test; dkim=fail header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk2@evil.test>\r\n\r\n#status closed\r\nForged.\r\n";
     lab.imap_append("support", "INBOX", forged.as_bytes()).await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let flags = lab.imap_flags("support", "INBOX").await.unwrap();
-        if flags.len() == 3 && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{flags:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::all_seen(&lab, "support", 3, WAIT).await;
     daemon.stop_ok();
     let t = daemon.ticket_json(1);
     assert_eq!(t["priority"], "high");

@@ -147,7 +147,7 @@ async fn after_move_files_processed_mail_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seen_is_set_only_after_the_ticket_is_stored() {
+async fn processed_mail_is_marked_seen_and_kept() {
     let lab = Lab::start();
     let mut daemon = Daemon::start(&lab, "");
     lab.smtp_send(

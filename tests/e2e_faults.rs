@@ -24,15 +24,7 @@ fn count(log: &str, needle: &str) -> usize {
 
 /// Waits until every message in support's INBOX is \Seen (ingested).
 async fn all_seen(lab: &Lab, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let flags = lab.imap_flags("support", "INBOX").await.unwrap_or_default();
-        if flags.len() >= n && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "support INBOX not fully processed: {flags:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::all_seen(lab, "support", n, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,15 +251,8 @@ async fn a_sieve_vacation_reply_ends_the_exchange() {
         "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] Broken login\r\nMessage-ID: <v2@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\nTry resetting your password.\r\n"
     );
     lab.smtp_send("alice@example.test", &["support@example.test"], reply.as_bytes()).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let flags = lab.imap_flags("support", "INBOX").await.unwrap();
-        if flags.len() >= 3 && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the vacation reply never came: {flags:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The vacation reply arrives and is ingested.
+    all_seen(&lab, 3).await;
     // Give a loop every chance to show itself.
     tokio::time::sleep(Duration::from_secs(4)).await;
     daemon.stop_ok();

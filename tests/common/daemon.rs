@@ -257,3 +257,17 @@ pub fn decoded(raw: &[u8]) -> String {
     }
     out
 }
+
+/// Waits until `user`'s INBOX holds at least `n` messages, all \Seen:
+/// ticketd has ingested every one of them.
+pub async fn all_seen(lab: &Lab, user: &str, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let flags = lab.imap_flags(user, "INBOX").await.unwrap_or_default();
+        if flags.len() >= n && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user}/INBOX not fully processed within {limit:?}: {flags:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
