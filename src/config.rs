@@ -30,7 +30,9 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("config file {0} not found (pass --config FILE)")]
+    NotFound(PathBuf),
+    #[error("cannot read config {}: {source}", path.display())]
     Read { path: PathBuf, source: config::ConfigError },
     #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
     Invalid(Vec<Problem>),
@@ -238,6 +240,9 @@ impl Config {
         path: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::NotFound(path.to_owned()));
+        }
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(config::Environment::with_prefix(ENV_PREFIX).separator("__").try_parsing(false).source(env))

@@ -27,7 +27,9 @@ use crate::triage::{Decision, Effect, Snapshot, token::TokenMatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database {0} is in use by another process (is the ticketd daemon running? stop it, or use its API)")]
+    #[error(
+        "the database {0} is in use by another process (is the ticketd daemon running? stop it first: sled allows one process at a time)"
+    )]
     Locked(PathBuf),
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
