@@ -351,3 +351,89 @@ async fn hostile_mail_is_quarantined_and_the_mailbox_keeps_flowing() {
     let list = String::from_utf8_lossy(&daemon.cli(&["quarantine", "list"]).stdout).into_owned();
     assert_eq!(list.trim(), "quarantine is empty");
 }
+
+/// A TCP proxy in front of the real Dovecot that cuts its first connection
+/// once the server has sent `cut_after` bytes; later connections pass.
+async fn cutting_proxy(target: u16, cut_after: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            if !first {
+                tokio::spawn(async move {
+                    let (mut c, mut s) = (client, server);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                });
+                continue;
+            }
+            first = false;
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || sent + n > cut_after {
+                        break;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                up.abort();
+                // Dropping both halves resets the connection mid-response.
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_fetch_loses_and_duplicates_nothing() {
+    let lab = Lab::start();
+    let n = 120;
+    let msgs: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            mail(
+                &format!("customer+{i}@example.test"),
+                &format!("Cut {i}"),
+                &format!("cut{i}@c.test"),
+                "",
+                &format!("marker-{i}-end {}", "padding ".repeat(500)),
+            )
+        })
+        .collect();
+    lab.imap_append_many("support", "INBOX", &msgs).await.unwrap();
+    let proxy = cutting_proxy(lab.imap_port, 150_000).await;
+    let mut daemon = Daemon::prepare(&lab, "batch_size = 10", "");
+    let cfg = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(&daemon.config, cfg.replacen(&format!("port = {}", lab.imap_port), &format!("port = {proxy}"), 1))
+        .unwrap();
+    daemon.spawn();
+    common::all_seen(&lab, "support", n, Duration::from_secs(60)).await;
+    lab.wait_for_messages("customer", "INBOX", n, WAIT).await.unwrap();
+    daemon.stop_ok();
+
+    let log = daemon.log_text();
+    assert_eq!(count(&log, "mailbox unavailable; reconnecting with backoff"), 1, "the cut was noticed once:\n{log}");
+    let line = log.lines().find(|l| l.contains("mailbox unavailable")).unwrap();
+    assert!(line.contains("IMAP UID FETCH: io: bytes remaining in stream"), "cut mid-fetch: {line}");
+    assert_eq!(count(&log, "mailbox reachable again"), 1, "{log}");
+    let tickets = daemon.tickets_json();
+    assert_eq!(tickets.len(), n, "one ticket per message");
+    for i in 0..n {
+        let hits = tickets
+            .iter()
+            .filter(|t| t["description"].as_str().unwrap().starts_with(&format!("marker-{i}-end")))
+            .count();
+        assert_eq!(hits, 1, "message {i}");
+    }
+    assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap() as usize, n, "no acknowledgement twice");
+}

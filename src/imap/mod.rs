@@ -34,6 +34,8 @@ pub enum ImapError {
     Secret(#[from] SecretError),
     #[error("IMAP: {0}")]
     Protocol(#[from] async_imap::error::Error),
+    #[error("IMAP {what}: {source}")]
+    During { what: &'static str, source: async_imap::error::Error },
     #[error("server closed the connection (greeting missing or stream ended early)")]
     Closed,
     #[error("SELECT {0} returned no UIDVALIDITY (connection lost?)")]
@@ -57,7 +59,10 @@ pub(crate) async fn timed<T, E: Into<ImapError>>(
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, ImapError> {
     match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(Into::into),
+        Ok(r) => r.map_err(|e| match e.into() {
+            ImapError::Protocol(source) => ImapError::During { what, source },
+            other => other,
+        }),
         Err(_) => Err(ImapError::Timeout { what, secs: limit.as_secs() }),
     }
 }

@@ -172,7 +172,7 @@ impl Worker {
             return Ok(last_uid);
         }
         debug!(mailbox = %mb.name, count = listed.len(), "new messages");
-        for chunk in listed.chunks(mb.batch_size as usize) {
+        for chunk in batches(&listed, mb.batch_size as usize, BATCH_BYTES, self.max_message_bytes) {
             let (small, large): (Vec<_>, Vec<_>) = chunk.iter().partition(|(_, size)| *size <= self.max_message_bytes);
             let mut items = Vec::with_capacity(chunk.len());
             if !small.is_empty() {
@@ -304,6 +304,31 @@ async fn store_flags(s: &mut ImapSession, set: &str, flags: &str, t: Duration) -
     Ok(())
 }
 
+/// A batch holds at most this many bytes of message bodies (one larger
+/// message still goes alone): memory stays bounded whatever arrives.
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// Splits `(uid, size)` pairs into consecutive batches of at most `count`
+/// messages and `bytes` bytes. Messages over `max_message` are fetched as
+/// headers only, so they count for nothing.
+pub fn batches(listed: &[(u32, u64)], count: usize, bytes: u64, max_message: u64) -> Vec<&[(u32, u64)]> {
+    let mut out = Vec::new();
+    let (mut start, mut total) = (0, 0u64);
+    for (i, (_, size)) in listed.iter().enumerate() {
+        let size = if *size > max_message { 0 } else { *size };
+        if i > start && (i - start >= count.max(1) || total + size > bytes) {
+            out.push(&listed[start..i]);
+            start = i;
+            total = 0;
+        }
+        total += size;
+    }
+    if start < listed.len() {
+        out.push(&listed[start..]);
+    }
+    out
+}
+
 /// `1,2,3,7` → `1:3,7`.
 pub fn uid_set(uids: impl Iterator<Item = u32>) -> String {
     let mut v: Vec<u32> = uids.collect();
@@ -375,6 +400,21 @@ async fn fetch(s: &mut ImapSession, set: &str, query: &str, t: Duration) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_bound_count_and_bytes() {
+        let l: Vec<(u32, u64)> = (1..=7).map(|u| (u, 10)).collect();
+        let sizes = |b: Vec<&[(u32, u64)]>| b.iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(batches(&l, 3, 1000, 1000)), vec![3, 3, 1]);
+        assert_eq!(sizes(batches(&l, 50, 25, 1000)), vec![2, 2, 2, 1]);
+        let big = vec![(1, 10), (2, 500), (3, 10), (4, 5000)];
+        assert_eq!(
+            sizes(batches(&big, 50, 100, 1000)),
+            vec![1, 1, 2],
+            "a big one goes alone; an oversized one is free"
+        );
+        assert!(batches(&[], 5, 5, 5).is_empty());
+    }
 
     #[test]
     fn uid_sets_compress_runs() {
