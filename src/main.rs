@@ -36,6 +36,8 @@ enum Cmd {
         #[command(subcommand)]
         command: TicketsCmd,
     },
+    /// Every ticket as public JSON, one per line (JSON Lines), oldest first.
+    Export,
     /// Outgoing mail: what waits, what was sent, what failed.
     Outbox {
         /// Also list sent and failed mail, not only what waits.
@@ -150,6 +152,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let store = Store::open(&cfg.store)?;
             tickets(&store, command)
+        }
+        Cmd::Export => {
+            let cfg = load(&cli)?;
+            let store = Store::open(&cfg.store)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for rec in store.tickets()? {
+                serde_json::to_writer(&mut out, &rec.ticket)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Outbox { all, json } => {
             let cfg = load(&cli)?;

@@ -111,6 +111,11 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     daemon.stop_ok();
     assert_eq!(daemon.tickets_json().len(), 3);
     assert_eq!(lab.imap_fetch_all("customer", "INBOX").await.unwrap().len(), 1, "one acknowledgement only");
+    let export = daemon.cli(&["export"]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["_id"], "support_ticket_1", "export runs oldest first");
     assert_eq!(lab.imap_fetch_all("alice", "INBOX").await.unwrap().len(), 4);
 }
 
