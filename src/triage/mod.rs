@@ -514,6 +514,7 @@ impl Decider<'_> {
             self.index_inbound(rec.number);
             return Decision { outcome: Outcome::Rejected { ticket: rec.number }, effects: self.effects };
         }
+        let was = rec.ticket.status;
         let mut rec = rec.clone();
         let now = self.now;
         let who = agent.id.as_str();
@@ -607,7 +608,7 @@ impl Decider<'_> {
             m.attachments = files;
             self.send(m);
         }
-        if status_set && rec.ticket.status == Status::Resolved && rec.ticket.status != self.prior_status(rec.number) {
+        if status_set && rec.ticket.status == Status::Resolved && was != Status::Resolved {
             let body = self.render(&self.ctx.templates.resolved, &rec, &[]);
             let mut m = self.mail_to(&rec, OutKind::Resolved, vec![rec.client_address.clone()], body, 1);
             m.in_reply_to = rec.thread_ids.last().cloned();
@@ -624,16 +625,6 @@ impl Decider<'_> {
             outcome: Outcome::Replied { ticket: rec.number, agent: Some(who.to_owned()) },
             effects: self.effects,
         }
-    }
-
-    fn prior_status(&self, number: u64) -> Status {
-        self.snap
-            .by_thread
-            .iter()
-            .chain(self.snap.by_token.iter())
-            .find(|r| r.number == number)
-            .map(|r| r.ticket.status)
-            .unwrap_or(Status::Open)
     }
 }
 
