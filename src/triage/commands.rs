@@ -120,3 +120,54 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
     out.rest = lines[i.min(lines.len())..].join("\n").trim().to_owned();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[store]\npath = \"/tmp/x\"\n[smtp]\nhost = \"h\"\ntls = \"none\"\n[[mailboxes]]\nname = \"s\"\naddress = \"s@x.test\"\nhost = \"h\"\ntls = \"none\"\npassword = \"p\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@x.test\"\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@x.test\"\n").unwrap();
+        Config::load_with_env(&p, Some(Default::default())).unwrap()
+    }
+
+    #[test]
+    fn leading_commands_are_parsed_and_the_rest_kept() {
+        let p = parse(
+            "\n#status pending\n#assign bob@x.test\n#tag a,b c\nHello #status done\n#priority low",
+            "agent_alice",
+            &cfg(),
+        );
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(
+            p.commands,
+            vec![
+                Command::Status(Status::Pending),
+                Command::Assign("agent_bob".into()),
+                Command::Tag(vec!["a".into(), "b".into(), "c".into()])
+            ]
+        );
+        assert_eq!(p.rest, "Hello #status done\n#priority low", "commands only count at the top");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_reason() {
+        let p = parse("#status open\n#frobnicate\n#assign carol\n#priority", "agent_alice", &cfg());
+        let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4]);
+        assert!(p.errors[0].why.starts_with("unknown command #frobnicate"));
+        assert!(p.errors[1].why.contains("unknown agent \"carol\""));
+        assert_eq!(p.errors[2].why, "#priority needs a value");
+    }
+
+    #[test]
+    fn note_takes_the_rest_and_me_is_the_sender() {
+        let p = parse("#assign me\n#note call back tomorrow\nsecond line", "agent_alice", &cfg());
+        assert_eq!(p.commands, vec![Command::Assign("agent_alice".into()), Command::Note]);
+        assert_eq!(p.rest, "call back tomorrow\nsecond line");
+        let p = parse("#1 is the line number\nhi", "agent_alice", &cfg());
+        assert!(p.commands.is_empty() && p.errors.is_empty());
+        assert_eq!(p.rest, "#1 is the line number\nhi");
+    }
+}
