@@ -656,8 +656,10 @@ impl RawConfig {
         let mut agent_ids = BTreeSet::new();
         for (i, a) in self.agents.into_iter().enumerate() {
             let p = format!("agents[{i}]");
-            if !a.id.starts_with("agent_") || a.id.len() <= "agent_".len() {
-                c.err(format!("{p}.id"), format!("{:?} must look like \"agent_<name>\"", a.id));
+            // The id travels inside Message-IDs: keep it to a safe alphabet.
+            let safe = a.id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-');
+            if !a.id.starts_with("agent_") || a.id.len() <= "agent_".len() || !safe {
+                c.err(format!("{p}.id"), format!("{:?} must look like \"agent_<name>\" (a-z, 0-9, '_', '-')", a.id));
             }
             if !agent_ids.insert(a.id.clone()) {
                 c.err(format!("{p}.id"), format!("duplicate agent id {:?}", a.id));
