@@ -47,6 +47,15 @@ pub enum ImapError {
 }
 
 impl ImapError {
+    /// The server answered NO (e.g. a missing folder): the connection is fine.
+    pub fn is_no(&self) -> bool {
+        matches!(
+            self,
+            ImapError::Protocol(async_imap::error::Error::No(_))
+                | ImapError::During { source: async_imap::error::Error::No(_), .. }
+        )
+    }
+
     /// Wrong credentials stay wrong: worth a louder log line, not a faster retry.
     pub fn is_auth(&self) -> bool {
         matches!(self, ImapError::Login { .. } | ImapError::Secret(_))

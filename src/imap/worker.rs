@@ -265,7 +265,7 @@ impl PostAction {
                 let folder = self.move_to.as_deref().unwrap_or("Processed");
                 if self.can_move {
                     match timed("UID MOVE", t, s.uid_mv(&set, folder)).await {
-                        Err(ImapError::Protocol(async_imap::error::Error::No(_))) => {
+                        Err(e) if e.is_no() => {
                             // Folder missing: create it once and retry.
                             let _ = timed("CREATE", t, s.create(folder)).await;
                             timed("UID MOVE", t, s.uid_mv(&set, folder)).await
