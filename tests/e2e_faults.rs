@@ -73,6 +73,12 @@ async fn a_broken_mailbox_does_not_stall_the_others() {
     .await
     .unwrap();
     wait_for_text(&lab, "customer", "[Ticket #1] Still works", WAIT).await;
+    // Both broken mailboxes have been tried (and retried) meanwhile.
+    let deadline = Instant::now() + WAIT;
+    while count(&daemon.log_text(), "still unavailable") < 2 || !daemon.log_text().contains("mailbox login failed") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop_ok();
     let log = daemon.log_text();
     assert_eq!(count(&log, "mailbox login failed"), 1, "{log}");
@@ -206,6 +212,7 @@ async fn a_naive_autoresponder_cannot_start_a_loop() {
     )
     .await
     .unwrap();
+    lab.wait_for_messages("carol", "INBOX", 1, WAIT).await.unwrap();
     let mut answered = 0;
     let mut quiet_since = Instant::now();
     let started = Instant::now();
