@@ -179,7 +179,17 @@ impl Worker {
                 let set = uid_set(small.iter().map(|(u, _)| *u));
                 let fetched = fetch(s, &set, "(UID BODY.PEEK[])", mb.timeout).await?;
                 if fetched.len() < small.len() {
+                    // A short answer may be a silent NO or a clean EOF. Moving the
+                    // cursor past a message that still exists would lose it.
+                    let missing: Vec<u32> =
+                        small.iter().map(|(u, _)| *u).filter(|u| !fetched.iter().any(|(f, _)| f == u)).collect();
+                    let still_there = uids_in(s, &uid_set(missing.iter().copied()), mb.timeout).await?;
+                    // An empty answer proves nothing on a dead connection.
                     timed("NOOP", mb.timeout, s.run_command_and_check_ok("NOOP")).await?;
+                    if still_there.iter().any(|u| missing.contains(u)) {
+                        return Err(ImapError::ShortFetch { asked: small.len(), got: fetched.len() });
+                    }
+                    debug!(mailbox = %mb.name, ?missing, "messages expunged before they could be fetched");
                 }
                 items.extend(fetched.into_iter().map(|(uid, raw)| Item::Mail { uid, raw }));
             }
