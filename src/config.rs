@@ -731,7 +731,7 @@ impl RawConfig {
         };
 
         let attachments = AttachmentsConfig {
-            base_url: d_base_url(self.attachments.base_url, &store.attachments_dir),
+            base_url: default_base_url(self.attachments.base_url, &store.attachments_dir),
             max_bytes: self.attachments.max_bytes.unwrap_or(25 << 20),
         };
 
@@ -756,7 +756,7 @@ fn bracket_indices(path: &str) -> String {
     out
 }
 
-fn d_base_url(configured: Option<String>, dir: &Path) -> String {
+fn default_base_url(configured: Option<String>, dir: &Path) -> String {
     configured.map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| format!("file://{}", dir.display()))
 }
 

@@ -77,6 +77,11 @@ enum TicketsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The original mails of a ticket, unaltered, as an mbox.
+    Raw {
+        /// `support_ticket_42` or `42`.
+        id: String,
+    },
     /// Show one ticket and its conversation.
     Show {
         /// `support_ticket_42` or `42`.
@@ -308,6 +313,32 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
                         t.title
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TicketsCmd::Raw { id } => {
+            let Some(n) = parse_ticket_ref(id) else {
+                eprintln!("ticketd: {id:?} is not a ticket id (expected support_ticket_<n> or <n>)");
+                return Ok(ExitCode::FAILURE);
+            };
+            let mails = store.raw_for_ticket(n)?;
+            if mails.is_empty() {
+                eprintln!("ticketd: no stored mail for support_ticket_{n}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let mut out = std::io::stdout().lock();
+            for (rec, raw) in mails {
+                use std::io::Write;
+                writeln!(out, "From ticketd {}", rec.at.format("%a %b %e %H:%M:%S %Y"))?;
+                // mboxrd: quote "From " lines so the mailbox splits where it should.
+                for line in raw.split_inclusive(|b| *b == b'\n') {
+                    let bare = line.iter().skip_while(|b| **b == b'>').copied().collect::<Vec<u8>>();
+                    if bare.starts_with(b"From ") {
+                        out.write_all(b">")?;
+                    }
+                    out.write_all(line)?;
+                }
+                writeln!(out)?;
             }
             Ok(ExitCode::SUCCESS)
         }

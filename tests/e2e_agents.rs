@@ -112,6 +112,14 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     assert_eq!(forged_ticket["status"], "open", "the forged #status did nothing");
     assert_eq!(forged_ticket["threads"][0]["type"], "user");
 
+    // The raw mails stay retrievable, quotes and commands included.
+    let raw = String::from_utf8_lossy(&daemon.cli(&["tickets", "raw", "1"]).stdout).into_owned();
+    assert!(raw.starts_with("From ticketd "), "{raw}");
+    assert!(
+        raw.contains("#priority high") && raw.contains("wrote:") && raw.contains("Message-ID: <a1@example.test>"),
+        "{raw}"
+    );
+
     // The readable view shows the conversation.
     let out = daemon.cli(&["tickets", "show", "support_ticket_1"]);
     let shown = String::from_utf8_lossy(&out.stdout);

@@ -479,6 +479,22 @@ impl Trees {
 mod tests;
 
 impl Trees {
+    /// The raw messages that went into ticket `n`, in the order they came.
+    pub fn raw_for_ticket(&self, n: u64) -> Result<Vec<(IngestRecord, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.ingested.iter() {
+            let (_, v) = item?;
+            let rec: IngestRecord = parse("ingested", &v)?;
+            if rec.ticket == Some(n)
+                && let Some(raw) = self.raw.get(rec.raw_sha256.as_bytes())?
+            {
+                out.push((rec, raw.to_vec()));
+            }
+        }
+        out.sort_by_key(|(r, _)| r.at);
+        Ok(out)
+    }
+
     pub fn quarantined_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.quarantine.get(be(id))?.map(|v| parse("quarantine", &v)).transpose()
     }
@@ -638,6 +654,9 @@ impl Store {
     }
     pub fn quarantined_entry(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.t()?.quarantined_entry(id)
+    }
+    pub fn raw_for_ticket(&self, n: u64) -> Result<Vec<(IngestRecord, Vec<u8>)>, StoreError> {
+        self.t()?.raw_for_ticket(n)
     }
     pub fn release_quarantined(&self, id: u64) -> Result<Option<(QuarantineEntry, Vec<u8>)>, StoreError> {
         self.t()?.release_quarantined(id)
