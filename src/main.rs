@@ -80,16 +80,22 @@ enum TicketsCmd {
     /// The original mails of a ticket, unaltered, as an mbox.
     Raw {
         /// `support_ticket_42` or `42`.
-        id: String,
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
     },
     /// Show one ticket and its conversation.
     Show {
         /// `support_ticket_42` or `42`.
-        id: String,
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
         /// The public ticket JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+fn ticket_ref(s: &str) -> Result<u64, String> {
+    parse_ticket_ref(s).ok_or_else(|| format!("{s:?} is not a ticket id (expected support_ticket_<n> or <n>)"))
 }
 
 fn main() -> ExitCode {
@@ -317,10 +323,7 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TicketsCmd::Raw { id } => {
-            let Some(n) = parse_ticket_ref(id) else {
-                eprintln!("ticketd: {id:?} is not a ticket id (expected support_ticket_<n> or <n>)");
-                return Ok(ExitCode::FAILURE);
-            };
+            let n = *id;
             let mails = store.raw_for_ticket(n)?;
             if mails.is_empty() {
                 eprintln!("ticketd: no stored mail for support_ticket_{n}");
@@ -343,10 +346,7 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TicketsCmd::Show { id, json } => {
-            let Some(n) = parse_ticket_ref(id) else {
-                eprintln!("ticketd: {id:?} is not a ticket id (expected support_ticket_<n> or <n>)");
-                return Ok(ExitCode::FAILURE);
-            };
+            let n = *id;
             let Some(rec) = store.ticket(n)? else {
                 eprintln!("ticketd: no ticket support_ticket_{n}");
                 return Ok(ExitCode::FAILURE);
