@@ -183,7 +183,7 @@ async fn a_permanent_smtp_rejection_stops_retrying_and_is_recorded() {
         .await
         .unwrap();
     let deadline = Instant::now() + WAIT;
-    while !daemon.log_text().contains("mail permanently rejected") {
+    while !daemon.log_text().contains("recipient permanently refused") {
         assert!(Instant::now() < deadline, "{}", daemon.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -443,4 +443,39 @@ async fn a_connection_cut_mid_fetch_loses_and_duplicates_nothing() {
         assert_eq!(hits, 1, "message {i}");
     }
     assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap() as usize, n, "no acknowledgement twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_participant_does_not_hold_back_the_customer() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    // ghost@example.test is in Cc but does not exist (Postfix: 550 at RCPT).
+    let first = mail("customer@example.test", "Two readers", "pr1@c.test", "Cc: ghost@example.test\r\n", "hello");
+    lab.smtp_send("customer@example.test", &["support@example.test"], &first).await.unwrap();
+    let note = wait_for_text(&lab, "alice", "[Ticket #1]", WAIT).await;
+    let notify_id = header(&note, "Message-ID").unwrap();
+    let reply = format!(
+        "From: alice@example.test\r\nTo: support@example.test\r\nSubject: Re: [Ticket #1] Two readers\r\nMessage-ID: <pr2@example.test>\r\nIn-Reply-To: {notify_id}\r\n\r\nAnswer for both of you.\r\n"
+    );
+    lab.smtp_send("alice@example.test", &["support@example.test"], reply.as_bytes()).await.unwrap();
+    wait_for_text(&lab, "customer", "Answer for both of you.", WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while !daemon.log_text().contains("recipient permanently refused") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop_ok();
+    let t = daemon.ticket_json(1);
+    assert_eq!(t["participants"], serde_json::json!(["ghost@example.test"]));
+    let system: Vec<&str> = t["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "system")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(system.iter().any(|m| m.starts_with("Mail to ghost@example.test could not be delivered")), "{system:?}");
+    let out = String::from_utf8_lossy(&daemon.cli(&["outbox", "--all", "--json"]).stdout).into_owned();
+    let relay = out.lines().find(|l| l.contains("\"kind\":\"relay\"")).unwrap();
+    assert!(relay.contains("\"state\":\"sent\""), "the relay counts as sent: {out}");
 }

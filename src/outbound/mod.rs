@@ -74,6 +74,12 @@ pub struct OutboxEntry {
     pub next_attempt: DateTime<Utc>,
     pub last_error: Option<String>,
     pub created: DateTime<Utc>,
+    /// Recipients already handled (delivered, or refused for good): a retry
+    /// goes only to the others, and one bad address never holds back the rest.
+    #[serde(default)]
+    pub done_rcpts: Vec<String>,
+    #[serde(default)]
+    pub failed_rcpts: Vec<String>,
 }
 
 /// Capped exponential backoff with ±25 % jitter, as a pure function of the

@@ -171,9 +171,8 @@ impl Sender {
                 if self.shutdown.is_cancelled() {
                     return Ok(());
                 }
-                match self.send_one(&mailer, entry).await {
+                match self.send_one(&mailer, *seq, entry).await {
                     Ok(()) => {
-                        crate::failpoint::hit("sent");
                         self.store.mark_sent(*seq, Utc::now())?;
                         // Durable before the next send: a crash now re-sends nothing.
                         self.store.flush().await?;
@@ -214,16 +213,46 @@ impl Sender {
         Ok(())
     }
 
+    /// One SMTP transaction per recipient not yet handled, all with the same
+    /// bytes and Message-ID: a refused address is recorded on the ticket and
+    /// the others still get the mail. A transient failure stops here; the
+    /// retry resumes with the recipients left.
     async fn send_one(
         &self,
         mailer: &AsyncSmtpTransport<Tokio1Executor>,
+        seq: u64,
         entry: &OutboxEntry,
     ) -> Result<(), SendError> {
         let msg = build_message(&entry.mail, &self.store)?;
-        let send = mailer.send(msg);
-        match tokio::time::timeout(self.smtp.timeout + Duration::from_secs(5), send).await {
-            Ok(r) => r.map(|_| ()).map_err(SendError::from),
-            Err(_) => Err(SendError::Setup("send timed out".into())),
+        let bytes = msg.formatted();
+        let from: lettre::Address = entry
+            .mail
+            .from_address
+            .parse()
+            .map_err(|e: lettre::address::AddressError| SendError::Build(e.to_string()))?;
+        let store_err = |e: StoreError| SendError::Setup(e.to_string());
+        for rcpt in entry.mail.to.iter().filter(|r| !entry.done_rcpts.contains(r)) {
+            let refuse = |e: &dyn std::fmt::Display| SendError::Build(format!("{rcpt}: {e}"));
+            let to: lettre::Address = rcpt.parse().map_err(|e| refuse(&e))?;
+            let envelope = lettre::address::Envelope::new(Some(from.clone()), vec![to]).map_err(|e| refuse(&e))?;
+            let send = mailer.send_raw(&envelope, &bytes);
+            let result = match tokio::time::timeout(self.smtp.timeout + Duration::from_secs(5), send).await {
+                Ok(r) => r.map(|_| ()).map_err(SendError::from),
+                Err(_) => Err(SendError::Setup("send timed out".into())),
+            };
+            let now = Utc::now().trunc_subsecs(0);
+            match result {
+                Ok(()) => {
+                    crate::failpoint::hit("sent");
+                    self.store.record_rcpt(seq, rcpt, None, now).map_err(store_err)?;
+                }
+                Err(e) if e.is_permanent() => {
+                    warn!(seq, ticket = entry.mail.ticket, rcpt = %rcpt, error = %e, "recipient permanently refused; recorded on the ticket");
+                    self.store.record_rcpt(seq, rcpt, Some(&e.to_string()), now).map_err(store_err)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 }

@@ -414,6 +414,8 @@ impl Trees {
                                 next_attempt: now,
                                 last_error: None,
                                 created: now,
+                                done_rcpts: Vec::new(),
+                                failed_rcpts: Vec::new(),
                             };
                             outbox.insert(&be(seq), json(&entry))?;
                             outbox_ids.insert(normalise_id(&mail.message_id).as_bytes(), &be(seq))?;
@@ -708,6 +710,15 @@ impl Store {
     }
     pub fn mark_retry(&self, seq: u64, error: &str, next: DateTime<Utc>) -> Result<(), StoreError> {
         self.t()?.mark_retry(seq, error, next)
+    }
+    pub fn record_rcpt(
+        &self,
+        seq: u64,
+        rcpt: &str,
+        refused: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.t()?.record_rcpt(seq, rcpt, refused, now)
     }
     pub fn mark_failed(&self, seq: u64, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.t()?.mark_failed(seq, error, now)

@@ -66,12 +66,48 @@ impl Trees {
         let r = (&self.outbox, &self.sent).transaction(|(outbox, sent)| {
             if let Some(b) = outbox.remove(&be(seq))? {
                 let mut e: OutboxEntry = tx_parse("outbox", &b)?;
-                e.state = OutState::Sent;
+                // Every recipient refused: nothing went out.
+                let all_refused = !e.mail.to.is_empty() && e.failed_rcpts.len() >= e.mail.to.len();
+                e.state = if all_refused { OutState::Failed } else { OutState::Sent };
                 e.attempts += 1;
-                e.last_error = None;
                 e.next_attempt = now;
                 sent.insert(&be(seq), json(&e))?;
             }
+            Ok(())
+        });
+        flatten(r)
+    }
+
+    /// One recipient handled. A refusal (`Some(error)`) adds a `system`
+    /// entry to the ticket naming the address.
+    pub fn record_rcpt(
+        &self,
+        seq: u64,
+        rcpt: &str,
+        refused: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let r = (&self.outbox, &self.tickets).transaction(|(outbox, tickets)| {
+            let Some(b) = outbox.get(be(seq))? else { return Ok(()) };
+            let mut e: OutboxEntry = tx_parse("outbox", &b)?;
+            if !e.done_rcpts.iter().any(|r| r == rcpt) {
+                e.done_rcpts.push(rcpt.to_owned());
+            }
+            if let Some(error) = refused {
+                e.failed_rcpts.push(rcpt.to_owned());
+                e.last_error = Some(error.to_owned());
+                if let Some(t) = tickets.get(be(e.mail.ticket))? {
+                    let mut rec: TicketRecord = tx_parse("tickets", &t)?;
+                    rec.ticket.push_thread(
+                        "system",
+                        ThreadType::System,
+                        format!("Mail to {rcpt} could not be delivered: {error}"),
+                        now,
+                    );
+                    tickets.insert(&be(e.mail.ticket), json(&rec))?;
+                }
+            }
+            outbox.insert(&be(seq), json(&e))?;
             Ok(())
         });
         flatten(r)
