@@ -107,6 +107,16 @@ pub struct Trees {
     attachments_dir: PathBuf,
 }
 
+/// Acknowledgement times that still count against the per-sender limit.
+fn keep_last_hour(times: &mut Vec<DateTime<Utc>>, now: DateTime<Utc>) {
+    times.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+}
+
+/// `<dir>/<sha[0:2]>/<sha>`: spread over 256 folders.
+fn attachment_file(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+}
+
 pub(crate) fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
@@ -303,15 +313,15 @@ impl Trees {
             Some(b) => parse("acks", &b)?,
             None => Vec::new(),
         };
-        v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+        keep_last_hour(&mut v, now);
         Ok(v)
     }
 
     /// Content-addressed: written before the transaction that refers to it,
     /// so a crash leaves at worst an orphan file, never a dangling URL.
     pub fn write_attachment(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
-        let dir = self.attachments_dir.join(&sha256[..2.min(sha256.len())]);
-        let path = dir.join(sha256);
+        let path = attachment_file(&self.attachments_dir, sha256);
+        let dir = path.parent().unwrap_or(&self.attachments_dir).to_owned();
         let err = |source| StoreError::Attachment { path: path.clone(), source };
         if path.exists() {
             return Ok(path);
@@ -322,10 +332,6 @@ impl Trees {
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
         Ok(path)
-    }
-
-    pub fn attachment_path(&self, sha256: &str) -> PathBuf {
-        self.attachments_dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
     }
 
     /// Applies one decision and the message's bookkeeping atomically.
@@ -426,7 +432,7 @@ impl Trees {
                                 Some(b) => tx_parse("acks", &b)?,
                                 None => Vec::new(),
                             };
-                            v.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+                            keep_last_hour(&mut v, now);
                             v.push(now);
                             acks.insert(sender.as_bytes(), json(&v))?;
                         }
@@ -679,7 +685,7 @@ impl Store {
         self.t()?.write_attachment(sha256, bytes)
     }
     pub fn attachment_path(&self, sha256: &str) -> PathBuf {
-        self.shared.attachments_dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+        attachment_file(&self.shared.attachments_dir, sha256)
     }
     pub fn apply(
         &self,
