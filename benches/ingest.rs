@@ -139,7 +139,9 @@ async fn main() {
         templates: Templates::default(),
         tokens: TokenMatcher::new("Ticket"),
         outbox_wake: Arc::new(Notify::new()),
+        careful: Default::default(),
     };
+    let ingest = Arc::new(ingest);
     let shutdown = CancellationToken::new();
     let worker = Worker {
         mb: cfg.mailboxes[0].clone(),

@@ -45,6 +45,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!(host = %cfg.smtp.host, "smtp tls = \"none\" with AUTH: the password crosses the network in clear text");
     }
     let store = Store::open(&cfg.store)?;
+    let unclean = store.begin_run()?;
+    if unclean {
+        warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
+    }
     let secret = load_secret(&cfg, &store)?;
     let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
     let shutdown = CancellationToken::new();
@@ -59,7 +63,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         templates,
         tokens: TokenMatcher::new(&cfg.desk.subject_tag),
         outbox_wake: wake.clone(),
+        careful: std::sync::Mutex::new(if unclean {
+            cfg.mailboxes.iter().map(|m| m.name.clone()).collect()
+        } else {
+            Default::default()
+        }),
     };
+    let ingest = Arc::new(ingest);
     tasks.spawn(async move {
         ingest.run(rx).await;
         "ingest"
@@ -129,6 +139,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!("drain deadline passed; stopping anyway (nothing unflushed is acknowledged)");
     }
     store.flush().await?;
+    if drained.is_ok() {
+        // Nothing is in hand: the next start need not be careful.
+        store.end_run()?;
+    }
     info!("stopped");
     if failed {
         anyhow::bail!("stopped after a task failure");

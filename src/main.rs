@@ -274,10 +274,12 @@ fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<
                 outbox_wake: Default::default(),
                 store: store.clone(),
                 cfg: cfg.clone(),
+                careful: Default::default(),
             };
+            let ingest = std::sync::Arc::new(ingest);
             let uid_validity = store.cursor(&q.mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
-            let items = [ticketd::ingest::Item::Mail { uid: q.uid, raw }];
-            let result = rt.block_on(ingest.process(&q.mailbox, uid_validity, &items));
+            let items = vec![ticketd::ingest::Item::Mail { uid: q.uid, raw }];
+            let result = rt.block_on(ingest.process(q.mailbox.clone(), uid_validity, items));
             if let Some(e) = result.error {
                 anyhow::bail!("retry failed: {e}");
             }

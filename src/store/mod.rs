@@ -43,6 +43,8 @@ pub enum StoreError {
     Closed,
     #[error("the database could not be reopened: still in use")]
     Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -66,6 +68,25 @@ pub struct Origin<'a> {
     pub uid: u32,
     pub raw: &'a [u8],
     pub dedupe_key: String,
+    /// Handled in careful mode: the commit also clears the in-hand marker.
+    pub clear_in_hand: bool,
+}
+
+/// The message a careful-mode writer is handling right now, durable before
+/// the work starts: found again at the next start, it means the process
+/// died with this message in hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InHand {
+    pub uid_validity: u32,
+    pub uid: u32,
+    /// Earlier deaths with this message in hand.
+    pub deaths: u32,
+}
+
+fn in_hand_key(mailbox: &str) -> Vec<u8> {
+    let mut k = b"inhand\0".to_vec();
+    k.extend_from_slice(mailbox.as_bytes());
+    k
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +233,33 @@ impl Trees {
 
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
         self.cursors.get(mailbox)?.map(|v| parse("cursors", &v)).transpose()
+    }
+
+    /// Marks the store as in use by a running daemon, durably. True when the
+    /// mark was already there: the last run did not stop cleanly.
+    pub fn begin_run(&self) -> Result<bool, StoreError> {
+        let unclean = self.meta.insert("running", &[1u8])?.is_some();
+        self.db.flush()?;
+        Ok(unclean)
+    }
+
+    /// A clean stop: nothing was in hand.
+    pub fn end_run(&self) -> Result<(), StoreError> {
+        self.meta.remove("running")?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn in_hand(&self, mailbox: &str) -> Result<Option<InHand>, StoreError> {
+        self.meta.get(in_hand_key(mailbox))?.map(|v| parse("meta", &v)).transpose()
+    }
+
+    /// Durable before it returns: the marker must survive whatever the
+    /// message is about to do to the process.
+    pub fn set_in_hand(&self, mailbox: &str, h: InHand) -> Result<(), StoreError> {
+        self.meta.insert(in_hand_key(mailbox), json(&h))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Records that the post-action for everything up to `uid` is done. Not
@@ -379,6 +427,9 @@ impl Trees {
                 }
                 cursor.last_uid = cursor.last_uid.max(origin.uid);
                 cursors.insert(origin.mailbox.as_bytes(), json(&cursor))?;
+                if origin.clear_in_hand {
+                    meta.remove(in_hand_key(origin.mailbox))?;
+                }
                 if ingested.get(&ingest_key)?.is_some() {
                     // Already ingested (a re-fetch after a crash): only the cursor moves.
                     return Ok(Vec::new());
@@ -638,6 +689,18 @@ impl Store {
     }
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>, StoreError> {
         self.t()?.cursor(mailbox)
+    }
+    pub fn begin_run(&self) -> Result<bool, StoreError> {
+        self.t()?.begin_run()
+    }
+    pub fn end_run(&self) -> Result<(), StoreError> {
+        self.t()?.end_run()
+    }
+    pub fn in_hand(&self, mailbox: &str) -> Result<Option<InHand>, StoreError> {
+        self.t()?.in_hand(mailbox)
+    }
+    pub fn set_in_hand(&self, mailbox: &str, h: InHand) -> Result<(), StoreError> {
+        self.t()?.set_in_hand(mailbox, h)
     }
     pub fn set_acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), StoreError> {
         self.t()?.set_acked(mailbox, uid_validity, uid)

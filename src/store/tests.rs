@@ -35,7 +35,8 @@ fn ingest(f: &Fixture, uid: u32, raw: &[u8]) -> (Outcome, Vec<u64>) {
         tokens: &tokens,
     };
     let d = decide(&mail, &snap, &ctx, now);
-    let origin = Origin { mailbox: "support", uid_validity: 7, uid, raw, dedupe_key: mail.dedupe_key() };
+    let origin =
+        Origin { mailbox: "support", uid_validity: 7, uid, raw, dedupe_key: mail.dedupe_key(), clear_in_hand: false };
     let queued = f.store.apply(&origin, Some(&mail), &d, now).unwrap();
     (d.outcome, queued)
 }
