@@ -15,15 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use ticketd::config::Config;
+use ticketd::desk::Desk;
 use ticketd::imap::worker::{Worker, uid_set};
-use ticketd::ingest::Ingest;
 use ticketd::outbound::templates::Templates;
-use ticketd::store::Store;
-use ticketd::triage::token::TokenMatcher;
+use ticketd::store::{Records, Store};
 
 fn message(i: usize) -> Vec<u8> {
     let sender = format!("customer+{}@example.test", i % 400);
@@ -131,27 +130,18 @@ async fn main() {
     .unwrap();
     let cfg = Arc::new(Config::load(&cfg_path).unwrap());
     let store = Store::open(&cfg.store).unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let ingest = Ingest {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret: b"bench-secret-0123456789".to_vec(),
-        templates: Templates::default(),
-        tokens: TokenMatcher::new("Ticket"),
-        outbox_wake: Arc::new(Notify::new()),
-        careful: Default::default(),
-    };
-    let ingest = Arc::new(ingest);
+    let secret = b"bench-secret-0123456789".to_vec();
+    let desk = Desk::start(cfg.clone(), store.clone(), secret, Templates::default(), Arc::new(Notify::new()), false)
+        .unwrap()
+        .desk;
     let shutdown = CancellationToken::new();
     let worker = Worker {
         mb: cfg.mailboxes[0].clone(),
-        store: store.clone(),
-        ingest: tx,
+        desk: desk.clone(),
         max_message_bytes: cfg.desk.max_message_bytes,
         shutdown: shutdown.clone(),
     };
     let t = Instant::now();
-    let ingest_task = tokio::spawn(ingest.run(rx));
     let worker_task = tokio::spawn(worker.run());
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -164,7 +154,7 @@ async fn main() {
     let ingest_secs = t.elapsed().as_secs_f64();
     shutdown.cancel();
     worker_task.await.unwrap();
-    ingest_task.await.unwrap();
+    desk.join_when_last().await;
     let tickets = store.tickets().unwrap().len();
     let queued = store.pending_count();
 

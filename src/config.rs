@@ -159,6 +159,9 @@ pub struct DeskConfig {
     pub display_name: String,
     pub secret_file: Option<PathBuf>,
     pub acks_per_sender_per_hour: u32,
+    /// Agent notifications about one ticket per hour; more are not sent
+    /// (the ticket still records every mail).
+    pub notifications_per_ticket_per_hour: u32,
     pub trust_from_header: bool,
     pub trusted_authserv_id: Option<String>,
     pub send_receipts: bool,
@@ -309,6 +312,7 @@ struct RawDesk {
     display_name: Option<String>,
     secret_file: Option<PathBuf>,
     acks_per_sender_per_hour: Option<u32>,
+    notifications_per_ticket_per_hour: Option<u32>,
     trust_from_header: Option<bool>,
     trusted_authserv_id: Option<String>,
     send_receipts: Option<bool>,
@@ -722,6 +726,7 @@ impl RawConfig {
             display_name: d.display_name.unwrap_or_else(|| "Support".into()),
             secret_file: d.secret_file,
             acks_per_sender_per_hour: d.acks_per_sender_per_hour.unwrap_or(5),
+            notifications_per_ticket_per_hour: d.notifications_per_ticket_per_hour.unwrap_or(20),
             trust_from_header: d.trust_from_header.unwrap_or(false),
             trusted_authserv_id: d.trusted_authserv_id,
             send_receipts: d.send_receipts.unwrap_or(false),

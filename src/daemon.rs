@@ -8,18 +8,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Tls};
+use crate::desk::Desk;
 use crate::imap::worker::Worker;
-use crate::ingest::Ingest;
 use crate::outbound::sender::Sender;
 use crate::outbound::templates::Templates;
 use crate::store::Store;
-use crate::triage::token::TokenMatcher;
 
 /// Under systemd's default TimeoutStopSec (90 s).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -45,40 +44,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!(host = %cfg.smtp.host, "smtp tls = \"none\" with AUTH: the password crosses the network in clear text");
     }
     let store = Store::open(&cfg.store)?;
-    let unclean = store.begin_run()?;
-    if unclean {
-        warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
-    }
     let secret = load_secret(&cfg, &store)?;
     let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
-    let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
-    let (tx, rx) = mpsc::channel(4);
+    let started = Desk::start(cfg.clone(), store.clone(), secret, templates, wake.clone(), true)?;
+    let desk = started.desk;
+    if started.unclean {
+        warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
+    }
+    let shutdown = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
-    let ingest = Ingest {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret,
-        templates,
-        tokens: TokenMatcher::new(&cfg.desk.subject_tag),
-        outbox_wake: wake.clone(),
-        careful: std::sync::Mutex::new(if unclean {
-            cfg.mailboxes.iter().map(|m| m.name.clone()).collect()
-        } else {
-            Default::default()
-        }),
-    };
-    let ingest = Arc::new(ingest);
-    tasks.spawn(async move {
-        ingest.run(rx).await;
-        "ingest"
-    });
     for mb in &cfg.mailboxes {
         let w = Worker {
             mb: mb.clone(),
-            store: store.clone(),
-            ingest: tx.clone(),
+            desk: desk.clone(),
             max_message_bytes: cfg.desk.max_message_bytes,
             shutdown: shutdown.clone(),
         };
@@ -87,9 +67,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "imap worker"
         });
     }
-    drop(tx);
-    let sender =
-        Sender { smtp: cfg.smtp.clone(), store: store.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
+    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
     tasks.spawn(async move {
         sender.run().await;
         "smtp sender"
@@ -118,6 +96,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: finishing the message in hand, then stopping"),
         _ = int.recv() => info!("SIGINT: finishing the message in hand, then stopping"),
+        _ = desk.writer_stopped() => {
+            error!("the desk writer stopped unexpectedly; shutting down");
+            failed = true;
+        }
         done = tasks.join_next() => {
             // A task that ends on its own is a bug or a dead end: stop everything.
             error!(task = ?done.map(|r| r.ok()), "a task stopped unexpectedly; shutting down");
@@ -136,12 +118,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     })
     .await;
     if drained.is_err() {
-        warn!("drain deadline passed; stopping anyway (nothing unflushed is acknowledged)");
-    }
-    store.flush().await?;
-    if drained.is_ok() {
-        // Nothing is in hand: the next start need not be careful.
-        store.end_run()?;
+        warn!("drain deadline passed; stopping anyway (nothing uncommitted is acknowledged)");
+    } else if let Err(e) = desk.end_run().await {
+        // Nothing is in hand, but the next start will be careful anyway.
+        warn!(error = %e, "could not record the clean stop");
     }
     info!("stopped");
     if failed {

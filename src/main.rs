@@ -1,10 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ticketd::config::{Config, ConfigError, DEFAULT_PATH};
-use ticketd::store::Store;
-use ticketd::ticket::{Status, ThreadType, TicketRecord, parse_ticket_ref};
+use ticketd::desk::views::{OutboxView, QuarantineView, Sort, TicketQuery};
+use ticketd::desk::{ActorRef, DeskError, RetryOutcome, Upload};
+use ticketd::text::{clean_line, clean_text};
+use ticketd::ticket::{ThreadType, Ticket, parse_ticket_ref};
+use ticketd::triage::act::Action;
 
 #[derive(Parser)]
 #[command(name = "ticketd", version, about = "Email-to-ticket daemon: IMAP in, sled store, SMTP out")]
@@ -31,7 +34,7 @@ enum Cmd {
     Run,
     /// Validate the configuration; print every problem with its key path.
     CheckConfig,
-    /// Inspect tickets (while the daemon is stopped).
+    /// Tickets: list, show, update, answer.
     Tickets {
         #[command(subcommand)]
         command: TicketsCmd,
@@ -40,6 +43,8 @@ enum Cmd {
     Export,
     /// Outgoing mail: what waits, what was sent, what failed.
     Outbox {
+        #[command(subcommand)]
+        command: Option<OutboxCmd>,
         /// Also list sent and failed mail, not only what waits.
         #[arg(long)]
         all: bool,
@@ -55,9 +60,20 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum OutboxCmd {
+    /// Send a waiting entry now, or queue a failed one again.
+    Retry { seq: u64 },
+    /// Take a waiting entry out of the queue, unsent (the ticket says so).
+    Drop { seq: u64 },
+}
+
+#[derive(Subcommand)]
 enum QuarantineCmd {
     /// One line per quarantined message.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// The reason and the raw message.
     Show { id: u64 },
     /// Run the message through ingest again (e.g. after a fix or a config change).
@@ -66,23 +82,40 @@ enum QuarantineCmd {
     Drop { id: u64 },
 }
 
+#[derive(Args)]
+struct ListArgs {
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    priority: Option<String>,
+    #[arg(long)]
+    category: Option<String>,
+    /// An agent id, or `none`.
+    #[arg(long)]
+    assigned_to: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
+    /// A client id or address.
+    #[arg(long)]
+    client: Option<String>,
+    /// Text in the title or description.
+    #[arg(long, short = 'q')]
+    query: Option<String>,
+    /// -number (default), number, -updatedAt, updatedAt, -createdAt, createdAt.
+    #[arg(long)]
+    sort: Option<String>,
+    /// At most this many (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// A JSON array of public tickets.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum TicketsCmd {
     /// List tickets, newest first.
-    List {
-        /// Only tickets with this status.
-        #[arg(long)]
-        status: Option<String>,
-        /// A JSON array of public tickets.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The original mails of a ticket, unaltered, as an mbox.
-    Raw {
-        /// `support_ticket_42` or `42`.
-        #[arg(value_parser = ticket_ref)]
-        id: u64,
-    },
+    List(ListArgs),
     /// Show one ticket and its conversation.
     Show {
         /// `support_ticket_42` or `42`.
@@ -91,6 +124,58 @@ enum TicketsCmd {
         /// The public ticket JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The original mails of a ticket, unaltered, as an mbox.
+    Raw {
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+    },
+    /// Change status, priority, category, assignment, tags or resolution.
+    Update {
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// An agent id.
+        #[arg(long, conflicts_with = "unassign")]
+        assign: Option<String>,
+        #[arg(long)]
+        unassign: bool,
+        #[arg(long)]
+        tag: Vec<String>,
+        #[arg(long)]
+        untag: Vec<String>,
+        #[arg(long)]
+        resolution: Option<String>,
+        /// Act as this agent (default: the admin).
+        #[arg(long = "as")]
+        agent: Option<String>,
+    },
+    /// Answer the customer (relayed like an agent's email answer).
+    Reply {
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+        /// The text; without it, read from stdin.
+        #[arg(long)]
+        text: Option<String>,
+        /// Attach a file (repeatable).
+        #[arg(long)]
+        attach: Vec<PathBuf>,
+        #[arg(long = "as")]
+        agent: Option<String>,
+    },
+    /// Add an internal note (sent to no one).
+    Note {
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long = "as")]
+        agent: Option<String>,
     },
 }
 
@@ -104,7 +189,7 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ticketd: {e:#}");
+            eprintln!("ticketd: {}", clean_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -126,6 +211,10 @@ fn init_logging(format: LogFormat) {
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(&cli.config)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -155,50 +244,80 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Run => {
             let cfg = load(&cli)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(ticketd::daemon::run(cfg))?;
+            runtime()?.block_on(ticketd::daemon::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Tickets { command } => {
+        command => {
             let cfg = load(&cli)?;
-            let store = Store::open(&cfg.store)?;
-            tickets(&store, command)
+            runtime()?.block_on(async move {
+                let access = ticketd::api::client::Access::open(cfg).await?;
+                let code = desk_command(&access, command).await;
+                access.close().await;
+                code
+            })
         }
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    eprintln!("ticketd: {}", clean_line(&msg.to_string()));
+    Ok(ExitCode::FAILURE)
+}
+
+fn outcome<T>(r: Result<T, DeskError>, ok: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(v) => {
+            ok(v);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn actor(agent: &Option<String>) -> ActorRef {
+    match agent {
+        Some(a) => ActorRef::Agent(a.clone()),
+        None => ActorRef::Admin,
+    }
+}
+
+fn text_or_stdin(text: &Option<String>) -> anyhow::Result<String> {
+    match text {
+        Some(t) => Ok(t.clone()),
+        None => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s)?;
+            Ok(s)
+        }
+    }
+}
+
+async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> anyhow::Result<ExitCode> {
+    match command {
+        Cmd::Tickets { command } => tickets(access, command).await,
         Cmd::Export => {
-            let cfg = load(&cli)?;
-            let store = Store::open(&cfg.store)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for rec in store.tickets()? {
-                serde_json::to_writer(&mut out, &rec.ticket)?;
+            let q = TicketQuery { sort: Sort::NumberAsc, ..TicketQuery::default() };
+            for t in access.list_all(&q).await? {
+                serde_json::to_writer(&mut out, &t)?;
                 std::io::Write::write_all(&mut out, b"\n")?;
             }
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Outbox { all, json } => {
-            let cfg = load(&cli)?;
-            let store = Store::open(&cfg.store)?;
-            let mut rows: Vec<(u64, ticketd::outbound::OutboxEntry)> = store.pending_entries()?;
-            if *all {
-                rows.extend(store.sent_entries()?);
-                rows.sort_by_key(|(seq, _)| *seq);
-            }
-            for (seq, e) in &rows {
+        Cmd::Outbox { command: Some(OutboxCmd::Retry { seq }), .. } => {
+            outcome(access.outbox_retry(*seq).await, |_| println!("outbox entry {seq} will be sent now"))
+        }
+        Cmd::Outbox { command: Some(OutboxCmd::Drop { seq }), .. } => {
+            outcome(access.outbox_drop(*seq).await, |_| println!("outbox entry {seq} dropped, unsent"))
+        }
+        Cmd::Outbox { command: None, all, json } => {
+            let rows = access.outbox(*all).await?;
+            for v in &rows {
                 if *json {
-                    let v = serde_json::json!({"seq": seq, "ticket": e.mail.ticket, "kind": e.mail.kind, "state": e.state,
-                        "to": e.mail.to, "message_id": e.mail.message_id, "attempts": e.attempts,
-                        "next_attempt": ticketd::ticket::rfc3339::format(&e.next_attempt), "last_error": e.last_error});
-                    println!("{v}");
+                    println!("{}", serde_json::to_string(v)?);
                 } else {
-                    println!(
-                        "{seq:<6} ticket {:<5} {:<13} {:<7} attempts {:<3} to {} {}",
-                        e.mail.ticket,
-                        format!("{:?}", e.mail.kind),
-                        format!("{:?}", e.state).to_lowercase(),
-                        e.attempts,
-                        e.mail.to.join(","),
-                        e.last_error.as_deref().map(|x| format!("({x})")).unwrap_or_default()
-                    );
+                    println!("{}", outbox_line(v));
                 }
             }
             if rows.is_empty() && !*json {
@@ -206,111 +325,121 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Quarantine { command } => {
-            let cfg = load(&cli)?;
-            let store = Store::open(&cfg.store)?;
-            quarantine(cfg, store, command)
-        }
+        Cmd::Quarantine { command } => quarantine(access, command).await,
+        Cmd::Run | Cmd::CheckConfig => unreachable!("handled without the desk"),
     }
 }
 
-fn quarantine(cfg: Config, store: Store, cmd: &QuarantineCmd) -> anyhow::Result<ExitCode> {
+fn outbox_line(v: &OutboxView) -> String {
+    clean_line(&format!(
+        "{:<6} ticket {:<5} {:<13} {:<7} attempts {:<3} to {} {}",
+        v.seq,
+        v.ticket,
+        format!("{:?}", v.kind),
+        format!("{:?}", v.state).to_lowercase(),
+        v.attempts,
+        v.to.join(","),
+        v.last_error.as_deref().map(|x| format!("({x})")).unwrap_or_default()
+    ))
+}
+
+fn quarantine_line(q: &QuarantineView) -> String {
+    clean_line(&format!(
+        "{:<5} {}  {}/uid {}  {}",
+        q.id,
+        ticketd::ticket::rfc3339::format(&q.at),
+        q.mailbox,
+        q.uid,
+        q.reason
+    ))
+}
+
+async fn quarantine(access: &ticketd::api::client::Access, cmd: &QuarantineCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        QuarantineCmd::List => {
-            let entries = store.quarantined()?;
-            if entries.is_empty() {
+        QuarantineCmd::List { json } => {
+            let entries = access.quarantine().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else if entries.is_empty() {
                 println!("quarantine is empty");
             }
-            for q in entries {
-                println!(
-                    "{:<5} {}  {}/uid {}  {}",
-                    q.id,
-                    ticketd::ticket::rfc3339::format(&q.at),
-                    q.mailbox,
-                    q.uid,
-                    q.reason
-                );
+            if !*json {
+                for q in &entries {
+                    println!("{}", quarantine_line(q));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         QuarantineCmd::Show { id } => {
-            let Some(q) = store.quarantined_entry(*id)? else {
-                eprintln!("ticketd: no quarantine entry {id}");
-                return Ok(ExitCode::FAILURE);
+            let Some((q, raw)) = access.quarantine_entry(*id).await? else {
+                return fail(format!("no quarantine entry {id}"));
             };
+            let fmt = ticketd::ticket::rfc3339::format;
             println!(
                 "id {}\nmailbox {} uid {}\nat {}\nreason {}\n",
                 q.id,
-                q.mailbox,
+                clean_line(&q.mailbox),
                 q.uid,
-                ticketd::ticket::rfc3339::format(&q.at),
-                q.reason
+                fmt(&q.at),
+                clean_line(&q.reason)
             );
-            let raw = store.raw(&q.raw_sha256)?.unwrap_or_default();
-            println!("{}", String::from_utf8_lossy(&raw));
+            // The raw mail is whatever the sender wrote: never raw to a terminal.
+            println!("{}", clean_text(&String::from_utf8_lossy(&raw)));
             Ok(ExitCode::SUCCESS)
         }
         QuarantineCmd::Drop { id } => {
-            if store.drop_quarantined(*id)? {
-                store.flush_blocking()?;
-                println!("dropped quarantine entry {id}");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("ticketd: no quarantine entry {id}");
-                Ok(ExitCode::FAILURE)
-            }
+            outcome(access.quarantine_drop(*id).await, |_| println!("dropped quarantine entry {id}"))
         }
-        QuarantineCmd::Retry { id } => {
-            let Some((q, raw)) = store.release_quarantined(*id)? else {
-                eprintln!("ticketd: no quarantine entry {id}");
-                return Ok(ExitCode::FAILURE);
-            };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let cfg = std::sync::Arc::new(cfg);
-            let ingest = ticketd::ingest::Ingest {
-                secret: ticketd::daemon::load_secret(&cfg, &store)?,
-                templates: ticketd::outbound::templates::Templates::load(cfg.desk.templates_dir.as_deref())?,
-                tokens: ticketd::triage::token::TokenMatcher::new(&cfg.desk.subject_tag),
-                outbox_wake: Default::default(),
-                store: store.clone(),
-                cfg: cfg.clone(),
-                careful: Default::default(),
-            };
-            let ingest = std::sync::Arc::new(ingest);
-            let uid_validity = store.cursor(&q.mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
-            let items = vec![ticketd::ingest::Item::Mail { uid: q.uid, raw }];
-            let result = rt.block_on(ingest.process(q.mailbox.clone(), uid_validity, items));
-            if let Some(e) = result.error {
-                anyhow::bail!("retry failed: {e}");
-            }
-            let requarantined = store.quarantined()?.iter().any(|e| e.raw_sha256 == q.raw_sha256);
-            if requarantined {
-                println!("entry {id} was quarantined again (see `ticketd quarantine list`)");
-                Ok(ExitCode::FAILURE)
-            } else {
-                println!("entry {id} ingested; any mail it queued is sent when the daemon runs");
+        QuarantineCmd::Retry { id } => match access.quarantine_retry(*id).await {
+            Ok(RetryOutcome::Ingested { ticket }) => {
+                match ticket {
+                    Some(n) => println!("entry {id} ingested into support_ticket_{n}"),
+                    None => println!("entry {id} ingested"),
+                }
                 Ok(ExitCode::SUCCESS)
             }
-        }
+            Ok(RetryOutcome::Quarantined { id: new, reason }) => {
+                println!("entry {id} was quarantined again as {new}: {}", clean_line(&reason));
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => fail(e),
+        },
     }
 }
 
-fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
+fn parsed<T: std::str::FromStr>(v: &Option<String>) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(v.as_deref().map(str::parse).transpose()?)
+}
+
+async fn tickets(access: &ticketd::api::client::Access, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        TicketsCmd::List { status, json } => {
-            let status: Option<Status> = status.as_deref().map(str::parse).transpose()?;
-            let mut recs: Vec<TicketRecord> = store.tickets()?;
-            recs.retain(|r| status.is_none_or(|s| r.ticket.status == s));
-            recs.sort_by_key(|r| std::cmp::Reverse(r.number));
-            if *json {
-                let list: Vec<_> = recs.iter().map(|r| &r.ticket).collect();
+        TicketsCmd::List(a) => {
+            let q = TicketQuery {
+                status: parsed(&a.status)?,
+                priority: parsed(&a.priority)?,
+                category: parsed(&a.category)?,
+                assigned_to: a.assigned_to.clone(),
+                tag: a.tag.clone(),
+                client: a.client.clone(),
+                q: a.query.clone(),
+                sort: a.sort.as_deref().map(Sort::parse).transpose()?.unwrap_or_default(),
+                limit: a.limit,
+                cursor: None,
+            };
+            let list = match a.limit {
+                Some(_) => access.list(&q).await?.tickets,
+                None => access.list_all(&q).await?,
+            };
+            if a.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if recs.is_empty() {
+            } else if list.is_empty() {
                 println!("no tickets");
             } else {
                 println!("{:<22} {:<12} {:<8} {:<16} {:<21} TITLE", "ID", "STATUS", "PRIORITY", "CATEGORY", "UPDATED");
-                for r in &recs {
-                    let t = &r.ticket;
+                for t in &list {
                     println!(
                         "{:<22} {:<12} {:<8} {:<16} {:<21} {}",
                         t.id,
@@ -318,56 +447,97 @@ fn tickets(store: &Store, cmd: &TicketsCmd) -> anyhow::Result<ExitCode> {
                         t.priority,
                         t.category,
                         ticketd::ticket::rfc3339::format(&t.updated_at),
-                        t.title
+                        clean_line(&t.title)
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        TicketsCmd::Raw { id } => {
-            let n = *id;
-            let mails = store.raw_for_ticket(n)?;
-            if mails.is_empty() {
-                eprintln!("ticketd: no stored mail for support_ticket_{n}");
-                return Ok(ExitCode::FAILURE);
-            }
-            let mut out = std::io::stdout().lock();
-            for (rec, raw) in mails {
-                use std::io::Write;
-                writeln!(out, "From ticketd {}", rec.at.format("%a %b %e %H:%M:%S %Y"))?;
-                // mboxrd: quote "From " lines so the mailbox splits where it should.
-                for line in raw.split_inclusive(|b| *b == b'\n') {
-                    let bare = line.iter().skip_while(|b| **b == b'>').copied().collect::<Vec<u8>>();
-                    if bare.starts_with(b"From ") {
-                        out.write_all(b">")?;
-                    }
-                    out.write_all(line)?;
-                }
-                writeln!(out)?;
+        TicketsCmd::Show { id, json } => {
+            let Some(t) = access.ticket(*id).await? else {
+                return fail(format!("no ticket support_ticket_{id}"));
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print!("{}", render_ticket(&t));
             }
             Ok(ExitCode::SUCCESS)
         }
-        TicketsCmd::Show { id, json } => {
-            let n = *id;
-            let Some(rec) = store.ticket(n)? else {
-                eprintln!("ticketd: no ticket support_ticket_{n}");
-                return Ok(ExitCode::FAILURE);
-            };
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&rec.ticket)?);
-            } else {
-                print!("{}", render_ticket(&rec));
+        TicketsCmd::Raw { id } => {
+            let mails = access.raw_mbox(*id).await?;
+            if mails.is_empty() {
+                return fail(format!("no stored mail for support_ticket_{id}"));
             }
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&mails)?;
             Ok(ExitCode::SUCCESS)
+        }
+        TicketsCmd::Update { id, status, priority, category, assign, unassign, tag, untag, resolution, agent } => {
+            let mut actions = Vec::new();
+            if let Some(s) = parsed(status)? {
+                actions.push(Action::Status(s));
+            }
+            if let Some(p) = parsed(priority)? {
+                actions.push(Action::Priority(p));
+            }
+            if let Some(c) = parsed(category)? {
+                actions.push(Action::Category(c));
+            }
+            if let Some(a) = assign {
+                actions.push(Action::Assign(Some(a.clone())));
+            }
+            if *unassign {
+                actions.push(Action::Assign(None));
+            }
+            if !tag.is_empty() {
+                actions.push(Action::Tag(tag.clone()));
+            }
+            if !untag.is_empty() {
+                actions.push(Action::Untag(untag.clone()));
+            }
+            if let Some(r) = resolution {
+                actions.push(Action::Resolution(Some(r.clone()).filter(|r| !r.is_empty())));
+            }
+            if actions.is_empty() {
+                return fail(
+                    "nothing to change: give --status, --priority, --category, --assign, --unassign, --tag, --untag or --resolution",
+                );
+            }
+            outcome(access.act(*id, actor(agent), actions, Vec::new()).await, |t| {
+                println!("{} updated: status {}, priority {}, category {}", t.id, t.status, t.priority, t.category)
+            })
+        }
+        TicketsCmd::Reply { id, text, attach, agent } => {
+            let text = text_or_stdin(text)?;
+            let mut uploads = Vec::new();
+            for p in attach {
+                let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                let filename = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                uploads.push(Upload { filename, mime_type: None, bytes });
+            }
+            let actions = vec![Action::Reply { text, attachments: Vec::new() }];
+            outcome(access.act(*id, actor(agent), actions, uploads).await, |t| {
+                println!("{}: reply stored and queued for the customer", t.id)
+            })
+        }
+        TicketsCmd::Note { id, text, agent } => {
+            let text = text_or_stdin(text)?;
+            outcome(access.act(*id, actor(agent), vec![Action::Note { text }], Vec::new()).await, |t| {
+                println!("{}: internal note added", t.id)
+            })
         }
     }
 }
 
-fn render_ticket(rec: &TicketRecord) -> String {
+/// A ticket for a person: everything from outside cleaned of control
+/// characters, so no mail can drive the admin's terminal.
+fn render_ticket(t: &Ticket) -> String {
     use std::fmt::Write;
-    let t = &rec.ticket;
     let mut s = String::new();
-    let _ = writeln!(s, "{}  {}", t.id, t.title);
+    let c = |x: &str| clean_line(x);
+    let _ = writeln!(s, "{}  {}", t.id, c(&t.title));
     let _ = writeln!(
         s,
         "status {}  priority {}  category {}  assigned {}",
@@ -376,30 +546,31 @@ fn render_ticket(rec: &TicketRecord) -> String {
         t.category,
         t.assigned_to.as_deref().unwrap_or("nobody")
     );
-    let _ = writeln!(s, "client {} <{}>", t.client, rec.client_address);
+    let _ = writeln!(s, "client {}", t.client);
     if !t.participants.is_empty() {
-        let _ = writeln!(s, "participants {}", t.participants.join(", "));
+        let _ = writeln!(s, "participants {}", c(&t.participants.join(", ")));
     }
     if !t.tags.is_empty() {
-        let _ = writeln!(s, "tags {}", t.tags.join(", "));
+        let _ = writeln!(s, "tags {}", c(&t.tags.join(", ")));
     }
     if let Some(r) = &t.resolution {
-        let _ = writeln!(s, "resolution {r}");
+        let _ = writeln!(s, "resolution {}", c(r));
     }
     let fmt = ticketd::ticket::rfc3339::format;
     let _ = writeln!(s, "created {}  updated {}", fmt(&t.created_at), fmt(&t.updated_at));
     for a in &t.attachments {
-        let _ = writeln!(s, "attachment {} ({} bytes, {}) {}", a.filename, a.size, a.mime_type, a.url);
+        let _ = writeln!(s, "attachment {} ({} bytes, {}) {}", c(&a.filename), a.size, c(&a.mime_type), c(&a.url));
     }
-    for (i, e) in t.threads.iter().enumerate() {
+    for e in &t.threads {
         let kind = match e.kind {
             ThreadType::User => "customer",
-            ThreadType::Agent if rec.internal.contains(&i) => "internal note",
+            ThreadType::Agent if e.internal => "internal note",
             ThreadType::Agent => "agent",
+            ThreadType::System if e.internal => "system (internal)",
             ThreadType::System => "system",
         };
-        let _ = writeln!(s, "\n--- {} · {} · {}", fmt(&e.timestamp), e.author, kind);
-        for line in e.message.lines() {
+        let _ = writeln!(s, "\n--- {} · {} · {}", fmt(&e.timestamp), c(&e.author), kind);
+        for line in clean_text(&e.message).lines() {
             let _ = writeln!(s, "  {line}");
         }
     }

@@ -91,6 +91,11 @@ pub struct ThreadEntry {
     pub timestamp: DateTime<Utc>,
     #[serde(rename = "type")]
     pub kind: ThreadType,
+    /// An added key: agent-only text (a `#note`, an automatic reply from an
+    /// agent, a relay held back) that no customer ever received. Written
+    /// only when true, so the seed object round-trips unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +168,13 @@ impl Ticket {
     }
 
     pub fn push_thread(&mut self, author: &str, kind: ThreadType, message: String, now: DateTime<Utc>) {
-        self.threads.push(ThreadEntry { author: author.to_owned(), message, timestamp: now, kind });
+        self.threads.push(ThreadEntry { author: author.to_owned(), message, timestamp: now, kind, internal: false });
+        self.updated_at = now;
+    }
+
+    /// An entry only agents see.
+    pub fn push_internal(&mut self, author: &str, kind: ThreadType, message: String, now: DateTime<Utc>) {
+        self.threads.push(ThreadEntry { author: author.to_owned(), message, timestamp: now, kind, internal: true });
         self.updated_at = now;
     }
 }
@@ -268,7 +279,7 @@ pub struct TicketRecord {
     /// Message-IDs of the customer-side conversation, oldest first, so our
     /// mail keeps the customer's thread intact (References).
     pub thread_ids: Vec<String>,
-    /// Internal notes and other agent-only thread indexes.
+    /// Bumped by the writer on every save; the API's optimistic check.
     #[serde(default)]
-    pub internal: Vec<usize>,
+    pub version: u64,
 }

@@ -45,7 +45,7 @@ async fn a_full_disk_stops_acknowledging_and_recovers() {
 
     lab.smtp_send("customer@example.test", &["support@example.test"], &mail("During", "df2@c.test")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemon.log_text().contains("cannot store messages") {
+    while !daemon.log_text().contains("cannot store changes") {
         assert!(Instant::now() < deadline, "no ERROR about the store:\n{}", daemon.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -59,7 +59,7 @@ async fn a_full_disk_stops_acknowledging_and_recovers() {
     assert_eq!(flags.len(), 2);
     assert!(!flags[1].1.iter().any(|f| f == "\\Seen"), "nothing is marked processed that was not stored: {flags:?}");
     let log = daemon.log_text();
-    assert_eq!(log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot store messages")).count(), 1, "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot store changes")).count(), 1, "{log}");
 
     // Space returns: the mail becomes a ticket without a restart.
     std::fs::remove_file(&filler).unwrap();

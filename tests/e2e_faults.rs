@@ -419,7 +419,8 @@ async fn a_connection_cut_mid_fetch_loses_and_duplicates_nothing() {
         .collect();
     lab.imap_append_many("support", "INBOX", &msgs).await.unwrap();
     let proxy = cutting_proxy(lab.imap_port, 150_000).await;
-    let mut daemon = Daemon::prepare(&lab, "batch_size = 10", "");
+    // customer+N@ is one sender for the acknowledgement limit.
+    let mut daemon = Daemon::prepare(&lab, "batch_size = 10", "acks_per_sender_per_hour = 1000");
     let cfg = std::fs::read_to_string(&daemon.config).unwrap();
     std::fs::write(&daemon.config, cfg.replacen(&format!("port = {}", lab.imap_port), &format!("port = {proxy}"), 1))
         .unwrap();

@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{ImapError, ImapSession, connect, timed};
 use crate::config::{AfterAction, MailboxConfig};
-use crate::ingest::{Batch, Item};
-use crate::store::Store;
+use crate::desk::{Desk, Item};
+use crate::store::Records;
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug)]
@@ -41,8 +40,7 @@ impl Backoff {
 
 pub struct Worker {
     pub mb: MailboxConfig,
-    pub store: Store,
-    pub ingest: mpsc::Sender<Batch>,
+    pub desk: Desk,
     pub max_message_bytes: u64,
     pub shutdown: CancellationToken,
 }
@@ -111,11 +109,12 @@ impl Worker {
         let selected = timed("SELECT", mb.timeout, s.select(&mb.folder)).await?;
         let uid_validity = selected.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mb.folder.clone()))?;
         let store_err = |e: crate::store::StoreError| ImapError::Ingest(e.to_string());
-        let (mut last_uid, acked_uid) = match self.store.cursor(&mb.name).map_err(store_err)? {
+        let desk_err = |e: crate::desk::DeskError| ImapError::Ingest(e.to_string());
+        let (mut last_uid, acked_uid) = match self.desk.store().cursor(&mb.name).map_err(store_err)? {
             Some(c) if c.uid_validity == uid_validity => (c.last_uid, c.acked_uid.unwrap_or(c.last_uid)),
             Some(c) => {
                 warn!(mailbox = %mb.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder; Message-ID dedupe prevents duplicates");
-                self.store.reset_cursor(&mb.name, uid_validity).map_err(store_err)?;
+                self.desk.reset_cursor(&mb.name, uid_validity).await.map_err(desk_err)?;
                 (0, 0)
             }
             None => (0, 0),
@@ -137,7 +136,7 @@ impl Worker {
                 info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions interrupted before");
                 post.apply(&mut s, &leftover).await?;
             }
-            self.store.set_acked(&mb.name, uid_validity, last_uid).map_err(store_err)?;
+            self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(desk_err)?;
         }
         loop {
             last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
@@ -202,22 +201,20 @@ impl Worker {
                 }
             }
             crate::failpoint::hit("fetched");
-            items.sort_by_key(|i| match i {
-                Item::Mail { uid, .. } | Item::TooLarge { uid, .. } => *uid,
-            });
-            let (tx, rx) = oneshot::channel();
-            let batch = Batch { mailbox: mb.name.clone(), uid_validity, items, reply: tx };
-            // Bounded: when ingest is busy the worker waits; nothing is dropped.
-            self.ingest.send(batch).await.map_err(|_| ImapError::Ingest("ingest task is gone".into()))?;
-            let result = rx.await.map_err(|_| ImapError::Ingest("ingest task is gone".into()))?;
+            items.sort_by_key(Item::uid);
+            // Bounded: when the writer is busy the worker waits; nothing is dropped.
+            let result = self.desk.ingest(&mb.name, uid_validity, items).await;
             if !result.done.is_empty() {
                 post.apply(s, &result.done).await?;
                 crate::failpoint::hit("post-action");
                 last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
-                self.store.set_acked(&mb.name, uid_validity, last_uid).map_err(|e| ImapError::Ingest(e.to_string()))?;
+                self.desk
+                    .acked(&mb.name, uid_validity, last_uid)
+                    .await
+                    .map_err(|e| ImapError::Ingest(e.to_string()))?;
             }
             if let Some(e) = result.error {
-                return Err(ImapError::Ingest(e.to_string()));
+                return Err(ImapError::Ingest(e));
             }
             if self.shutdown.is_cancelled() {
                 break;

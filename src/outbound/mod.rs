@@ -64,6 +64,8 @@ pub enum OutState {
     Sent,
     /// Permanently rejected, or bounced later.
     Failed,
+    /// Taken out of the queue by the admin, unsent.
+    Dropped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 //! The SMTP sender task: the one owner of the SMTP connection. It drains the
-//! durable outbox in order, retries transient failures with capped backoff
-//! and jitter, and turns permanent (5xx) failures into a ticket entry.
+//! durable outbox in order and reports every outcome — delivered, refused
+//! by a recipient, retry later, failed for good — to the desk's writer,
+//! which records it (a refusal becomes a `system` entry on the ticket).
+//! The sender itself writes nothing: what it reads is committed, so
+//! nothing leaves before the ticket it belongs to is durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,8 @@ use tracing::{debug, error, info, warn};
 
 use super::{OutMail, OutboxEntry, retry_delay};
 use crate::config::{SmtpConfig, Tls};
-use crate::store::{Store, StoreError};
+use crate::desk::{Delivery, Desk, DeskError};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -45,7 +49,7 @@ impl SendError {
 
 pub struct Sender {
     pub smtp: SmtpConfig,
-    pub store: Store,
+    pub desk: Desk,
     pub wake: Arc<Notify>,
     pub shutdown: CancellationToken,
 }
@@ -78,8 +82,11 @@ pub fn build_message(m: &OutMail, store: &Store) -> Result<Message, SendError> {
     } else {
         let mut mp = MultiPart::mixed().singlepart(text);
         for a in &m.attachments {
-            let bytes = std::fs::read(store.attachment_path(&a.sha256))
-                .map_err(|_| SendError::MissingAttachment(a.filename.clone()))?;
+            let bytes = store
+                .attachment(&a.sha256)
+                .ok()
+                .flatten()
+                .ok_or_else(|| SendError::MissingAttachment(a.filename.clone()))?;
             let ct = ContentType::parse(&a.mime_type)
                 .unwrap_or(ContentType::parse("application/octet-stream").map_err(|e| bad(&e))?);
             mp = mp.singlepart(Attachment::new(a.filename.clone()).body(bytes, ct));
@@ -124,16 +131,10 @@ impl Sender {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match self.round(&mut failing).await {
-                Ok(()) => {}
-                Err(e) => {
-                    error!(error = %e, "outbox store error; will retry");
-                    if e.needs_reopen() {
-                        let _ = self.store.reopen();
-                    }
-                }
+            if let Err(e) = self.round(&mut failing).await {
+                error!(error = %e, "outbox: cannot record a delivery outcome; will retry");
             }
-            let wait = match self.store.next_due_at() {
+            let wait = match self.desk.store().next_due_at() {
                 Ok(Some(t)) => (t - Utc::now())
                     .to_std()
                     .unwrap_or(Duration::ZERO)
@@ -151,19 +152,17 @@ impl Sender {
 
     /// Sends everything due now. A connection-level failure ends the round:
     /// the rest would fail the same way.
-    async fn round(&self, failing: &mut bool) -> Result<(), StoreError> {
+    async fn round(&self, failing: &mut bool) -> Result<(), DeskError> {
+        let store = self.desk.store();
         loop {
-            let due = self.store.due(Utc::now(), 32)?;
+            let due = store.due(Utc::now(), 32)?;
             if due.is_empty() {
                 return Ok(());
             }
-            // Entries may be committed but not yet flushed by ingest; nothing
-            // leaves before the ticket it belongs to is durable.
-            self.store.flush().await?;
             let mailer = match transport(&self.smtp).await {
                 Ok(m) => m,
                 Err(e) => {
-                    self.defer_all(&due, &e.to_string(), failing)?;
+                    self.defer_all(&due, &e.to_string(), failing).await?;
                     return Ok(());
                 }
             };
@@ -171,11 +170,12 @@ impl Sender {
                 if self.shutdown.is_cancelled() {
                     return Ok(());
                 }
-                match self.send_one(&mailer, *seq, entry).await {
+                let mut reports = Vec::new();
+                match self.send_one(store, &mailer, entry, &mut reports).await {
                     Ok(()) => {
-                        self.store.mark_sent(*seq, Utc::now())?;
+                        reports.push(Delivery::Done);
                         // Durable before the next send: a crash now re-sends nothing.
-                        self.store.flush().await?;
+                        self.desk.delivery(*seq, reports).await?;
                         if *failing {
                             info!("SMTP delivery works again");
                             *failing = false;
@@ -184,11 +184,12 @@ impl Sender {
                     }
                     Err(e) if e.is_permanent() => {
                         warn!(seq, ticket = entry.mail.ticket, error = %e, "mail permanently rejected; recorded on the ticket");
-                        self.store.mark_failed(*seq, &e.to_string(), Utc::now().trunc_subsecs(0))?;
-                        self.store.flush().await?;
+                        reports.push(Delivery::Failed { error: e.to_string() });
+                        self.desk.delivery(*seq, reports).await?;
                     }
                     Err(e) => {
-                        self.defer_all(std::slice::from_ref(&(*seq, entry.clone())), &e.to_string(), failing)?;
+                        self.desk.delivery(*seq, reports).await?;
+                        self.defer_all(std::slice::from_ref(&(*seq, entry.clone())), &e.to_string(), failing).await?;
                         return Ok(());
                     }
                 }
@@ -196,19 +197,19 @@ impl Sender {
         }
     }
 
-    fn defer_all(&self, due: &[(u64, OutboxEntry)], error: &str, failing: &mut bool) -> Result<(), StoreError> {
+    async fn defer_all(&self, due: &[(u64, OutboxEntry)], error: &str, failing: &mut bool) -> Result<(), DeskError> {
         if !*failing {
             warn!(
                 error,
-                pending = self.store.pending_count(),
+                pending = self.desk.store().pending_count(),
                 "SMTP unavailable; outbox holds mail and retries with backoff"
             );
             *failing = true;
         }
         for (seq, e) in due {
-            let next =
-                Utc::now() + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
-            self.store.mark_retry(*seq, error, next)?;
+            let next = Utc::now().trunc_subsecs(0)
+                + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
+            self.desk.delivery(*seq, vec![Delivery::Retry { error: error.to_owned(), next }]).await?;
         }
         Ok(())
     }
@@ -219,18 +220,18 @@ impl Sender {
     /// retry resumes with the recipients left.
     async fn send_one(
         &self,
+        store: &Store,
         mailer: &AsyncSmtpTransport<Tokio1Executor>,
-        seq: u64,
         entry: &OutboxEntry,
+        reports: &mut Vec<Delivery>,
     ) -> Result<(), SendError> {
-        let msg = build_message(&entry.mail, &self.store)?;
+        let msg = build_message(&entry.mail, store)?;
         let bytes = msg.formatted();
         let from: lettre::Address = entry
             .mail
             .from_address
             .parse()
             .map_err(|e: lettre::address::AddressError| SendError::Build(e.to_string()))?;
-        let store_err = |e: StoreError| SendError::Setup(e.to_string());
         for rcpt in entry.mail.to.iter().filter(|r| !entry.done_rcpts.contains(r)) {
             let refuse = |e: &dyn std::fmt::Display| SendError::Build(format!("{rcpt}: {e}"));
             let to: lettre::Address = rcpt.parse().map_err(|e| refuse(&e))?;
@@ -240,15 +241,14 @@ impl Sender {
                 Ok(r) => r.map(|_| ()).map_err(SendError::from),
                 Err(_) => Err(SendError::Setup("send timed out".into())),
             };
-            let now = Utc::now().trunc_subsecs(0);
             match result {
                 Ok(()) => {
                     crate::failpoint::hit("sent");
-                    self.store.record_rcpt(seq, rcpt, None, now).map_err(store_err)?;
+                    reports.push(Delivery::Accepted { rcpt: rcpt.clone() });
                 }
                 Err(e) if e.is_permanent() => {
-                    warn!(seq, ticket = entry.mail.ticket, rcpt = %rcpt, error = %e, "recipient permanently refused; recorded on the ticket");
-                    self.store.record_rcpt(seq, rcpt, Some(&e.to_string()), now).map_err(store_err)?;
+                    warn!(ticket = entry.mail.ticket, rcpt = %rcpt, error = %e, "recipient permanently refused; recorded on the ticket");
+                    reports.push(Delivery::Refused { rcpt: rcpt.clone(), error: e.to_string() });
                 }
                 Err(e) => return Err(e),
             }

@@ -1,21 +1,32 @@
-//! The pure core: `decide(mail, snapshot, context, now) -> Decision`.
-//! No I/O, no clock, no randomness: everything it needs arrives as
-//! arguments, and everything it wants done leaves as [`Effect`]s that the
-//! store applies in one transaction.
+//! The pure core: `decide(mail, snapshot, context, now) -> Decision` for
+//! mail, [`act::act`] for changes to a ticket from any channel. No I/O, no
+//! clock, no randomness: everything they need arrives as arguments, and
+//! everything they want done leaves as [`Effect`]s that the desk's writer
+//! commits together.
 
+pub mod act;
 pub mod commands;
 pub mod identity;
+pub mod outgoing;
 pub mod token;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Agent, Config, MailboxConfig};
 use crate::mail::{InboundMail, MailAddress, normalise_id, quote};
-use crate::outbound::templates::{Templates, render};
+use crate::outbound::templates::Templates;
 use crate::outbound::{OutAttachment, OutKind, OutMail};
 use crate::ticket::{Attachment, Status, ThreadType, Ticket, TicketRecord, client_id, ticket_id};
+use act::{Action, Actor};
 use commands::Command;
+use outgoing::Composer;
 use token::TokenMatcher;
+
+/// Most participants one ticket keeps (To/Cc of its mail); more are named
+/// in a system entry, not stored.
+pub const MAX_PARTICIPANTS: usize = 50;
+/// Titles longer than this are cut; the description keeps the whole subject.
+pub const MAX_TITLE_CHARS: usize = 200;
 
 /// What the store knows that bears on one mail, looked up by the shell
 /// before calling [`decide`].
@@ -32,8 +43,12 @@ pub struct Snapshot {
     pub sender_client: Option<String>,
     pub next_client: u64,
     pub next_ticket: u64,
-    /// Acknowledgements sent to this sender in the last hour.
+    /// Acknowledgements sent to this sender (without `+detail`) in the last hour.
     pub acks_last_hour: u32,
+    /// Agent notifications about the ticket this mail joins, last hour.
+    pub notifies_last_hour: u32,
+    /// The Message-ID is one of ours: a mail ticketd generated came back.
+    pub own_mail: bool,
 }
 
 pub struct Context<'a> {
@@ -64,6 +79,10 @@ pub enum Effect {
     Send(Box<OutMail>),
     CountAck {
         sender: String,
+    },
+    /// One more agent notification about this ticket.
+    CountNotify {
+        ticket: u64,
     },
     MarkSentFailed {
         message_id: String,
@@ -123,12 +142,27 @@ impl Decision {
     }
 }
 
+/// The key acknowledgements are counted under: `customer+7@x` and
+/// `customer@x` are one person.
+pub fn ack_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+        None => address.to_owned(),
+    }
+}
+
+/// Notification-limit key of a ticket (kept beside the ack counts).
+pub fn notify_key(ticket: u64) -> String {
+    format!("notify:{ticket}")
+}
+
 pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
     if snap.duplicate {
         return Decision::only(Outcome::Duplicate);
     }
-    let domain = &ctx.cfg.desk.message_id_domain;
-    if mail.message_id.as_deref().is_some_and(|id| identity::is_our_id(id, domain)) {
+    // Only a Message-ID we really generated is our mail; a look-alike from
+    // outside is ordinary mail.
+    if snap.own_mail {
         return Decision::only(Outcome::OwnMail);
     }
     let Some(from) = mail.from.clone() else {
@@ -141,7 +175,8 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
         };
     }
 
-    let d = Decider { mail, snap, ctx, now, from, effects: Vec::new() };
+    let out = Composer { ctx, seed: mail.dedupe_key(), inbound_id: mail.message_id.clone() };
+    let d = Decider { mail, snap, ctx, now, from, out, effects: Vec::new() };
     let automatic = mail.auto.is_automatic() || ctx.cfg.mailboxes.iter().any(|m| m.address == d.from.address);
 
     let token_ok = |rec: &TicketRecord| {
@@ -154,6 +189,9 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
         return d.new_ticket(automatic, None);
     };
     if let Some(agent) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret) {
+        if automatic {
+            return d.agent_auto_reply(rec, agent);
+        }
         return d.agent_reply(rec, agent);
     }
     if rec.ticket.status == Status::Closed && !automatic {
@@ -192,6 +230,7 @@ struct Decider<'a> {
     ctx: &'a Context<'a>,
     now: DateTime<Utc>,
     from: MailAddress,
+    out: Composer<'a>,
     effects: Vec<Effect>,
 }
 
@@ -206,21 +245,14 @@ impl Decider<'_> {
         client_id(number)
     }
 
-    fn seed(&self) -> String {
-        self.mail.dedupe_key()
-    }
-
-    fn mailbox_for<'m>(&'m self, rec: &TicketRecord) -> &'m MailboxConfig {
-        self.ctx.cfg.mailbox(&rec.mailbox).unwrap_or(self.ctx.mailbox)
-    }
-
     fn is_ours(&self, addr: &str) -> bool {
         self.ctx.cfg.mailboxes.iter().any(|m| m.address == addr)
     }
 
     /// To/Cc addresses that become participants: not ours, not an agent,
-    /// not the client, not already listed.
+    /// not the client, not already listed; at most [`MAX_PARTICIPANTS`].
     fn add_participants(&self, t: &mut Ticket, client_address: &str) {
+        let mut left_out = 0;
         for addr in self.mail.to.iter().chain(&self.mail.cc) {
             if addr == client_address
                 || addr == &self.from.address
@@ -230,43 +262,66 @@ impl Decider<'_> {
             {
                 continue;
             }
+            if t.participants.len() >= MAX_PARTICIPANTS {
+                left_out += 1;
+                continue;
+            }
             t.participants.push(addr.clone());
+        }
+        if left_out > 0 {
+            t.push_thread(
+                "system",
+                ThreadType::System,
+                format!(
+                    "{left_out} more address(es) in To/Cc were not added as participants (at most {MAX_PARTICIPANTS})."
+                ),
+                self.now,
+            );
         }
     }
 
     /// Stores attachments within the size limit; a system entry for each
     /// one over it.
     fn attach(&mut self, t: &mut Ticket) -> Vec<OutAttachment> {
-        let mut out = Vec::new();
+        let (files, notes) = self.attachments();
+        for n in notes {
+            t.push_thread("system", ThreadType::System, n, self.now);
+        }
+        t.attachments.extend(files.iter().map(|(a, _)| a.clone()));
+        files.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The mail's attachments as ticket entries and outgoing references,
+    /// plus a note for each one refused; queues the writes.
+    fn attachments(&mut self) -> (Vec<(Attachment, OutAttachment)>, Vec<String>) {
+        let mut files = Vec::new();
+        let mut notes = Vec::new();
         let max = self.ctx.cfg.attachments.max_bytes;
         for (index, a) in self.mail.attachments.iter().enumerate() {
             if a.bytes.len() as u64 > max {
-                t.push_thread(
-                    "system",
-                    ThreadType::System,
-                    format!(
-                        "Attachment {:?} ({} bytes) was not stored: over the {max}-byte limit.",
-                        a.filename,
-                        a.bytes.len()
-                    ),
-                    self.now,
-                );
+                notes.push(format!(
+                    "Attachment {:?} ({} bytes) was not stored: over the {max}-byte limit.",
+                    a.filename,
+                    a.bytes.len()
+                ));
                 continue;
             }
             self.effects.push(Effect::WriteAttachment { index });
-            t.attachments.push(Attachment {
-                filename: a.filename.clone(),
-                url: attachment_url(&self.ctx.cfg.attachments.base_url, &a.sha256, &a.filename),
-                size: a.bytes.len() as u64,
-                mime_type: a.mime_type.clone(),
-            });
-            out.push(OutAttachment {
-                filename: a.filename.clone(),
-                mime_type: a.mime_type.clone(),
-                sha256: a.sha256.clone(),
-            });
+            files.push((
+                Attachment {
+                    filename: a.filename.clone(),
+                    url: attachment_url(&self.ctx.cfg.attachments.base_url, &a.sha256, &a.filename),
+                    size: a.bytes.len() as u64,
+                    mime_type: a.mime_type.clone(),
+                },
+                OutAttachment {
+                    filename: a.filename.clone(),
+                    mime_type: a.mime_type.clone(),
+                    sha256: a.sha256.clone(),
+                },
+            ));
         }
-        out
+        (files, notes)
     }
 
     fn index_inbound(&mut self, ticket: u64) {
@@ -280,98 +335,15 @@ impl Decider<'_> {
         self.effects.push(Effect::Send(Box::new(m)));
     }
 
-    fn subject(&self, rec: &TicketRecord) -> String {
-        format!("{} {}", self.ctx.tokens.token(rec.number), rec.ticket.title)
-    }
-
-    fn references(&self, rec: &TicketRecord) -> Vec<String> {
-        // The root and the newest ids keep threading intact without letting
-        // the header grow without bound.
-        let ids = &rec.thread_ids;
-        if ids.len() <= 10 {
-            return ids.clone();
-        }
-        let mut out = vec![ids[0].clone()];
-        out.extend(ids[ids.len() - 9..].iter().cloned());
-        out
-    }
-
-    fn vars<'v>(&self, rec: &'v TicketRecord, extra: &[(&'v str, &'v str)]) -> Vec<(&'v str, String)> {
-        let mut v: Vec<(&str, String)> = vec![
-            ("number", rec.number.to_string()),
-            ("ticket_id", rec.ticket.id.clone()),
-            ("title", rec.ticket.title.clone()),
-            ("tag", self.ctx.cfg.desk.subject_tag.clone()),
-            ("display_name", self.ctx.cfg.desk.display_name.clone()),
-            ("status", rec.ticket.status.to_string()),
-            ("priority", rec.ticket.priority.to_string()),
-            ("category", rec.ticket.category.to_string()),
-            ("customer", rec.client_address.clone()),
-            ("resolution", rec.ticket.resolution.clone().unwrap_or_default()),
-        ];
-        v.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
-        v
-    }
-
-    fn render(&self, template: &str, rec: &TicketRecord, extra: &[(&str, &str)]) -> String {
-        let vars = self.vars(rec, extra);
-        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        render(template, &refs)
-    }
-
-    fn mail_to(&self, rec: &TicketRecord, kind: OutKind, to: Vec<String>, body: String, n: usize) -> OutMail {
-        let mb = self.mailbox_for(rec);
-        let tag = identity::tag(&self.seed(), &format!("{kind:?}"), n);
-        let kind_code = match kind {
-            OutKind::Ack => "ack",
-            OutKind::AgentNotify => "notify",
-            OutKind::Relay => "r",
-            OutKind::Resolved => "resolved",
-            OutKind::CommandError => "err",
-            OutKind::Receipt => "receipt",
-        };
-        OutMail {
-            ticket: rec.number,
-            kind,
-            from_address: mb.address.clone(),
-            from_name: mb.display_name.clone().unwrap_or_else(|| self.ctx.cfg.desk.display_name.clone()),
-            to,
-            subject: self.subject(rec),
-            body,
-            message_id: identity::message_id(rec.number, kind_code, &tag, &self.ctx.cfg.desk.message_id_domain),
-            in_reply_to: self.mail.message_id.clone(),
-            references: {
-                let mut r = self.references(rec);
-                if let Some(id) = &self.mail.message_id
-                    && !r.contains(id)
-                {
-                    r.push(id.clone());
-                }
-                r
-            },
-            attachments: Vec::new(),
-        }
-    }
-
-    /// Notifications to agents: the assignee if there is one, else everyone.
+    /// Tells the agents, within the per-ticket hourly limit.
     fn notify_agents(&mut self, rec: &TicketRecord, event: &str, message: &str) {
-        let agents: Vec<&Agent> = match &rec.ticket.assigned_to {
-            Some(id) => self.ctx.cfg.agents.iter().filter(|a| &a.id == id).collect(),
-            None => self.ctx.cfg.agents.iter().collect(),
-        };
-        let body = self.render(&self.ctx.templates.agent_notify, rec, &[("event", event), ("message", message)]);
-        for (n, agent) in agents.into_iter().enumerate() {
-            let mut m = self.mail_to(rec, OutKind::AgentNotify, vec![agent.email.clone()], body.clone(), n);
-            let tag = identity::tag(&self.seed(), "notify", n);
-            m.message_id = identity::agent_message_id(
-                self.ctx.secret,
-                rec.number,
-                &agent.id,
-                &tag,
-                &self.ctx.cfg.desk.message_id_domain,
-            );
+        if self.snap.notifies_last_hour >= self.ctx.cfg.desk.notifications_per_ticket_per_hour {
+            return;
+        }
+        for m in self.out.notify_agents(rec, event, message) {
             self.send(m);
         }
+        self.effects.push(Effect::CountNotify { ticket: rec.number });
     }
 
     fn apply_rules(&self, t: &mut Ticket) {
@@ -399,15 +371,21 @@ impl Decider<'_> {
         let number = self.snap.next_ticket;
         let client = self.sender_client();
         let mb = self.ctx.mailbox;
-        let mut title = self.ctx.tokens.clean_title(&self.mail.subject);
+        let subject = crate::text::clean_line(&self.mail.subject);
+        let mut title = self.ctx.tokens.clean_title(&subject);
         if title.is_empty() {
             title = self.mail.body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no subject)").to_owned();
-            title = truncate_chars(&title, 120);
+            title = crate::text::truncate_chars(&crate::text::clean_line(&title), 120);
         }
-        let text = match follow_up_of {
+        let mut text = match follow_up_of {
             Some(_) => quote::strip_quoted(&self.mail.body),
             None => self.mail.body.clone(),
         };
+        if title.chars().count() > MAX_TITLE_CHARS {
+            // The whole subject stays readable on the ticket.
+            text = format!("Subject: {subject}\n\n{text}");
+            title = crate::text::truncate_chars(&title, MAX_TITLE_CHARS);
+        }
         let mut t = Ticket {
             id: ticket_id(number),
             title,
@@ -448,14 +426,14 @@ impl Decider<'_> {
             client_address: self.from.address.clone(),
             mailbox: self.ctx.mailbox.name.clone(),
             thread_ids: self.mail.message_id.iter().cloned().collect(),
-            internal: Vec::new(),
+            version: 0,
         };
         self.index_inbound(number);
         if !automatic && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour {
-            let body = self.render(&self.ctx.templates.ack, &rec, &[]);
-            let ack = self.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
+            let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
+            let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
             self.send(ack);
-            self.effects.push(Effect::CountAck { sender: self.from.address.clone() });
+            self.effects.push(Effect::CountAck { sender: ack_key(&self.from.address) });
         }
         let event = if follow_up_of.is_some() { "Follow-up ticket" } else { "New ticket" };
         self.notify_agents(&rec, event, &text);
@@ -497,6 +475,31 @@ impl Decider<'_> {
         Decision { outcome: Outcome::Replied { ticket: rec.number, agent: None }, effects: self.effects }
     }
 
+    /// An out-of-office or other automatic mail from an agent: kept for the
+    /// agents to see, and nothing else — no relay, no commands, no assignment.
+    fn agent_auto_reply(mut self, rec: &TicketRecord, agent: &Agent) -> Decision {
+        let mut rec = rec.clone();
+        let text = quote::strip_quoted(&self.mail.body);
+        rec.ticket.push_internal(
+            &agent.id,
+            ThreadType::Agent,
+            format!("(automatic reply from {}, not relayed)\n\n{text}", agent.id),
+            self.now,
+        );
+        self.index_inbound(rec.number);
+        self.effects.insert(0, Effect::SaveTicket(Box::new(rec.clone())));
+        Decision { outcome: Outcome::Replied { ticket: rec.number, agent: None }, effects: self.effects }
+    }
+
+    fn reject(mut self, rec: &TicketRecord, agent: &Agent, errors: &str) -> Decision {
+        let body = self.out.render(&self.ctx.templates.command_error, rec, &[("errors", errors)]);
+        let mut m = self.out.mail_to(rec, OutKind::CommandError, vec![agent.email.clone()], body, 0);
+        m.subject = format!("Not applied: {}", m.subject);
+        self.send(m);
+        self.index_inbound(rec.number);
+        Decision { outcome: Outcome::Rejected { ticket: rec.number }, effects: self.effects }
+    }
+
     fn agent_reply(mut self, rec: &TicketRecord, agent: &Agent) -> Decision {
         let text = quote::strip_quoted(&self.mail.body);
         let parsed = commands::parse(&text, &agent.id, self.ctx.cfg);
@@ -507,129 +510,65 @@ impl Decider<'_> {
                 .map(|e| format!("line {}: {}\n  {}", e.line, e.text, e.why))
                 .collect::<Vec<_>>()
                 .join("\n");
-            let body = self.render(&self.ctx.templates.command_error, rec, &[("errors", &errors)]);
-            let mut m = self.mail_to(rec, OutKind::CommandError, vec![agent.email.clone()], body, 0);
-            m.subject = format!("Not applied: {}", m.subject);
-            self.send(m);
-            self.index_inbound(rec.number);
-            return Decision { outcome: Outcome::Rejected { ticket: rec.number }, effects: self.effects };
+            return self.reject(rec, agent, &errors);
         }
-        let was = rec.ticket.status;
-        let mut rec = rec.clone();
-        let now = self.now;
-        let who = agent.id.as_str();
-        let mut changes = Vec::new();
-        let mut status_set = false;
-        let mut assigned = false;
+        let mut actions: Vec<Action> = Vec::new();
         let mut note = false;
-        for cmd in &parsed.commands {
-            let t = &mut rec.ticket;
-            let change = match cmd {
-                Command::Status(s) if *s != t.status => {
-                    let old = t.status;
-                    t.set_status(*s, now);
-                    status_set = true;
-                    Some(format!("status {old} → {s} by {who}"))
-                }
-                Command::Status(_) => {
-                    status_set = true;
-                    None
-                }
-                Command::Priority(p) if *p != t.priority => {
-                    let old = std::mem::replace(&mut t.priority, *p);
-                    Some(format!("priority {old} → {p} by {who}"))
-                }
-                Command::Category(c) if *c != t.category => {
-                    let old = std::mem::replace(&mut t.category, *c);
-                    Some(format!("category {old} → {c} by {who}"))
-                }
-                Command::Assign(id) => {
-                    assigned = true;
-                    (t.assigned_to.as_deref() != Some(id)).then(|| {
-                        let old = t.assigned_to.replace(id.clone());
-                        format!("assigned {} → {id} by {who}", old.as_deref().unwrap_or("nobody"))
-                    })
-                }
-                Command::Tag(tags) => {
-                    let new: Vec<&String> = tags.iter().filter(|x| !t.tags.contains(x)).collect();
-                    t.tags.extend(new.iter().map(|s| (*s).clone()));
-                    (!new.is_empty()).then(|| format!("tagged {} by {who}", join(&new)))
-                }
-                Command::Untag(tags) => {
-                    let gone: Vec<&String> = tags.iter().filter(|x| t.tags.contains(x)).collect();
-                    t.tags.retain(|x| !tags.contains(x));
-                    (!gone.is_empty()).then(|| format!("untagged {} by {who}", join(&gone)))
-                }
-                Command::Resolution(r) => {
-                    t.resolution = Some(r.clone());
-                    Some(format!("resolution set by {who}: {r}"))
-                }
+        for cmd in parsed.commands {
+            actions.push(match cmd {
+                Command::Status(s) => Action::Status(s),
+                Command::Priority(p) => Action::Priority(p),
+                Command::Category(c) => Action::Category(c),
+                Command::Assign(id) => Action::Assign(Some(id)),
+                Command::Tag(t) => Action::Tag(t),
+                Command::Untag(t) => Action::Untag(t),
+                Command::Resolution(r) => Action::Resolution(Some(r)),
                 Command::Note => {
                     note = true;
-                    None
+                    continue;
                 }
-                Command::Priority(_) | Command::Category(_) => None,
-            };
-            if let Some(c) = change {
-                t.push_thread("system", ThreadType::System, c.clone(), now);
-                changes.push(c);
-            }
-        }
-        if !assigned && rec.ticket.assigned_to.is_none() {
-            rec.ticket.assigned_to = Some(who.to_owned());
-            let c = format!("assigned nobody → {who} (first agent reply)");
-            rec.ticket.push_thread("system", ThreadType::System, c.clone(), now);
-            changes.push(c);
+            });
         }
         let has_text = !parsed.rest.is_empty() || !self.mail.attachments.is_empty();
-        if !status_set && !note && has_text && rec.ticket.status == Status::Open {
-            rec.ticket.set_status(Status::InProgress, now);
-            let c = format!("status open → in_progress by {who}");
-            rec.ticket.push_thread("system", ThreadType::System, c.clone(), now);
-            changes.push(c);
-        }
-        let mut files = Vec::new();
+        let mut notes = Vec::new();
+        let mut note_files = Vec::new();
         if has_text {
-            rec.ticket.push_thread(who, ThreadType::Agent, non_empty(&parsed.rest, &self.mail.attachments), now);
+            let (files, refused) = self.attachments();
+            notes = refused;
             if note {
-                rec.internal.push(rec.ticket.threads.len() - 1);
+                actions.push(Action::Note { text: non_empty(&parsed.rest, &self.mail.attachments) });
+                note_files = files;
+            } else {
+                actions.push(Action::Reply { text: parsed.rest.clone(), attachments: files });
             }
-            files = self.attach(&mut rec.ticket);
         }
+        let acted = match act::act(rec, Actor::Agent(agent), &actions, &self.out, self.now) {
+            Ok(a) => a,
+            Err(errors) => {
+                let errors = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+                self.effects.retain(|e| !matches!(e, Effect::WriteAttachment { .. }));
+                return self.reject(rec, agent, &errors);
+            }
+        };
+        let mut rec = acted.rec;
+        for n in notes {
+            rec.ticket.push_thread("system", ThreadType::System, n, self.now);
+        }
+        // Attachments of a note are kept on the ticket, not sent.
+        rec.ticket.attachments.extend(note_files.into_iter().map(|(a, _)| a));
         self.index_inbound(rec.number);
-        if has_text && !note {
-            let mut to = vec![rec.client_address.clone()];
-            to.extend(rec.ticket.participants.iter().cloned());
-            let body = redact(&parsed.rest, &agent.email);
-            let mut m = self.mail_to(&rec, OutKind::Relay, to, body, 0);
-            // Thread into the customer's conversation, not the agent's.
-            m.in_reply_to = rec.thread_ids.last().cloned();
-            m.references = self.references(&rec);
-            m.attachments = files;
+        for m in acted.mails {
             self.send(m);
         }
-        if status_set && rec.ticket.status == Status::Resolved && was != Status::Resolved {
-            let body = self.render(&self.ctx.templates.resolved, &rec, &[]);
-            let mut m = self.mail_to(&rec, OutKind::Resolved, vec![rec.client_address.clone()], body, 1);
-            m.in_reply_to = rec.thread_ids.last().cloned();
-            m.references = self.references(&rec);
+        if self.ctx.cfg.desk.send_receipts && !acted.changes.is_empty() {
+            let body = self.out.render(&self.ctx.templates.receipt, &rec, &[("changes", &acted.changes.join("\n"))]);
+            let m = self.out.mail_to(&rec, OutKind::Receipt, vec![agent.email.clone()], body, 2);
             self.send(m);
         }
-        if self.ctx.cfg.desk.send_receipts && !changes.is_empty() {
-            let body = self.render(&self.ctx.templates.receipt, &rec, &[("changes", &changes.join("\n"))]);
-            let m = self.mail_to(&rec, OutKind::Receipt, vec![agent.email.clone()], body, 2);
-            self.send(m);
-        }
-        self.effects.insert(0, Effect::SaveTicket(Box::new(rec.clone())));
-        Decision {
-            outcome: Outcome::Replied { ticket: rec.number, agent: Some(who.to_owned()) },
-            effects: self.effects,
-        }
+        let number = rec.number;
+        self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
+        Decision { outcome: Outcome::Replied { ticket: number, agent: Some(agent.id.clone()) }, effects: self.effects }
     }
-}
-
-fn join(v: &[&String]) -> String {
-    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn non_empty(text: &str, attachments: &[crate::mail::InboundAttachment]) -> String {
@@ -639,22 +578,6 @@ fn non_empty(text: &str, attachments: &[crate::mail::InboundAttachment]) -> Stri
         "(empty message)".into()
     } else {
         "(attachments only)".into()
-    }
-}
-
-fn truncate_chars(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// The agent's own address never reaches the customer.
-fn redact(text: &str, agent_email: &str) -> String {
-    let re = regex::RegexBuilder::new(&regex::escape(agent_email)).case_insensitive(true).build();
-    match re {
-        Ok(re) => re.replace_all(text, "[address removed]").into_owned(),
-        Err(_) => text.to_owned(),
     }
 }
 

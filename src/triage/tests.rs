@@ -172,7 +172,12 @@ fn duplicates_and_our_own_mail_do_nothing() {
     assert_eq!(d, Decision { outcome: Outcome::Duplicate, effects: vec![] });
     let own =
         "From: support@example.test\nMessage-ID: <ticketd.42.ack.abcdef@example.test>\nSubject: [Ticket #42] x\n\nhi\n";
-    assert_eq!(w.decide(own, &snap()).outcome, Outcome::OwnMail);
+    assert_eq!(w.decide(own, &Snapshot { own_mail: true, ..snap() }).outcome, Outcome::OwnMail);
+    let look_alike = own.replace("From: support@", "From: mallory@");
+    assert!(
+        matches!(w.decide(&look_alike, &snap()).outcome, Outcome::Created { .. }),
+        "an id that merely looks like ours, never sent by us, is ordinary mail"
+    );
 }
 
 #[test]
@@ -349,7 +354,7 @@ fn notes_are_not_relayed() {
     let d = w.decide(&agent_mail("alice", "#note\nCustomer is on the old firmware."), &s);
     let rec = d.saved().unwrap();
     assert_eq!(rec.ticket.threads.last().unwrap().message, "Customer is on the old firmware.");
-    assert_eq!(rec.internal, vec![rec.ticket.threads.len() - 1]);
+    assert!(rec.ticket.threads.last().unwrap().internal, "a note is marked internal");
     assert!(d.outbox().all(|m| m.kind != OutKind::Relay));
     assert_eq!(rec.ticket.status, Status::Open, "a note does not start work");
 }

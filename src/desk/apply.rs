@@ -1,0 +1,196 @@
+//! Turning a [`Decision`]'s effects into writes of the writer's [`Tx`].
+//! The rules decided what; this only records it, checking that the
+//! counters and ticket versions the decision was based on still hold (a
+//! stale write is refused, never applied).
+
+use chrono::{DateTime, Utc};
+
+use super::tx::Tx;
+use crate::mail::{InboundMail, normalise_id};
+use crate::outbound::{OutState, OutboxEntry};
+use crate::store::{
+    BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keep_last_hour, keys,
+};
+use crate::ticket::{TicketRecord, client_id};
+use crate::triage::{Decision, Effect, Outcome};
+
+/// Where one inbound message came from.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub mailbox: &'a str,
+    pub uid_validity: u32,
+    pub uid: u32,
+    pub raw: &'a [u8],
+    pub raw_sha256: String,
+    pub dedupe_key: String,
+    pub content_sha256: Option<String>,
+    /// Moves the mailbox's UID cursor (not for a quarantine retry).
+    pub advance_cursor: bool,
+    /// Handled in careful mode: the commit also clears the in-hand marker.
+    pub clear_in_hand: bool,
+}
+
+fn conflict(what: impl Into<String>) -> StoreError {
+    StoreError::Conflict { what: what.into() }
+}
+
+/// The next value of a counter, reserving it.
+pub fn take_counter(tx: &mut Tx<'_>, key: &[u8]) -> Result<u64, StoreError> {
+    let n = tx.counter(key)?;
+    tx.put(Table::Meta, key, be(n + 1).to_vec());
+    Ok(n)
+}
+
+/// Saves `rec`, which was decided on top of version `rec.version`: the
+/// stored record must still be that version (or absent, for a new ticket
+/// whose number must be the next one).
+pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, StoreError> {
+    let mut rec = rec.clone();
+    match tx.ticket(rec.number)? {
+        Some(current) if current.version != rec.version => {
+            return Err(conflict(format!(
+                "ticket {} (version {} decided on, {} stored)",
+                rec.number, rec.version, current.version
+            )));
+        }
+        Some(_) => {}
+        None => {
+            if take_counter(tx, keys::NEXT_TICKET)? != rec.number {
+                return Err(conflict(format!("ticket number {}", rec.number)));
+            }
+        }
+    }
+    rec.version += 1;
+    tx.put(Table::Tickets, be(rec.number), json(&rec));
+    Ok(rec)
+}
+
+pub fn queue_mail(tx: &mut Tx<'_>, mail: &crate::outbound::OutMail, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let seq = take_counter(tx, keys::NEXT_OUTBOX)?;
+    let entry = OutboxEntry {
+        mail: mail.clone(),
+        state: OutState::Queued,
+        attempts: 0,
+        next_attempt: now,
+        last_error: None,
+        created: now,
+        done_rcpts: Vec::new(),
+        failed_rcpts: Vec::new(),
+    };
+    tx.put(Table::Outbox, be(seq), json(&entry));
+    tx.put(Table::OutboxIds, normalise_id(&mail.message_id).into_bytes(), be(seq).to_vec());
+    Ok(seq)
+}
+
+/// Applies every effect; returns the outbox sequences queued.
+pub fn apply(
+    tx: &mut Tx<'_>,
+    origin: Option<&Origin<'_>>,
+    mail: Option<&InboundMail>,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> Result<Vec<u64>, StoreError> {
+    let store = tx.store();
+    if let Some(o) = origin {
+        if o.advance_cursor {
+            let mut cursor = match tx.cursor(o.mailbox)? {
+                Some(c) if c.uid_validity == o.uid_validity => c,
+                _ => Cursor { uid_validity: o.uid_validity, last_uid: 0, acked_uid: Some(0) },
+            };
+            cursor.last_uid = cursor.last_uid.max(o.uid);
+            tx.put(Table::Cursors, o.mailbox.as_bytes(), json(&cursor));
+        }
+        if o.clear_in_hand {
+            tx.delete(Table::Meta, keys::in_hand(o.mailbox));
+        }
+        if decision.outcome == Outcome::Duplicate {
+            // Already ingested: only the cursor moves; the first copy's
+            // record (and its ticket link) stays.
+            return Ok(Vec::new());
+        }
+    }
+    if let Some(mail) = mail {
+        for e in &decision.effects {
+            if let Effect::WriteAttachment { index } = e
+                && let Some(a) = mail.attachments.get(*index)
+            {
+                store.backend().put_blob(BlobKind::Attachment, &a.sha256, &a.bytes)?;
+            }
+        }
+    }
+    let mut queued = Vec::new();
+    let mut ticket_no = None;
+    let mut quarantined = None;
+    for effect in &decision.effects {
+        match effect {
+            Effect::CreateClient { address, number } => {
+                if take_counter(tx, keys::NEXT_CLIENT)? != *number {
+                    return Err(conflict(format!("client number {number}")));
+                }
+                tx.put(Table::Clients, address.as_bytes(), client_id(*number).into_bytes());
+            }
+            Effect::SaveTicket(rec) => {
+                save_ticket(tx, rec)?;
+                ticket_no = Some(rec.number);
+            }
+            Effect::IndexMessageId { id, ticket } => {
+                tx.put(Table::MessageIds, normalise_id(id).into_bytes(), be(*ticket).to_vec());
+                ticket_no = ticket_no.or(Some(*ticket));
+            }
+            Effect::WriteAttachment { .. } => {}
+            Effect::Send(mail) => queued.push(queue_mail(tx, mail, now)?),
+            Effect::CountAck { sender } => count(tx, sender, now)?,
+            Effect::CountNotify { ticket } => count(tx, &crate::triage::notify_key(*ticket), now)?,
+            Effect::MarkSentFailed { message_id, reason } => {
+                if let Some(seq) = tx.outbox_seq(message_id)? {
+                    let (table, entry) = match tx.outbox_entry(seq)? {
+                        Some(e) => (Table::Outbox, Some(e)),
+                        None => (Table::Sent, tx.sent_entry(seq)?),
+                    };
+                    if let Some(mut e) = entry {
+                        e.state = OutState::Failed;
+                        e.last_error = Some(reason.clone());
+                        // A bounced message no longer waits to be sent.
+                        if table == Table::Outbox {
+                            tx.delete(Table::Outbox, be(seq));
+                        }
+                        tx.put(Table::Sent, be(seq), json(&e));
+                    }
+                }
+            }
+            Effect::Quarantine { reason } => {
+                let id = take_counter(tx, keys::NEXT_QUARANTINE)?;
+                let (mailbox, uid, raw_sha256, ingest_key) = match origin {
+                    Some(o) => {
+                        (o.mailbox.to_owned(), o.uid, o.raw_sha256.clone(), Some(o.dedupe_key.clone().into_bytes()))
+                    }
+                    None => (String::new(), 0, String::new(), None),
+                };
+                let q = QuarantineEntry { id, reason: reason.clone(), mailbox, uid, raw_sha256, at: now, ingest_key };
+                tx.put(Table::Quarantine, be(id), json(&q));
+                quarantined = Some(id);
+            }
+        }
+    }
+    if let Some(o) = origin {
+        store.backend().put_blob(BlobKind::Raw, &o.raw_sha256, o.raw)?;
+        let rec = IngestRecord {
+            raw_sha256: o.raw_sha256.clone(),
+            ticket: if quarantined.is_some() { None } else { ticket_no },
+            uid_validity: o.uid_validity,
+            uid: o.uid,
+            at: now,
+            content_sha256: o.content_sha256.clone(),
+        };
+        tx.put(Table::Ingested, o.dedupe_key.as_bytes(), json(&rec));
+    }
+    Ok(queued)
+}
+
+fn count(tx: &mut Tx<'_>, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut v = tx.acks(key)?;
+    keep_last_hour(&mut v, now);
+    v.push(now);
+    tx.put(Table::Acks, key.as_bytes(), json(&v));
+    Ok(())
+}

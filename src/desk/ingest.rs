@@ -1,0 +1,339 @@
+//! Mail into the desk: for each fetched message, parse → look up what the
+//! store knows → [`decide`] → apply, inside the writer's unit of work.
+//!
+//! One message must never stop the desk. A panic is contained to its
+//! message (quarantined with the reason), and a crash the process cannot
+//! survive (stack overflow, abort, a kill while stuck) is caught on the
+//! next start: after an unclean stop the first batch of each mailbox is
+//! handled one message at a time, each marked in hand durably before the
+//! work starts, and a message found in hand after [`POISON_DEATHS`] such
+//! deaths is quarantined instead of read again.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tracing::{error, info, warn};
+
+use super::apply::{Origin, apply};
+use super::tx::Tx;
+use super::writer::Writer;
+use crate::mail::InboundMail;
+use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keep_last_hour, keys};
+use crate::triage::{Context, Decision, Effect, Outcome, Snapshot, ack_key, decide, identity, notify_key};
+
+/// Deaths with one message in hand (in careful mode) before it is
+/// quarantined unread. Two: one crash may be bad luck (a kill, a power cut),
+/// the same message in hand at two is the message.
+pub const POISON_DEATHS: u32 = 2;
+
+#[derive(Debug)]
+pub enum Item {
+    /// A fetched message.
+    Mail { uid: u32, raw: Vec<u8> },
+    /// Over `desk.max_message_bytes`: only its header was fetched.
+    TooLarge { uid: u32, size: u64, header: Vec<u8> },
+}
+
+impl Item {
+    pub fn uid(&self) -> u32 {
+        match self {
+            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } => *uid,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BatchResult {
+    /// Durable: safe for the post-action.
+    pub done: Vec<u32>,
+    /// Set when the batch stopped early; the rest must be fetched again.
+    pub error: Option<String>,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))
+}
+
+/// What identifies the content a person sees, for telling a second copy of
+/// one mail from a different mail that reuses its Message-ID.
+pub(super) fn content_of(mail: &InboundMail) -> &str {
+    &mail.raw_sha256
+}
+
+/// What [`lookup`] found: the snapshot for `decide` and the dedupe key this
+/// mail is (or would be) recorded under.
+pub(super) struct Lookup {
+    pub(super) snap: Snapshot,
+    pub(super) dedupe_key: String,
+    pub(super) duplicate_of: Option<IngestRecord>,
+}
+
+/// Dedupe: a Message-ID seen before with the same content is a copy (a
+/// re-fetch, a second mailbox, a resend); with different content it is a
+/// different mail (ServiceNow and Jira reuse ids) and gets a key of its own.
+fn dedupe(tx: &Tx<'_>, mail: &InboundMail) -> Result<(String, Option<IngestRecord>), StoreError> {
+    let content = content_of(mail);
+    let same = |r: &IngestRecord| r.content_sha256.as_deref().unwrap_or(&r.raw_sha256) == content;
+    let Some(id) = &mail.message_id else {
+        let key = format!("content:{content}");
+        let dup = tx.ingested(key.as_bytes())?;
+        return Ok((key, dup));
+    };
+    let first = format!("id:{}", crate::mail::normalise_id(id));
+    match tx.ingested(first.as_bytes())? {
+        None => Ok((first, None)),
+        Some(r) if same(&r) => Ok((first, Some(r))),
+        Some(_) => {
+            let key = format!("{first}#{}", &content[..16.min(content.len())]);
+            let dup = tx.ingested(key.as_bytes())?;
+            Ok((key, dup))
+        }
+    }
+}
+
+pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<Utc>) -> Result<Lookup, StoreError> {
+    let (dedupe_key, duplicate_of) = dedupe(tx, mail)?;
+    let domain = &w.cfg.desk.message_id_domain;
+    let own_mail = match &mail.message_id {
+        Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.is_some(),
+        _ => false,
+    };
+    let bounced = mail.report.as_ref().and_then(|r| r.original_message_id.as_deref());
+    let mut by_thread = None;
+    for id in bounced.into_iter().chain(mail.parent_ids()) {
+        if let Some(n) = tx.ticket_by_message_id(id)? {
+            by_thread = tx.ticket(n)?;
+            if by_thread.is_some() {
+                break;
+            }
+        }
+    }
+    let by_token = match w.tokens.find(&mail.subject) {
+        Some(n) if by_thread.as_ref().is_none_or(|t| t.number != n) => tx.ticket(n)?,
+        _ => None,
+    };
+    let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
+    let recent = |key: &str| -> Result<u32, StoreError> {
+        let mut v = tx.acks(key)?;
+        keep_last_hour(&mut v, now);
+        Ok(v.len() as u32)
+    };
+    let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
+    let snap = Snapshot {
+        duplicate: duplicate_of.is_some(),
+        by_thread,
+        by_token,
+        sender_client: tx.client(sender)?,
+        next_client: tx.counter(keys::NEXT_CLIENT)?,
+        next_ticket: tx.counter(keys::NEXT_TICKET)?,
+        acks_last_hour: recent(&ack_key(sender))?,
+        notifies_last_hour: match target {
+            Some(n) => recent(&notify_key(n))?,
+            None => 0,
+        },
+        own_mail,
+    };
+    Ok(Lookup { snap, dedupe_key, duplicate_of })
+}
+
+fn quarantine(reason: String) -> Decision {
+    Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason }] }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+impl Writer {
+    pub(super) fn is_careful(&self, mailbox: &str) -> bool {
+        self.careful.contains(mailbox)
+    }
+
+    /// One batch in the group's unit of work. Returns the UIDs handled and
+    /// the error that stopped the batch early, if any; whether mail was
+    /// queued is recorded for waking the sender.
+    pub(super) fn ingest_batch(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mailbox: &str,
+        uid_validity: u32,
+        items: &[Item],
+    ) -> (Vec<u32>, Option<StoreError>) {
+        let mut done = Vec::with_capacity(items.len());
+        for item in items {
+            match self.ingest_one(tx, mailbox, uid_validity, item, false) {
+                Ok(()) => done.push(item.uid()),
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    }
+
+    /// The careful path after an unclean stop: each message is marked in
+    /// hand and committed on its own. Commits as it goes.
+    pub(super) fn ingest_careful(&mut self, mailbox: &str, uid_validity: u32, items: &[Item]) -> BatchResult {
+        info!(
+            mailbox,
+            count = items.len(),
+            "the last run stopped uncleanly: handling this batch one message at a time"
+        );
+        let store = self.store.clone();
+        let mut done = Vec::new();
+        for item in items {
+            let uid = item.uid();
+            let r = (|| -> Result<(), StoreError> {
+                let deaths = match store.in_hand(mailbox)? {
+                    Some(h) if h.uid_validity == uid_validity && h.uid == uid => h.deaths + 1,
+                    _ => 0,
+                };
+                let mut tx = Tx::new(&store);
+                if deaths >= POISON_DEATHS {
+                    error!(mailbox, uid, deaths, "a message keeps stopping ticketd: quarantined without reading it");
+                    let raw = match item {
+                        Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } => raw,
+                    };
+                    let raw_sha256 = sha256_hex(raw);
+                    let origin = Origin {
+                        mailbox,
+                        uid_validity,
+                        uid,
+                        raw,
+                        dedupe_key: format!("poison:{raw_sha256}"),
+                        raw_sha256,
+                        content_sha256: None,
+                        advance_cursor: true,
+                        clear_in_hand: true,
+                    };
+                    let reason = format!(
+                        "ticketd stopped unexpectedly {deaths} times while handling this message; it is kept here unread so the mailbox can go on"
+                    );
+                    apply(&mut tx, Some(&origin), None, &quarantine(reason), Utc::now().trunc_subsecs(0))?;
+                } else {
+                    let mut marker = Tx::new(&store);
+                    marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
+                    store.commit(marker.into_writes())?;
+                    self.ingest_one(&mut tx, mailbox, uid_validity, item, true)?;
+                }
+                store.commit(tx.into_writes())
+            })();
+            match r {
+                Ok(()) => done.push(uid),
+                Err(e) => {
+                    self.commit_failed(&e);
+                    return BatchResult { done, error: Some(e.to_string()) };
+                }
+            }
+        }
+        self.careful.remove(mailbox);
+        self.commit_succeeded();
+        BatchResult { done, error: None }
+    }
+
+    fn ingest_one(
+        &mut self,
+        tx: &mut Tx<'_>,
+        mailbox: &str,
+        uid_validity: u32,
+        item: &Item,
+        clear_in_hand: bool,
+    ) -> Result<(), StoreError> {
+        // Whole seconds, as in the ticket object's examples.
+        let now = Utc::now().trunc_subsecs(0);
+        let cfg = self.cfg.clone();
+        let mb = cfg.mailbox(mailbox).unwrap_or(&cfg.mailboxes[0]);
+        let (uid, raw) = match item {
+            Item::TooLarge { uid, size, header } => {
+                let reason = format!(
+                    "message of {size} bytes is over desk.max_message_bytes ({}); only its header was kept",
+                    cfg.desk.max_message_bytes
+                );
+                let raw_sha256 = sha256_hex(header);
+                let origin = Origin {
+                    mailbox,
+                    uid_validity,
+                    uid: *uid,
+                    raw: header,
+                    dedupe_key: format!("toolarge:{raw_sha256}"),
+                    raw_sha256,
+                    content_sha256: None,
+                    advance_cursor: true,
+                    clear_in_hand,
+                };
+                let sp = tx.savepoint();
+                apply(tx, Some(&origin), None, &quarantine(reason), now).inspect_err(|_| tx.rollback(sp))?;
+                warn!(mailbox, uid, size, "message too large: quarantined");
+                return Ok(());
+            }
+            Item::Mail { uid, raw } => (*uid, raw.as_slice()),
+        };
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::failpoint::poison(raw);
+            InboundMail::parse(raw).map(|mail| {
+                let found = lookup(self, tx, &mail, now)?;
+                let ctx = Context {
+                    cfg: &cfg,
+                    mailbox: mb,
+                    secret: &self.secret,
+                    templates: &self.templates,
+                    tokens: &self.tokens,
+                };
+                let d = decide(&mail, &found.snap, &ctx, now);
+                Ok::<_, StoreError>((mail, found, d))
+            })
+        }));
+        let raw_sha256 = sha256_hex(raw);
+        let (mail, found, decision) = match read {
+            Ok(Ok(Ok((mail, found, d)))) => (Some(mail), Some(found), d),
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => (None, None, quarantine(format!("unparseable: {e}"))),
+            Err(panic) => {
+                let what = panic_text(panic.as_ref());
+                error!(mailbox, uid, panic = %what, "internal error while reading a message: quarantined, the mailbox goes on");
+                (None, None, quarantine(format!("internal error while reading this message: {what}")))
+            }
+        };
+        let dedupe_key = match &found {
+            Some(f) => f.dedupe_key.clone(),
+            None => format!("sha256:{raw_sha256}"),
+        };
+        let origin = Origin {
+            mailbox,
+            uid_validity,
+            uid,
+            raw,
+            raw_sha256,
+            dedupe_key,
+            content_sha256: mail.as_ref().map(|m| content_of(m).to_owned()),
+            advance_cursor: true,
+            clear_in_hand,
+        };
+        let sp = tx.savepoint();
+        let queued = apply(tx, Some(&origin), mail.as_ref(), &decision, now).inspect_err(|_| tx.rollback(sp))?;
+        crate::failpoint::hit("committed");
+        self.queued |= !queued.is_empty();
+        let message_id = mail.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
+        match &decision.outcome {
+            Outcome::Created { ticket, follow_up_of } => {
+                info!(mailbox, uid, message_id, ticket, ?follow_up_of, "new ticket")
+            }
+            Outcome::Replied { ticket, agent } => info!(mailbox, uid, message_id, ticket, ?agent, "reply added"),
+            Outcome::Rejected { ticket } => info!(mailbox, uid, message_id, ticket, "agent command rejected"),
+            Outcome::Bounce { ticket } => info!(mailbox, uid, message_id, ticket, "bounce recorded"),
+            Outcome::Quarantined => warn!(mailbox, uid, message_id, "message quarantined"),
+            Outcome::Duplicate => {
+                let first = found.as_ref().and_then(|f| f.duplicate_of.as_ref());
+                info!(
+                    mailbox,
+                    uid,
+                    message_id,
+                    first_uid = first.map(|r| r.uid),
+                    ticket = first.and_then(|r| r.ticket),
+                    "skipped: a copy of a mail already ingested (same Message-ID and content)"
+                )
+            }
+            Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! The application layer every channel uses — mail ingest, the SMTP
+//! sender, the HTTP API and the CLI. Changes go to the one writer
+//! ([`writer`]) as typed requests and come back once durable; queries read
+//! committed state straight from the store and return view types.
+
+pub mod apply;
+pub mod ingest;
+pub mod tx;
+pub mod views;
+pub mod writer;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::outbound::templates::Templates;
+use crate::store::{Store, StoreError, Table, WriteSet, keys};
+use crate::ticket::TicketRecord;
+use crate::triage::act::{ActError, Action};
+pub use ingest::{BatchResult, Item};
+pub use writer::{ActorRef, RetryOutcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "error")]
+pub enum DeskError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(#[serde(with = "act_errors")] Vec<ActError>),
+    #[error("the ticket changed meanwhile (now version {current})")]
+    Conflict { current: u64 },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("the desk is stopping")]
+    Stopped,
+}
+
+impl DeskError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> DeskError {
+        DeskError::Invalid(vec![ActError { field, message: message.into() }])
+    }
+}
+
+mod act_errors {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::triage::act::ActError;
+
+    #[derive(Serialize, Deserialize)]
+    struct E {
+        field: String,
+        message: String,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[ActError], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|e| E { field: e.field.to_owned(), message: e.message.clone() }).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ActError>, D::Error> {
+        let v = Vec::<E>::deserialize(d)?;
+        Ok(v.into_iter().map(|e| ActError { field: crate::desk::field_name(&e.field), message: e.message }).collect())
+    }
+}
+
+/// Field names travel as strings over the API; the known ones map back.
+pub fn field_name(s: &str) -> &'static str {
+    const KNOWN: &[&str] =
+        &["status", "priority", "category", "assignedTo", "tags", "resolution", "text", "attachments", "actor", "seq"];
+    KNOWN.iter().find(|k| **k == s).copied().unwrap_or("request")
+}
+
+/// An attachment uploaded with an API/CLI reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub filename: String,
+    pub mime_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// What the SMTP sender reports about one outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One recipient accepted the mail.
+    Accepted { rcpt: String },
+    /// One recipient refused for good: recorded on the ticket; the others
+    /// still get the mail.
+    Refused { rcpt: String, error: String },
+    /// Every recipient handled: the entry leaves the queue.
+    Done,
+    /// A transient failure: try again at `next`.
+    Retry { error: String, next: DateTime<Utc> },
+    /// It can never be sent: it leaves the queue and the ticket says why.
+    Failed { error: String },
+}
+
+/// Capacity of the writer's queue: callers wait when it is full.
+const QUEUE: usize = 64;
+
+/// A handle to the desk. Cheap to clone.
+#[derive(Clone)]
+pub struct Desk {
+    store: Store,
+    cfg: Arc<Config>,
+    jobs: mpsc::Sender<writer::Job>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+pub struct Started {
+    pub desk: Desk,
+    /// The last run of the daemon did not stop cleanly.
+    pub unclean: bool,
+}
+
+impl Desk {
+    /// Starts the writer. With `daemon`, marks the store as in use by a
+    /// running daemon (an unclean stop is then noticed at the next start
+    /// and the first batch of every mailbox is handled carefully).
+    pub fn start(
+        cfg: Arc<Config>,
+        store: Store,
+        secret: Vec<u8>,
+        templates: Templates,
+        wake: Arc<Notify>,
+        daemon: bool,
+    ) -> Result<Started, StoreError> {
+        let mut unclean = false;
+        if daemon {
+            unclean = store.get_meta(keys::RUNNING)?.is_some();
+            let mut w = WriteSet::default();
+            w.put(Table::Meta, keys::RUNNING, vec![1]);
+            store.commit(w)?;
+        }
+        let careful: BTreeSet<String> =
+            if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let w = writer::Writer::new(cfg.clone(), store.clone(), secret, templates, careful, wake);
+        let thread = std::thread::Builder::new()
+            .name("desk-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
+        Ok(Started { desk: Desk { store, cfg, jobs, thread: Arc::new(Mutex::new(Some(thread))) }, unclean })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// Resolves when the writer has stopped (after [`Desk::end_run`], or
+    /// because it died: then every change fails and the daemon must stop).
+    pub async fn writer_stopped(&self) {
+        self.jobs.closed().await
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> writer::Job) -> Result<T, DeskError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).await.map_err(|_| DeskError::Stopped)?;
+        rx.await.map_err(|_| DeskError::Stopped)
+    }
+
+    /// Commits a fetched batch; the answer names the UIDs now durable.
+    pub async fn ingest(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>) -> BatchResult {
+        let mailbox = mailbox.to_owned();
+        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, reply }).await {
+            Ok(r) => r,
+            Err(e) => BatchResult { done: Vec::new(), error: Some(e.to_string()) },
+        }
+    }
+
+    /// The post-action for everything up to `uid` is done.
+    pub async fn acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), DeskError> {
+        let mailbox = mailbox.to_owned();
+        self.ask(|reply| writer::Job::Acked { mailbox, uid_validity, uid, reply }).await?
+    }
+
+    /// Starts a mailbox over after a UIDVALIDITY change; dedupe keeps the
+    /// re-read from duplicating anything.
+    pub async fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), DeskError> {
+        let mailbox = mailbox.to_owned();
+        self.ask(|reply| writer::Job::ResetCursor { mailbox, uid_validity, reply }).await?
+    }
+
+    /// Applies `actions` to ticket `n` through the shared rules. With
+    /// `expect_version`, refuses (Conflict) if the ticket changed since.
+    pub async fn act(
+        &self,
+        n: u64,
+        actor: ActorRef,
+        actions: Vec<Action>,
+        uploads: Vec<Upload>,
+        expect_version: Option<u64>,
+    ) -> Result<TicketRecord, DeskError> {
+        self.ask(|reply| writer::Job::Act { ticket: n, actor, actions, uploads, expect_version, reply }).await?
+    }
+
+    pub async fn delivery(&self, seq: u64, reports: Vec<Delivery>) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::Delivery { seq, reports, reply }).await?
+    }
+
+    pub async fn quarantine_retry(&self, id: u64) -> Result<RetryOutcome, DeskError> {
+        self.ask(|reply| writer::Job::QuarantineRetry { id, reply }).await?
+    }
+
+    pub async fn quarantine_drop(&self, id: u64) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::QuarantineDrop { id, reply }).await?
+    }
+
+    pub async fn outbox_retry(&self, seq: u64) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::OutboxRetry { seq, reply }).await?
+    }
+
+    pub async fn outbox_drop(&self, seq: u64) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::OutboxDrop { seq, reply }).await?
+    }
+
+    /// Records a clean stop and ends the writer; waits for its thread.
+    pub async fn end_run(&self) -> Result<(), DeskError> {
+        let r = self.ask(|reply| writer::Job::EndRun { reply }).await?;
+        self.join().await;
+        r
+    }
+
+    /// Drops this handle and, if it was the last, waits for the writer to
+    /// finish what it was asked.
+    pub async fn join_when_last(self) {
+        let thread = self.thread.clone();
+        drop(self);
+        if Arc::strong_count(&thread) == 1 {
+            let t = thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = t {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+    }
+
+    /// Waits for the writer thread to end (after every handle is gone or
+    /// [`Desk::end_run`]).
+    pub async fn join(&self) {
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl Store {
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        crate::store::Get::get(self, Table::Meta, key)
+    }
+}

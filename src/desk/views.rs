@@ -1,0 +1,280 @@
+//! Queries: committed state as the API, the CLI and exports show it. The
+//! same types cross the HTTP API, so a CLI prints the same whichever path
+//! it took.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Desk, DeskError};
+use crate::outbound::{OutKind, OutState, OutboxEntry};
+use crate::store::{QuarantineEntry, Records};
+use crate::ticket::{Category, Priority, Status, Ticket, TicketRecord};
+
+/// Largest page a list returns.
+pub const MAX_LIMIT: usize = 500;
+pub const DEFAULT_LIMIT: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Sort {
+    /// Newest first (`-number`, the default).
+    #[default]
+    #[serde(rename = "-number")]
+    NumberDesc,
+    #[serde(rename = "number")]
+    NumberAsc,
+    #[serde(rename = "-updatedAt")]
+    UpdatedDesc,
+    #[serde(rename = "updatedAt")]
+    UpdatedAsc,
+    #[serde(rename = "-createdAt")]
+    CreatedDesc,
+    #[serde(rename = "createdAt")]
+    CreatedAsc,
+}
+
+impl Sort {
+    pub const NAMES: &'static str = "-number, number, -updatedAt, updatedAt, -createdAt, createdAt";
+
+    pub fn parse(s: &str) -> Result<Sort, DeskError> {
+        Ok(match s {
+            "-number" => Sort::NumberDesc,
+            "number" => Sort::NumberAsc,
+            "-updatedAt" => Sort::UpdatedDesc,
+            "updatedAt" => Sort::UpdatedAsc,
+            "-createdAt" => Sort::CreatedDesc,
+            "createdAt" => Sort::CreatedAsc,
+            _ => {
+                return Err(DeskError::invalid_query(
+                    "sort",
+                    format!("invalid sort {s:?}: expected one of {}", Sort::NAMES),
+                ));
+            }
+        })
+    }
+}
+
+/// Filters and paging of a ticket list; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketQuery {
+    pub status: Option<Status>,
+    pub priority: Option<Priority>,
+    pub category: Option<Category>,
+    /// An agent id, or `none` for unassigned tickets.
+    pub assigned_to: Option<String>,
+    pub tag: Option<String>,
+    /// A client id (`client_7`) or the client's address.
+    pub client: Option<String>,
+    /// Case-insensitive text in the title or the description.
+    pub q: Option<String>,
+    pub sort: Sort,
+    pub limit: Option<usize>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketPage {
+    pub tickets: Vec<Ticket>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_cursor: Option<String>,
+}
+
+impl DeskError {
+    fn invalid_query(field: &'static str, message: String) -> DeskError {
+        DeskError::Invalid(vec![crate::triage::act::ActError { field, message }])
+    }
+}
+
+impl TicketQuery {
+    fn matches(&self, r: &TicketRecord, q_lower: Option<&str>) -> bool {
+        let t = &r.ticket;
+        self.status.is_none_or(|s| t.status == s)
+            && self.priority.is_none_or(|p| t.priority == p)
+            && self.category.is_none_or(|c| t.category == c)
+            && self.assigned_to.as_deref().is_none_or(|a| match a {
+                "none" => t.assigned_to.is_none(),
+                a => t.assigned_to.as_deref() == Some(a),
+            })
+            && self.tag.as_deref().is_none_or(|tag| t.tags.iter().any(|x| x == tag))
+            && self.client.as_deref().is_none_or(|c| t.client == c || r.client_address.eq_ignore_ascii_case(c))
+            && q_lower.is_none_or(|q| t.title.to_lowercase().contains(q) || t.description.to_lowercase().contains(q))
+    }
+}
+
+fn sort_key(s: Sort, t: &Ticket) -> DateTime<Utc> {
+    match s {
+        Sort::UpdatedAsc | Sort::UpdatedDesc => t.updated_at,
+        _ => t.created_at,
+    }
+}
+
+fn bad_cursor() -> DeskError {
+    DeskError::invalid_query("cursor", "invalid cursor: pass the next_cursor of a previous page".into())
+}
+
+impl Desk {
+    /// One ticket in the public shape, by number.
+    pub fn ticket(&self, n: u64) -> Result<Option<TicketRecord>, DeskError> {
+        Ok(self.store().ticket(n)?)
+    }
+
+    pub fn list(&self, q: &TicketQuery) -> Result<TicketPage, DeskError> {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let text = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
+        let text = text.as_deref();
+        let store = self.store();
+        match q.sort {
+            Sort::NumberDesc | Sort::NumberAsc => {
+                let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+                let mut tickets = Vec::new();
+                let mut more = false;
+                for rec in store.tickets_from(after, q.sort == Sort::NumberDesc) {
+                    let rec = rec?;
+                    if !q.matches(&rec, text) {
+                        continue;
+                    }
+                    if tickets.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    tickets.push(rec);
+                }
+                let next_cursor = if more { tickets.last().map(|r| r.number.to_string()) } else { None };
+                Ok(TicketPage { tickets: tickets.into_iter().map(|r| r.ticket).collect(), next_cursor })
+            }
+            sort => {
+                let after = match q.cursor.as_deref() {
+                    None => None,
+                    Some(c) => {
+                        let (ts, n) = c.rsplit_once('_').ok_or_else(bad_cursor)?;
+                        let ts = ts.parse::<i64>().map_err(|_| bad_cursor())?;
+                        Some((ts, n.parse::<u64>().map_err(|_| bad_cursor())?))
+                    }
+                };
+                let desc = matches!(sort, Sort::UpdatedDesc | Sort::CreatedDesc);
+                let mut all: Vec<((i64, u64), Ticket)> = Vec::new();
+                for rec in store.tickets_from(None, false) {
+                    let rec = rec?;
+                    if q.matches(&rec, text) {
+                        let k = (sort_key(sort, &rec.ticket).timestamp(), rec.number);
+                        all.push((k, rec.ticket));
+                    }
+                }
+                all.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+                let start = match after {
+                    None => 0,
+                    Some(k) => all.iter().position(|(x, _)| if desc { *x < k } else { *x > k }).unwrap_or(all.len()),
+                };
+                let page: Vec<_> = all.into_iter().skip(start).take(limit + 1).collect();
+                let more = page.len() > limit;
+                let page: Vec<_> = page.into_iter().take(limit).collect();
+                let next_cursor = if more { page.last().map(|((ts, n), _)| format!("{ts}_{n}")) } else { None };
+                Ok(TicketPage { tickets: page.into_iter().map(|(_, t)| t).collect(), next_cursor })
+            }
+        }
+    }
+
+    /// The original mails of ticket `n`, unaltered, as an mboxrd file.
+    pub fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, DeskError> {
+        let mut out = Vec::new();
+        for (rec, raw) in self.store().raw_for_ticket(n)? {
+            out.extend_from_slice(format!("From ticketd {}\n", rec.at.format("%a %b %e %H:%M:%S %Y")).as_bytes());
+            // mboxrd: quote "From " lines so the mailbox splits where it should.
+            for line in raw.split_inclusive(|b| *b == b'\n') {
+                let bare = line.iter().position(|b| *b != b'>').map_or(&line[line.len()..], |i| &line[i..]);
+                if bare.starts_with(b"From ") {
+                    out.push(b'>');
+                }
+                out.extend_from_slice(line);
+            }
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
+
+    pub fn quarantine(&self) -> Result<Vec<QuarantineView>, DeskError> {
+        let store = self.store();
+        Ok(store.quarantine_entries()?.into_iter().map(|q| QuarantineView::from(&q)).collect())
+    }
+
+    /// An entry and its raw mail.
+    pub fn quarantine_entry(&self, id: u64) -> Result<Option<(QuarantineView, Vec<u8>)>, DeskError> {
+        let store = self.store();
+        let Some(q) = store.quarantined(id)? else { return Ok(None) };
+        let raw = store.raw(&q.raw_sha256)?.unwrap_or_default();
+        Ok(Some((QuarantineView::from(&q), raw)))
+    }
+
+    /// What waits to be sent, or (with `all`) everything ever queued.
+    pub fn outbox(&self, all: bool) -> Result<Vec<OutboxView>, DeskError> {
+        let store = self.store();
+        let mut rows = store.pending_entries()?;
+        if all {
+            rows.extend(store.sent_entries()?);
+            rows.sort_by_key(|(seq, _)| *seq);
+        }
+        Ok(rows.iter().map(|(seq, e)| OutboxView::from_entry(*seq, e)).collect())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineView {
+    pub id: u64,
+    pub reason: String,
+    pub mailbox: String,
+    pub uid: u32,
+    #[serde(with = "crate::ticket::rfc3339")]
+    pub at: DateTime<Utc>,
+    pub raw_sha256: String,
+}
+
+impl From<&QuarantineEntry> for QuarantineView {
+    fn from(q: &QuarantineEntry) -> Self {
+        QuarantineView {
+            id: q.id,
+            reason: q.reason.clone(),
+            mailbox: q.mailbox.clone(),
+            uid: q.uid,
+            at: q.at,
+            raw_sha256: q.raw_sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxView {
+    pub seq: u64,
+    pub ticket: u64,
+    pub kind: OutKind,
+    pub state: OutState,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub message_id: String,
+    pub attempts: u32,
+    #[serde(with = "crate::ticket::rfc3339")]
+    pub next_attempt: DateTime<Utc>,
+    pub last_error: Option<String>,
+    #[serde(with = "crate::ticket::rfc3339")]
+    pub created: DateTime<Utc>,
+    pub refused: Vec<String>,
+}
+
+impl OutboxView {
+    pub fn from_entry(seq: u64, e: &OutboxEntry) -> OutboxView {
+        OutboxView {
+            seq,
+            ticket: e.mail.ticket,
+            kind: e.mail.kind,
+            state: e.state,
+            to: e.mail.to.clone(),
+            subject: e.mail.subject.clone(),
+            message_id: e.mail.message_id.clone(),
+            attempts: e.attempts,
+            next_attempt: e.next_attempt,
+            last_error: e.last_error.clone(),
+            created: e.created,
+            refused: e.failed_rcpts.clone(),
+        }
+    }
+}

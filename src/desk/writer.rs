@@ -1,0 +1,592 @@
+//! The one writer. Every change to the desk arrives here as a typed
+//! [`Job`] over a bounded channel and is decided by the pure rules
+//! (`triage::decide` for mail, `triage::act` for everything else) on a
+//! dedicated thread. Jobs that queue up while one commit runs are handled
+//! together and committed once (group commit); each gets its answer only
+//! after that commit is durable. A job that fails rolls back to its
+//! savepoint without touching the others.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use super::apply::{Origin, apply, queue_mail, save_ticket};
+use super::ingest::{BatchResult, Item};
+use super::tx::Tx;
+use super::{Delivery, DeskError, Upload};
+use crate::config::Config;
+use crate::mail::{InboundMail, safe_filename};
+use crate::outbound::templates::Templates;
+use crate::outbound::{OutAttachment, OutState};
+use crate::store::{BlobKind, Cursor, Records, Store, StoreError, Table, be, json, keys};
+use crate::ticket::{Attachment, TicketRecord};
+use crate::triage::act::{Action, Actor, act};
+use crate::triage::outgoing::Composer;
+use crate::triage::token::TokenMatcher;
+use crate::triage::{Context, attachment_url};
+
+/// Who asks for a change, by name (resolved against the config here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorRef {
+    Agent(String),
+    Admin,
+    System,
+}
+
+pub(super) enum Job {
+    Ingest {
+        mailbox: String,
+        uid_validity: u32,
+        items: Vec<Item>,
+        reply: oneshot::Sender<BatchResult>,
+    },
+    Acked {
+        mailbox: String,
+        uid_validity: u32,
+        uid: u32,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    ResetCursor {
+        mailbox: String,
+        uid_validity: u32,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    Act {
+        ticket: u64,
+        actor: ActorRef,
+        actions: Vec<Action>,
+        uploads: Vec<Upload>,
+        expect_version: Option<u64>,
+        reply: oneshot::Sender<Result<TicketRecord, DeskError>>,
+    },
+    Delivery {
+        seq: u64,
+        reports: Vec<Delivery>,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    QuarantineRetry {
+        id: u64,
+        reply: oneshot::Sender<Result<RetryOutcome, DeskError>>,
+    },
+    QuarantineDrop {
+        id: u64,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    OutboxRetry {
+        seq: u64,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    OutboxDrop {
+        seq: u64,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    /// A clean stop: nothing is in hand.
+    EndRun {
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+}
+
+/// What a quarantine retry did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum RetryOutcome {
+    /// It became (part of) a ticket.
+    Ingested { ticket: Option<u64> },
+    /// Still not acceptable: a new entry with the new reason.
+    Quarantined { id: u64, reason: String },
+}
+
+pub(super) struct Writer {
+    pub(super) cfg: Arc<Config>,
+    pub(super) store: Store,
+    pub(super) secret: Vec<u8>,
+    pub(super) templates: Templates,
+    pub(super) tokens: TokenMatcher,
+    /// Mailboxes whose next batch is handled one message at a time.
+    pub(super) careful: BTreeSet<String>,
+    /// Wakes the SMTP sender when mail was queued.
+    pub(super) wake: Arc<Notify>,
+    /// Mail was queued in the group being built.
+    pub(super) queued: bool,
+    /// Commits are failing: log the change of state once, not every retry.
+    failing: bool,
+}
+
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn stopped<T>(r: Result<T, StoreError>) -> Result<T, DeskError> {
+    r.map_err(DeskError::from)
+}
+
+impl Writer {
+    pub(super) fn new(
+        cfg: Arc<Config>,
+        store: Store,
+        secret: Vec<u8>,
+        templates: Templates,
+        careful: BTreeSet<String>,
+        wake: Arc<Notify>,
+    ) -> Writer {
+        let tokens = TokenMatcher::new(&cfg.desk.subject_tag);
+        Writer { cfg, store, secret, templates, tokens, careful, wake, queued: false, failing: false }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < 64 {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let stop = self.group(jobs);
+            if stop {
+                break;
+            }
+        }
+        debug!("desk writer stopped");
+    }
+
+    /// Handles `jobs` in order and commits them together. True when the
+    /// desk should stop (a clean end of the run was recorded).
+    fn group(&mut self, jobs: Vec<Job>) -> bool {
+        let store = self.store.clone();
+        let mut tx = Tx::new(&store);
+        let mut finish: Vec<Finish> = Vec::new();
+        let mut stop = false;
+        for job in jobs {
+            match job {
+                Job::Ingest { mailbox, uid_validity, items, reply } if self.is_careful(&mailbox) => {
+                    // Alone and committed message by message: flush the group first.
+                    let earlier = std::mem::replace(&mut tx, Tx::new(&store));
+                    self.commit(earlier, std::mem::take(&mut finish));
+                    let r = self.ingest_careful(&mailbox, uid_validity, &items);
+                    crate::failpoint::hit("flushed");
+                    self.wake_sender();
+                    let _ = reply.send(r);
+                }
+                Job::EndRun { reply } => {
+                    tx.delete(Table::Meta, keys::RUNNING);
+                    finish.push(Box::new(move |err| {
+                        let _ = reply.send(err.map_or(Ok(()), |e| Err(DeskError::Store(e.to_owned()))));
+                    }));
+                    stop = true;
+                }
+                job => finish.push(self.handle(&mut tx, job)),
+            }
+        }
+        self.commit(tx, finish);
+        stop
+    }
+
+    fn commit(&mut self, tx: Tx<'_>, finish: Vec<Finish>) {
+        if finish.is_empty() && tx.is_empty() {
+            return;
+        }
+        let r = self.store.commit(tx.into_writes());
+        crate::failpoint::hit("flushed");
+        match &r {
+            Ok(()) => self.commit_succeeded(),
+            Err(e) => self.commit_failed(e),
+        }
+        let err = r.err().map(|e| e.to_string());
+        for f in finish {
+            f(err.as_deref());
+        }
+        self.wake_sender();
+    }
+
+    fn wake_sender(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            self.wake.notify_one();
+        }
+    }
+
+    pub(super) fn commit_succeeded(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            info!("the store accepts writes again; resuming");
+        }
+    }
+
+    /// Nothing of a failed commit is acknowledged anywhere: mail is fetched
+    /// again after a backoff, API callers get the error.
+    pub(super) fn commit_failed(&mut self, e: &StoreError) {
+        self.queued = false;
+        if !self.failing {
+            error!(error = %e, "cannot store changes (disk full?); nothing is marked processed on IMAP until this is fixed; retrying");
+            self.failing = true;
+        } else {
+            debug!(error = %e, "store still failing");
+        }
+        if e.needs_reopen()
+            && let Err(re) = self.store.reopen()
+        {
+            debug!(error = %re, "reopen failed; will try again");
+        }
+    }
+
+    fn handle(&mut self, tx: &mut Tx<'_>, job: Job) -> Finish {
+        fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, DeskError>>, r: Result<T, DeskError>) -> Finish {
+            Box::new(move |err| {
+                let _ = reply.send(match err {
+                    Some(e) => Err(DeskError::Store(e.to_owned())),
+                    None => r,
+                });
+            })
+        }
+        let sp = tx.savepoint();
+        let guarded = |tx: &mut Tx<'_>, r: Result<(), DeskError>| {
+            if r.is_err() {
+                tx.rollback(sp);
+            }
+            r
+        };
+        match job {
+            Job::Ingest { mailbox, uid_validity, items, reply } => {
+                let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items);
+                let error = error.map(|e| {
+                    self.commit_failed(&e);
+                    e.to_string()
+                });
+                Box::new(move |err| {
+                    let r = match err {
+                        Some(e) => BatchResult { done: Vec::new(), error: Some(e.to_owned()) },
+                        None => BatchResult { done: done_uids, error },
+                    };
+                    let _ = reply.send(r);
+                })
+            }
+            Job::Acked { mailbox, uid_validity, uid, reply } => {
+                let r = stopped(set_acked(tx, &mailbox, uid_validity, uid));
+                done(reply, r)
+            }
+            Job::ResetCursor { mailbox, uid_validity, reply } => {
+                tx.put(
+                    Table::Cursors,
+                    mailbox.as_bytes(),
+                    json(&Cursor { uid_validity, last_uid: 0, acked_uid: Some(0) }),
+                );
+                done(reply, Ok(()))
+            }
+            Job::Act { ticket, actor, actions, uploads, expect_version, reply } => {
+                let r = self.act(tx, ticket, &actor, actions, uploads, expect_version);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                done(reply, r)
+            }
+            Job::Delivery { seq, reports, reply } => {
+                let r = self.delivery(tx, seq, reports);
+                let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::QuarantineRetry { id, reply } => {
+                let r = self.quarantine_retry(tx, id);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                done(reply, r)
+            }
+            Job::QuarantineDrop { id, reply } => {
+                let r = match stopped(tx.quarantined(id)) {
+                    Ok(Some(_)) => {
+                        // Its dedupe record stays: it is not ingested again.
+                        tx.delete(Table::Quarantine, be(id));
+                        Ok(())
+                    }
+                    Ok(None) => Err(DeskError::NotFound(format!("quarantine entry {id}"))),
+                    Err(e) => Err(e),
+                };
+                done(reply, r)
+            }
+            Job::OutboxRetry { seq, reply } => {
+                let r = self.outbox_retry(tx, seq);
+                let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::OutboxDrop { seq, reply } => {
+                let r = self.outbox_drop(tx, seq);
+                let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::EndRun { .. } => unreachable!("handled in group()"),
+        }
+    }
+
+    fn ctx_for<'a>(&'a self, rec: &TicketRecord) -> Context<'a> {
+        let mailbox = self.cfg.mailbox(&rec.mailbox).unwrap_or(&self.cfg.mailboxes[0]);
+        Context { cfg: &self.cfg, mailbox, secret: &self.secret, templates: &self.templates, tokens: &self.tokens }
+    }
+
+    /// Runs the shared rules for one change and saves the result.
+    fn act(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ticket: u64,
+        actor: &ActorRef,
+        mut actions: Vec<Action>,
+        uploads: Vec<Upload>,
+        expect_version: Option<u64>,
+    ) -> Result<TicketRecord, DeskError> {
+        let now = Utc::now().trunc_subsecs(0);
+        let rec = tx.ticket(ticket)?.ok_or_else(|| DeskError::NotFound(format!("ticket {ticket}")))?;
+        if let Some(v) = expect_version
+            && v != rec.version
+        {
+            return Err(DeskError::Conflict { current: rec.version });
+        }
+        let cfg = self.cfg.clone();
+        let agent;
+        let actor = match actor {
+            ActorRef::Agent(id) => {
+                agent = cfg
+                    .agents
+                    .iter()
+                    .find(|a| &a.id == id)
+                    .ok_or_else(|| DeskError::invalid("actor", format!("unknown agent {id:?}")))?;
+                Actor::Agent(agent)
+            }
+            ActorRef::Admin => Actor::Admin,
+            ActorRef::System => Actor::System,
+        };
+        if !uploads.is_empty() {
+            let files = self.store_uploads(&uploads)?;
+            match actions.iter_mut().find(|a| matches!(a, Action::Reply { .. })) {
+                Some(Action::Reply { attachments, .. }) => attachments.extend(files),
+                _ => return Err(DeskError::invalid("attachments", "attachments go with a reply")),
+            }
+        }
+        let ctx = self.ctx_for(&rec);
+        let out = Composer { ctx: &ctx, seed: format!("act:{ticket}:{}", rec.version), inbound_id: None };
+        let acted = act(&rec, actor, &actions, &out, now).map_err(DeskError::Invalid)?;
+        let saved = save_ticket(tx, &acted.rec)?;
+        for m in &acted.mails {
+            tx.put(Table::MessageIds, crate::mail::normalise_id(&m.message_id).into_bytes(), be(ticket).to_vec());
+            queue_mail(tx, m, now)?;
+            self.queued = true;
+        }
+        Ok(saved)
+    }
+
+    fn store_uploads(&self, uploads: &[Upload]) -> Result<Vec<(Attachment, OutAttachment)>, DeskError> {
+        let max = self.cfg.attachments.max_bytes;
+        let mut out = Vec::new();
+        for u in uploads {
+            if u.bytes.len() as u64 > max {
+                return Err(DeskError::invalid(
+                    "attachments",
+                    format!("{:?} is {} bytes, over attachments.max_bytes ({max})", u.filename, u.bytes.len()),
+                ));
+            }
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&u.bytes));
+            self.store.backend().put_blob(BlobKind::Attachment, &sha, &u.bytes)?;
+            let filename = safe_filename(&u.filename, "attachment.bin");
+            let mime_type = u.mime_type.clone().unwrap_or_else(|| "application/octet-stream".into());
+            out.push((
+                Attachment {
+                    filename: filename.clone(),
+                    url: attachment_url(&self.cfg.attachments.base_url, &sha, &filename),
+                    size: u.bytes.len() as u64,
+                    mime_type: mime_type.clone(),
+                },
+                OutAttachment { filename, mime_type, sha256: sha },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A system entry on `ticket` through the shared rules.
+    fn system_note(&mut self, tx: &mut Tx<'_>, ticket: u64, text: String) -> Result<(), DeskError> {
+        let Some(rec) = tx.ticket(ticket)? else { return Ok(()) };
+        let now = Utc::now().trunc_subsecs(0);
+        let ctx = self.ctx_for(&rec);
+        let out = Composer { ctx: &ctx, seed: format!("system:{ticket}:{}", rec.version), inbound_id: None };
+        let acted = act(&rec, Actor::System, &[Action::System(text)], &out, now).map_err(DeskError::Invalid)?;
+        save_ticket(tx, &acted.rec)?;
+        Ok(())
+    }
+
+    /// What the sender reports about one outbox entry.
+    fn delivery(&mut self, tx: &mut Tx<'_>, seq: u64, reports: Vec<Delivery>) -> Result<(), DeskError> {
+        let Some(mut e) = tx.outbox_entry(seq)? else { return Ok(()) };
+        let now: DateTime<Utc> = Utc::now().trunc_subsecs(0);
+        for report in reports {
+            match report {
+                Delivery::Accepted { rcpt } => {
+                    if !e.done_rcpts.contains(&rcpt) {
+                        e.done_rcpts.push(rcpt);
+                    }
+                }
+                Delivery::Refused { rcpt, error } => {
+                    if !e.done_rcpts.contains(&rcpt) {
+                        e.done_rcpts.push(rcpt.clone());
+                    }
+                    e.failed_rcpts.push(rcpt.clone());
+                    e.last_error = Some(error.clone());
+                    self.system_note(tx, e.mail.ticket, format!("Mail to {rcpt} could not be delivered: {error}"))?;
+                }
+                Delivery::Done => {
+                    // Every recipient refused: nothing went out.
+                    let all_refused = !e.mail.to.is_empty() && e.failed_rcpts.len() >= e.mail.to.len();
+                    e.state = if all_refused { OutState::Failed } else { OutState::Sent };
+                    e.attempts += 1;
+                    e.next_attempt = now;
+                    tx.delete(Table::Outbox, be(seq));
+                    tx.put(Table::Sent, be(seq), json(&e));
+                    return Ok(());
+                }
+                Delivery::Retry { error, next } => {
+                    e.attempts += 1;
+                    e.last_error = Some(error);
+                    e.next_attempt = next;
+                }
+                Delivery::Failed { error } => {
+                    e.state = OutState::Failed;
+                    e.attempts += 1;
+                    e.last_error = Some(error.clone());
+                    let to: Vec<&String> = e.mail.to.iter().filter(|r| !e.done_rcpts.contains(r)).collect();
+                    let to = if to.is_empty() { e.mail.to.iter().collect() } else { to };
+                    let names = to.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                    self.system_note(tx, e.mail.ticket, format!("Mail to {names} could not be delivered: {error}"))?;
+                    tx.delete(Table::Outbox, be(seq));
+                    tx.put(Table::Sent, be(seq), json(&e));
+                    return Ok(());
+                }
+            }
+        }
+        tx.put(Table::Outbox, be(seq), json(&e));
+        Ok(())
+    }
+
+    fn outbox_retry(&mut self, tx: &mut Tx<'_>, seq: u64) -> Result<(), DeskError> {
+        let now = Utc::now().trunc_subsecs(0);
+        if let Some(mut e) = tx.outbox_entry(seq)? {
+            e.next_attempt = now;
+            tx.put(Table::Outbox, be(seq), json(&e));
+        } else if let Some(mut e) = tx.sent_entry(seq)? {
+            if e.state != OutState::Failed {
+                return Err(DeskError::invalid("seq", format!("outbox entry {seq} was sent already")));
+            }
+            e.state = OutState::Queued;
+            e.next_attempt = now;
+            e.done_rcpts.clear();
+            e.failed_rcpts.clear();
+            tx.delete(Table::Sent, be(seq));
+            tx.put(Table::Outbox, be(seq), json(&e));
+        } else {
+            return Err(DeskError::NotFound(format!("outbox entry {seq}")));
+        }
+        self.queued = true;
+        Ok(())
+    }
+
+    fn outbox_drop(&mut self, tx: &mut Tx<'_>, seq: u64) -> Result<(), DeskError> {
+        let Some(mut e) = tx.outbox_entry(seq)? else {
+            return Err(DeskError::NotFound(format!("queued outbox entry {seq}")));
+        };
+        e.state = OutState::Dropped;
+        tx.delete(Table::Outbox, be(seq));
+        tx.put(Table::Sent, be(seq), json(&e));
+        let to = e.mail.to.join(", ");
+        self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by the admin, unsent."))
+    }
+
+    /// Takes the entry out of quarantine and runs its raw mail through
+    /// ingest again, in the same unit of work: if that fails, the entry
+    /// stays as it was.
+    fn quarantine_retry(&mut self, tx: &mut Tx<'_>, id: u64) -> Result<RetryOutcome, DeskError> {
+        let q = tx.quarantined(id)?.ok_or_else(|| DeskError::NotFound(format!("quarantine entry {id}")))?;
+        let raw = self
+            .store
+            .raw(&q.raw_sha256)?
+            .ok_or_else(|| DeskError::NotFound(format!("the raw mail of quarantine entry {id}")))?;
+        tx.delete(Table::Quarantine, be(id));
+        if let Some(k) = &q.ingest_key {
+            tx.delete(Table::Ingested, k.clone());
+        }
+        let now = Utc::now().trunc_subsecs(0);
+        let cfg = self.cfg.clone();
+        let mb = cfg.mailbox(&q.mailbox).unwrap_or(&cfg.mailboxes[0]);
+        let raw_sha256 = q.raw_sha256.clone();
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(&raw)));
+        let outcome_of = |tx: &Tx<'_>, before: u64| -> Result<RetryOutcome, DeskError> {
+            let next = tx.counter(keys::NEXT_QUARANTINE)?;
+            if next > before {
+                let q = tx.quarantined(next - 1)?.ok_or_else(|| DeskError::Store("quarantine vanished".into()))?;
+                return Ok(RetryOutcome::Quarantined { id: q.id, reason: q.reason });
+            }
+            Ok(RetryOutcome::Ingested { ticket: None })
+        };
+        let before = tx.counter(keys::NEXT_QUARANTINE)?;
+        let Ok(Ok(mail)) = parsed else {
+            let reason = match parsed {
+                Ok(Err(e)) => format!("unparseable: {e}"),
+                _ => "internal error while reading this message".to_owned(),
+            };
+            let origin = Origin {
+                mailbox: &q.mailbox,
+                uid_validity: 0,
+                uid: q.uid,
+                raw: &raw,
+                dedupe_key: format!("sha256:{raw_sha256}"),
+                raw_sha256: raw_sha256.clone(),
+                content_sha256: None,
+                advance_cursor: false,
+                clear_in_hand: false,
+            };
+            let d = crate::triage::Decision {
+                outcome: crate::triage::Outcome::Quarantined,
+                effects: vec![crate::triage::Effect::Quarantine { reason }],
+            };
+            apply(tx, Some(&origin), None, &d, now)?;
+            return outcome_of(tx, before);
+        };
+        let found = super::ingest::lookup(self, tx, &mail, now)?;
+        let ctx =
+            Context { cfg: &cfg, mailbox: mb, secret: &self.secret, templates: &self.templates, tokens: &self.tokens };
+        let d = crate::triage::decide(&mail, &found.snap, &ctx, now);
+        let origin = Origin {
+            mailbox: &q.mailbox,
+            uid_validity: tx.cursor(&q.mailbox)?.map(|c: Cursor| c.uid_validity).unwrap_or(0),
+            uid: q.uid,
+            raw: &raw,
+            raw_sha256,
+            dedupe_key: found.dedupe_key,
+            content_sha256: Some(super::ingest::content_of(&mail).to_owned()),
+            advance_cursor: false,
+            clear_in_hand: false,
+        };
+        let queued = apply(tx, Some(&origin), Some(&mail), &d, now)?;
+        self.queued |= !queued.is_empty();
+        match outcome_of(tx, before)? {
+            RetryOutcome::Ingested { .. } => Ok(RetryOutcome::Ingested { ticket: d.saved().map(|r| r.number) }),
+            q => Ok(q),
+        }
+    }
+}
+
+fn set_acked(tx: &mut Tx<'_>, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), StoreError> {
+    if let Some(mut c) = tx.cursor(mailbox)?
+        && c.uid_validity == uid_validity
+    {
+        c.acked_uid = Some(c.acked_uid.unwrap_or(0).max(uid).min(c.last_uid));
+        tx.put(Table::Cursors, mailbox.as_bytes(), json(&c));
+    }
+    Ok(())
+}
+
+impl From<StoreError> for DeskError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { what } => {
+                warn!(what, "a stale write was refused");
+                DeskError::Store(format!("stale write refused: {what}"))
+            }
+            e => DeskError::Store(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What the desk is doing, as the loops that do the work report it: each
+//! mailbox's connection state and last successful fetch, the writer's
+//! current unit of work, counts of messages and sends. Read by systemd's
+//! STATUS line and watchdog, `/readyz` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Connecting,
+    /// Logged in and waiting in IDLE (or between polls).
+    Idle,
+    Fetching,
+    /// Connection lost or refused; retrying.
+    Down,
+    /// The server refused the credentials; retrying slowly.
+    LoginFailed,
+    /// Connected, but the store refuses writes (disk full?).
+    StoreWait,
+    Stopped,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Idle => "idle",
+            LinkState::Fetching => "fetching",
+            LinkState::Down => "down",
+            LinkState::LoginFailed => "login failed",
+            LinkState::StoreWait => "waiting for the store",
+            LinkState::Stopped => "stopped",
+        }
+    }
+
+    /// Able to take mail in right now.
+    pub fn is_up(self) -> bool {
+        matches!(self, LinkState::Idle | LinkState::Fetching)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxStatus {
+    pub state: LinkState,
+    #[serde(with = "crate::ticket::rfc3339")]
+    pub since: DateTime<Utc>,
+    #[serde(with = "crate::ticket::rfc3339_opt")]
+    pub last_fetch: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    #[serde(with = "crate::ticket::rfc3339_opt")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// Upper bounds (seconds) of the ingest latency histogram buckets.
+pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Histogram {
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`].
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len()];
+        }
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+#[derive(Default)]
+struct State {
+    mailboxes: BTreeMap<String, MailboxStatus>,
+    /// (mailbox, outcome) → messages.
+    messages: BTreeMap<(String, &'static str), u64>,
+    /// result → SMTP transactions.
+    sends: BTreeMap<&'static str, u64>,
+    latency: Histogram,
+    /// The writer's current unit of work began then.
+    writer_busy: Option<Instant>,
+    /// Network operations in flight, by owner, with their deadline.
+    operations: BTreeMap<String, (Instant, Duration)>,
+}
+
+/// Shared by every task; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Health(Arc<Mutex<State>>);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub mailboxes: BTreeMap<String, MailboxStatus>,
+    pub messages: Vec<(String, String, u64)>,
+    pub sends: Vec<(String, u64)>,
+    pub latency: Histogram,
+}
+
+impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Records a mailbox's new state; the time it changed is kept only when
+    /// the state really changes.
+    pub fn link(&self, mailbox: &str, state: LinkState, error: Option<String>, retry_in: Option<Duration>) {
+        let now = Utc::now();
+        self.with(|s| {
+            let e = s.mailboxes.entry(mailbox.to_owned()).or_insert(MailboxStatus {
+                state,
+                since: now,
+                last_fetch: None,
+                last_error: None,
+                retry_at: None,
+            });
+            if e.state != state {
+                e.state = state;
+                e.since = now;
+            }
+            if error.is_some() {
+                e.last_error = error;
+            }
+            e.retry_at = retry_in.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| now + d);
+        });
+    }
+
+    /// A fetch round finished: the mailbox is up to date.
+    pub fn fetched(&self, mailbox: &str) {
+        let now = Utc::now();
+        self.with(|s| {
+            if let Some(e) = s.mailboxes.get_mut(mailbox) {
+                e.last_fetch = Some(now);
+                e.last_error = None;
+            }
+        });
+    }
+
+    pub fn count_message(&self, mailbox: &str, outcome: &'static str) {
+        self.with(|s| *s.messages.entry((mailbox.to_owned(), outcome)).or_default() += 1);
+    }
+
+    /// Seconds from fetch to durable commit of one message.
+    pub fn observe_ingest(&self, seconds: f64) {
+        self.with(|s| s.latency.observe(seconds));
+    }
+
+    pub fn count_send(&self, result: &'static str) {
+        self.with(|s| *s.sends.entry(result).or_default() += 1);
+    }
+
+    pub fn writer_busy(&self, busy: bool) {
+        self.with(|s| s.writer_busy = busy.then(Instant::now));
+    }
+
+    /// An operation that must finish within `limit` (it has its own
+    /// timeout); past twice that, its owner is stuck.
+    pub fn begin(&self, owner: &str, limit: Duration) {
+        self.with(|s| s.operations.insert(owner.to_owned(), (Instant::now(), limit)));
+    }
+
+    pub fn end(&self, owner: &str) {
+        self.with(|s| s.operations.remove(owner));
+    }
+
+    /// Something that should have finished long ago and has not: the reason
+    /// to stop feeding the watchdog (systemd then restarts the service).
+    pub fn stuck(&self, writer_limit: Duration) -> Option<String> {
+        self.with(|s| {
+            if let Some(t) = s.writer_busy
+                && t.elapsed() > writer_limit
+            {
+                return Some(format!("the writer has been busy for {}s", t.elapsed().as_secs()));
+            }
+            s.operations.iter().find_map(|(owner, (t, limit))| {
+                (t.elapsed() > *limit * 2).then(|| format!("{owner} stuck for {}s", t.elapsed().as_secs()))
+            })
+        })
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|s| Snapshot {
+            mailboxes: s.mailboxes.clone(),
+            messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
+            sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+            latency: s.latency.clone(),
+        })
+    }
+
+    /// One line for systemd's STATUS=: what each mailbox is doing.
+    pub fn status_line(&self) -> String {
+        let now = Utc::now();
+        let ago = |t: DateTime<Utc>| humanize((now - t).num_seconds().max(0));
+        let parts: Vec<String> = self.with(|s| {
+            s.mailboxes
+                .iter()
+                .map(|(name, m)| {
+                    let mut p = format!("{name}: {}", m.state.as_str());
+                    if let (false, Some(e)) = (m.state.is_up(), &m.last_error) {
+                        p.push_str(&format!(": {}", crate::text::truncate_chars(&crate::text::clean_line(e), 80)));
+                    }
+                    match (m.state, m.last_fetch, m.retry_at) {
+                        (LinkState::Idle | LinkState::Fetching, Some(t), _) => p.push_str(&format!(", {} ago", ago(t))),
+                        (_, _, Some(r)) if r > now => {
+                            p.push_str(&format!(", retrying in {}", humanize((r - now).num_seconds())))
+                        }
+                        _ => {}
+                    }
+                    p
+                })
+                .collect()
+        });
+        if parts.is_empty() { "starting".into() } else { parts.join("; ") }
+    }
+}
+
+fn humanize(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_says_what_each_mailbox_does() {
+        let h = Health::default();
+        h.link("support", LinkState::Idle, None, None);
+        h.fetched("support");
+        h.link(
+            "billing",
+            LinkState::LoginFailed,
+            Some("login refused: wrong password".into()),
+            Some(Duration::from_secs(60)),
+        );
+        let line = h.status_line();
+        assert!(line.starts_with("billing: login failed: login refused: wrong password, retrying in"), "{line}");
+        assert!(line.contains("support: idle, 0 s ago"), "{line}");
+        h.begin("imap support", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(h.stuck(Duration::from_secs(60)).is_some_and(|s| s.contains("imap support")));
+        h.end("imap support");
+        assert_eq!(h.stuck(Duration::from_secs(60)), None);
+        h.observe_ingest(0.02);
+        assert_eq!(h.snapshot().latency.buckets[2], 1, "0.02 s falls in the 0.025 bucket");
+    }
+}

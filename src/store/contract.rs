@@ -1,0 +1,159 @@
+//! The contract every [`Backend`] must keep, as a test suite a backend's
+//! tests call with a way to open an instance at a path (twice for the same
+//! path must see the same data once the first is dropped). Each check
+//! panics with what broke.
+
+use std::path::Path;
+
+use super::{Backend, BlobKind, Scan, Table, WriteSet, be};
+
+pub type Opener<'a> = &'a dyn Fn(&Path) -> Box<dyn Backend>;
+type Check = fn(&Path, Opener<'_>);
+
+/// Runs every check, each in a fresh directory under `root`.
+pub fn run(root: &Path, open: Opener<'_>) {
+    let checks: &[(&str, Check)] = &[
+        ("point reads and writes", point_reads_and_writes),
+        ("later writes win", later_writes_win),
+        ("tables are separate", tables_are_separate),
+        ("scans are ordered and resumable", scans_are_ordered_and_resumable),
+        ("blobs are content-addressed", blobs_are_content_addressed),
+        ("commits survive a reopen", commits_survive_a_reopen),
+        ("reopen keeps everything", reopen_keeps_everything),
+    ];
+    for (i, (name, check)) in checks.iter().enumerate() {
+        let dir = root.join(format!("check-{i}"));
+        std::fs::create_dir_all(&dir).expect("contract: temp dir");
+        eprintln!("store contract: {name}");
+        check(&dir, open);
+    }
+}
+
+fn one(table: Table, k: &[u8], v: &[u8]) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put(table, k, v.to_vec());
+    w
+}
+
+fn point_reads_and_writes(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    assert_eq!(b.get(Table::Tickets, b"k").unwrap(), None, "a missing key reads as None");
+    b.commit(one(Table::Tickets, b"k", b"v1")).unwrap();
+    assert_eq!(b.get(Table::Tickets, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    let mut w = WriteSet::default();
+    w.delete(Table::Tickets, b"k");
+    w.delete(Table::Tickets, b"never-there");
+    b.commit(w).unwrap();
+    assert_eq!(b.get(Table::Tickets, b"k").unwrap(), None, "deleted");
+    b.commit(WriteSet::default()).unwrap();
+    assert_eq!(b.count(Table::Tickets).unwrap(), 0);
+}
+
+fn later_writes_win(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    let mut w = WriteSet::default();
+    w.put(Table::Meta, b"a", b"1".to_vec());
+    w.put(Table::Meta, b"a", b"2".to_vec());
+    w.put(Table::Meta, b"b", b"x".to_vec());
+    w.delete(Table::Meta, b"b");
+    w.delete(Table::Meta, b"c");
+    w.put(Table::Meta, b"c", b"3".to_vec());
+    b.commit(w).unwrap();
+    assert_eq!(b.get(Table::Meta, b"a").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(b.get(Table::Meta, b"b").unwrap(), None);
+    assert_eq!(b.get(Table::Meta, b"c").unwrap().as_deref(), Some(&b"3"[..]));
+}
+
+fn tables_are_separate(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    let mut w = WriteSet::default();
+    for t in Table::ALL {
+        w.put(*t, b"same-key", t.name().as_bytes().to_vec());
+    }
+    b.commit(w).unwrap();
+    for t in Table::ALL {
+        assert_eq!(b.get(*t, b"same-key").unwrap().as_deref(), Some(t.name().as_bytes()), "{t:?}");
+        assert_eq!(b.count(*t).unwrap(), 1, "{t:?}");
+        let all: Vec<_> = b.scan(*t, Scan::default()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(all.len(), 1, "a scan of {t:?} sees only its own keys");
+    }
+}
+
+fn keys(b: &dyn Backend, scan: Scan) -> Vec<u64> {
+    b.scan(Table::Tickets, scan).map(|r| super::from_be(&r.unwrap().0).unwrap()).collect()
+}
+
+fn scans_are_ordered_and_resumable(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    let mut w = WriteSet::default();
+    for n in [300u64, 2, 1, 256, 70000, 3] {
+        w.put(Table::Tickets, be(n), vec![n as u8]);
+    }
+    w.put(Table::Outbox, be(5), vec![0]);
+    b.commit(w).unwrap();
+    let b = b.as_ref();
+    assert_eq!(keys(b, Scan::default()), vec![1, 2, 3, 256, 300, 70000], "big-endian keys scan in number order");
+    assert_eq!(keys(b, Scan { reverse: true, ..Scan::default() }), vec![70000, 300, 256, 3, 2, 1]);
+    assert_eq!(keys(b, Scan { after: Some(be(3).to_vec()), ..Scan::default() }), vec![256, 300, 70000]);
+    assert_eq!(keys(b, Scan { after: Some(be(256).to_vec()), reverse: true, ..Scan::default() }), vec![3, 2, 1]);
+    assert_eq!(
+        keys(b, Scan { after: Some(be(4).to_vec()), ..Scan::default() }),
+        vec![256, 300, 70000],
+        "resumes after a key that is gone"
+    );
+
+    let mut w = WriteSet::default();
+    for k in ["mb1\0a", "mb1\0b", "mb10\0a", "mb2\0a"] {
+        w.put(Table::Ingested, k.as_bytes(), vec![1]);
+    }
+    b.commit(w).unwrap();
+    let with_prefix: Vec<Vec<u8>> =
+        b.scan(Table::Ingested, Scan { prefix: b"mb1\0".to_vec(), ..Scan::default() }).map(|r| r.unwrap().0).collect();
+    assert_eq!(with_prefix, vec![b"mb1\0a".to_vec(), b"mb1\0b".to_vec()], "prefix scans stop at the prefix");
+    let mut w = WriteSet::default();
+    w.put(Table::Ingested, vec![0xff, 0xff], vec![1]);
+    w.put(Table::Ingested, vec![0xff, 0xff, 0x01], vec![2]);
+    b.commit(w).unwrap();
+    let ff: Vec<_> = b.scan(Table::Ingested, Scan { prefix: vec![0xff, 0xff], ..Scan::default() }).collect();
+    assert_eq!(ff.len(), 2, "a prefix of 0xff bytes has no successor and still works");
+}
+
+fn blobs_are_content_addressed(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    let sha = "ab".repeat(32);
+    for kind in [BlobKind::Raw, BlobKind::Attachment] {
+        assert_eq!(b.get_blob(kind, &sha).unwrap(), None);
+        b.put_blob(kind, &sha, b"hello").unwrap();
+        b.put_blob(kind, &sha, b"hello").unwrap();
+        b.commit(WriteSet::default()).unwrap();
+        assert_eq!(b.get_blob(kind, &sha).unwrap().as_deref(), Some(&b"hello"[..]), "{kind:?}");
+    }
+    let big = vec![7u8; 3 << 20];
+    b.put_blob(BlobKind::Raw, &"cd".repeat(32), &big).unwrap();
+    b.commit(WriteSet::default()).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Raw, &"cd".repeat(32)).unwrap().map(|v| v.len()), Some(big.len()));
+}
+
+fn commits_survive_a_reopen(dir: &Path, open: Opener<'_>) {
+    let sha = "ef".repeat(32);
+    {
+        let b = open(dir);
+        b.put_blob(BlobKind::Attachment, &sha, b"attached").unwrap();
+        b.put_blob(BlobKind::Raw, &sha, b"raw mail").unwrap();
+        b.commit(one(Table::Cursors, b"support", b"{}")).unwrap();
+    }
+    let b = open(dir);
+    assert_eq!(b.get(Table::Cursors, b"support").unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha).unwrap().as_deref(), Some(&b"attached"[..]));
+    assert_eq!(b.get_blob(BlobKind::Raw, &sha).unwrap().as_deref(), Some(&b"raw mail"[..]));
+    assert!(b.size_on_disk().unwrap() > 0);
+}
+
+fn reopen_keeps_everything(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    b.commit(one(Table::Quarantine, &be(1), b"q")).unwrap();
+    b.reopen().unwrap();
+    assert_eq!(b.get(Table::Quarantine, &be(1)).unwrap().as_deref(), Some(&b"q"[..]));
+    b.commit(one(Table::Quarantine, &be(2), b"r")).unwrap();
+    assert_eq!(b.count(Table::Quarantine).unwrap(), 2);
+}

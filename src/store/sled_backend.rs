@@ -1,0 +1,309 @@
+//! The sled backend: every table lives in one sled tree under a one-byte
+//! prefix, so a [`WriteSet`] is one atomic `apply_batch` (no transaction is
+//! needed: the desk has a single writer) followed by one flush. Raw mail is
+//! a second tree keyed by SHA-256; attachments are files
+//! `<attachments_dir>/<sha[0:2]>/<sha>`, written when put and fsynced by
+//! the next commit, before the records that name them become durable.
+//!
+//! sled refuses every write after an I/O error (a full disk) until the
+//! database is reopened; [`SledBackend::reopen`] swaps in a fresh handle.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{Backend, BlobKind, Entries, Get, Scan, StoreError, Table, WriteSet, attachment_file};
+
+fn prefix(table: Table) -> u8 {
+    match table {
+        Table::Meta => b'm',
+        Table::Tickets => b't',
+        Table::MessageIds => b'i',
+        Table::Ingested => b'g',
+        Table::Clients => b'c',
+        Table::Cursors => b'u',
+        Table::Outbox => b'o',
+        Table::Sent => b's',
+        Table::OutboxIds => b'x',
+        Table::Acks => b'a',
+        Table::Quarantine => b'q',
+    }
+}
+
+fn key(table: Table, k: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(k.len() + 1);
+    out.push(prefix(table));
+    out.extend_from_slice(k);
+    out
+}
+
+struct Inner {
+    db: sled::Db,
+    desk: sled::Tree,
+    raw: sled::Tree,
+}
+
+pub struct SledBackend {
+    current: RwLock<Option<Arc<Inner>>>,
+    path: PathBuf,
+    attachments_dir: PathBuf,
+    cache_bytes: u64,
+    /// Attachment files written since the last commit, not yet fsynced.
+    staged: Mutex<Vec<PathBuf>>,
+}
+
+fn open_db(path: &Path, cache_bytes: u64) -> Result<Inner, StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes.max(1 << 20))
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|e| match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_owned()),
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.to_owned()),
+        e => StoreError::Sled(e),
+    })?;
+    let desk = db.open_tree("desk")?;
+    let raw = db.open_tree("raw")?;
+    migrate_from_trees(&db, &desk)?;
+    Ok(Inner { db, desk, raw })
+}
+
+/// Stores written before the one-tree layout kept each table in a tree of
+/// its own (and notes as a list of thread indexes): copy them over once.
+fn migrate_from_trees(db: &sled::Db, desk: &sled::Tree) -> Result<(), StoreError> {
+    let names: Vec<Vec<u8>> = db.tree_names().into_iter().map(|n| n.to_vec()).collect();
+    let old: Vec<Table> =
+        Table::ALL.iter().copied().filter(|t| names.iter().any(|n| n == t.name().as_bytes())).collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for table in &old {
+        let tree = db.open_tree(table.name())?;
+        for item in tree.iter() {
+            let (k, v) = item?;
+            let v = if *table == Table::Tickets { legacy_ticket(&v)? } else { v.to_vec() };
+            batch.insert(key(*table, &k), v);
+        }
+    }
+    desk.apply_batch(batch)?;
+    db.flush()?;
+    for table in &old {
+        db.drop_tree(table.name())?;
+    }
+    db.flush()?;
+    Ok(())
+}
+
+fn legacy_ticket(v: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt { table: "tickets", detail: e.to_string() };
+    let mut rec: serde_json::Value = serde_json::from_slice(v).map_err(corrupt)?;
+    if let Some(internal) = rec.as_object_mut().and_then(|o| o.remove("internal"))
+        && let Some(list) = internal.as_array()
+    {
+        for i in list.iter().filter_map(|i| i.as_u64()) {
+            if let Some(entry) = rec["ticket"]["threads"].get_mut(i as usize) {
+                entry["internal"] = serde_json::Value::Bool(true);
+            }
+        }
+    }
+    serde_json::to_vec(&rec).map_err(corrupt)
+}
+
+impl SledBackend {
+    pub fn open(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
+        let inner = open_db(path, cache_bytes)?;
+        Ok(SledBackend {
+            current: RwLock::new(Some(Arc::new(inner))),
+            path: path.to_owned(),
+            attachments_dir: attachments_dir.to_owned(),
+            cache_bytes,
+            staged: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The open database; when an earlier reopen failed, tries again (the
+    /// disk may have room by now).
+    fn inner(&self) -> Result<Arc<Inner>, StoreError> {
+        if let Some(t) = self.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(t);
+        }
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(Arc::new(open_db(&self.path, self.cache_bytes)?));
+        }
+        slot.clone().ok_or(StoreError::Closed)
+    }
+
+    fn blob_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Blob { path: path.to_owned(), source }
+    }
+
+    fn sync_staged(&self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in &staged {
+            std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(Self::blob_err(path))?;
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_owned());
+            }
+        }
+        // The renames that made the files visible must be durable too.
+        for d in dirs {
+            std::fs::File::open(&d).and_then(|f| f.sync_all()).map_err(Self::blob_err(&d))?;
+        }
+        Ok(())
+    }
+}
+
+impl Get for SledBackend {
+    fn get(&self, table: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner()?.desk.get(key(table, k))?.map(|v| v.to_vec()))
+    }
+}
+
+impl Backend for SledBackend {
+    fn scan(&self, table: Table, scan: Scan) -> Entries<'_> {
+        let inner = match self.inner() {
+            Ok(i) => i,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let start = key(table, &scan.prefix);
+        let mut end = start.clone();
+        // The smallest key after every key with this prefix.
+        let upper = loop {
+            match end.pop() {
+                None => break None,
+                Some(0xff) => continue,
+                Some(b) => {
+                    end.push(b + 1);
+                    break Some(end);
+                }
+            }
+        };
+        use std::ops::Bound;
+        let lower = match &scan.after {
+            Some(a) if !scan.reverse => Bound::Excluded(key(table, a)),
+            _ => Bound::Included(start),
+        };
+        let upper = match (&scan.after, upper) {
+            (Some(a), _) if scan.reverse => Bound::Excluded(key(table, a)),
+            (_, Some(u)) => Bound::Excluded(u),
+            (_, None) => Bound::Unbounded,
+        };
+        let iter = inner.desk.range::<Vec<u8>, _>((lower, upper));
+        let strip = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+            r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(StoreError::from)
+        };
+        if scan.reverse { Box::new(iter.rev().map(strip)) } else { Box::new(iter.map(strip)) }
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        let inner = self.inner()?;
+        Ok(inner.desk.scan_prefix([prefix(table)]).keys().count() as u64)
+    }
+
+    fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match kind {
+            BlobKind::Raw => {
+                let inner = self.inner()?;
+                if !inner.raw.contains_key(sha256)? {
+                    inner.raw.insert(sha256, bytes)?;
+                }
+                Ok(())
+            }
+            BlobKind::Attachment => {
+                let path = attachment_file(&self.attachments_dir, sha256);
+                // A crash before the fsync can leave a short file behind:
+                // only a complete one counts as already there.
+                if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                    return Ok(());
+                }
+                let dir = path.parent().unwrap_or(&self.attachments_dir).to_owned();
+                std::fs::create_dir_all(&dir).map_err(Self::blob_err(&dir))?;
+                let tmp = dir.join(format!(".{sha256}.tmp"));
+                std::fs::write(&tmp, bytes).map_err(Self::blob_err(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(Self::blob_err(&path))?;
+                self.staged.lock().unwrap_or_else(|e| e.into_inner()).push(path);
+                Ok(())
+            }
+        }
+    }
+
+    fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match kind {
+            BlobKind::Raw => Ok(self.inner()?.raw.get(sha256)?.map(|v| v.to_vec())),
+            BlobKind::Attachment => {
+                let path = attachment_file(&self.attachments_dir, sha256);
+                match std::fs::read(&path) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(StoreError::Blob { path, source: e }),
+                }
+            }
+        }
+    }
+
+    fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+        self.sync_staged()?;
+        let inner = self.inner()?;
+        if !writes.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (table, k, v) in writes.ops {
+                match v {
+                    Some(v) => batch.insert(key(table, &k), v),
+                    None => batch.remove(key(table, &k)),
+                }
+            }
+            inner.desk.apply_batch(batch)?;
+        }
+        inner.db.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let db = self.inner()?.db.size_on_disk()?;
+        Ok(db + dir_size(&self.attachments_dir))
+    }
+
+    /// Closes the database and opens it again. Blocks for up to a few
+    /// seconds while readers finish what they hold.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while weak.strong_count() > 0 {
+                if std::time::Instant::now() > deadline {
+                    *slot = weak.upgrade();
+                    return Err(StoreError::Busy);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // sled's flusher thread lets go of the file lock a moment after the Db.
+        let mut result = Err(StoreError::Closed);
+        for _ in 0..100 {
+            result = open_db(&self.path, self.cache_bytes);
+            if !matches!(result, Err(StoreError::Locked(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        *slot = Some(Arc::new(result?));
+        Ok(())
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

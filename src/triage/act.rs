@@ -1,0 +1,286 @@
+//! `act()`: the one set of rules for changing a ticket, whoever asks — an
+//! agent's `#commands` by email, an API `PATCH`, a CLI `tickets update`, a
+//! reply or note from any channel, a delivery outcome reported by the
+//! sender. Each change gets the same `system` entry wording, the same
+//! lifecycle (`resolvedAt`, first-reply assignment, open → in_progress) and
+//! the same customer notices. Pure: the record, the actor, the actions and
+//! the time go in; the new record and the mail to send come out.
+
+use chrono::{DateTime, Utc};
+
+use super::outgoing::Composer;
+use crate::config::Agent;
+use crate::outbound::{OutAttachment, OutMail};
+use crate::ticket::{Attachment, Category, Priority, Status, ThreadType, TicketRecord};
+
+/// Most tags one ticket carries; more is an error, not a silent cut.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_LEN: usize = 64;
+/// A resolution is a summary, not a document.
+pub const MAX_RESOLUTION_CHARS: usize = 4000;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A configured agent (proven by mail, or by their own API token).
+    Agent(&'a Agent),
+    /// The admin token or the local CLI.
+    Admin,
+    /// ticketd itself (delivery outcomes, quarantine).
+    System,
+}
+
+impl Actor<'_> {
+    pub fn label(&self) -> &str {
+        match self {
+            Actor::Agent(a) => &a.id,
+            Actor::Admin => "admin",
+            Actor::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Status(Status),
+    Priority(Priority),
+    Category(Category),
+    /// `None` unassigns.
+    Assign(Option<String>),
+    Tag(Vec<String>),
+    Untag(Vec<String>),
+    /// The full tag list (the API's `tags`): the difference is applied.
+    SetTags(Vec<String>),
+    /// `None` clears it.
+    Resolution(Option<String>),
+    /// An answer to the customer: stored as an `agent` entry and relayed to
+    /// the client and participants.
+    Reply {
+        text: String,
+        attachments: Vec<(Attachment, OutAttachment)>,
+    },
+    /// Internal: stored, marked internal, sent to no one.
+    Note {
+        text: String,
+    },
+    /// A `system` entry (e.g. "Mail to x could not be delivered: …").
+    System(String),
+}
+
+/// Why an action was refused; `field` names the API field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ActError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// What [`act`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acted {
+    pub rec: TicketRecord,
+    /// The system entries written, in order ("status open → resolved by …").
+    pub changes: Vec<String>,
+    /// Mail to queue (relay, resolved notice).
+    pub mails: Vec<OutMail>,
+}
+
+pub(crate) fn valid_tag(t: &str) -> Result<String, ActError> {
+    let t = t.trim().to_lowercase();
+    let bad = |message: String| Err(ActError { field: "tags", message });
+    if t.is_empty() {
+        return bad("a tag cannot be empty".into());
+    }
+    if t.chars().count() > MAX_TAG_LEN {
+        return bad(format!(
+            "tag {:?}… is longer than {MAX_TAG_LEN} characters",
+            t.chars().take(20).collect::<String>()
+        ));
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == ',' || crate::text::is_format(c)) {
+        return bad(format!("invalid tag {t:?}: no spaces, commas, quotes or control characters"));
+    }
+    Ok(t)
+}
+
+fn join(v: &[String]) -> String {
+    v.join(", ")
+}
+
+/// Applies `actions` in order. Any invalid action refuses the whole call
+/// (nothing changes) with every problem listed.
+pub fn act(
+    rec: &TicketRecord,
+    actor: Actor<'_>,
+    actions: &[Action],
+    out: &Composer<'_>,
+    now: DateTime<Utc>,
+) -> Result<Acted, Vec<ActError>> {
+    let cfg = out.ctx.cfg;
+    let was = rec.ticket.status;
+    let mut rec = rec.clone();
+    let who = actor.label().to_owned();
+    let mut changes: Vec<String> = Vec::new();
+    let mut errors = Vec::new();
+    let mut status_set = false;
+    let mut assigned = false;
+    let mut replies: Vec<(String, Vec<OutAttachment>)> = Vec::new();
+    for action in actions {
+        let t = &mut rec.ticket;
+        let mut change = |c: String, t: &mut crate::ticket::Ticket| {
+            t.push_thread("system", ThreadType::System, c.clone(), now);
+            changes.push(c);
+        };
+        match action {
+            Action::Status(s) => {
+                status_set = true;
+                if *s != t.status {
+                    let old = t.status;
+                    t.set_status(*s, now);
+                    change(format!("status {old} → {s} by {who}"), t);
+                }
+            }
+            Action::Priority(p) if *p != t.priority => {
+                let old = std::mem::replace(&mut t.priority, *p);
+                change(format!("priority {old} → {p} by {who}"), t);
+            }
+            Action::Category(c) if *c != t.category => {
+                let old = std::mem::replace(&mut t.category, *c);
+                change(format!("category {old} → {c} by {who}"), t);
+            }
+            Action::Priority(_) | Action::Category(_) => {}
+            Action::Assign(target) => {
+                assigned = true;
+                if let Some(id) = target
+                    && !cfg.agents.iter().any(|a| &a.id == id)
+                {
+                    errors.push(ActError {
+                        field: "assignedTo",
+                        message: format!(
+                            "unknown agent {id:?}: expected one of {}",
+                            cfg.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                if t.assigned_to != *target {
+                    let old = std::mem::replace(&mut t.assigned_to, target.clone());
+                    let c = format!(
+                        "assigned {} → {} by {who}",
+                        old.as_deref().unwrap_or("nobody"),
+                        target.as_deref().unwrap_or("nobody")
+                    );
+                    change(c, t);
+                }
+            }
+            Action::Tag(tags) | Action::Untag(tags) | Action::SetTags(tags) => {
+                let mut clean = Vec::new();
+                for tag in tags {
+                    match valid_tag(tag) {
+                        Ok(x) if !clean.contains(&x) => clean.push(x),
+                        Ok(_) => {}
+                        Err(e) => errors.push(e),
+                    }
+                }
+                let (add, remove): (Vec<String>, Vec<String>) = match action {
+                    Action::Tag(_) => (clean.iter().filter(|x| !t.tags.contains(x)).cloned().collect(), Vec::new()),
+                    Action::Untag(_) => (Vec::new(), clean.iter().filter(|x| t.tags.contains(x)).cloned().collect()),
+                    _ => (
+                        clean.iter().filter(|x| !t.tags.contains(x)).cloned().collect(),
+                        t.tags.iter().filter(|x| !clean.contains(x)).cloned().collect(),
+                    ),
+                };
+                if t.tags.len() + add.len() - remove.len() > MAX_TAGS {
+                    errors.push(ActError { field: "tags", message: format!("a ticket has at most {MAX_TAGS} tags") });
+                    continue;
+                }
+                t.tags.retain(|x| !remove.contains(x));
+                t.tags.extend(add.iter().cloned());
+                if !add.is_empty() {
+                    change(format!("tagged {} by {who}", join(&add)), t);
+                }
+                if !remove.is_empty() {
+                    change(format!("untagged {} by {who}", join(&remove)), t);
+                }
+            }
+            Action::Resolution(r) => {
+                let r = r.as_deref().map(crate::text::clean_text).filter(|r| !r.trim().is_empty());
+                if r.as_ref().is_some_and(|r| r.chars().count() > MAX_RESOLUTION_CHARS) {
+                    errors.push(ActError {
+                        field: "resolution",
+                        message: format!("longer than {MAX_RESOLUTION_CHARS} characters"),
+                    });
+                    continue;
+                }
+                if t.resolution != r {
+                    t.resolution = r.clone();
+                    match r {
+                        Some(r) => change(format!("resolution set by {who}: {r}"), t),
+                        None => change(format!("resolution cleared by {who}"), t),
+                    }
+                }
+            }
+            Action::Reply { text, attachments } => {
+                if text.trim().is_empty() && attachments.is_empty() {
+                    errors.push(ActError { field: "text", message: "a reply needs text or attachments".into() });
+                    continue;
+                }
+                let body = match actor {
+                    // The agent's own address never reaches the customer.
+                    Actor::Agent(a) => redact(text, &a.email),
+                    _ => text.clone(),
+                };
+                t.attachments.extend(attachments.iter().map(|(a, _)| a.clone()));
+                replies.push((body, attachments.iter().map(|(_, o)| o.clone()).collect()));
+            }
+            Action::Note { text } => {
+                if text.trim().is_empty() {
+                    errors.push(ActError { field: "text", message: "a note needs text".into() });
+                    continue;
+                }
+                t.push_internal(&who, ThreadType::Agent, text.clone(), now);
+            }
+            Action::System(text) => t.push_thread("system", ThreadType::System, text.clone(), now),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if !replies.is_empty() {
+        if let Actor::Agent(a) = actor
+            && !assigned
+            && rec.ticket.assigned_to.is_none()
+        {
+            rec.ticket.assigned_to = Some(a.id.clone());
+            let c = format!("assigned nobody → {} (first agent reply)", a.id);
+            rec.ticket.push_thread("system", ThreadType::System, c.clone(), now);
+            changes.push(c);
+        }
+        if !status_set && rec.ticket.status == Status::Open {
+            rec.ticket.set_status(Status::InProgress, now);
+            let c = format!("status open → in_progress by {who}");
+            rec.ticket.push_thread("system", ThreadType::System, c.clone(), now);
+            changes.push(c);
+        }
+    }
+    // The answer comes after the changes it brought about, as a reader
+    // expects: "assigned …", "status open → in_progress", then the text.
+    let mut mails = Vec::new();
+    for (i, (body, files)) in replies.into_iter().enumerate() {
+        let shown = if body.trim().is_empty() { "(attachments only)".to_owned() } else { body.clone() };
+        rec.ticket.push_thread(&who, ThreadType::Agent, shown, now);
+        mails.push(out.relay(&rec, body, files, i));
+    }
+    if status_set && rec.ticket.status == Status::Resolved && was != Status::Resolved {
+        mails.push(out.resolved_notice(&rec));
+    }
+    Ok(Acted { rec, changes, mails })
+}
+
+/// Removes `agent_email` wherever it appears in `text`.
+pub fn redact(text: &str, agent_email: &str) -> String {
+    let re = regex::RegexBuilder::new(&regex::escape(agent_email)).case_insensitive(true).build();
+    match re {
+        Ok(re) => re.replace_all(text, "[address removed]").into_owned(),
+        Err(_) => text.to_owned(),
+    }
+}

@@ -1,0 +1,169 @@
+//! Composing the mail ticketd sends about a ticket: subjects, threading
+//! headers, deterministic Message-IDs and template bodies. Shared by the
+//! mail rules ([`super::decide`]) and the action rules ([`super::act`]).
+
+use super::Context;
+use super::identity;
+use crate::config::{Agent, MailboxConfig};
+use crate::outbound::templates::render;
+use crate::outbound::{OutAttachment, OutKind, OutMail};
+use crate::ticket::TicketRecord;
+
+/// Notifications carry at most this much of the customer's text; the rest
+/// is on the ticket.
+pub const NOTIFY_EXCERPT_BYTES: usize = 64 << 10;
+
+/// Subject titles longer than this are cut (the ticket keeps the whole).
+pub const SUBJECT_TITLE_CHARS: usize = 160;
+
+pub struct Composer<'a> {
+    pub ctx: &'a Context<'a>,
+    /// Makes the Message-IDs of one change deterministic: the inbound mail's
+    /// dedupe key, or the API change's ticket and version.
+    pub seed: String,
+    /// The mail being answered, if any (In-Reply-To of acks, notifications).
+    pub inbound_id: Option<String>,
+}
+
+impl Composer<'_> {
+    fn mailbox_for<'m>(&'m self, rec: &TicketRecord) -> &'m MailboxConfig {
+        self.ctx.cfg.mailbox(&rec.mailbox).unwrap_or(self.ctx.mailbox)
+    }
+
+    pub fn subject(&self, rec: &TicketRecord) -> String {
+        let title = crate::text::truncate_chars(&crate::text::clean_line(&rec.ticket.title), SUBJECT_TITLE_CHARS);
+        format!("{} {title}", self.ctx.tokens.token(rec.number))
+    }
+
+    /// The root and the newest ids keep threading intact without letting
+    /// the header grow without bound.
+    pub fn references(&self, rec: &TicketRecord) -> Vec<String> {
+        let ids = &rec.thread_ids;
+        if ids.len() <= 10 {
+            return ids.clone();
+        }
+        let mut out = vec![ids[0].clone()];
+        out.extend(ids[ids.len() - 9..].iter().cloned());
+        out
+    }
+
+    fn vars<'v>(&self, rec: &'v TicketRecord, extra: &[(&'v str, &'v str)]) -> Vec<(&'v str, String)> {
+        let cfg = self.ctx.cfg;
+        let mut v: Vec<(&str, String)> = vec![
+            ("number", rec.number.to_string()),
+            ("ticket_id", rec.ticket.id.clone()),
+            ("title", crate::text::clean_line(&rec.ticket.title)),
+            ("tag", cfg.desk.subject_tag.clone()),
+            ("display_name", cfg.desk.display_name.clone()),
+            ("status", rec.ticket.status.to_string()),
+            ("priority", rec.ticket.priority.to_string()),
+            ("category", rec.ticket.category.to_string()),
+            ("customer", rec.client_address.clone()),
+            ("resolution", rec.ticket.resolution.clone().unwrap_or_default()),
+        ];
+        v.extend(extra.iter().map(|(k, val)| (*k, (*val).to_owned())));
+        v
+    }
+
+    pub fn render(&self, template: &str, rec: &TicketRecord, extra: &[(&str, &str)]) -> String {
+        let vars = self.vars(rec, extra);
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        render(template, &refs)
+    }
+
+    pub fn mail_to(&self, rec: &TicketRecord, kind: OutKind, to: Vec<String>, body: String, n: usize) -> OutMail {
+        let mb = self.mailbox_for(rec);
+        let tag = identity::tag(&self.seed, &format!("{kind:?}"), n);
+        let kind_code = match kind {
+            OutKind::Ack => "ack",
+            OutKind::AgentNotify => "notify",
+            OutKind::Relay => "r",
+            OutKind::Resolved => "resolved",
+            OutKind::CommandError => "err",
+            OutKind::Receipt => "receipt",
+        };
+        let mut references = self.references(rec);
+        if let Some(id) = &self.inbound_id
+            && !references.contains(id)
+        {
+            references.push(id.clone());
+        }
+        OutMail {
+            ticket: rec.number,
+            kind,
+            from_address: mb.address.clone(),
+            from_name: mb.display_name.clone().unwrap_or_else(|| self.ctx.cfg.desk.display_name.clone()),
+            to,
+            subject: self.subject(rec),
+            body,
+            message_id: identity::message_id(rec.number, kind_code, &tag, &self.ctx.cfg.desk.message_id_domain),
+            in_reply_to: self.inbound_id.clone(),
+            references,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Threaded into the customer's conversation, not the agent's.
+    fn to_customer(&self, rec: &TicketRecord, mut m: OutMail) -> OutMail {
+        m.in_reply_to = rec.thread_ids.last().cloned();
+        m.references = self.references(rec);
+        m
+    }
+
+    pub fn relay(&self, rec: &TicketRecord, body: String, files: Vec<OutAttachment>, n: usize) -> OutMail {
+        let mut to = vec![rec.client_address.clone()];
+        to.extend(rec.ticket.participants.iter().cloned());
+        let mut m = self.to_customer(rec, self.mail_to(rec, OutKind::Relay, to, body, n));
+        m.attachments = files;
+        m
+    }
+
+    pub fn resolved_notice(&self, rec: &TicketRecord) -> OutMail {
+        let body = self.render(&self.ctx.templates.resolved, rec, &[]);
+        self.to_customer(rec, self.mail_to(rec, OutKind::Resolved, vec![rec.client_address.clone()], body, 1))
+    }
+
+    /// Notifications to agents: the assignee if there is one, else everyone.
+    /// Each carries the agent-only Message-ID that proves a reply.
+    pub fn notify_agents(&self, rec: &TicketRecord, event: &str, message: &str) -> Vec<OutMail> {
+        let cfg = self.ctx.cfg;
+        let agents: Vec<&Agent> = match &rec.ticket.assigned_to {
+            Some(id) => cfg.agents.iter().filter(|a| &a.id == id).collect(),
+            None => cfg.agents.iter().collect(),
+        };
+        let (excerpt, cut) = excerpt(message, NOTIFY_EXCERPT_BYTES);
+        let message = if cut {
+            format!("{excerpt}\n\n[… the message is longer; the full text is on ticket #{}]", rec.number)
+        } else {
+            excerpt
+        };
+        let body = self.render(&self.ctx.templates.agent_notify, rec, &[("event", event), ("message", &message)]);
+        let mut out = Vec::new();
+        for (n, agent) in agents.into_iter().enumerate() {
+            let mut m = self.mail_to(rec, OutKind::AgentNotify, vec![agent.email.clone()], body.clone(), n);
+            let tag = identity::tag(&self.seed, "notify", n);
+            m.message_id =
+                identity::agent_message_id(self.ctx.secret, rec.number, &agent.id, &tag, &cfg.desk.message_id_domain);
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// At most `max_bytes` of `text`, cut at a line (else char) boundary; the
+/// bool says whether anything was cut.
+pub fn excerpt(text: &str, max_bytes: usize) -> (String, bool) {
+    if text.len() <= max_bytes {
+        return (text.to_owned(), false);
+    }
+    let mut cut = max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &text[..cut];
+    let head = match head.rfind('\n') {
+        Some(i) if i > max_bytes / 2 => &head[..i],
+        _ => head,
+    };
+    (head.trim_end().to_owned(), true)
+}
