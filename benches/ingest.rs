@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use ticketd::config::Config;
-use ticketd::desk::Desk;
+use ticketd::desk::{Desk, Parts};
 use ticketd::imap::worker::{Worker, uid_set};
 use ticketd::outbound::templates::Templates;
 use ticketd::store::{Records, Store};
@@ -131,9 +131,17 @@ async fn main() {
     let cfg = Arc::new(Config::load(&cfg_path).unwrap());
     let store = Store::open(&cfg.store).unwrap();
     let secret = b"bench-secret-0123456789".to_vec();
-    let desk = Desk::start(cfg.clone(), store.clone(), secret, Templates::default(), Arc::new(Notify::new()), false)
-        .unwrap()
-        .desk;
+    let desk = Desk::start(Parts {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        secret,
+        templates: Templates::default(),
+        wake: Arc::new(Notify::new()),
+        health: Default::default(),
+        daemon: false,
+    })
+    .unwrap()
+    .desk;
     let shutdown = CancellationToken::new();
     let worker = Worker {
         mb: cfg.mailboxes[0].clone(),

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Tls};
-use crate::desk::Desk;
+use crate::desk::{Desk, Parts};
+use crate::health::Health;
 use crate::imap::worker::Worker;
 use crate::outbound::sender::Sender;
 use crate::outbound::templates::Templates;
@@ -47,7 +48,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let secret = load_secret(&cfg, &store)?;
     let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
     let wake = Arc::new(Notify::new());
-    let started = Desk::start(cfg.clone(), store.clone(), secret, templates, wake.clone(), true)?;
+    let health = Health::default();
+    let started = Desk::start(Parts {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        secret,
+        templates,
+        wake: wake.clone(),
+        health: health.clone(),
+        daemon: true,
+    })?;
     let desk = started.desk;
     if started.unclean {
         warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
@@ -72,21 +82,46 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         sender.run().await;
         "smtp sender"
     });
-    if let Some(period) = sd_notify::watchdog_enabled() {
+    // STATUS= says what each mailbox is doing; the watchdog is fed only
+    // while the runtime runs AND no unit of work is stuck, so a hung writer
+    // gets the service restarted (and the message in hand quarantined).
+    let watchdog = sd_notify::watchdog_enabled();
+    {
         let stop = shutdown.clone();
+        let health = health.clone();
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
+            let period = watchdog.map(|p| p / 2).unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(5));
+            let writer_limit = watchdog.unwrap_or(Duration::from_secs(60)).max(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(period);
+            let mut last_status = String::new();
+            let mut starving = false;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
+                    _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
                 }
+                let status = health.status_line();
+                if status != last_status {
+                    let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
+                    last_status = status;
+                }
+                match (watchdog, health.stuck(writer_limit)) {
+                    (Some(_), None) => {
+                        starving = false;
+                        let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                    }
+                    (Some(_), Some(why)) if !starving => {
+                        starving = true;
+                        error!(reason = %why, "not feeding the systemd watchdog: work is stuck; systemd will restart ticketd");
+                    }
+                    _ => {}
+                }
             }
-            "watchdog"
+            "status"
         });
     }
 
-    let status = format!("watching {} mailbox(es)", cfg.mailboxes.len());
+    let status = format!("store open; connecting to {} mailbox(es)", cfg.mailboxes.len());
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!(mailboxes = cfg.mailboxes.len(), db = %cfg.store.path.display(), "ticketd ready");
 

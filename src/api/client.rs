@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
-use crate::desk::{ActorRef, Desk, DeskError, RetryOutcome, Upload};
+use crate::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload};
 use crate::outbound::templates::Templates;
 use crate::store::Store;
 use crate::ticket::Ticket;
@@ -23,7 +23,15 @@ impl Access {
         let store = Store::open(&cfg.store)?;
         let secret = crate::daemon::load_secret(&cfg, &store)?;
         let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
-        let started = Desk::start(cfg, store, secret, templates, Default::default(), false)?;
+        let started = Desk::start(Parts {
+            cfg,
+            store,
+            secret,
+            templates,
+            wake: Default::default(),
+            health: Default::default(),
+            daemon: false,
+        })?;
         Ok(Access::Local(started.desk))
     }
 

@@ -209,6 +209,7 @@ impl Writer {
                         "ticketd stopped unexpectedly {deaths} times while handling this message; it is kept here unread so the mailbox can go on"
                     );
                     apply(&mut tx, Some(&origin), None, &quarantine(reason), Utc::now().trunc_subsecs(0))?;
+                    self.health.count_message(mailbox, Outcome::Quarantined.code());
                 } else {
                     let mut marker = Tx::new(&store);
                     marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
@@ -262,6 +263,7 @@ impl Writer {
                 };
                 let sp = tx.savepoint();
                 apply(tx, Some(&origin), None, &quarantine(reason), now).inspect_err(|_| tx.rollback(sp))?;
+                self.health.count_message(mailbox, Outcome::Quarantined.code());
                 warn!(mailbox, uid, size, "message too large: quarantined");
                 return Ok(());
             }
@@ -313,6 +315,7 @@ impl Writer {
         crate::failpoint::hit("committed");
         self.queued |= !queued.is_empty();
         let message_id = mail.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
+        self.health.count_message(mailbox, decision.outcome.code());
         match &decision.outcome {
             Outcome::Created { ticket, follow_up_of } => {
                 info!(mailbox, uid, message_id, ticket, ?follow_up_of, "new ticket")

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::outbound::templates::Templates;
 use crate::store::{Store, StoreError, Table, WriteSet, keys};
 use crate::ticket::TicketRecord;
@@ -100,11 +101,28 @@ pub enum Delivery {
 /// Capacity of the writer's queue: callers wait when it is full.
 const QUEUE: usize = 64;
 
+/// What a desk is made of.
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    /// HMAC key of the agent-only Message-IDs.
+    pub secret: Vec<u8>,
+    pub templates: Templates,
+    /// Woken when mail is queued.
+    pub wake: Arc<Notify>,
+    pub health: Health,
+    /// Run by the daemon: marks the store in use, so an unclean stop is
+    /// noticed at the next start and the first batch of every mailbox is
+    /// handled carefully.
+    pub daemon: bool,
+}
+
 /// A handle to the desk. Cheap to clone.
 #[derive(Clone)]
 pub struct Desk {
     store: Store,
     cfg: Arc<Config>,
+    health: Health,
     jobs: mpsc::Sender<writer::Job>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -116,17 +134,9 @@ pub struct Started {
 }
 
 impl Desk {
-    /// Starts the writer. With `daemon`, marks the store as in use by a
-    /// running daemon (an unclean stop is then noticed at the next start
-    /// and the first batch of every mailbox is handled carefully).
-    pub fn start(
-        cfg: Arc<Config>,
-        store: Store,
-        secret: Vec<u8>,
-        templates: Templates,
-        wake: Arc<Notify>,
-        daemon: bool,
-    ) -> Result<Started, StoreError> {
+    /// Starts the writer.
+    pub fn start(parts: Parts) -> Result<Started, StoreError> {
+        let Parts { cfg, store, secret, templates, wake, health, daemon } = parts;
         let mut unclean = false;
         if daemon {
             unclean = store.get_meta(keys::RUNNING)?.is_some();
@@ -137,12 +147,12 @@ impl Desk {
         let careful: BTreeSet<String> =
             if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let w = writer::Writer::new(cfg.clone(), store.clone(), secret, templates, careful, wake);
+        let w = writer::Writer::new(cfg.clone(), store.clone(), secret, templates, careful, wake, health.clone());
         let thread = std::thread::Builder::new()
             .name("desk-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
-        Ok(Started { desk: Desk { store, cfg, jobs, thread: Arc::new(Mutex::new(Some(thread))) }, unclean })
+        Ok(Started { desk: Desk { store, cfg, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) }, unclean })
     }
 
     pub fn store(&self) -> &Store {
@@ -151,6 +161,10 @@ impl Desk {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.cfg
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Resolves when the writer has stopped (after [`Desk::end_run`], or
@@ -168,7 +182,8 @@ impl Desk {
     /// Commits a fetched batch; the answer names the UIDs now durable.
     pub async fn ingest(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>) -> BatchResult {
         let mailbox = mailbox.to_owned();
-        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, reply }).await {
+        let fetched = std::time::Instant::now();
+        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, fetched, reply }).await {
             Ok(r) => r,
             Err(e) => BatchResult { done: Vec::new(), error: Some(e.to_string()) },
         }

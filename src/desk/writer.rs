@@ -18,6 +18,7 @@ use super::ingest::{BatchResult, Item};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
 use crate::config::Config;
+use crate::health::Health;
 use crate::mail::{InboundMail, safe_filename};
 use crate::outbound::templates::Templates;
 use crate::outbound::{OutAttachment, OutState};
@@ -41,6 +42,8 @@ pub(super) enum Job {
         mailbox: String,
         uid_validity: u32,
         items: Vec<Item>,
+        /// When the batch left the IMAP worker (for the latency histogram).
+        fetched: std::time::Instant,
         reply: oneshot::Sender<BatchResult>,
     },
     Acked {
@@ -113,6 +116,7 @@ pub(super) struct Writer {
     pub(super) queued: bool,
     /// Commits are failing: log the change of state once, not every retry.
     failing: bool,
+    pub(super) health: Health,
 }
 
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -129,9 +133,10 @@ impl Writer {
         templates: Templates,
         careful: BTreeSet<String>,
         wake: Arc<Notify>,
+        health: Health,
     ) -> Writer {
         let tokens = TokenMatcher::new(&cfg.desk.subject_tag);
-        Writer { cfg, store, secret, templates, tokens, careful, wake, queued: false, failing: false }
+        Writer { cfg, store, secret, templates, tokens, careful, wake, queued: false, failing: false, health }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -143,7 +148,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.health.writer_busy(true);
             let stop = self.group(jobs);
+            self.health.writer_busy(false);
             if stop {
                 break;
             }
@@ -160,7 +167,7 @@ impl Writer {
         let mut stop = false;
         for job in jobs {
             match job {
-                Job::Ingest { mailbox, uid_validity, items, reply } if self.is_careful(&mailbox) => {
+                Job::Ingest { mailbox, uid_validity, items, reply, .. } if self.is_careful(&mailbox) => {
                     // Alone and committed message by message: flush the group first.
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
                     self.commit(earlier, std::mem::take(&mut finish));
@@ -246,16 +253,23 @@ impl Writer {
             r
         };
         match job {
-            Job::Ingest { mailbox, uid_validity, items, reply } => {
+            Job::Ingest { mailbox, uid_validity, items, fetched, reply } => {
                 let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items);
                 let error = error.map(|e| {
                     self.commit_failed(&e);
                     e.to_string()
                 });
+                let health = self.health.clone();
                 Box::new(move |err| {
                     let r = match err {
                         Some(e) => BatchResult { done: Vec::new(), error: Some(e.to_owned()) },
-                        None => BatchResult { done: done_uids, error },
+                        None => {
+                            let secs = fetched.elapsed().as_secs_f64();
+                            for _ in &done_uids {
+                                health.observe_ingest(secs);
+                            }
+                            BatchResult { done: done_uids, error }
+                        }
                     };
                     let _ = reply.send(r);
                 })

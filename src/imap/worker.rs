@@ -11,6 +11,7 @@ use tracing::{debug, error, info, warn};
 use super::{ImapError, ImapSession, connect, timed};
 use crate::config::{AfterAction, MailboxConfig};
 use crate::desk::{Desk, Item};
+use crate::health::LinkState;
 use crate::store::Records;
 
 /// Capped exponential backoff with jitter.
@@ -38,6 +39,9 @@ impl Backoff {
     }
 }
 
+/// How often a login that keeps failing is mentioned again at WARN.
+const LOGIN_REMINDER: Duration = Duration::from_secs(3600);
+
 pub struct Worker {
     pub mb: MailboxConfig,
     pub desk: Desk,
@@ -64,23 +68,41 @@ impl Worker {
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
         let mut link = Link::New;
+        let health = self.desk.health().clone();
+        let name = self.mb.name.clone();
+        // A login that keeps failing is an ERROR once, then a reminder now and then.
+        let mut reminded = std::time::Instant::now();
         loop {
+            health.link(&name, LinkState::Connecting, None, None);
             let result = self.session(&mut backoff, &mut link).await;
             let Err(e) = result else { break };
             if self.shutdown.is_cancelled() {
                 break;
             }
             let mut delay = backoff.next_delay();
+            let state = match &e {
+                ImapError::Ingest(_) => LinkState::StoreWait,
+                e if e.is_auth() => LinkState::LoginFailed,
+                _ => LinkState::Down,
+            };
+            if let ImapError::Ingest(_) = e {
+                delay = delay.min(Duration::from_secs(15));
+            }
+            health.link(&name, state, Some(e.to_string()), Some(delay));
+            if link == Link::Down && e.is_auth() && reminded.elapsed() > LOGIN_REMINDER {
+                reminded = std::time::Instant::now();
+                warn!(mailbox = %self.mb.name, error = %e, "mailbox login still failing; retrying with backoff until fixed");
+            }
             // One line per state change, not one per retry.
             if let ImapError::Ingest(_) = e {
-                // The ingest task has logged it, once per state change.
+                // The writer has logged it, once per state change; space
+                // coming back should be noticed soon, not minutes later.
                 link = Link::StoreWait;
-                // Space coming back should be noticed soon, not minutes later.
-                delay = delay.min(Duration::from_secs(15));
                 debug!(mailbox = %self.mb.name, error = %e, ?delay, "waiting for the store");
             } else if link != Link::Down {
                 link = Link::Down;
                 if e.is_auth() {
+                    reminded = std::time::Instant::now();
                     error!(mailbox = %self.mb.name, error = %e, "mailbox login failed; retrying with backoff until fixed");
                 } else {
                     warn!(mailbox = %self.mb.name, error = %e, "mailbox unavailable; reconnecting with backoff");
@@ -93,6 +115,7 @@ impl Worker {
                 _ = self.shutdown.cancelled() => break,
             }
         }
+        health.link(&name, LinkState::Stopped, None, None);
         debug!(mailbox = %self.mb.name, "worker stopped");
     }
 
@@ -138,8 +161,12 @@ impl Worker {
             }
             self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(desk_err)?;
         }
+        let health = self.desk.health();
         loop {
+            health.link(&mb.name, LinkState::Fetching, None, None);
             last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
+            health.fetched(&mb.name);
+            health.link(&mb.name, LinkState::Idle, None, None);
             if *link != Link::Up {
                 *link = Link::Up;
                 backoff.reset();

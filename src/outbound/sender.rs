@@ -173,6 +173,7 @@ impl Sender {
                 let mut reports = Vec::new();
                 match self.send_one(store, &mailer, entry, &mut reports).await {
                     Ok(()) => {
+                        self.desk.health().count_send("delivered");
                         reports.push(Delivery::Done);
                         // Durable before the next send: a crash now re-sends nothing.
                         self.desk.delivery(*seq, reports).await?;
@@ -184,6 +185,7 @@ impl Sender {
                     }
                     Err(e) if e.is_permanent() => {
                         warn!(seq, ticket = entry.mail.ticket, error = %e, "mail permanently rejected; recorded on the ticket");
+                        self.desk.health().count_send("failed");
                         reports.push(Delivery::Failed { error: e.to_string() });
                         self.desk.delivery(*seq, reports).await?;
                     }
@@ -209,6 +211,7 @@ impl Sender {
         for (seq, e) in due {
             let next = Utc::now().trunc_subsecs(0)
                 + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
+            self.desk.health().count_send("deferred");
             self.desk.delivery(*seq, vec![Delivery::Retry { error: error.to_owned(), next }]).await?;
         }
         Ok(())
@@ -248,6 +251,7 @@ impl Sender {
                 }
                 Err(e) if e.is_permanent() => {
                     warn!(ticket = entry.mail.ticket, rcpt = %rcpt, error = %e, "recipient permanently refused; recorded on the ticket");
+                    self.desk.health().count_send("refused");
                     reports.push(Delivery::Refused { rcpt: rcpt.clone(), error: e.to_string() });
                 }
                 Err(e) => return Err(e),

@@ -116,6 +116,21 @@ pub enum Outcome {
     Quarantined,
 }
 
+impl Outcome {
+    /// A stable name for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Duplicate => "duplicate",
+            Outcome::OwnMail => "own_mail",
+            Outcome::Created { .. } => "created",
+            Outcome::Replied { .. } => "replied",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Bounce { .. } => "bounce",
+            Outcome::Quarantined => "quarantined",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,

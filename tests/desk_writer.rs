@@ -1,0 +1,175 @@
+//! The desk's one writer, driven directly (no servers: the store is real,
+//! mail arrives as raw bytes the way the IMAP worker hands it over).
+
+use std::sync::Arc;
+
+use ticketd::config::Config;
+use ticketd::desk::{ActorRef, Delivery, Desk, DeskError, Item, Parts};
+use ticketd::outbound::templates::Templates;
+use ticketd::store::Store;
+use ticketd::ticket::{Status, ThreadType};
+use ticketd::triage::act::Action;
+
+struct World {
+    _dir: tempfile::TempDir,
+    desk: Desk,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
+        dir.path().display()
+    );
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, toml).unwrap();
+    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
+    let store = Store::open(&cfg.store).unwrap();
+    let desk = Desk::start(Parts {
+        cfg,
+        store,
+        secret: b"0123456789abcdef0123".to_vec(),
+        templates: Templates::default(),
+        wake: Default::default(),
+        health: Default::default(),
+        daemon: false,
+    })
+    .unwrap()
+    .desk;
+    World { _dir: dir, desk }
+}
+
+fn mail(id: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!("From: Carla <carla@customer.test>\r\nTo: support@example.test\r\n{extra}Subject: Printer\r\nMessage-ID: <{id}>\r\n\r\n{body}\r\n").into_bytes()
+}
+
+async fn ingest(w: &World, uid: u32, raw: Vec<u8>) {
+    let r = w.desk.ingest("support", 1, vec![Item::Mail { uid, raw }]).await;
+    assert_eq!(r.done, vec![uid], "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_refusal_and_a_reply_at_the_same_moment_both_land() {
+    let w = world();
+    ingest(&w, 1, mail("m1@c.test", "Cc: ghost@customer.test\r\n", "It smokes.")).await;
+    let entries = w.desk.outbox(false).unwrap();
+    let notify = entries.iter().find(|e| e.to.contains(&"alice@example.test".to_owned())).unwrap().seq;
+    for round in 0..20u32 {
+        // The sender's outcome and a customer reply to the same ticket, at once.
+        let refusal = w.desk.delivery(
+            notify,
+            vec![Delivery::Refused { rcpt: format!("ghost{round}@customer.test"), error: "550 no such user".into() }],
+        );
+        let reply = ingest(
+            &w,
+            10 + round,
+            mail(&format!("r{round}@c.test"), "In-Reply-To: <m1@c.test>\r\n", &format!("reply {round}")),
+        );
+        let (r, ()) = tokio::join!(refusal, reply);
+        r.unwrap();
+    }
+    let t = w.desk.ticket(1).unwrap().unwrap().ticket;
+    for round in 0..20 {
+        assert!(t.threads.iter().any(|e| e.message == format!("reply {round}")), "reply {round} lost");
+        assert!(
+            t.threads.iter().any(|e| e.kind == ThreadType::System && e.message.contains(&format!("ghost{round}@"))),
+            "refusal {round} lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_channel_gets_the_same_rules_and_stale_writes_are_refused() {
+    let w = world();
+    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    let before = w.desk.ticket(1).unwrap().unwrap();
+    let rec = w
+        .desk
+        .act(
+            1,
+            ActorRef::Admin,
+            vec![Action::Status(Status::Resolved), Action::Resolution(Some("Fuser".into()))],
+            vec![],
+            Some(before.version),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.version, before.version + 1);
+    assert!(rec.ticket.resolved_at.is_some());
+    let systems: Vec<&str> =
+        rec.ticket.threads.iter().filter(|e| e.kind == ThreadType::System).map(|e| e.message.as_str()).collect();
+    assert_eq!(systems, vec!["status open → resolved by admin", "resolution set by admin: Fuser"]);
+    let queued = w.desk.outbox(false).unwrap();
+    assert!(queued.iter().any(|e| e.kind == ticketd::outbound::OutKind::Resolved), "the customer is told");
+
+    // A write based on the old version is refused, and changes nothing.
+    let stale = w.desk.act(1, ActorRef::Admin, vec![Action::Status(Status::Open)], vec![], Some(before.version)).await;
+    assert_eq!(stale.unwrap_err(), DeskError::Conflict { current: rec.version });
+    assert_eq!(w.desk.ticket(1).unwrap().unwrap().ticket.status, Status::Resolved);
+
+    // Bad values are refused with the field, all at once.
+    let bad = w
+        .desk
+        .act(
+            1,
+            ActorRef::Admin,
+            vec![Action::Assign(Some("agent_nobody".into())), Action::Tag(vec!["a b".into()])],
+            vec![],
+            None,
+        )
+        .await
+        .unwrap_err();
+    let DeskError::Invalid(errors) = bad else { panic!("{bad:?}") };
+    let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+    assert_eq!(fields, vec!["assignedTo", "tags"]);
+
+    // A reply by an agent assigns, starts work and is relayed; a note is internal.
+    w.desk.act(1, ActorRef::Admin, vec![Action::Status(Status::Open)], vec![], None).await.unwrap();
+    let rec = w
+        .desk
+        .act(
+            1,
+            ActorRef::Agent("agent_alice".into()),
+            vec![Action::Reply { text: "Replaced it.".into(), attachments: vec![] }],
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.ticket.assigned_to.as_deref(), Some("agent_alice"));
+    assert_eq!(rec.ticket.status, Status::InProgress);
+    let rec = w
+        .desk
+        .act(1, ActorRef::Agent("agent_alice".into()), vec![Action::Note { text: "old firmware".into() }], vec![], None)
+        .await
+        .unwrap();
+    let last = rec.ticket.threads.last().unwrap();
+    assert!(last.internal && last.kind == ThreadType::Agent);
+    let json = serde_json::to_value(&rec.ticket).unwrap();
+    assert_eq!(json["threads"].as_array().unwrap().last().unwrap()["internal"], true);
+    let relays =
+        w.desk.outbox(false).unwrap().into_iter().filter(|e| e.kind == ticketd::outbound::OutKind::Relay).count();
+    assert_eq!(relays, 1, "the note went to no one");
+    assert!(w.desk.act(99, ActorRef::Admin, vec![Action::Status(Status::Open)], vec![], None).await.is_err());
+}
+
+#[tokio::test]
+async fn a_quarantine_retry_that_fails_again_keeps_an_entry() {
+    let w = world();
+    let raw = b"not an email at all".to_vec();
+    let r = w.desk.ingest("support", 1, vec![Item::Mail { uid: 1, raw }]).await;
+    assert_eq!(r.done, vec![1]);
+    let q = w.desk.quarantine().unwrap();
+    assert_eq!(q.len(), 1);
+    let again = w.desk.quarantine_retry(q[0].id).await.unwrap();
+    assert!(matches!(again, ticketd::desk::RetryOutcome::Quarantined { .. }), "{again:?}");
+    let after = w.desk.quarantine().unwrap();
+    assert_eq!(after.len(), 1, "the mail is still kept: {after:?}");
+    assert!(after[0].reason.contains("unparseable"));
+    w.desk.quarantine_drop(after[0].id).await.unwrap();
+    assert!(w.desk.quarantine().unwrap().is_empty());
+    assert_eq!(
+        w.desk.quarantine_drop(after[0].id).await,
+        Err(DeskError::NotFound(format!("quarantine entry {}", after[0].id)))
+    );
+}
