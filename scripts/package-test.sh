@@ -89,6 +89,7 @@ fi
 [[ ! -e /etc/ticketd ]] || die "/etc/ticketd exists (a ticketd installed by hand?); not touching it"
 
 work=$(mktemp -d /tmp/ticketd-package-test.XXXXXX)
+chmod 0711 "$work"   # nobody must reach the credentials copy below
 trap 'rm -rf "$work"' EXIT
 
 if [[ -z $deb ]]; then
