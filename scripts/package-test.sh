@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # package-test.sh: builds the Debian package (cargo deb), installs it on this
-# machine and checks what the README's "Install" section promises: files and
-# modes, the generated credentials, the unit (systemd-analyze verify and
-# security), check-config on the installed example, reinstall, removal and
-# purge, and the build-from-source drop-in. Meant for throw-away Debian 12
-# CI machines and dev boxes; systemd need not be running.
+# machine and checks what the README's "Install and run under systemd"
+# section promises: files and modes, the generated credentials, the unit
+# (systemd-analyze verify and security), check-config on the installed
+# example, reinstall, removal and purge, and the build-from-source drop-in.
+# Meant for throw-away Debian 12 CI machines and dev boxes; systemd need not
+# be running.
 #
 #   scripts/package-test.sh [--profile PROFILE] [--deb FILE]
 #
