@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ticketd::config::{Config, ConfigError};
+use ticketd::ticket::{Category, Priority};
 
 #[test]
 fn the_example_config_knows_every_key() {
@@ -83,39 +84,56 @@ fn example_rules() -> Vec<ticketd::config::Rule> {
     Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}")).rules
 }
 
+/// What one example rule sets, subjects it must match, subjects it must not.
+struct RuleCases {
+    priority: Option<Priority>,
+    category: Option<Category>,
+    hits: &'static [&'static str],
+    misses: &'static [&'static str],
+}
+
 #[test]
 fn the_example_rules_match_whole_words_only() {
-    use ticketd::ticket::{Category, Priority};
     let rules = example_rules();
-    // Per rule: what it sets, subjects it must match, subjects it must not.
-    let expected: &[(Option<Priority>, Option<Category>, &[&str], &[&str])] = &[
-        (
-            Some(Priority::Urgent),
-            None,
-            &["Site is down", "OUTAGE in eu-west", "API offline since 10:00", "Re: [Ticket #42] still down!"],
-            &["Cannot download my invoice", "Markdown tables broken", "Countdown is wrong", "Breakdown of charges"],
-        ),
-        (
-            None,
-            Some(Category::Billing),
-            &["Cannot download my invoice", "Refund request", "I was charged twice", "Billing address"],
-            &["Site is down", "Recharged the battery, still broken", "Invoicing API docs?"],
-        ),
-        (
-            None,
-            Some(Category::Account),
-            &["Can't log in", "Password reset", "Locked out of my account", "2FA codes never arrive", "sign-in loop"],
-            &["Logging is too verbose", "Design input form", "Plugin crashes", "Passwordless mode?"],
-        ),
+    let expected = [
+        RuleCases {
+            priority: Some(Priority::Urgent),
+            category: None,
+            hits: &["Site is down", "OUTAGE in eu-west", "API offline since 10:00", "Re: [Ticket #42] still down!"],
+            misses: &[
+                "Cannot download my invoice",
+                "Markdown tables broken",
+                "Countdown is wrong",
+                "Breakdown of charges",
+            ],
+        },
+        RuleCases {
+            priority: None,
+            category: Some(Category::Billing),
+            hits: &["Cannot download my invoice", "Refund request", "I was charged twice", "Billing address"],
+            misses: &["Site is down", "Recharged the battery, still broken", "Invoicing API docs?"],
+        },
+        RuleCases {
+            priority: None,
+            category: Some(Category::Account),
+            hits: &[
+                "Can't log in",
+                "Password reset",
+                "Locked out of my account",
+                "2FA codes never arrive",
+                "sign-in loop",
+            ],
+            misses: &["Logging is too verbose", "Design input form", "Plugin crashes", "Passwordless mode?"],
+        },
     ];
     assert_eq!(rules.len(), expected.len(), "every example rule needs its cases here");
-    for (i, (rule, (priority, category, hits, misses))) in rules.iter().zip(expected).enumerate() {
-        assert_eq!((rule.priority, rule.category), (*priority, *category), "rules[{i}]");
+    for (i, (rule, want)) in rules.iter().zip(&expected).enumerate() {
+        assert_eq!((rule.priority, rule.category), (want.priority, want.category), "rules[{i}]");
         let subject = rule.subject.as_ref().unwrap_or_else(|| panic!("rules[{i}] has no subject regex"));
-        for s in *hits {
+        for s in want.hits {
             assert!(subject.is_match(s), "rules[{i}] ({subject}) should match {s:?}");
         }
-        for s in *misses {
+        for s in want.misses {
             assert!(!subject.is_match(s), "rules[{i}] ({subject}) should not match {s:?}");
         }
     }
