@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: installs what a fresh Debian/Ubuntu machine lacks (Dovecot,
-# Postfix, …), then runs formatting and lint checks and the whole cargo test
-# suite. The integration tests start their own private Dovecot and Postfix
-# instances on free 127.0.0.1 ports in temp dirs and stop them afterwards.
+# Postfix, …), then runs formatting and lint checks, the package test and the
+# whole cargo test suite. The integration tests start their own private
+# Dovecot and Postfix instances on free 127.0.0.1 ports in temp dirs and stop
+# them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The Debian package, installed on this machine, checked and purged (README,
+# "Install and run under systemd"). From a dev build, which the tests below
+# mostly reuse: a release build would add minutes.
+bash scripts/package-test.sh --profile dev
 # The ingest benchmark as a small smoke run (60 messages; `cargo bench`
 # runs the full 2,000).
 cargo test --benches

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ticketd::config::{Config, ConfigError};
+use ticketd::ticket::{Category, Priority};
 
 #[test]
 fn the_example_config_knows_every_key() {
@@ -64,4 +65,83 @@ fn check_config_prints_every_problem_and_fails() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert!(err.contains("6 problem(s)"), "{err}");
+}
+
+/// The example's rules as ticketd compiles them. The credential files the
+/// example names are made in a temp dir standing in for
+/// /etc/ticketd/credentials/, so the file loads without a problem.
+fn example_rules() -> Vec<ticketd::config::Rule> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ticketd.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    for name in ["smtp", "imap-support", "secret"] {
+        std::fs::write(creds.join(name), "0123456789abcdef0123456789abcdef").unwrap();
+    }
+    let text = text.replace("/etc/ticketd/credentials/", &format!("{}/", creds.display()));
+    let path = dir.path().join("ticketd.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}")).rules
+}
+
+/// What one example rule sets, subjects it must match, subjects it must not.
+struct RuleCases {
+    priority: Option<Priority>,
+    category: Option<Category>,
+    hits: &'static [&'static str],
+    misses: &'static [&'static str],
+}
+
+#[test]
+fn the_example_rules_match_whole_words_only() {
+    let rules = example_rules();
+    let expected = [
+        RuleCases {
+            priority: Some(Priority::Urgent),
+            category: None,
+            hits: &["Site is down", "OUTAGE in eu-west", "API offline since 10:00", "Re: [Ticket #42] still down!"],
+            misses: &[
+                "Cannot download my invoice",
+                "Markdown tables broken",
+                "Countdown is wrong",
+                "Breakdown of charges",
+            ],
+        },
+        RuleCases {
+            priority: None,
+            category: Some(Category::Billing),
+            hits: &["Cannot download my invoice", "Refund request", "I was charged twice", "Billing address"],
+            misses: &["Site is down", "Recharged the battery, still broken", "Invoicing API docs?"],
+        },
+        RuleCases {
+            priority: None,
+            category: Some(Category::Account),
+            hits: &[
+                "Can't log in",
+                "Password reset",
+                "Locked out of my account",
+                "2FA codes never arrive",
+                "sign-in loop",
+            ],
+            misses: &["Logging is too verbose", "Design input form", "Plugin crashes", "Passwordless mode?"],
+        },
+    ];
+    assert_eq!(rules.len(), expected.len(), "every example rule needs its cases here");
+    for (i, (rule, want)) in rules.iter().zip(&expected).enumerate() {
+        assert_eq!((rule.priority, rule.category), (want.priority, want.category), "rules[{i}]");
+        let subject = rule.subject.as_ref().unwrap_or_else(|| panic!("rules[{i}] has no subject regex"));
+        for s in want.hits {
+            assert!(subject.is_match(s), "rules[{i}] ({subject}) should match {s:?}");
+        }
+        for s in want.misses {
+            assert!(!subject.is_match(s), "rules[{i}] ({subject}) should not match {s:?}");
+        }
+    }
+    let urgent = |s: &str| {
+        rules
+            .iter()
+            .any(|r| r.priority == Some(Priority::Urgent) && r.subject.as_ref().is_some_and(|re| re.is_match(s)))
+    };
+    assert!(!urgent("Cannot download my invoice"));
+    assert!(urgent("Site is down"));
 }
