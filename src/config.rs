@@ -144,6 +144,8 @@ pub struct Config {
     pub mailboxes: Vec<MailboxConfig>,
     pub agents: Vec<Agent>,
     pub rules: Vec<Rule>,
+    /// Not errors, but worth saying (check-config prints them).
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,46 @@ pub struct MailboxConfig {
     pub batch_size: u32,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// What to do with mail already in the folder at first contact.
+    pub initial: Initial,
+}
+
+/// First contact with a mailbox that already holds mail (no cursor yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// Start at UIDNEXT: nothing already there is read.
+    New,
+    /// Unread mail already there is work (tickets, acknowledgements); mail
+    /// already read is history and is skipped. The default: nothing a
+    /// customer sent and nobody read is lost, and nobody is flooded.
+    Unseen,
+    /// Everything already there becomes tickets, quietly: original dates,
+    /// threaded, no acknowledgements, no notifications.
+    Import,
+}
+
+impl Initial {
+    fn parse(s: &str) -> Result<Initial, String> {
+        match s {
+            "new" => Ok(Initial::New),
+            "unseen" => Ok(Initial::Unseen),
+            "import" => Ok(Initial::Import),
+            _ => Err(format!("invalid {s:?}: expected \"new\", \"unseen\" or \"import\"")),
+        }
+    }
+
+    /// What check-config says will happen on first start.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Initial::New => "mail already in the folder is left alone; only mail arriving from now on becomes tickets",
+            Initial::Unseen => {
+                "unread mail already in the folder becomes tickets (with acknowledgements); mail already read is skipped"
+            }
+            Initial::Import => {
+                "all mail already in the folder becomes tickets with its original dates, quietly (no acknowledgements, no notifications)"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,13 +290,20 @@ impl Config {
         }
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix(ENV_PREFIX).separator("__").try_parsing(false).source(env))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX).separator("__").try_parsing(false).source(env.clone()),
+            )
             .build()
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        // Through a JSON value (sorted maps): the same file gives the same
+        // problems in the same order every run.
+        let value: serde_json::Value =
+            built.try_deserialize().map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let mut unknown = BTreeSet::new();
         let raw: Result<RawConfig, _> =
-            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(built, &mut |p: serde_ignored::Path<
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |p: serde_ignored::Path<
                 '_,
             >| {
                 unknown.insert(bracket_indices(&p.to_string()));
@@ -265,12 +314,21 @@ impl Config {
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
-                let path = e.path().to_string();
+                let path = bracket_indices(&e.path().to_string());
                 problems.push(Problem { path, message: e.into_inner().to_string() });
+                problems.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
                 return Err(ConfigError::Invalid(problems));
             }
         };
-        let config = raw.validate(&mut problems);
+        let credentials = match &env {
+            Some(env) => env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            None => std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        };
+        let mut checker = Checker { problems: &mut problems, warnings: &mut warnings, credentials };
+        let mut config = raw.validate(&mut checker);
+        problems.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
+        warnings.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
+        config.warnings = warnings;
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
     }
 
@@ -282,6 +340,30 @@ impl Config {
         self.mailboxes.iter().find(|m| m.name == name)
     }
 }
+
+/// A leaf value that does not fail deserialisation when it has the wrong
+/// type: the problem is kept and reported with every other one, so
+/// check-config lists all of them in one run.
+#[derive(Debug)]
+struct Lenient<T>(Result<T, String>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let first = serde_json::from_value::<T>(v.clone());
+        Ok(Lenient(match (first, &v) {
+            (Ok(t), _) => Ok(t),
+            // Environment overrides arrive as strings: "2525", "true".
+            (Err(e), serde_json::Value::String(s)) => match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(parsed) if !parsed.is_string() => serde_json::from_value::<T>(parsed).map_err(|_| e.to_string()),
+                _ => Err(e.to_string()),
+            },
+            (Err(e), _) => Err(e.to_string()),
+        }))
+    }
+}
+
+type L<T> = Option<Lenient<T>>;
 
 #[derive(Deserialize, Default)]
 struct RawConfig {
@@ -301,30 +383,30 @@ struct RawConfig {
 
 #[derive(Deserialize)]
 struct RawStore {
-    path: PathBuf,
-    attachments_dir: Option<PathBuf>,
-    cache_capacity: Option<String>,
+    path: L<PathBuf>,
+    attachments_dir: L<PathBuf>,
+    cache_capacity: L<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct RawDesk {
-    subject_tag: Option<String>,
-    display_name: Option<String>,
-    secret_file: Option<PathBuf>,
-    acks_per_sender_per_hour: Option<u32>,
-    notifications_per_ticket_per_hour: Option<u32>,
-    trust_from_header: Option<bool>,
-    trusted_authserv_id: Option<String>,
-    send_receipts: Option<bool>,
-    max_message_bytes: Option<u64>,
-    message_id_domain: Option<String>,
-    templates_dir: Option<PathBuf>,
+    subject_tag: L<String>,
+    display_name: L<String>,
+    secret_file: L<PathBuf>,
+    acks_per_sender_per_hour: L<u32>,
+    notifications_per_ticket_per_hour: L<u32>,
+    trust_from_header: L<bool>,
+    trusted_authserv_id: L<String>,
+    send_receipts: L<bool>,
+    max_message_bytes: L<u64>,
+    message_id_domain: L<String>,
+    templates_dir: L<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
 struct RawAttachments {
-    base_url: Option<String>,
-    max_bytes: Option<u64>,
+    base_url: L<String>,
+    max_bytes: L<u64>,
 }
 
 // Not `#[serde(flatten)]`: flattening hides unknown keys from serde_ignored.
@@ -337,67 +419,69 @@ struct RawPassword {
 
 #[derive(Deserialize)]
 struct RawSmtp {
-    host: String,
-    port: Option<u16>,
-    tls: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    password_command: Option<String>,
-    oauth2_token_command: Option<String>,
-    hello_name: Option<String>,
-    ca_file: Option<PathBuf>,
-    timeout: Option<String>,
-    retry_initial: Option<String>,
-    retry_max: Option<String>,
+    host: L<String>,
+    port: L<u16>,
+    tls: L<String>,
+    username: L<String>,
+    password: L<String>,
+    password_file: L<PathBuf>,
+    password_command: L<String>,
+    oauth2_token_command: L<String>,
+    hello_name: L<String>,
+    ca_file: L<PathBuf>,
+    timeout: L<String>,
+    retry_initial: L<String>,
+    retry_max: L<String>,
 }
 
 #[derive(Deserialize)]
 struct RawMailbox {
-    name: String,
-    address: String,
-    display_name: Option<String>,
-    host: String,
-    port: Option<u16>,
-    tls: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    password_command: Option<String>,
-    oauth2_token_command: Option<String>,
-    folder: Option<String>,
-    category: Option<String>,
-    priority: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    after: Option<String>,
-    move_to: Option<String>,
-    poll_interval: Option<String>,
-    idle: Option<bool>,
-    batch_size: Option<u32>,
-    ca_file: Option<PathBuf>,
-    timeout: Option<String>,
+    name: L<String>,
+    address: L<String>,
+    display_name: L<String>,
+    host: L<String>,
+    port: L<u16>,
+    tls: L<String>,
+    username: L<String>,
+    password: L<String>,
+    password_file: L<PathBuf>,
+    password_command: L<String>,
+    oauth2_token_command: L<String>,
+    folder: L<String>,
+    category: L<String>,
+    priority: L<String>,
+    tags: L<Vec<String>>,
+    after: L<String>,
+    move_to: L<String>,
+    poll_interval: L<String>,
+    idle: L<bool>,
+    batch_size: L<u32>,
+    ca_file: L<PathBuf>,
+    timeout: L<String>,
+    initial: L<String>,
 }
 
 #[derive(Deserialize)]
 struct RawAgent {
-    id: String,
-    email: String,
-    name: Option<String>,
+    id: L<String>,
+    email: L<String>,
+    name: L<String>,
 }
 
 #[derive(Deserialize)]
 struct RawRule {
-    subject: Option<String>,
-    body: Option<String>,
-    priority: Option<String>,
-    category: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
+    subject: L<String>,
+    body: L<String>,
+    priority: L<String>,
+    category: L<String>,
+    tags: L<Vec<String>>,
 }
 
 struct Checker<'a> {
     problems: &'a mut Vec<Problem>,
+    warnings: &'a mut Vec<Problem>,
+    /// `$CREDENTIALS_DIRECTORY` (systemd LoadCredential=), if set.
+    credentials: Option<PathBuf>,
 }
 
 impl Checker<'_> {
@@ -405,9 +489,33 @@ impl Checker<'_> {
         self.problems.push(Problem { path: path.into(), message: message.into() });
     }
 
-    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
-        let Some(v) = value else { return default };
-        match humantime::parse_duration(v) {
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    /// The value if it has the right type; otherwise the problem is recorded.
+    fn get<T>(&mut self, path: &str, v: L<T>) -> Option<T> {
+        match v?.0 {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn required<T>(&mut self, path: &str, v: L<T>, what: &str) -> Option<T> {
+        let missing = v.is_none();
+        let got = self.get(path, v);
+        if missing {
+            self.err(path, format!("missing: {what}"));
+        }
+        got
+    }
+
+    fn duration(&mut self, path: &str, value: L<String>, default: Duration) -> Duration {
+        let Some(v) = self.get(path, value) else { return default };
+        match humantime::parse_duration(&v) {
             Ok(d) if d.is_zero() => {
                 self.err(path, "must be greater than zero");
                 default
@@ -423,10 +531,10 @@ impl Checker<'_> {
     fn vocab<T: std::str::FromStr<Err = crate::ticket::VocabError>>(
         &mut self,
         path: &str,
-        value: Option<&str>,
+        value: L<String>,
         default: T,
     ) -> T {
-        match value.map(str::parse) {
+        match self.get(path, value).map(|v| v.parse()) {
             None => default,
             Some(Ok(v)) => v,
             Some(Err(e)) => {
@@ -442,15 +550,55 @@ impl Checker<'_> {
         }
     }
 
+    /// Text that ends up in a mail header: one line, no control characters
+    /// or direction overrides, a sane length.
+    fn header_text(&mut self, path: &str, value: &str) {
+        if let Err(e) = check_header_text(value) {
+            self.err(path, e);
+        }
+    }
+
+    /// Where a secret file is really read: under systemd, the credential of
+    /// the same name in `$CREDENTIALS_DIRECTORY`.
+    fn credential(&self, configured: PathBuf) -> PathBuf {
+        match (&self.credentials, configured.file_name()) {
+            (Some(dir), Some(name)) if dir.join(name).is_file() => dir.join(name),
+            _ => configured,
+        }
+    }
+
+    /// A secret file must be readable by us and by nobody else. Missing is a
+    /// warning (a fresh install has no passwords yet; the connection fails
+    /// with a clear error until the file is there).
+    fn secret_file(&mut self, path: &str, p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warn(path, format!("{} does not exist yet: create it (mode 0600) before starting", p.display()))
+            }
+            Err(e) => self.err(path, format!("cannot read {}: {e}", p.display())),
+            Ok(m) if !m.is_file() => self.err(path, format!("{} is not a file", p.display())),
+            Ok(m) => {
+                if let Err(e) = std::fs::File::open(p) {
+                    self.err(path, format!("cannot read {}: {e}", p.display()));
+                } else if m.permissions().mode() & 0o044 != 0 {
+                    self.warn(
+                        path,
+                        format!("{} is readable by others (mode {:o}): chmod 600", p.display(), m.permissions().mode() & 0o777),
+                    );
+                }
+            }
+        }
+    }
+
     fn secret(&mut self, path: &str, raw: RawPassword, oauth_allowed: bool) -> Option<Secret> {
         let mut found = Vec::new();
         if let Some(p) = raw.password {
             found.push(Secret::Inline(p));
         }
         if let Some(p) = raw.password_file {
-            if let Err(e) = std::fs::metadata(&p) {
-                self.err(format!("{path}.password_file"), format!("cannot read {}: {e}", p.display()));
-            }
+            let p = self.credential(p);
+            self.secret_file(&format!("{path}.password_file"), &p);
             found.push(Secret::File(p));
         }
         if let Some(c) = raw.password_command {
@@ -468,9 +616,9 @@ impl Checker<'_> {
         found.into_iter().next()
     }
 
-    fn regex(&mut self, path: &str, value: Option<&str>) -> Option<Regex> {
+    fn regex(&mut self, path: &str, value: Option<String>) -> Option<Regex> {
         let v = value?;
-        match Regex::new(v) {
+        match Regex::new(&v) {
             Ok(r) => Some(r),
             Err(e) => {
                 self.err(path, format!("invalid regex: {e}"));
@@ -480,29 +628,46 @@ impl Checker<'_> {
     }
 }
 
+/// Most characters of a display name or subject tag.
+const MAX_HEADER_TEXT: usize = 200;
+
+/// One line of header text: no control characters, no direction overrides,
+/// at most [`MAX_HEADER_TEXT`] characters.
+pub fn check_header_text(s: &str) -> Result<(), String> {
+    if s.chars().any(|c| c.is_control() || crate::text::is_format(c)) {
+        return Err(format!("{s:?} contains control or direction-override characters"));
+    }
+    if s.chars().count() > MAX_HEADER_TEXT {
+        return Err(format!("longer than {MAX_HEADER_TEXT} characters"));
+    }
+    Ok(())
+}
+
 pub fn looks_like_address(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else { return false };
     !local.is_empty()
         && !domain.is_empty()
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+        && s.len() <= 254
+        && s.is_ascii()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"()[]\\".contains(c))
 }
 
 impl RawConfig {
-    fn validate(self, problems: &mut Vec<Problem>) -> Config {
-        let mut c = Checker { problems };
-
+    fn validate(self, c: &mut Checker<'_>) -> Config {
         let store = match self.store {
             Some(s) => {
-                let attachments_dir =
-                    s.attachments_dir.unwrap_or_else(|| s.path.parent().unwrap_or(Path::new(".")).join("attachments"));
-                let cache_bytes = match s.cache_capacity.as_deref() {
+                let path = c.required("store.path", s.path, "where the sled database lives").unwrap_or_default();
+                let attachments_dir = c
+                    .get("store.attachments_dir", s.attachments_dir)
+                    .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join("attachments"));
+                let cache_bytes = match c.get("store.cache_capacity", s.cache_capacity) {
                     None => 64 << 20,
-                    Some(v) => parse_size(v).unwrap_or_else(|| {
+                    Some(v) => parse_size(&v).unwrap_or_else(|| {
                         c.err("store.cache_capacity", format!("invalid size {v:?}; write e.g. \"64MiB\""));
                         64 << 20
                     }),
                 };
-                StoreConfig { path: s.path, attachments_dir, cache_bytes }
+                StoreConfig { path, attachments_dir, cache_bytes }
             }
             None => {
                 c.err("store.path", "missing: where the sled database lives");
@@ -517,126 +682,135 @@ impl RawConfig {
         let mut mailboxes = Vec::new();
         for (i, m) in self.mailboxes.into_iter().enumerate() {
             let p = format!("mailboxes[{i}]");
-            if m.name.is_empty() || !m.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
-                c.err(format!("{p}.name"), "use letters, digits, '-', '_' or '.'");
+            let at = |k: &str| format!("{p}.{k}");
+            let name = c.required(&at("name"), m.name, "a name for logs and the store").unwrap_or_default();
+            if !name.is_empty() && !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                c.err(at("name"), "use letters, digits, '-', '_' or '.'");
             }
-            if !names.insert(m.name.clone()) {
-                c.err(format!("{p}.name"), format!("duplicate mailbox name {:?}", m.name));
+            if !names.insert(name.clone()) && !name.is_empty() {
+                c.err(at("name"), format!("duplicate mailbox name {name:?}"));
             }
-            c.address(&format!("{p}.address"), &m.address);
-            let tls = match Tls::parse(m.tls.as_deref().unwrap_or("tls")) {
+            let address = c.required(&at("address"), m.address, "the support address").unwrap_or_default();
+            if !address.is_empty() {
+                c.address(&at("address"), &address);
+            }
+            let display_name = c.get(&at("display_name"), m.display_name);
+            if let Some(d) = &display_name {
+                c.header_text(&at("display_name"), d);
+            }
+            let host = c.required(&at("host"), m.host, "the IMAP server").unwrap_or_default();
+            let tls = match c.get(&at("tls"), m.tls).as_deref().map(Tls::parse).unwrap_or(Ok(Tls::Implicit)) {
                 Ok(t) => t,
                 Err(e) => {
-                    c.err(format!("{p}.tls"), e);
+                    c.err(at("tls"), e);
                     Tls::Implicit
                 }
             };
-            let port = m.port.unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
-            let password = c
-                .secret(
-                    &p,
-                    RawPassword {
-                        password: m.password,
-                        password_file: m.password_file,
-                        password_command: m.password_command,
-                        oauth2_token_command: m.oauth2_token_command,
-                    },
-                    true,
-                )
-                .unwrap_or_else(|| {
-                    c.err(
-                        format!("{p}.password"),
-                        "missing: set password, password_file, password_command or oauth2_token_command",
-                    );
-                    Secret::Inline(String::new())
-                });
-            let after = match m.after.as_deref().unwrap_or("seen") {
+            let port = c.get(&at("port"), m.port).unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
+            let raw_password = RawPassword {
+                password: c.get(&at("password"), m.password),
+                password_file: c.get(&at("password_file"), m.password_file),
+                password_command: c.get(&at("password_command"), m.password_command),
+                oauth2_token_command: c.get(&at("oauth2_token_command"), m.oauth2_token_command),
+            };
+            let password = c.secret(&p, raw_password, true).unwrap_or_else(|| {
+                c.err(at("password"), "missing: set password, password_file, password_command or oauth2_token_command");
+                Secret::Inline(String::new())
+            });
+            let after = match c.get(&at("after"), m.after).as_deref().unwrap_or("seen") {
                 "seen" => AfterAction::Seen,
                 "move" => AfterAction::Move,
                 "delete" => AfterAction::Delete,
                 other => {
-                    c.err(
-                        format!("{p}.after"),
-                        format!("invalid {other:?}: expected \"seen\", \"move\" or \"delete\""),
-                    );
+                    c.err(at("after"), format!("invalid {other:?}: expected \"seen\", \"move\" or \"delete\""));
                     AfterAction::Seen
                 }
             };
-            if after == AfterAction::Move && m.move_to.is_none() {
-                c.err(format!("{p}.move_to"), "missing: after = \"move\" needs a folder");
+            let move_to = c.get(&at("move_to"), m.move_to);
+            if after == AfterAction::Move && move_to.is_none() {
+                c.err(at("move_to"), "missing: after = \"move\" needs a folder");
             }
-            let batch_size = m.batch_size.unwrap_or(50);
+            let batch_size = c.get(&at("batch_size"), m.batch_size).unwrap_or(50);
             if batch_size == 0 {
-                c.err(format!("{p}.batch_size"), "must be at least 1");
+                c.err(at("batch_size"), "must be at least 1");
+            }
+            let initial = match c.get(&at("initial"), m.initial).as_deref().map(Initial::parse).unwrap_or(Ok(Initial::Unseen)) {
+                Ok(v) => v,
+                Err(e) => {
+                    c.err(at("initial"), e);
+                    Initial::Unseen
+                }
+            };
+            let tags = c.get(&at("tags"), m.tags).unwrap_or_default();
+            for (j, t) in tags.iter().enumerate() {
+                if let Err(e) = crate::triage::act::valid_tag(t) {
+                    c.err(format!("{p}.tags[{j}]"), e.message);
+                }
             }
             mailboxes.push(MailboxConfig {
-                username: m.username.unwrap_or_else(|| m.address.clone()),
-                name: m.name,
-                address: m.address.to_ascii_lowercase(),
-                display_name: m.display_name,
-                host: m.host,
+                username: c.get(&at("username"), m.username).unwrap_or_else(|| address.clone()),
+                name,
+                address: address.to_ascii_lowercase(),
+                display_name,
+                host,
                 port,
                 tls,
                 password,
-                folder: m.folder.unwrap_or_else(|| "INBOX".into()),
-                category: c.vocab(&format!("{p}.category"), m.category.as_deref(), Category::General),
-                priority: c.vocab(&format!("{p}.priority"), m.priority.as_deref(), Priority::Medium),
-                tags: m.tags,
+                folder: c.get(&at("folder"), m.folder).unwrap_or_else(|| "INBOX".into()),
+                category: c.vocab(&at("category"), m.category, Category::General),
+                priority: c.vocab(&at("priority"), m.priority, Priority::Medium),
+                tags,
                 after,
-                move_to: m.move_to,
-                poll_interval: c.duration(
-                    &format!("{p}.poll_interval"),
-                    m.poll_interval.as_deref(),
-                    Duration::from_secs(60),
-                ),
-                idle: m.idle.unwrap_or(true),
+                move_to,
+                poll_interval: c.duration(&at("poll_interval"), m.poll_interval, Duration::from_secs(60)),
+                idle: c.get(&at("idle"), m.idle).unwrap_or(true),
                 batch_size: batch_size.max(1),
-                ca_file: m.ca_file,
-                timeout: c.duration(&format!("{p}.timeout"), m.timeout.as_deref(), Duration::from_secs(60)),
+                ca_file: c.get(&at("ca_file"), m.ca_file),
+                timeout: c.duration(&at("timeout"), m.timeout, Duration::from_secs(60)),
+                initial,
             });
         }
 
         let smtp = match self.smtp {
             Some(s) => {
-                let tls = match Tls::parse(s.tls.as_deref().unwrap_or("starttls")) {
+                let host = c.required("smtp.host", s.host, "the SMTP server").unwrap_or_default();
+                let tls = match c.get("smtp.tls", s.tls).as_deref().map(Tls::parse).unwrap_or(Ok(Tls::Starttls)) {
                     Ok(t) => t,
                     Err(e) => {
                         c.err("smtp.tls", e);
                         Tls::Starttls
                     }
                 };
-                let password = c.secret(
-                    "smtp",
-                    RawPassword {
-                        password: s.password,
-                        password_file: s.password_file,
-                        password_command: s.password_command,
-                        oauth2_token_command: s.oauth2_token_command,
-                    },
-                    false,
-                );
-                if s.username.is_some() && password.is_none() {
+                let raw_password = RawPassword {
+                    password: c.get("smtp.password", s.password),
+                    password_file: c.get("smtp.password_file", s.password_file),
+                    password_command: c.get("smtp.password_command", s.password_command),
+                    oauth2_token_command: c.get("smtp.oauth2_token_command", s.oauth2_token_command),
+                };
+                let password = c.secret("smtp", raw_password, false);
+                let username = c.get("smtp.username", s.username);
+                if username.is_some() && password.is_none() {
                     c.err("smtp.password", "missing: smtp.username is set, so AUTH needs a password");
                 }
+                let hello_name = c.get("smtp.hello_name", s.hello_name);
+                if let Some(h) = &hello_name {
+                    c.header_text("smtp.hello_name", h);
+                }
                 SmtpConfig {
-                    host: s.host,
-                    port: s.port.unwrap_or(match tls {
+                    host,
+                    port: c.get("smtp.port", s.port).unwrap_or(match tls {
                         Tls::Implicit => 465,
                         Tls::Starttls => 587,
                         Tls::None => 25,
                     }),
                     tls,
-                    username: s.username,
+                    username,
                     password,
-                    hello_name: s.hello_name,
-                    ca_file: s.ca_file,
-                    timeout: c.duration("smtp.timeout", s.timeout.as_deref(), Duration::from_secs(60)),
-                    retry_initial: c.duration(
-                        "smtp.retry_initial",
-                        s.retry_initial.as_deref(),
-                        Duration::from_secs(30),
-                    ),
-                    retry_max: c.duration("smtp.retry_max", s.retry_max.as_deref(), Duration::from_secs(3600)),
+                    hello_name,
+                    ca_file: c.get("smtp.ca_file", s.ca_file),
+                    timeout: c.duration("smtp.timeout", s.timeout, Duration::from_secs(60)),
+                    retry_initial: c.duration("smtp.retry_initial", s.retry_initial, Duration::from_secs(30)),
+                    retry_max: c.duration("smtp.retry_max", s.retry_max, Duration::from_secs(3600)),
                 }
             }
             None => {
@@ -660,88 +834,128 @@ impl RawConfig {
         let mut agent_ids = BTreeSet::new();
         for (i, a) in self.agents.into_iter().enumerate() {
             let p = format!("agents[{i}]");
+            let id = c.required(&format!("{p}.id"), a.id, "an id like agent_alice").unwrap_or_default();
             // The id travels inside Message-IDs: keep it to a safe alphabet.
-            let safe = a.id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-');
-            if !a.id.starts_with("agent_") || a.id.len() <= "agent_".len() || !safe {
-                c.err(format!("{p}.id"), format!("{:?} must look like \"agent_<name>\" (a-z, 0-9, '_', '-')", a.id));
+            let safe = id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-');
+            if !id.starts_with("agent_") || id.len() <= "agent_".len() || !safe {
+                c.err(format!("{p}.id"), format!("{id:?} must look like \"agent_<name>\" (a-z, 0-9, '_', '-')"));
             }
-            if !agent_ids.insert(a.id.clone()) {
-                c.err(format!("{p}.id"), format!("duplicate agent id {:?}", a.id));
+            if !agent_ids.insert(id.clone()) {
+                c.err(format!("{p}.id"), format!("duplicate agent id {id:?}"));
             }
-            c.address(&format!("{p}.email"), &a.email);
-            if mailboxes.iter().any(|m| m.address.eq_ignore_ascii_case(&a.email)) {
+            let email = c.required(&format!("{p}.email"), a.email, "the agent's address").unwrap_or_default();
+            c.address(&format!("{p}.email"), &email);
+            if mailboxes.iter().any(|m| m.address.eq_ignore_ascii_case(&email)) {
                 c.err(format!("{p}.email"), "an agent cannot use a support mailbox address");
             }
-            agents.push(Agent {
-                name: a.name.unwrap_or_else(|| a.id.clone()),
-                email: a.email.to_ascii_lowercase(),
-                id: a.id,
-            });
+            let name = c.get(&format!("{p}.name"), a.name);
+            if let Some(n) = &name {
+                c.header_text(&format!("{p}.name"), n);
+            }
+            agents.push(Agent { name: name.unwrap_or_else(|| id.clone()), email: email.to_ascii_lowercase(), id });
         }
 
         let mut rules = Vec::new();
         for (i, r) in self.rules.into_iter().enumerate() {
             let p = format!("rules[{i}]");
-            if r.subject.is_none() && r.body.is_none() {
+            let subject = c.get(&format!("{p}.subject"), r.subject);
+            let body = c.get(&format!("{p}.body"), r.body);
+            let priority = c.get(&format!("{p}.priority"), r.priority);
+            let category = c.get(&format!("{p}.category"), r.category);
+            let tags = c.get(&format!("{p}.tags"), r.tags).unwrap_or_default();
+            if subject.is_none() && body.is_none() {
                 c.err(&p, "a rule needs `subject` and/or `body`");
             }
-            if r.priority.is_none() && r.category.is_none() && r.tags.is_empty() {
+            if priority.is_none() && category.is_none() && tags.is_empty() {
                 c.err(&p, "a rule needs at least one of `priority`, `category`, `tags`");
             }
-            let priority = r.priority.as_deref().and_then(|v| {
+            let priority = priority.and_then(|v| {
                 v.parse().map_err(|e: crate::ticket::VocabError| c.err(format!("{p}.priority"), e.to_string())).ok()
             });
-            let category = r.category.as_deref().and_then(|v| {
+            let category = category.and_then(|v| {
                 v.parse().map_err(|e: crate::ticket::VocabError| c.err(format!("{p}.category"), e.to_string())).ok()
             });
+            for (j, t) in tags.iter().enumerate() {
+                if let Err(e) = crate::triage::act::valid_tag(t) {
+                    c.err(format!("{p}.tags[{j}]"), e.message);
+                }
+            }
             rules.push(Rule {
-                subject: c.regex(&format!("{p}.subject"), r.subject.as_deref()),
-                body: c.regex(&format!("{p}.body"), r.body.as_deref()),
+                subject: c.regex(&format!("{p}.subject"), subject),
+                body: c.regex(&format!("{p}.body"), body),
                 priority,
                 category,
-                tags: r.tags,
+                tags,
             });
         }
 
         let d = self.desk;
-        let subject_tag = d.subject_tag.unwrap_or_else(|| "Ticket".into());
+        let subject_tag = c.get("desk.subject_tag", d.subject_tag).unwrap_or_else(|| "Ticket".into());
         if subject_tag.is_empty() || subject_tag.contains(['[', ']', '#']) {
             c.err("desk.subject_tag", "must be non-empty and contain no '[', ']' or '#'");
         }
-        if let Some(p) = &d.secret_file {
-            match std::fs::read(p) {
-                Ok(b) if b.trim_ascii().len() < 16 => c.err("desk.secret_file", "the secret must be at least 16 bytes"),
-                Ok(_) => {}
-                Err(e) => c.err("desk.secret_file", format!("cannot read {}: {e}", p.display())),
+        c.header_text("desk.subject_tag", &subject_tag);
+        let secret_file = c.get("desk.secret_file", d.secret_file).map(|p| c.credential(p));
+        if let Some(p) = &secret_file {
+            c.secret_file("desk.secret_file", p);
+            if let Ok(b) = std::fs::read(p)
+                && b.trim_ascii().len() < 16
+            {
+                c.err("desk.secret_file", "the secret must be at least 16 bytes");
             }
         }
-        let message_id_domain = d.message_id_domain.unwrap_or_else(|| {
+        let message_id_domain = c.get("desk.message_id_domain", d.message_id_domain).unwrap_or_else(|| {
             mailboxes
                 .first()
                 .and_then(|m| m.address.rsplit_once('@').map(|(_, dom)| dom.to_owned()))
                 .unwrap_or_else(|| "ticketd.invalid".into())
         });
+        if !looks_like_address(&format!("x@{message_id_domain}")) {
+            c.err("desk.message_id_domain", format!("{message_id_domain:?} is not a domain"));
+        }
+        let display_name = c.get("desk.display_name", d.display_name).unwrap_or_else(|| "Support".into());
+        c.header_text("desk.display_name", &display_name);
+        let trusted_authserv_id = c.get("desk.trusted_authserv_id", d.trusted_authserv_id);
         let desk = DeskConfig {
             subject_tag,
-            display_name: d.display_name.unwrap_or_else(|| "Support".into()),
-            secret_file: d.secret_file,
-            acks_per_sender_per_hour: d.acks_per_sender_per_hour.unwrap_or(5),
-            notifications_per_ticket_per_hour: d.notifications_per_ticket_per_hour.unwrap_or(20),
-            trust_from_header: d.trust_from_header.unwrap_or(false),
-            trusted_authserv_id: d.trusted_authserv_id,
-            send_receipts: d.send_receipts.unwrap_or(false),
-            max_message_bytes: d.max_message_bytes.unwrap_or(50 << 20),
+            display_name,
+            secret_file,
+            acks_per_sender_per_hour: c.get("desk.acks_per_sender_per_hour", d.acks_per_sender_per_hour).unwrap_or(5),
+            notifications_per_ticket_per_hour: c
+                .get("desk.notifications_per_ticket_per_hour", d.notifications_per_ticket_per_hour)
+                .unwrap_or(20),
+            trust_from_header: c.get("desk.trust_from_header", d.trust_from_header).unwrap_or(false),
+            trusted_authserv_id,
+            send_receipts: c.get("desk.send_receipts", d.send_receipts).unwrap_or(false),
+            max_message_bytes: c.get("desk.max_message_bytes", d.max_message_bytes).unwrap_or(50 << 20),
             message_id_domain,
-            templates_dir: d.templates_dir,
+            templates_dir: c.get("desk.templates_dir", d.templates_dir),
         };
 
+        let base_url = c.get("attachments.base_url", self.attachments.base_url);
         let attachments = AttachmentsConfig {
-            base_url: default_base_url(self.attachments.base_url, &store.attachments_dir),
-            max_bytes: self.attachments.max_bytes.unwrap_or(25 << 20),
+            base_url: default_base_url(base_url, &store.attachments_dir),
+            max_bytes: c.get("attachments.max_bytes", self.attachments.max_bytes).unwrap_or(25 << 20),
         };
 
-        Config { store, desk, attachments, smtp, mailboxes, agents, rules }
+        Config { store, desk, attachments, smtp, mailboxes, agents, rules, warnings: Vec::new() }
     }
+}
+
+/// Sorts paths as a reader expects: sections in file order, list entries
+/// by number (`mailboxes[2]` before `mailboxes[10]`).
+fn path_order(path: &str) -> Vec<(u8, String, usize)> {
+    const SECTIONS: &[&str] = &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules"];
+    path.split('.')
+        .map(|part| {
+            let (name, index) = match part.split_once('[') {
+                Some((n, i)) => (n, i.trim_end_matches(']').parse().unwrap_or(0)),
+                None => (part, 0),
+            };
+            let rank = SECTIONS.iter().position(|s| *s == name).unwrap_or(SECTIONS.len()) as u8;
+            (rank, name.to_owned(), index)
+        })
+        .collect()
 }
 
 /// serde_ignored writes `agents.0.shoe`; our own paths say `agents[0].shoe`.
@@ -877,6 +1091,65 @@ password = "secret"
         assert_eq!(Secret::File(f).resolve().await.unwrap(), "hunter2");
         assert_eq!(Secret::Command("printf 'abc\\n'".into()).resolve().await.unwrap(), "abc");
         assert!(Secret::Command("exit 3".into()).resolve().await.is_err());
+    }
+
+    #[test]
+    fn every_type_error_at_once_in_a_stable_order() {
+        let d = tempfile::tempdir().unwrap();
+        let body = MINIMAL.replace("tls = \"none\"\npassword", "tls = \"none\"\nport = \"x\"\nidle = 3\nbatch_size = -1\npassword")
+            + "[desk]\nacks_per_sender_per_hour = \"many\"\ntrust_from_header = \"yes\"\n";
+        let run = || match Config::load_with_env(&write(&d, &body), Some(HashMap::new())) {
+            Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let first = run();
+        let paths: Vec<&str> = first.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "desk.acks_per_sender_per_hour",
+                "desk.trust_from_header",
+                "mailboxes[0].batch_size",
+                "mailboxes[0].idle",
+                "mailboxes[0].port"
+            ],
+            "{first:#?}"
+        );
+        assert_eq!(first.len(), 5, "{first:#?}");
+        for _ in 0..5 {
+            assert_eq!(run(), first, "the same file gives the same report");
+        }
+    }
+
+    #[test]
+    fn secrets_missing_are_warnings_and_credentials_come_from_systemd() {
+        let d = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        let body = MINIMAL.replace("password = \"secret\"", "password_file = \"/etc/ticketd/credentials/imap-support\"");
+        let c = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].path, "mailboxes[0].password_file");
+        assert!(c.warnings[0].message.contains("does not exist yet"));
+        std::fs::write(creds.path().join("imap-support"), "pw\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(creds.path().join("imap-support"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let env = HashMap::from([("CREDENTIALS_DIRECTORY".to_owned(), creds.path().display().to_string())]);
+        let c = Config::load_with_env(&write(&d, &body), Some(env)).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.mailboxes[0].password, Secret::File(creds.path().join("imap-support")));
+        std::fs::set_permissions(creds.path().join("imap-support"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let env = HashMap::from([("CREDENTIALS_DIRECTORY".to_owned(), creds.path().display().to_string())]);
+        let c = Config::load_with_env(&write(&d, &body), Some(env)).unwrap();
+        assert!(c.warnings[0].message.contains("readable by others"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn header_text_is_one_clean_line() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!("{MINIMAL}[desk]\ndisplay_name = \"Support\\nBcc: x@evil.test\"\nsubject_tag = \"T\\u202Eicket\"\n");
+        let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err().to_string();
+        assert!(err.contains("desk.display_name"), "{err}");
+        assert!(err.contains("desk.subject_tag"), "{err}");
     }
 
     #[test]

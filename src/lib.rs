@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod desk;
+pub mod doctor;
 pub mod failpoint;
 pub mod health;
 pub mod imap;

@@ -33,7 +33,11 @@ enum Cmd {
     /// Run the daemon.
     Run,
     /// Validate the configuration; print every problem with its key path.
-    CheckConfig,
+    CheckConfig {
+        /// Also log in to every IMAP mailbox and the SMTP server.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Tickets: list, show, update, answer.
     Tickets {
         #[command(subcommand)]
@@ -219,7 +223,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Cmd::CheckConfig => match Config::load(&cli.config) {
+        Cmd::CheckConfig { connect } => match Config::load(&cli.config) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} mailbox(es), {} agent(s), {} rule(s))",
@@ -228,7 +232,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     c.agents.len(),
                     c.rules.len()
                 );
-                Ok(ExitCode::SUCCESS)
+                for w in &c.warnings {
+                    println!("  warning: {w}");
+                }
+                for m in &c.mailboxes {
+                    println!("  mailbox {}: if ticketd has not read it before, {}", m.name, m.initial.describe());
+                }
+                if !*connect {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let findings = runtime()?.block_on(ticketd::doctor::check(&c));
+                let mut ok = true;
+                for f in &findings {
+                    ok &= f.ok;
+                    println!("  {} {}: {}", if f.ok { "ok  " } else { "FAIL" }, f.subject, clean_line(&f.detail));
+                }
+                Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             Err(ConfigError::Invalid(problems)) => {
                 eprintln!("{}: {} problem(s)", cli.config.display(), problems.len());
@@ -326,7 +345,7 @@ async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> a
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Quarantine { command } => quarantine(access, command).await,
-        Cmd::Run | Cmd::CheckConfig => unreachable!("handled without the desk"),
+        Cmd::Run | Cmd::CheckConfig { .. } => unreachable!("handled without the desk"),
     }
 }
 
