@@ -95,6 +95,21 @@ static DATE_FIRST: LazyLock<Regex> = LazyLock::new(|| {
         .expect("date first regex compiles")
 });
 
+/// The opening of an attribution proper: a lead word, or the date after at
+/// most an abbreviated weekday ("Mon,", "pon.,", "пн,"), which "Version 2."
+/// is not.
+static OPENS_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于)\s|(?:\p{L}{1,4}\.?,?\s+)?\d)")
+        .expect("opens attribution regex compiles")
+});
+
+static LEAD_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于)\s").expect("lead word regex compiles")
+});
+
+static VERB_AT_END: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!(r"(?i){WROTE}\s*$")).expect("verb at end regex compiles"));
+
 /// Only trusted when a quote follows directly, where a wrong guess costs one
 /// line of context rather than the rest of the message.
 static COLON_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[:：]\s*$").expect("colon regex compiles"));
@@ -190,7 +205,7 @@ static GENERIC_FIELD: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Devices and apps that mobile clients name in their default signature;
 /// listing them keeps "Sent from my office on Friday." a sentence.
-const SENDING_DEVICE: &str = r"(?:iphone|ipad|ipod|apple\s?watch|ios|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|oppo|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|movil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|matkapuhelin|puhelin|telefon|smartfon|телефон|смартфон|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|t-online|courrier|correo|posta|pošt|poczt|почт|e-?post|sähköpost|windows|手机|手機|华为|華為|小米|邮件|郵件|邮箱|메일)";
+const SENDING_DEVICE: &str = r"(?:iphon(?:e|u|a|em)?|ipad|ipod|apple\s?watch|ios|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|oppo|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|movil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|matkapuhelin|puhelin|telefon|smartfon|телефон|смартфон|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|t-online|courrier|correo|posta|pošt|poczt|почт|e-?post|sähköpost|windows|手机|手機|华为|華為|小米|邮件|郵件|邮箱|메일)";
 
 static MOBILE_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
     let pattern = r"(?i)^(?:
@@ -320,6 +335,7 @@ impl<'a, 'b> Scan<'a, 'b> {
         let lines = self.lines;
         let mut kept: Vec<&'a str> = Vec::new();
         let mut seen_attribution = false;
+        let mut dropped_device = None;
         let mut i = 0;
         while i < lines.len() {
             self.work += 1;
@@ -374,17 +390,25 @@ impl<'a, 'b> Scan<'a, 'b> {
                     _ => {}
                 }
             }
-            if has_text(&kept) && is_device_line(line) {
+            if is_device_line(line) {
                 if self.quote_from[i + 1] {
+                    dropped_device = Some(line);
                     i += 1;
                     continue;
                 }
-                if next_non_blank(lines, i + 1).is_some() && !self.forward_from[i + 1] {
+                if has_text(&kept) && next_non_blank(lines, i + 1).is_some() && !self.forward_from[i + 1] {
                     break;
                 }
             }
             kept.push(line);
             i += 1;
+        }
+        // A reply that is nothing but a device line and a quote still shows
+        // who answered from where rather than falling back to the quote.
+        if !has_text(&kept)
+            && let Some(device) = dropped_device
+        {
+            kept.push(device);
         }
         kept
     }
@@ -485,7 +509,7 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
             tail.push_str(next);
             match attribution_evidence(&tail, true) {
                 Some(Evidence::Certain) => return None,
-                Some(Evidence::Strong) if DATE_FIRST.is_match(&tail) => return None,
+                Some(Evidence::Strong) if LEAD_WORD.is_match(&tail) => return None,
                 _ => {}
             }
         }
@@ -522,7 +546,11 @@ fn attribution_evidence(text: &str, at_block_start: bool) -> Option<Evidence> {
     };
     let colon = COLON_END.is_match(body);
     if !colon && !framed {
-        return None;
+        let complete = (VERB_AT_END.is_match(body)
+            || (OPENS_ATTRIBUTION.is_match(body) && ATTRIBUTION_VERB_TAIL.is_match(body)))
+            && ADDRESS.is_match(body)
+            && DATE_OR_TIME.is_match(body);
+        return complete.then_some(Evidence::Weak);
     }
     let core = body.trim_end().trim_end_matches([':', '：']).trim_end();
     let addressed = ADDRESS.is_match(body);
@@ -537,7 +565,12 @@ fn attribution_evidence(text: &str, at_block_start: bool) -> Option<Evidence> {
         return colon.then_some(Evidence::Weak);
     }
     if colon && addressed && dated {
-        if at_block_start && body.len() <= 250 && TIME.is_match(body) && BRACKETED_ADDRESS_AT_END.is_match(body) {
+        if at_block_start
+            && body.len() <= 250
+            && DATE_FIRST.is_match(body)
+            && TIME.is_match(body)
+            && BRACKETED_ADDRESS_AT_END.is_match(body)
+        {
             return Some(Evidence::Certain);
         }
         return Some(Evidence::Weak);
@@ -561,7 +594,7 @@ fn inline_attribution(line: &str) -> Option<InlineSplit> {
     let colon = after.char_indices().take(80).find(|&(_, c)| c == ':' || c == '：')?.0;
     let end = verb.end() + colon + after[colon..].chars().next().map_or(1, char::len_utf8);
     let rest = line[end..].trim();
-    if attribution_evidence(&line[..end], false).is_some() {
+    if OPENS_ATTRIBUTION.is_match(line) && attribution_evidence(&line[..end], false).is_some() {
         return None;
     }
     let mut by_lead = None;
@@ -829,13 +862,13 @@ fn render(kept: &[&str], footnotes: Vec<&str>) -> String {
 }
 
 /// What `parent` needs from the stripper to recognise the attribution or
-/// header block above a quoted parent and to tidy what is left.
+/// header block above a quoted parent.
 pub(crate) mod shapes {
     use super::*;
 
-    /// An attribution line (or several joined), any evidence.
-    pub(crate) fn is_attribution(text: &str) -> bool {
-        text.len() <= MAX_ATTRIBUTION_LEN && attribution_evidence(text, true).is_some()
+    /// How many lines the attribution starting at `i` spans, if one does.
+    pub(crate) fn attribution_span(lines: &[&str], i: usize) -> Option<usize> {
+        attribution_at(lines, i).map(|a| a.span)
     }
 
     pub(crate) fn is_header_field(line: &str) -> bool {
@@ -855,13 +888,6 @@ pub(crate) mod shapes {
                 c.name("lead").is_some_and(|m| m.as_str().contains("--"))
                     || c.name("tail").is_some_and(|m| m.as_str().contains("--"))
             })
-    }
-
-    /// Trailing signature and device line dropped, blank runs collapsed,
-    /// exactly as `strip_quoted` finishes its own result.
-    pub(crate) fn finish(mut kept: Vec<&str>) -> String {
-        tidy_tail(&mut kept);
-        render(&kept, Vec::new()).trim().to_string()
     }
 }
 
