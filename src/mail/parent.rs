@@ -433,4 +433,77 @@ mod tests {
         assert!(!found.contains(&0), "the first needles were searched in full");
         assert!(spent <= MAX_WORK + 3, "spent {spent}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{MAX_WORK, contains_counted, cut_counted, cut_parent};
+        use super::PARENT;
+
+        fn quoted_reply() -> impl Strategy<Value = String> {
+            let parent_lines: Vec<String> = PARENT.lines().map(str::to_string).collect();
+            (
+                prop::collection::vec("[a-z ,.]{0,60}", 0..6),
+                prop::sample::select(vec!["> ", "> > ", "\t", "| ", ""]),
+                prop::collection::vec(any::<bool>(), parent_lines.len()),
+                prop::collection::vec("[a-z ,.]{0,60}", 0..6),
+                any::<bool>(),
+            )
+                .prop_map(move |(top, prefix, keep, bottom, crlf)| {
+                    let quoted: Vec<String> = parent_lines
+                        .iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(l, _)| format!("{prefix}{l}"))
+                        .collect();
+                    let all = [top, vec!["On Mon, 15 Jan 2024, Support wrote:".to_string()], quoted, bottom].concat();
+                    all.join(if crlf { "\r\n" } else { "\n" })
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn kept_lines_come_from_the_reply(reply in quoted_reply()) {
+                let input: Vec<String> =
+                    reply.replace("\r\n", "\n").split('\n').map(|l| l.trim().to_string()).collect();
+                if let Some(out) = cut_parent(&reply, PARENT) {
+                    prop_assert!(!out.contains('\r'));
+                    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                        prop_assert!(input.iter().any(|i| i.starts_with(line) || i.ends_with(line)), "{:?}", line);
+                    }
+                }
+            }
+
+            #[test]
+            fn text_sharing_no_words_with_the_parent_is_not_cut(reply in prop::collection::vec("[0-9 ,.]{1,60}", 1..30)) {
+                let reply = reply.join("\n");
+                prop_assert_eq!(cut_parent(&reply, PARENT), None);
+                prop_assert!(contains_counted(&reply, &["Status: open Priority: medium"]).0.is_empty());
+            }
+
+            #[test]
+            fn arbitrary_input_never_panics_and_stays_in_budget(reply in "\\PC{0,400}", parent in "\\PC{0,200}") {
+                let (_, spent) = cut_counted(&reply, &parent);
+                prop_assert!(spent <= MAX_WORK + reply.len());
+                let (_, spent) = contains_counted(&reply, &[&parent, "a b c"]);
+                prop_assert!(spent <= MAX_WORK + parent.len() + 3);
+            }
+
+        }
+
+        proptest! {
+            // Large generated inputs: fewer cases keep the suite quick.
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            #[test]
+            fn work_stays_within_a_multiple_of_the_input(words in prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "printer", "fan"]), 0..3_000), width in 1usize..12) {
+                let reply: String = words.chunks(width).map(|c| c.join(" ")).collect::<Vec<_>>().join("\n");
+                let parent: String = words.iter().rev().take(500).copied().collect::<Vec<_>>().join(" ");
+                let (_, spent) = cut_counted(&reply, &parent);
+                prop_assert!(spent <= MAX_WORK + width);
+            }
+        }
+    }
 }

@@ -336,6 +336,7 @@ impl<'a, 'b> Scan<'a, 'b> {
         let mut kept: Vec<&'a str> = Vec::new();
         let mut seen_attribution = false;
         let mut dropped_device = None;
+        let mut has_text = false;
         let mut i = 0;
         while i < lines.len() {
             self.work += 1;
@@ -345,12 +346,11 @@ impl<'a, 'b> Scan<'a, 'b> {
                 break;
             }
             if is_quote(line) {
-                if !seen_attribution && let Some(end) = self.pasted_block_end(i, &kept) {
+                let end = self.quote_block_end(i);
+                if !seen_attribution && has_text && self.is_pasted(i, end) {
                     kept.extend_from_slice(&lines[i..end]);
-                    i = end;
-                    continue;
                 }
-                i += 1;
+                i = end;
                 continue;
             }
             if let Some(end) = lost_prefix_run(lines, i) {
@@ -365,10 +365,11 @@ impl<'a, 'b> Scan<'a, 'b> {
             }
             if let Some(split) = inline_attribution(line) {
                 kept.push(&line[..split.start]);
+                has_text = true;
                 if split.rest_is_quote {
                     break;
                 }
-                match next_non_blank(lines, i + 1) {
+                match self.next_non_blank(i + 1) {
                     Some(next) if is_quote(lines[next]) => {
                         seen_attribution = true;
                         i = next;
@@ -379,7 +380,7 @@ impl<'a, 'b> Scan<'a, 'b> {
             }
             if let Some(a) = self.attributions[i] {
                 seen_attribution = true;
-                match next_non_blank(lines, i + a.span) {
+                match self.next_non_blank(i + a.span) {
                     Some(next) if is_quote(lines[next]) => {
                         i = next;
                         continue;
@@ -396,45 +397,48 @@ impl<'a, 'b> Scan<'a, 'b> {
                     i += 1;
                     continue;
                 }
-                if has_text(&kept) && next_non_blank(lines, i + 1).is_some() && !self.forward_from[i + 1] {
+                if has_text && self.next_non_blank(i + 1).is_some() && !self.forward_from[i + 1] {
                     break;
                 }
             }
             kept.push(line);
+            has_text |= !is_blank(line);
             i += 1;
         }
         // A reply that is nothing but a device line and a quote still shows
         // who answered from where rather than falling back to the quote.
-        if !has_text(&kept)
-            && let Some(device) = dropped_device
-        {
+        if !has_text && let Some(device) = dropped_device {
             kept.push(device);
         }
         kept
     }
 
-    /// A `>` block that is really the author's text: it reads like pasted
-    /// output or continues the sentence above, and new text follows it.
-    fn pasted_block_end(&mut self, i: usize, kept: &[&str]) -> Option<usize> {
+    fn next_non_blank(&mut self, from: usize) -> Option<usize> {
+        let found = (from..self.lines.len()).find(|&j| !is_blank(self.lines[j]));
+        self.work += found.unwrap_or(self.lines.len()).saturating_sub(from);
+        found
+    }
+
+    fn quote_block_end(&mut self, i: usize) -> usize {
+        let end = (i..self.lines.len()).find(|&j| !is_quote(self.lines[j])).unwrap_or(self.lines.len());
+        self.work += end - i;
+        end
+    }
+
+    /// Whether the `>` block `i..end` is really the author's text: it reads
+    /// like pasted output or continues the sentence above, and new text
+    /// follows it.
+    fn is_pasted(&mut self, i: usize, end: usize) -> bool {
         let lines = self.lines;
-        if !has_text(kept) {
-            return None;
-        }
-        let attached = i > 0 && !is_blank(lines[i - 1]) && !is_quote(lines[i - 1]);
+        let attached = i > 0 && !is_blank(lines[i - 1]);
         if !attached && !PASTED_QUOTE.is_match(capped(lines[i].trim_start())) {
-            return None;
+            return false;
         }
-        let mut end = i;
-        while end < lines.len() && is_quote(lines[end]) {
-            self.work += 1;
-            end += 1;
-        }
-        let next = next_non_blank(lines, end)?;
+        let Some(next) = self.next_non_blank(end) else {
+            return false;
+        };
         let follows = lines[next];
-        if is_quote(follows) || self.attributions[next].is_some() || is_device_line(follows) || follows.trim() == "--" {
-            return None;
-        }
-        Some(end)
+        !(is_quote(follows) || self.attributions[next].is_some() || is_device_line(follows) || follows.trim() == "--")
     }
 }
 
@@ -457,14 +461,6 @@ fn is_quote(line: &str) -> bool {
 
 fn is_blank(line: &str) -> bool {
     line.trim().is_empty()
-}
-
-fn has_text(kept: &[&str]) -> bool {
-    kept.iter().any(|l| !is_blank(l))
-}
-
-fn next_non_blank(lines: &[&str], from: usize) -> Option<usize> {
-    (from..lines.len()).find(|&j| !is_blank(lines[j]))
 }
 
 fn inside_paragraph(lines: &[&str], start: usize, end: usize) -> bool {
@@ -1142,6 +1138,110 @@ mod tests {
             assert!(!out.contains('\r'));
             assert_eq!(out, out.trim());
             assert_eq!(out.is_empty(), input.trim().is_empty());
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{strip_counted, strip_quoted};
+
+        /// Lines of the shapes the stripper reacts to, mixed with prose and
+        /// arbitrary text, so generated bodies hit every branch.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[A-Za-z ,.!?']{0,70}",
+                2 => "> [a-z ,.]{0,70}",
+                1 => ">>> [a-z()]{0,20}",
+                1 => "> [0-9]{1,3} users",
+                1 => Just(String::new()),
+                1 => "\\PC{0,40}",
+                1 => prop::sample::select(vec![
+                    "On Mon, Jan 15, 2024 at 4:02 PM Ann <ann@x.test> wrote:",
+                    "On Mon, Jan 15, 2024 at 4:02 PM",
+                    "Ann <ann@x.test> wrote:",
+                    "Thanks. On Mon, Jan 15, 2024 at 4:02 PM Ann <ann@x.test> wrote: old",
+                    "2024-01-15 16:02 GMT+01:00 Ann <ann@x.test>:",
+                    "---- On Mon, 15 Jan 2024 Ann <ann@x.test> wrote ----",
+                    "-----Original Message-----",
+                    "-------- Oprindelig besked --------",
+                    "________________________________",
+                    "From: Ann <ann@x.test>",
+                    "Sent: Monday, January 15, 2024 4:02 PM",
+                    "De : Ann <ann@x.test>",
+                    "Sujet : Re: x",
+                    "Sent from my iPhone",
+                    "Envoyé à partir de Outlook pour iOS",
+                    "Begin forwarded message:",
+                    "-- ",
+                    "[1]: https://x.test/",
+                    "see [1]",
+                ])
+                .prop_map(str::to_string),
+            ]
+        }
+
+        fn body(max_lines: usize) -> impl Strategy<Value = String> {
+            (prop::collection::vec(line(), 0..max_lines), any::<bool>())
+                .prop_map(|(lines, crlf)| lines.join(if crlf { "\r\n" } else { "\n" }))
+        }
+
+        /// Prose without any character a quote, attribution, header,
+        /// separator or signature could be built from.
+        fn plain_body() -> impl Strategy<Value = String> {
+            prop::collection::vec("[A-Za-z ,.!?']{0,70}", 1..30).prop_map(|lines| lines.join("\n"))
+        }
+
+        fn normalised_lines(body: &str) -> Vec<String> {
+            body.replace("\r\n", "\n").replace('\r', "\n").split('\n').map(|l| l.trim().to_string()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn kept_lines_come_from_the_input(body in body(40)) {
+                let out = strip_quoted(&body);
+                prop_assert!(!out.contains('\r'));
+                prop_assert_eq!(out.is_empty(), body.trim().is_empty());
+                let input = normalised_lines(&body);
+                for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    prop_assert!(
+                        input.iter().any(|i| i.starts_with(line) || i.ends_with(line)),
+                        "{:?} is not from the input", line
+                    );
+                }
+            }
+
+            #[test]
+            fn text_without_quotes_is_kept_whole(body in plain_body()) {
+                let out = strip_quoted(&body);
+                let mut expected: Vec<String> = Vec::new();
+                for line in body.lines().map(str::trim_end) {
+                    if line.trim().is_empty() {
+                        if expected.last().is_some_and(|l| !l.is_empty()) {
+                            expected.push(String::new());
+                        }
+                    } else {
+                        expected.push(line.to_string());
+                    }
+                }
+                prop_assert_eq!(out, expected.join("\n").trim().to_string());
+            }
+
+        }
+
+        proptest! {
+            // Large generated inputs: fewer cases keep the suite quick.
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            #[test]
+            fn work_is_linear_in_lines(body in body(400), blanks in 0usize..2_000) {
+                let body = format!("{body}{}{body}", "\n".repeat(blanks));
+                let lines = body.replace("\r\n", "\n").split(['\n', '\r']).count();
+                let (_, work) = strip_counted(&body);
+                prop_assert!(work <= 6 * lines + 8, "work {} for {} lines", work, lines);
+            }
         }
     }
 }
