@@ -61,7 +61,7 @@ const MAX_DEVICE_LINE: usize = 120;
 
 /// "wrote" in the attribution languages of Gmail, Outlook, Apple Mail,
 /// Thunderbird, Yahoo and the common webmailers.
-const WROTE: &str = r"(?:\bwrote\b|\bwrites\b|\bschrieb\b|\bschreibt\b|\ba\s+[ée]crit\b|\bescribi[óo]\b|\bha\s+scritto\b|\bescreveu\b|\bschreef\b|\bgeschreven\b|\bskrev\b|\bkirjoitti\b|\bnapisał(?:\(a\)|a)?|\bnapisana\b|\bpisze\b|\bnapsal(?:\(a\)|a)?|\bнаписал(?:\(а\)|а)?|\bпишет\b|\byazdı\b|写道|寫道|님이\s*작성|작성|書きました|のメール|쓴\s*글|\bírta\b|έγραψε|\bscrie\b|\bnapísal(?:\(a\)|a)?)";
+const WROTE: &str = r"(?:\bwrote\b|\bwrites\b|\bschrieb\b|\bschreibt\b|\ba\s+[ée]crit\b|\bescribi[óo]\b|\bha\s+scritto\b|\bescreveu\b|\bschreef\b|\bgeschreven\b|\bskrev\b|\bkirjoitti\b|\bnapisał(?:\(a\)|a)?|\bnapisana\b|\bpisze\b|\bnapsal(?:\(a\)|a)?|\bнаписал(?:\(а\)|а)?|\bпишет\b|\byazdı\b|写道|寫道|님이\s*작성|작성|書きました|のメール|のメッセージ|쓴\s*글|\bquoting\b|\bzitat\s+von\b|\bcitation\s+de\b|\bcitando\b|\bírta\b|έγραψε|\bscrie\b|\bnapísal(?:\(a\)|a)?)";
 
 static ATTRIBUTION_VERB_TAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"(?is){WROTE}.{{0,120}}$")).expect("verb tail regex compiles"));
@@ -167,6 +167,16 @@ static WHEN_FIELD: LazyLock<Regex> = LazyLock::new(|| {
         .expect("when field regex compiles")
 });
 
+static TO_FIELD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\*{0,2}(?:to|an|à|a|para|aan|till|til|do|pour|кому|vastaanottaja|kime|komu|宛先|收件人|收件者|받는\s?사람)\*{0,2}\s*[:：]\s*\S")
+        .expect("to field regex compiles")
+});
+
+/// A sender written as `Name <addr>` or `[mailto:addr]`, as clients do.
+static BRACKETED_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[<\[(](?:mailto:)?[^<>\[\]()\s]+@[^<>\[\]()\s]+[>\])]").expect("bracketed address regex compiles")
+});
+
 /// Some webmailers flatten the reply header into one line
 /// ("Date: … From: … To: … Subject: …").
 static INLINE_FROM: LazyLock<Regex> = LazyLock::new(|| {
@@ -205,7 +215,7 @@ static GENERIC_FIELD: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Devices and apps that mobile clients name in their default signature;
 /// listing them keeps "Sent from my office on Friday." a sentence.
-const SENDING_DEVICE: &str = r"(?:iphon(?:e|u|a|em)?|ipad|ipod|apple\s?watch|ios|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|oppo|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|movil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|matkapuhelin|puhelin|telefon|smartfon|телефон|смартфон|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|t-online|courrier|correo|posta|pošt|poczt|почт|e-?post|sähköpost|windows|手机|手機|华为|華為|小米|邮件|郵件|邮箱|메일)";
+const SENDING_DEVICE: &str = r"(?:iphon(?:e|u|a|em)?|ipad|ipod|apple\s?watch|ios|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|oppo|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|movil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|matkapuhelin|puhelin|telefon|smartfon|телефон|смартфон|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|t-online|courrier|correo|posta|pošt|poczt|почт|e-?post|sähköpost|windows|airmail|newton|superhuman|canary|edison|spike|tutanota|mailbird|thunderbird|mailspring|zoho|yandex|icloud|hotmail|手机|手機|华为|華為|小米|邮件|郵件|邮箱|메일)";
 
 static MOBILE_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
     let pattern = r"(?i)^(?:
@@ -363,7 +373,13 @@ impl<'a, 'b> Scan<'a, 'b> {
                 }
                 break;
             }
-            if let Some(split) = inline_attribution(line) {
+            let split = inline_attribution(line, Evidence::Certain).or_else(|| {
+                // Without an address the attribution needs the quote below.
+                let quoted_below = ATTRIBUTION_VERB.is_match(capped(line))
+                    && self.next_non_blank(i + 1).is_some_and(|n| is_quote(lines[n]));
+                if quoted_below { inline_attribution(line, Evidence::Strong) } else { None }
+            });
+            if let Some(split) = split {
                 kept.push(&line[..split.start]);
                 has_text = true;
                 if split.rest_is_quote {
@@ -576,13 +592,14 @@ fn attribution_evidence(text: &str, at_block_start: bool) -> Option<Evidence> {
 
 /// An attribution that a client glued onto the end of the author's last line
 /// ("Works now. On Mon, … <a@b> wrote:"), possibly followed by quoted text.
+/// `needed` is the evidence the attribution must carry on its own.
 struct InlineSplit {
     start: usize,
     rest_is_quote: bool,
 }
 
-fn inline_attribution(line: &str) -> Option<InlineSplit> {
-    if line.len() > MAX_INLINE_SCAN || !ADDRESS.is_match(line) {
+fn inline_attribution(line: &str, needed: Evidence) -> Option<InlineSplit> {
+    if line.len() > MAX_INLINE_SCAN || (needed == Evidence::Certain && !ADDRESS.is_match(line)) {
         return None;
     }
     let verb = ATTRIBUTION_VERB.find_iter(line).last()?;
@@ -604,7 +621,7 @@ fn inline_attribution(line: &str) -> Option<InlineSplit> {
         if prefix.is_empty() || end - start > MAX_ATTRIBUTION_LEN {
             continue;
         }
-        if attribution_evidence(&line[start..end], false) != Some(Evidence::Certain) {
+        if attribution_evidence(&line[start..end], false).is_none_or(|e| e < needed) {
             continue;
         }
         if m.as_str().trim_start_matches(['.', '!', '?', '。', '！', '？']).trim_start().len() > 1 {
@@ -614,6 +631,9 @@ fn inline_attribution(line: &str) -> Option<InlineSplit> {
         }
     }
     let start = by_lead.or(by_sentence)?;
+    if needed < Evidence::Certain && !rest.is_empty() {
+        return None;
+    }
     Some(InlineSplit { start, rest_is_quote: !rest.is_empty() })
 }
 
@@ -696,7 +716,8 @@ fn is_underscore_rule(line: &str) -> bool {
 /// Outlook starts with From, older Hotmail and some webmailers with Date or
 /// Subject, so any order counts as long as a sender field is among them. Two
 /// fields suffice when they are a sender with an address (or a name) and a
-/// dated "Sent"/"Date" line right next to each other.
+/// dated "Sent"/"Date" line (or a "To" line, both with addresses) right next
+/// to each other.
 fn is_header_block(lines: &[&str], i: usize) -> bool {
     let first = capped(lines[i].trim_start());
     let mut has_from = FROM_FIELD.is_match(first);
@@ -720,11 +741,14 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
     let Some(second) = lines.get(i + 1).map(|l| capped(l.trim_start())) else {
         return false;
     };
-    let (from, when) = if FROM_FIELD.is_match(first) { (first, second) } else { (second, first) };
-    FROM_FIELD.is_match(from)
-        && WHEN_FIELD.is_match(when)
-        && starts_block(lines, i)
-        && (ADDRESS.is_match(from) || (TIME.is_match(when) && DATE_OR_TIME.find_iter(when).count() >= 2))
+    let (from, other) = if FROM_FIELD.is_match(first) { (first, second) } else { (second, first) };
+    if !FROM_FIELD.is_match(from) || !starts_block(lines, i) {
+        return false;
+    }
+    if WHEN_FIELD.is_match(other) {
+        return ADDRESS.is_match(from) || (TIME.is_match(other) && DATE_OR_TIME.find_iter(other).count() >= 2);
+    }
+    TO_FIELD.is_match(other) && BRACKETED_ADDRESS.is_match(from) && ADDRESS.is_match(other)
 }
 
 fn generic_fields_follow(lines: &[&str], from: usize) -> bool {
