@@ -12,9 +12,8 @@
 //! or address in an attribution, several header fields), and cutting
 //! without a `>` quote below needs more evidence than dropping `>` lines,
 //! because losing a customer's words is worse than showing a stray quote.
-//! For the same reason a `>` line that reads like pasted output or a
-//! comparison ("> 5 users"), with new text after it and no attribution
-//! before it, is kept.
+//! For the same reason a `>` block with the author's text before and after
+//! it and no attribution above it (pasted output, "> 5 users") is kept.
 //!
 //! Beyond quotes: a trailing RFC 3676 signature ("-- " and at most
 //! `MAX_SIGNATURE_LINES` lines below it) and a mobile boilerplate line
@@ -56,6 +55,10 @@ const WRAP_WIDTH: usize = 72;
 /// unprefixed continuation lines before the next `>` line.
 const MAX_LOST_PREFIX_LINES: usize = 3;
 
+/// Below a device line, old text is a whole message; a line or two is a
+/// postscript the author added.
+const MIN_OLD_MESSAGE_LINES: usize = 3;
+
 /// Device lines are short; anything longer is a sentence.
 const MAX_DEVICE_LINE: usize = 120;
 
@@ -91,7 +94,7 @@ static BRACKETED_ADDRESS_AT_END: LazyLock<Regex> = LazyLock::new(|| {
 /// An attribution that opens with a lead word or the date; name-first forms
 /// need an address, since "Ihr Kollege schrieb am 15.01. Folgendes:" is prose.
 static DATE_FIRST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于)\s|(?:\p{L}{1,12}\.?,?\s+)?\d)")
+    Regex::new(r"(?i)^(?:(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于|in\s+a\s+message\s+dated|wiadomość\s+napisana\s+przez|quoting|zitat\s+von|citation\s+de|citando)\s|(?:\p{L}{1,12}\.?,?\s+)?\d)")
         .expect("date first regex compiles")
 });
 
@@ -109,6 +112,9 @@ static LEAD_WORD: LazyLock<Regex> = LazyLock::new(|| {
 
 static VERB_AT_END: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!(r"(?i){WROTE}\s*$")).expect("verb at end regex compiles"));
+
+static SENTENCE_BREAK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[.!?]\s+\p{Lu}").expect("sentence break regex compiles"));
 
 /// Only trusted when a quote follows directly, where a wrong guess costs one
 /// line of context rather than the rest of the message.
@@ -165,16 +171,6 @@ static OTHER_FIELD: LazyLock<Regex> = LazyLock::new(|| {
 static WHEN_FIELD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^\*{0,2}(?:sent|date|gesendet|datum|envoyé|envoyée|date|enviado|enviada|fecha|data|verzonden|inviato|skickat|sendt|dato|wysłano|отправлено|дата|lähetetty|päivämäärä|gönderildi|tarih|odesláno|送信日時|日付|发送时间|發送時間|日期|寄件日期|보낸\s?날짜)\*{0,2}\s*[:：]\s*\S")
         .expect("when field regex compiles")
-});
-
-static TO_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\*{0,2}(?:to|an|à|a|para|aan|till|til|do|pour|кому|vastaanottaja|kime|komu|宛先|收件人|收件者|받는\s?사람)\*{0,2}\s*[:：]\s*\S")
-        .expect("to field regex compiles")
-});
-
-/// A sender written as `Name <addr>` or `[mailto:addr]`, as clients do.
-static BRACKETED_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[<\[(](?:mailto:)?[^<>\[\]()\s]+@[^<>\[\]()\s]+[>\])]").expect("bracketed address regex compiles")
 });
 
 /// Some webmailers flatten the reply header into one line
@@ -257,11 +253,6 @@ static MOBILE_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("(?x){}", pattern.replace("DEVICE", SENDING_DEVICE))).expect("mobile signature regex compiles")
 });
 
-/// Pasted shell or REPL output and comparisons ("> 5 users") start with `>`
-/// too; these shapes are the ones real quotes rarely have.
-static PASTED_QUOTE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(?:>>>(?:\s|$)|>=|>\s*[-+~]?[$€£]?\d)").expect("pasted quote regex compiles"));
-
 static LINK_NOISE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"<(?:https?|mailto):[^>]*>|\[\d+\]|[\[\]]").expect("link noise regex compiles"));
 
@@ -318,6 +309,8 @@ struct Scan<'a, 'b> {
     quote_from: Vec<bool>,
     /// `forward_from[i]`: a forward marker is at or after `i`.
     forward_from: Vec<bool>,
+    /// `text_lines_from[i]`: non-blank lines at or after `i`.
+    text_lines_from: Vec<usize>,
     work: usize,
 }
 
@@ -333,12 +326,14 @@ impl<'a, 'b> Scan<'a, 'b> {
             .collect();
         let mut quote_from = vec![false; n + 1];
         let mut forward_from = vec![false; n + 1];
+        let mut text_lines_from = vec![0; n + 1];
         for i in (0..n).rev() {
             work += 1;
+            text_lines_from[i] = text_lines_from[i + 1] + usize::from(!is_blank(lines[i]));
             quote_from[i] = quote_from[i + 1] || is_quote(lines[i]);
             forward_from[i] = forward_from[i + 1] || FORWARD_MARKER.is_match(capped(lines[i].trim()));
         }
-        Scan { lines, attributions, quote_from, forward_from, work }
+        Scan { lines, attributions, quote_from, forward_from, text_lines_from, work }
     }
 
     fn collect_new_lines(&mut self) -> Vec<&'a str> {
@@ -357,7 +352,7 @@ impl<'a, 'b> Scan<'a, 'b> {
             }
             if is_quote(line) {
                 let end = self.quote_block_end(i);
-                if !seen_attribution && has_text && self.is_pasted(i, end) {
+                if !seen_attribution && has_text && self.is_pasted(end) {
                     kept.extend_from_slice(&lines[i..end]);
                 }
                 i = end;
@@ -413,7 +408,7 @@ impl<'a, 'b> Scan<'a, 'b> {
                     i += 1;
                     continue;
                 }
-                if has_text && self.next_non_blank(i + 1).is_some() && !self.forward_from[i + 1] {
+                if has_text && self.text_lines_from[i + 1] >= MIN_OLD_MESSAGE_LINES && !self.forward_from[i + 1] {
                     break;
                 }
             }
@@ -441,15 +436,13 @@ impl<'a, 'b> Scan<'a, 'b> {
         end
     }
 
-    /// Whether the `>` block `i..end` is really the author's text: it reads
-    /// like pasted output or continues the sentence above, and new text
-    /// follows it.
-    fn is_pasted(&mut self, i: usize, end: usize) -> bool {
+    /// Whether the `>` block `i..end`, with the author's text above it and no
+    /// attribution anywhere before, is the author's own (pasted output,
+    /// "> 5 users", a line of a log): it is when new text follows it. A
+    /// selective quote without attribution is kept too; that costs a line
+    /// of context, never the author's words.
+    fn is_pasted(&mut self, end: usize) -> bool {
         let lines = self.lines;
-        let attached = i > 0 && !is_blank(lines[i - 1]);
-        if !attached && !PASTED_QUOTE.is_match(capped(lines[i].trim_start())) {
-            return false;
-        }
         let Some(next) = self.next_non_blank(end) else {
             return false;
         };
@@ -515,6 +508,9 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
                 joined.push(' ');
             }
             joined.push_str(next);
+            if has_sentence_break(&joined) {
+                return None;
+            }
             if !tail.is_empty() {
                 tail.push(' ');
             }
@@ -529,10 +525,41 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
             if span > 1 && evidence < Evidence::Strong {
                 return None;
             }
+            // "failed. Ann <a@b> wrote:" ends a sentence of the author's
+            // first; only a quote right below makes it an attribution.
+            let evidence = if has_sentence_break(&joined) { Evidence::Weak } else { evidence };
             return Some(Attribution { span, evidence });
         }
     }
     None
+}
+
+/// In an attribution the address belongs to whoever wrote: it stands before
+/// the verb ("Ann <a@b> wrote", "Ann <a@b> 写道") or right after it behind a
+/// name ("schrieb Ann Berg <a@b>"), never behind a preposition as in "I
+/// wrote to a@b on Monday".
+fn names_the_writer(core: &str) -> bool {
+    let (Some(verb), Some(at)) = (ATTRIBUTION_VERB.find_iter(core).last(), ADDRESS.find(core)) else {
+        return true;
+    };
+    if at.start() < verb.start() {
+        return true;
+    }
+    let token_start = core[..at.start()].rfind(char::is_whitespace).map_or(0, |p| p + 1);
+    let between = &core[verb.end()..token_start.max(verb.end())];
+    between.split_whitespace().all(|w| !w.trim_start_matches(['"', '\'', '(']).starts_with(char::is_lowercase))
+}
+
+/// "Ann Berg <a@b> wrote", "a@b wrote": only a name stands before the
+/// address, unlike "Please reply to Ann <a@b>, she wrote".
+fn name_first(body: &str) -> bool {
+    let Some(at) = ADDRESS.find(body) else {
+        return false;
+    };
+    let token_start = body[..at.start()].rfind(char::is_whitespace).map_or(0, |p| p + 1);
+    let before: Vec<&str> = body[..token_start].split_whitespace().collect();
+    before.len() <= 6
+        && before.iter().all(|w| !w.trim_start_matches(['"', '\'', '(', '<', '[']).starts_with(char::is_lowercase))
 }
 
 /// Sentence-final punctuation; a period after a short word is an
@@ -547,6 +574,13 @@ fn ends_sentence(line: &str) -> bool {
     };
     let word = stem.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
     word.chars().count() >= 4 && word.chars().all(char::is_alphabetic)
+}
+
+/// "… and it failed. Ann <a@b> wrote:": a sentence ends inside, so the
+/// lines are prose followed by an attribution, not one wrapped attribution.
+/// Abbreviated dates ("15. Jan.", "janv. 2024") do not count.
+fn has_sentence_break(text: &str) -> bool {
+    SENTENCE_BREAK.find_iter(text).take(16).any(|m| ends_sentence(&text[..m.start() + 1]))
 }
 
 /// Judges one (possibly joined) line as an attribution.
@@ -568,6 +602,9 @@ fn attribution_evidence(text: &str, at_block_start: bool) -> Option<Evidence> {
     let addressed = ADDRESS.is_match(body);
     let dated = DATE_OR_TIME.is_match(body);
     if ATTRIBUTION_VERB_TAIL.is_match(core) {
+        if !names_the_writer(core) || !(DATE_FIRST.is_match(body) || name_first(body)) {
+            return colon.then_some(Evidence::Weak);
+        }
         if addressed && dated {
             return Some(Evidence::Certain);
         }
@@ -669,10 +706,16 @@ fn lost_prefix_run(lines: &[&str], i: usize) -> Option<usize> {
         return None;
     }
     match lines.get(j) {
-        None => Some(j),
-        Some(l) if is_blank(l) || is_quote(l) => Some(j),
+        Some(l) if is_quote(l) => Some(j),
+        // Closing a quoted paragraph, the continuation ends its sentence.
+        None => ends_quoted_sentence(lines[j - 1]).then_some(j),
+        Some(l) if is_blank(l) => ends_quoted_sentence(lines[j - 1]).then_some(j),
         _ => None,
     }
+}
+
+fn ends_quoted_sentence(line: &str) -> bool {
+    line.trim_end().ends_with(['.', '!', '?', ')', '。', '！', '？'])
 }
 
 fn starts_reply_header(lines: &[&str], i: usize) -> bool {
@@ -716,8 +759,8 @@ fn is_underscore_rule(line: &str) -> bool {
 /// Outlook starts with From, older Hotmail and some webmailers with Date or
 /// Subject, so any order counts as long as a sender field is among them. Two
 /// fields suffice when they are a sender with an address (or a name) and a
-/// dated "Sent"/"Date" line (or a "To" line, both with addresses) right next
-/// to each other.
+/// dated "Sent"/"Date" line right next to each other; From and To alone
+/// describe mail flow as often as they head a quote.
 fn is_header_block(lines: &[&str], i: usize) -> bool {
     let first = capped(lines[i].trim_start());
     let mut has_from = FROM_FIELD.is_match(first);
@@ -745,10 +788,8 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
     if !FROM_FIELD.is_match(from) || !starts_block(lines, i) {
         return false;
     }
-    if WHEN_FIELD.is_match(other) {
-        return ADDRESS.is_match(from) || (TIME.is_match(other) && DATE_OR_TIME.find_iter(other).count() >= 2);
-    }
-    TO_FIELD.is_match(other) && BRACKETED_ADDRESS.is_match(from) && ADDRESS.is_match(other)
+    WHEN_FIELD.is_match(other)
+        && (ADDRESS.is_match(from) || (TIME.is_match(other) && DATE_OR_TIME.find_iter(other).count() >= 2))
 }
 
 fn generic_fields_follow(lines: &[&str], from: usize) -> bool {
@@ -1095,7 +1136,9 @@ mod tests {
     #[test]
     fn blank_runs_collapse_and_crlf_normalises() {
         let body = "Hello,\r\n\r\n\r\n\r\nthe invoice is INV-1.   \r\n\r\n> old\r\n\r\nBye\r";
-        assert_eq!(strip_quoted(body), "Hello,\n\nthe invoice is INV-1.\n\nBye");
+        assert_eq!(strip_quoted(body), "Hello,\n\nthe invoice is INV-1.\n\n> old\n\nBye");
+        let attributed = "Hello,\r\n\r\n\r\nOn 1/15/24 10:30 AM, Ann wrote:\r\n> old\r\n\r\nBye\r";
+        assert_eq!(strip_quoted(attributed), "Hello,\n\nBye");
     }
 
     #[test]
