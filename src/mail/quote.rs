@@ -18,8 +18,8 @@
 //! Beyond quotes: a trailing RFC 3676 signature ("-- " and at most
 //! `MAX_SIGNATURE_LINES` lines below it) and a mobile boilerplate line
 //! ("Sent from my iPhone", "Get Outlook for Android", localized) are
-//! dropped; such a device line followed only by unprefixed text also ends
-//! the new text. Signatures without a delimiter are kept; forwarded
+//! dropped; such a device line with a whole unprefixed message below it
+//! also ends the new text. Signatures without a delimiter are kept; forwarded
 //! messages are kept verbatim. Runs of blank lines collapse to one and
 //! trailing whitespace is trimmed.
 
