@@ -1,6 +1,7 @@
 //! Raw RFC 5322 bytes → [`InboundMail`], the owned, parser-independent view
 //! the rest of ticketd works with. mail-parser stays inside this module.
 
+pub mod parent;
 pub mod quote;
 
 use chrono::{DateTime, Utc};

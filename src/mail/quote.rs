@@ -1,25 +1,27 @@
 //! Reduces an e-mail reply to the text its author actually wrote.
 //!
-//! Mail clients append the message being answered in a handful of recognisable
-//! shapes: `>`-prefixed lines under an attribution ("On … wrote:"), Outlook's
-//! "-----Original Message-----" marker or its From/Sent/To/Subject header block
-//! (often after a line of underscores), each in the user's UI language. The
-//! input may also be the `html2text` rendering of an HTML-only body, where
-//! blockquotes become `> ` lines and links become `[text][n]` references with
-//! `[n]: url` footnotes at the very end.
+//! Mail clients append the message being answered in a handful of shapes:
+//! `>`-prefixed lines under an attribution ("On … wrote:", in any of the UI
+//! languages, sometimes wrapped over several lines, sometimes verbless,
+//! sometimes decorated with dashes instead of a colon), an "Original
+//! Message" marker, or a From/Sent/To/Subject header block above an
+//! unprefixed copy. The input is plain text or an HTML body converted to
+//! text (blockquotes as `> ` lines, links as `text <url>` or `[text][n]`).
 //!
-//! The matching is deliberately conservative: a line is only treated as the
-//! start of a quote when it carries enough evidence (a date or time or address
-//! in an attribution, several header fields in a header block), because
-//! losing a customer's words is worse than showing a stray quote.
+//! A line only starts a quote when it carries enough evidence (a date, time
+//! or address in an attribution, several header fields), and cutting
+//! without a `>` quote below needs more evidence than dropping `>` lines,
+//! because losing a customer's words is worse than showing a stray quote.
+//! For the same reason a `>` block with the author's text before and after
+//! it and no attribution above it (pasted output, "> 5 users") is kept.
 //!
-//! Policy beyond quotes: a trailing RFC 3676 signature ("-- " and at most
-//! `MAX_SIGNATURE_LINES` lines below it) and a trailing mobile boilerplate
-//! line ("Sent from my iPhone", "Get Outlook for Android", localized) are
-//! dropped, since neither is something the author wrote for this ticket;
-//! signatures without a delimiter ("Best, Jane") are kept. Forwarded
-//! messages are kept verbatim because their content is new to the ticket.
-//! Runs of blank lines collapse to one and trailing whitespace is trimmed.
+//! Beyond quotes: a trailing RFC 3676 signature ("-- " and at most
+//! `MAX_SIGNATURE_LINES` lines below it) and a mobile boilerplate line
+//! ("Sent from my iPhone", "Get Outlook for Android", localized) are
+//! dropped; such a device line with a whole unprefixed message below it
+//! also ends the new text. Signatures without a delimiter are kept; forwarded
+//! messages are kept verbatim. Runs of blank lines collapse to one and
+//! trailing whitespace is trimmed.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -28,11 +30,11 @@ use regex::Regex;
 
 /// Attributions longer than this are prose, not client boilerplate; it also
 /// keeps the regexes away from pathological lines.
-const MAX_ATTRIBUTION_LEN: usize = 300;
+const MAX_ATTRIBUTION_LEN: usize = 400;
 
-/// Gmail wraps long attributions once in text/plain and html2text wraps them
-/// at 80 columns, so a name and address can push one onto three lines.
-const MAX_ATTRIBUTION_LINES: usize = 3;
+/// Gmail wraps long attributions in text/plain and converters wrap names and
+/// addresses, so the date, name and address can end up on separate lines.
+const MAX_ATTRIBUTION_LINES: usize = 4;
 
 /// Long To/Cc values wrap, so header fields may be spread over a few lines.
 const HEADER_LOOKAHEAD: usize = 8;
@@ -41,92 +43,134 @@ const HEADER_LOOKAHEAD: usize = 8;
 /// start of a signature.
 const MAX_SIGNATURE_LINES: usize = 12;
 
-/// Attributions that open with the date ("On …", "Am …", "Le …"); they
-/// also match ordinary sentences, so a date, time or address must appear too.
-static DATED_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?ix)^(?:
-            on\s.+\swrote
-          | le\s.+\sa\s+[ée]crit
-          | el\s.+\sescribi[óo]
-          | il\s.+\sha\s+scritto
-          | em\s.+\sescreveu
-          | am\s.+\sschrieb\s.+
-          | op\s.+\sschreef\s.+
-          | den\s.+\sskrev\s.+
-        )\s*:$",
-    )
-    .expect("dated attribution regex compiles")
-});
+/// Lines longer than this are never searched for an attribution embedded in
+/// running text; attributions are short and the regexes stay cheap.
+const MAX_INLINE_SCAN: usize = 1_000;
 
-/// Attributions that open with the sender's name or a bare weekday; only an
-/// address in the line sets them apart from prose such as
-/// "Ihr Kollege schrieb am 15.01. Folgendes:".
-static ADDRESSED_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?ix)^(?:
-            .+\swrote
-          | .+\sa\s+[ée]crit
-          | .+\sescribi[óo]
-          | .+\sha\s+scritto
-          | .+\sescreveu
-          | .+\sschrieb\s+am\s.+
-          | .+\sschreef\s+op\s.+
-          | .+\sskrev\s.+
-          | .+\snapisał(?:\(a\)|a)?
-          | .+\snapsal(?:\(a\)|a)?
-          | .+\sнаписал(?:\(а\)|а)?
-          | .+\skirjoitti
-          | .+\syazdı
-        )\s*:$",
-    )
-    .expect("addressed attribution regex compiles")
-});
+/// Quoting clients wrap at 72–78 columns; a quoted line whose next word
+/// would have pushed it past this was wrapped by a client.
+const WRAP_WIDTH: usize = 72;
 
-/// Without a date the attribution regexes also match ordinary sentences, so
+/// A client re-wrapping one long quoted line produces at most a few
+/// unprefixed continuation lines before the next `>` line.
+const MAX_LOST_PREFIX_LINES: usize = 3;
+
+/// Below a device line, old text is a whole message; a line or two is a
+/// postscript the author added.
+const MIN_OLD_MESSAGE_LINES: usize = 3;
+
+/// Device lines are short; anything longer is a sentence.
+const MAX_DEVICE_LINE: usize = 120;
+
+/// "wrote" in the attribution languages of Gmail, Outlook, Apple Mail,
+/// Thunderbird, Yahoo and the common webmailers.
+const WROTE: &str = r"(?:\bwrote\b|\bwrites\b|\bschrieb\b|\bschreibt\b|\ba\s+[ée]crit\b|\bescribi[óo]\b|\bha\s+scritto\b|\bescreveu\b|\bschreef\b|\bgeschreven\b|\bskrev\b|\bkirjoitti\b|\bnapisał(?:\(a\)|a)?|\bnapisana\b|\bpisze\b|\bnapsal(?:\(a\)|a)?|\bнаписал(?:\(а\)|а)?|\bпишет\b|\byazdı\b|写道|寫道|님이\s*작성|작성|書きました|のメール|のメッセージ|쓴\s*글|\bquoting\b|\bzitat\s+von\b|\bcitation\s+de\b|\bcitando\b|\bírta\b|έγραψε|\bscrie\b|\bnapísal(?:\(a\)|a)?)";
+
+static ATTRIBUTION_VERB_TAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!(r"(?is){WROTE}.{{0,120}}$")).expect("verb tail regex compiles"));
+
+static ATTRIBUTION_VERB: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!(r"(?i){WROTE}")).expect("verb regex compiles"));
+
+/// Without a date the attribution verbs also match ordinary sentences, so
 /// this is what tells "On 15 Jan 2024, at 10:30, Ann wrote:" from
 /// "On reflection, Ann wrote:".
-static DATE_OR_TIME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b").expect("date regex compiles"));
+static DATE_OR_TIME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b|(?:19|20)\d{2}\s*[年년]|\b\d{1,2}/\d{1,2}/\d{2}\b")
+        .expect("date regex compiles")
+});
+
+static TIME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d{1,2}[:.]\d{2}").expect("time regex compiles"));
 
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\S@\S").expect("address regex compiles"));
 
-static ATTRIBUTION_LEAD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)^(?:on|le|el|il|em|am|op|den)\s.*\d").expect("lead regex compiles"));
+/// Verbless attributions (Gmail in Russian and Japanese, Yandex, mail.ru,
+/// date-first webmailers) end with the sender's bracketed address.
+static BRACKETED_ADDRESS_AT_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:<[^<>\s]+@[^<>\s]+>|\([^()\s]+@[^()\s]+\)|\[[^\[\]\s]+@[^\[\]\s]+\])\s*[:：]$")
+        .expect("bracketed address regex compiles")
+});
+
+/// An attribution that opens with a lead word or the date; name-first forms
+/// need an address, since "Ihr Kollege schrieb am 15.01. Folgendes:" is prose.
+static DATE_FIRST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于|in\s+a\s+message\s+dated|wiadomość\s+napisana\s+przez|quoting|zitat\s+von|citation\s+de|citando)\s|(?:\p{L}{1,12}\.?,?\s+)?\d)")
+        .expect("date first regex compiles")
+});
+
+/// The opening of an attribution proper: a lead word, or the date after at
+/// most an abbreviated weekday ("Mon,", "pon.,", "пн,"), which "Version 2."
+/// is not.
+static OPENS_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于)\s|(?:\p{L}{1,4}\.?,?\s+)?\d)")
+        .expect("opens attribution regex compiles")
+});
+
+static LEAD_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:on|am|le|el|il|em|op|den|dne|w\s+dniu|в|在|于)\s").expect("lead word regex compiles")
+});
+
+static VERB_AT_END: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!(r"(?i){WROTE}\s*$")).expect("verb at end regex compiles"));
+
+static SENTENCE_BREAK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[.!?]\s+\p{Lu}").expect("sentence break regex compiles"));
 
 /// Only trusted when a quote follows directly, where a wrong guess costs one
 /// line of context rather than the rest of the message.
-static WEAK_ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:wrote|schrieb|a\s+[ée]crit|escribi[óo]|ha\s+scritto|escreveu|schreef|skrev)\b[^:]{0,120}:$")
-        .expect("weak attribution regex compiles")
+static COLON_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[:：]\s*$").expect("colon regex compiles"));
+
+/// Zoho and some webmailers frame the attribution with dashes instead of
+/// ending it with a colon ("---- On … wrote ----").
+static DECORATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*[-=_*]{2,}\s*(.*?)\s*[-=_*]{2,}\s*$").expect("decoration regex compiles"));
+
+/// Where an attribution can start inside a line of running text.
+static INLINE_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:[.!?。！？]\s*|\s)(?:on|am|le|el|il|em|op|den|dne|w\s+dniu)\s|[.!?]\s+\S|[。！？]\s*\S")
+        .expect("inline start regex compiles")
 });
 
 static ORIGINAL_MESSAGE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)^-{2,}\s*(?:original message|ursprüngliche nachricht|originalnachricht|message d['’]origine|mensaje original|oorspronkelijk bericht|origineel bericht|messaggio originale|mensagem original|originalmeddelande|oprindelig meddelelse|opprinnelig melding|alkuperäinen viesti|wiadomość oryginalna|původní zpráva|исходное сообщение|eredeti üzenet|orijinal ileti)\s*-{2,}$",
+        r"(?ix)^(?P<lead>[-=_*\s]*)(?:
+            original\s+message|original|reply\s+message|replied\s+message|mail\s+original|message\s+original
+          | ursprüngliche\s+nachricht|ursprüngliche\s+mail|originalnachricht|message\s+d['’]origine
+          | mensaje\s+original|oorspronkelijk\s+bericht|origineel\s+bericht|messaggio\s+originale
+          | mensagem\s+original|originalmeddelande|ursprungligt\s+meddelande|oprindelig\s+meddelelse
+          | oprindelig\s+besked|opprinnelig\s+melding|original\s+melding|alkuperäinen\s+viesti
+          | wiadomość\s+oryginalna|oryginalna\s+wiadomość|původní\s+zpráva|исходное\s+сообщение
+          | оригинальное\s+сообщение|orijinal\s+ileti|orijinal\s+mesaj|özgün\s+ileti|元のメッセージ
+          | 原始邮件|原始郵件|原始消息|원본\s*메시지|원래\s*메시지|eredeti\s+üzenet|αρχικό\s+μήνυμα
+        )(?P<tail>[-=_*\s]*)$",
     )
     .expect("original message regex compiles")
 });
 
 static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)^(?:-{2,}\s*(?:forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|doorgestuurd bericht|messaggio inoltrato|mensagem encaminhada|vidarebefordrat meddelande)\s*-{2,}|begin forwarded message\s*:|anfang der weitergeleiteten nachricht\s*:|début du message réexpédié\s*:|inicio del mensaje reenviado\s*:)$",
+        r"(?i)^(?:[-=]{2,}\s*(?:forwarded\s+message|weitergeleitete\s+nachricht|message\s+transféré|mensaje\s+reenviado|doorgestuurd\s+bericht|messaggio\s+inoltrato|mensagem\s+encaminhada|vidarebefordrat\s+meddelande|videresendt\s+meddelelse|videresendt\s+melding|välitetty\s+viesti|przekazana\s+wiadomość|přeposlaná\s+zpráva|пересылаемое\s+сообщение|iletilen\s+ileti|転送されたメッセージ|转发的邮件|전달된\s*메시지)\s*[-=]{2,}|begin\s+forwarded\s+message\s*:|anfang\s+der\s+weitergeleiteten\s+(?:nachricht|e-mail)\s*:|début\s+du\s+message\s+réexpédié\s*:|inicio\s+del\s+mensaje\s+reenviado\s*:)$",
     )
     .expect("forward marker regex compiles")
 });
 
+const FROM_NAMES: &str = r"from|von|de|van|da|från|fra|od|от|отправитель|lähettäjä|kimden|gönderen|feladó|odesílatel|nadawca|afsender|avsender|差出人|发件人|發件人|寄件者|寄件人|보낸\s?사람";
+
+const OTHER_NAMES: &str = r"sent|date|to|cc|bcc|subject|reply-to|gesendet|datum|an|betreff|envoyé|envoyée|envoyé\s+le|à|a|objet|sujet|pour|copie\s+à|enviado|enviada|enviado\s+em|enviada\s+em|enviado\s+el|fecha|para|asunto|verzonden|aan|onderwerp|inviato|data|oggetto|assunto|skickat|till|ämne|kopia|sendt|til|emne|kopi|dato|wysłano|wysłane|do|dw|temat|отправлено|кому|тема|дата|копия|lähetetty|vastaanottaja|aihe|kopio|päivämäärä|gönderildi|kime|konu|tarih|bilgi|elküldve|címzett|tárgy|odesláno|komu|předmět|kopie|送信日時|日付|宛先|件名|发送时间|發送時間|日期|时间|時間|收件人|收件者|主题|主題|主旨|抄送|副本|寄件日期|보낸\s?날짜|받는\s?사람|제목|참조";
+
 static FROM_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)^\*{0,2}(?:from|von|de|van|da|från|fra|od|от|lähettäjä|kimden|feladó|odesílatel|από|差出人|发件人|寄件者)\*{0,2}\s*:",
-    )
-    .expect("from field regex compiles")
+    Regex::new(&format!(r"(?i)^\*{{0,2}}(?:{FROM_NAMES})\*{{0,2}}\s*[:：]")).expect("from field regex compiles")
 });
 
 static OTHER_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)^\*{0,2}(?:sent|date|to|cc|bcc|subject|reply-to|gesendet|datum|an|betreff|envoyé|envoyée|à|a|objet|enviado|enviada|enviado em|enviada em|fecha|para|asunto|verzonden|aan|onderwerp|inviato|data|oggetto|assunto|skickat|till|ämne|kopia|sendt|til|emne|kopi|wysłano|do|dw|temat|отправлено|кому|тема|дата|копия|lähetetty|vastaanottaja|aihe|gönderildi|kime|konu|tarih|elküldve|címzett|tárgy|odesláno|komu|předmět|送信日時|宛先|件名|发送时间|收件人|主题)\*{0,2}\s*:",
-    )
-    .expect("header field regex compiles")
+    Regex::new(&format!(r"(?i)^\*{{0,2}}(?:{OTHER_NAMES})\*{{0,2}}\s*[:：]")).expect("header field regex compiles")
+});
+
+/// The second field of a two-field header block says when, so it is only
+/// believed with a date or time in it.
+static WHEN_FIELD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\*{0,2}(?:sent|date|gesendet|datum|envoyé|envoyée|date|enviado|enviada|fecha|data|verzonden|inviato|skickat|sendt|dato|wysłano|отправлено|дата|lähetetty|päivämäärä|gönderildi|tarih|odesláno|送信日時|日付|发送时间|發送時間|日期|寄件日期|보낸\s?날짜)\*{0,2}\s*[:：]\s*\S")
+        .expect("when field regex compiles")
 });
 
 /// Some webmailers flatten the reply header into one line
@@ -137,52 +181,75 @@ static INLINE_FROM: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static INLINE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat)\*{0,2}\s*:\s")
-        .expect("inline subject regex compiles")
+    Regex::new(
+        r"(?i)\s\*{0,2}(?:subject|betreff|objet|sujet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat)\*{0,2}\s*:\s",
+    )
+    .expect("inline subject regex compiles")
 });
 
 static INLINE_TO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s\*{0,2}(?:to|an|à|a|para|aan|till|til|do)\*{0,2}\s*:\s").expect("inline to regex compiles")
+    Regex::new(r"(?i)\s\*{0,2}(?:to|an|à|a|para|aan|till|til|do|pour)\*{0,2}\s*:\s").expect("inline to regex compiles")
 });
 
 static SUBJECT_FIELD: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)^\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat|тема|aihe|konu|tárgy|předmět|件名|主题)\*{0,2}\s*:\*{0,2}\s*(.*)$",
+        r"(?i)^\*{0,2}(?:subject|betreff|objet|sujet|asunto|onderwerp|oggetto|assunto|ämne|emne|temat|тема|aihe|konu|tárgy|předmět|件名|主题|主題|主旨|제목)\*{0,2}\s*[:：]\*{0,2}\s*(.*)$",
     )
     .expect("subject field regex compiles")
 });
 
 static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:fw|fwd|wg|tr|rv|enc|doorst|vb|vs|i|pd)\s*:").expect("forward subject regex compiles")
+    Regex::new(r"(?i)^(?:fw|fwd|wg|tr|rv|enc|doorst|vb|vs|i|pd|vl|fs|ilt|転送|转发|轉寄|전달)\s*[:：]")
+        .expect("forward subject regex compiles")
 });
 
 /// Any "Word: value" line; used after an underscore separator, where the
 /// separator itself already says "Outlook", so unknown languages are fine.
 static GENERIC_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\*{0,2}\p{L}[\p{L}\p{M} \-]{0,24}\*{0,2}\s*:\s*\S").expect("generic field regex compiles")
+    Regex::new(r"^\*{0,2}\p{L}[\p{L}\p{M} \-]{0,24}\*{0,2}\s*[:：]\s*\S").expect("generic field regex compiles")
 });
 
 /// Devices and apps that mobile clients name in their default signature;
 /// listing them keeps "Sent from my office on Friday." a sentence.
-const SENDING_DEVICE: &str = r"(?:iphone|ipad|ipod|apple\swatch|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|courrier|correo|e-?mail|posta)";
+const SENDING_DEVICE: &str = r"(?:iphon(?:e|u|a|em)?|ipad|ipod|apple\s?watch|ios|android|samsung|galaxy|blackberry|huawei|honor|xiaomi|redmi|oneplus|pixel|sony|nokia|motorola|fairphone|oppo|mobile|phone|smartphone|tablet|handy|mobiltelefon|téléphone|portable|appareil|móvil|movil|celular|dispositivo|telemóvel|telefoon|mobiel|cellulare|mobil|smarttelefon|matkapuhelin|puhelin|telefon|smartfon|телефон|смартфон|outlook|mail|yahoo|aol|gmail|proton\s?mail|bluemail|spark|fairemail|k-9|gmx|web\.de|t-online|courrier|correo|posta|pošt|poczt|почт|e-?post|sähköpost|windows|airmail|newton|superhuman|canary|edison|spike|tutanota|mailbird|thunderbird|mailspring|zoho|yandex|icloud|hotmail|手机|手機|华为|華為|小米|邮件|郵件|邮箱|메일)";
 
 static MOBILE_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
     let pattern = r"(?i)^(?:
-        sent\s(?:from|with|via)\s(?:my\s|the\s)?DEVICE\b.{0,40}
-      | (?:get|download)\soutlook\sfor\s(?:ios|android)
-      | von\smeinem\sDEVICE\b.{0,40}\sgesendet
-      | gesendet\s(?:von|mit)\s(?:meinem\s)?DEVICE\b.{0,40}
+        sent\s(?:from|with|via|using|on)\s(?:my\s|the\s|an?\s)?(?:\S+\s){0,2}?DEVICE\b.{0,60}
+      | (?:get|download)\s(?:the\s)?outlook\s(?:app\s)?for\s(?:ios|android)
+      | (?:von|mit)\s(?:meinem\s|meiner\s|der\s|dem\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,40}\sgesendet
+      | gesendet\s(?:von|mit|via|aus)\s(?:meinem\s|meiner\s|der\s|dem\s)?(?:\S+\s){0,2}?DEVICE\b.{0,60}
       | outlook\sfür\s(?:ios|android)\s(?:beziehen|herunterladen)
-      | envoyé\s(?:de|depuis)\s(?:mon\s|ma\s|l'|le\s|la\s)?DEVICE\b.{0,40}
+      | envoy[ée]\s(?:de|depuis|avec|via|à\spartir\sd[e'’])\s?(?:mon\s|ma\s|l['’]\s?|le\s|la\s)?(?:\S+\s){0,2}?DEVICE\b.{0,60}
       | (?:obtenir|télécharger)\soutlook\spour\s(?:ios|android)
-      | enviado\s(?:desde|do|da)\s(?:mi\s|meu\s|minha\s|o\s)?DEVICE\b.{0,40}
-      | (?:obtener|descargar|obter|baixar)\s(?:o\s)?outlook\spara\s(?:ios|android)
-      | (?:verstuurd|verzonden)\s(?:vanaf|vanuit|met)\s(?:mijn\s)?DEVICE\b.{0,40}
-      | inviato\sda\s(?:il\smio\s)?DEVICE\b.{0,40}
+      | enviad[oa]\s(?:desde|do|da|de|con|com|via|a\spartir\sdo)\s(?:mi\s|meu\s|minha\s|o\s|el\s|la\s|a\s)?(?:\S+\s){0,2}?DEVICE\b.{0,60}
+      | (?:obtener|descargar|obter|obtenha|baixar|baixe)\s(?:o\s)?outlook\spara\s(?:ios|android)
+      | inviat[oa]\s(?:da|dal|dalla|con|tramite)\s(?:il\smio\s|mio\s|la\smia\s|il\s|la\s)?(?:\S+\s){0,2}?DEVICE\b.{0,60}
       | scarica\soutlook\sper\s(?:ios|android)
-      | skickat\sfrån\s(?:min\s)?DEVICE\b.{0,40}
-      | sendt\sfra\s(?:min\s)?DEVICE\b.{0,40}
-    )\.?$";
+      | (?:verstuurd|verzonden)\s(?:vanaf|vanuit|met|via|van)\s(?:mijn\s|de\s|het\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | (?:download\s)?outlook\svoor\s(?:ios|android)(?:\sdownloaden|\sophalen)?
+      | sendt\s(?:fra|med|via)\s(?:min\s|mitt\s|mi\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | (?:hent|få)\soutlook\s(?:til|for)\s(?:ios|android)
+      | skicka(?:t|des)\s(?:från|med|via)\s(?:min\s|mitt\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | hämta\soutlook\sför\s(?:ios|android)
+      | lähetetty\s(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | hanki\soutlook\S*(?:\s\S+){0,2}
+      | wysłan[eoy]\s(?:z|ze|przez)\s(?:mojego\s|mojej\s|aplikacji\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | pobierz\s(?:aplikację\s)?outlook\sdla\s(?:systemu\s)?(?:ios|android)
+      | odesláno\s(?:z|ze|pomocí)\s(?:mého\s|mé\s|aplikace\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | stáhn[ěe]te\ssi\soutlook\spro\s(?:ios|android)
+      | отправлено\s(?:с|из|через)\s(?:моего\s|моей\s|мобильной\s|приложения\s)?(?:\S+\s){0,2}?DEVICE\S*.{0,60}
+      | получить\soutlook\sдля\s(?:ios|android)
+      | (?:\S+\s){0,3}?DEVICE\S*['’]\S*(?:dan|den|tan|ten)\s(?:\S+\s)?gönderildi
+      | (?:ios|android)\siçin\soutlook['’]u\s(?:edinin|indirin)
+      | .{0,30}?DEVICE.{0,20}?から送信
+      | .{0,20}?outlook.{0,20}?を入手
+      | (?:发自|發自)\s?(?:我的)?\s?.{0,20}?DEVICE.{0,20}
+      | 从\s?(?:我的)?\s?.{0,20}?DEVICE.{0,20}?发送
+      | (?:获取|獲取|取得)\s?.{0,10}?outlook.{0,10}
+      | .{0,30}?DEVICE.{0,20}?에서\s?보냄
+      | (?:ios|android)\s?용\s?outlook\s?받기
+    )[.。]?$";
     Regex::new(&format!("(?x){}", pattern.replace("DEVICE", SENDING_DEVICE))).expect("mobile signature regex compiles")
 });
 
@@ -198,50 +265,203 @@ static FOOTNOTE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\[(\d+)\]: \S"
 /// line endings. Falls back to the whole (trimmed) body when nothing would be
 /// left, so a reply that is all quote still produces a visible thread entry.
 pub fn strip_quoted(body: &str) -> String {
+    strip_counted(body).0
+}
+
+/// `strip_quoted` plus the number of line visits it made, which tests use to
+/// show that the work stays linear in the number of lines.
+fn strip_counted(body: &str) -> (String, usize) {
     let normalized = body.replace("\r\n", "\n").replace('\r', "\n");
     let lines: Vec<&str> = normalized.split('\n').collect();
     let (content, footnotes) = split_footnotes(&lines);
-    let mut kept = collect_new_lines(content);
+    let mut scan = Scan::new(content);
+    let mut kept = scan.collect_new_lines();
     tidy_tail(&mut kept);
     let text = render(&kept, footnotes);
     let text = text.trim();
-    if text.is_empty() { normalized.trim().to_string() } else { text.to_string() }
+    let out = if text.is_empty() { normalized.trim().to_string() } else { text.to_string() };
+    (out, scan.work)
 }
 
-fn collect_new_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
-    let mut kept = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if FORWARD_MARKER.is_match(line.trim()) {
-            kept.extend_from_slice(&lines[i..]);
-            break;
+/// How much an attribution proves, which decides how much it may cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Evidence {
+    /// Ends like an attribution; only believed with a `>` quote right below.
+    Weak,
+    /// A date-first or addressed attribution: cuts the rest of the message
+    /// unless it sits inside a paragraph of running text.
+    Strong,
+    /// Verb, address and date (or a verbless date + time + bracketed
+    /// address): cuts even inside a paragraph.
+    Certain,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attribution {
+    span: usize,
+    evidence: Evidence,
+}
+
+struct Scan<'a, 'b> {
+    lines: &'b [&'a str],
+    attributions: Vec<Option<Attribution>>,
+    /// `quote_from[i]`: some line at or after `i` is `>`-quoted.
+    quote_from: Vec<bool>,
+    /// `forward_from[i]`: a forward marker is at or after `i`.
+    forward_from: Vec<bool>,
+    /// `text_lines_from[i]`: non-blank lines at or after `i`.
+    text_lines_from: Vec<usize>,
+    work: usize,
+}
+
+impl<'a, 'b> Scan<'a, 'b> {
+    fn new(lines: &'b [&'a str]) -> Self {
+        let n = lines.len();
+        let mut work = 0;
+        let attributions: Vec<Option<Attribution>> = (0..n)
+            .map(|i| {
+                work += 1;
+                if is_quote(lines[i]) { None } else { attribution_at(lines, i) }
+            })
+            .collect();
+        let mut quote_from = vec![false; n + 1];
+        let mut forward_from = vec![false; n + 1];
+        let mut text_lines_from = vec![0; n + 1];
+        for i in (0..n).rev() {
+            work += 1;
+            text_lines_from[i] = text_lines_from[i + 1] + usize::from(!is_blank(lines[i]));
+            quote_from[i] = quote_from[i + 1] || is_quote(lines[i]);
+            forward_from[i] = forward_from[i + 1] || FORWARD_MARKER.is_match(capped(lines[i].trim()));
         }
-        if is_quote(line) {
-            i += 1;
-            continue;
-        }
-        if starts_reply_header(lines, i) {
-            if is_forwarded(lines, i) {
+        Scan { lines, attributions, quote_from, forward_from, text_lines_from, work }
+    }
+
+    fn collect_new_lines(&mut self) -> Vec<&'a str> {
+        let lines = self.lines;
+        let mut kept: Vec<&'a str> = Vec::new();
+        let mut seen_attribution = false;
+        let mut dropped_device = None;
+        let mut has_text = false;
+        let mut i = 0;
+        while i < lines.len() {
+            self.work += 1;
+            let line = lines[i];
+            if self.forward_from[i] && FORWARD_MARKER.is_match(capped(line.trim())) {
                 kept.extend_from_slice(&lines[i..]);
+                break;
             }
-            break;
-        }
-        if let Some((span, strong)) = attribution_at(lines, i) {
-            match next_non_blank(lines, i + span) {
-                Some(next) if is_quote(lines[next]) => {
-                    i = next;
+            if is_quote(line) {
+                let end = self.quote_block_end(i);
+                if !seen_attribution && has_text && self.is_pasted(end) {
+                    kept.extend_from_slice(&lines[i..end]);
+                }
+                i = end;
+                continue;
+            }
+            if let Some(end) = lost_prefix_run(lines, i) {
+                i = end;
+                continue;
+            }
+            if starts_reply_header(lines, i) {
+                if is_forwarded(lines, i) {
+                    kept.extend_from_slice(&lines[i..]);
+                }
+                break;
+            }
+            let split = inline_attribution(line, Evidence::Certain).or_else(|| {
+                // Without an address the attribution needs the quote below.
+                let quoted_below = ATTRIBUTION_VERB.is_match(capped(line))
+                    && self.next_non_blank(i + 1).is_some_and(|n| is_quote(lines[n]));
+                if quoted_below { inline_attribution(line, Evidence::Strong) } else { None }
+            });
+            if let Some(split) = split {
+                kept.push(&line[..split.start]);
+                has_text = true;
+                if split.rest_is_quote {
+                    break;
+                }
+                match self.next_non_blank(i + 1) {
+                    Some(next) if is_quote(lines[next]) => {
+                        seen_attribution = true;
+                        i = next;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(a) = self.attributions[i] {
+                seen_attribution = true;
+                match self.next_non_blank(i + a.span) {
+                    Some(next) if is_quote(lines[next]) => {
+                        i = next;
+                        continue;
+                    }
+                    None if a.evidence >= Evidence::Strong => break,
+                    Some(_) if a.evidence == Evidence::Certain => break,
+                    Some(_) if a.evidence == Evidence::Strong && !inside_paragraph(lines, i, i + a.span) => break,
+                    _ => {}
+                }
+            }
+            if is_device_line(line) {
+                if self.quote_from[i + 1] {
+                    dropped_device = Some(line);
+                    i += 1;
                     continue;
                 }
-                None if strong => break,
-                Some(_) if strong && !inside_paragraph(lines, i, i + span) => break,
-                _ => {}
+                if has_text && self.text_lines_from[i + 1] >= MIN_OLD_MESSAGE_LINES && !self.forward_from[i + 1] {
+                    break;
+                }
             }
+            kept.push(line);
+            has_text |= !is_blank(line);
+            i += 1;
         }
-        kept.push(line);
-        i += 1;
+        // A reply that is nothing but a device line and a quote still shows
+        // who answered from where rather than falling back to the quote.
+        if !has_text && let Some(device) = dropped_device {
+            kept.push(device);
+        }
+        kept
     }
-    kept
+
+    fn next_non_blank(&mut self, from: usize) -> Option<usize> {
+        let found = (from..self.lines.len()).find(|&j| !is_blank(self.lines[j]));
+        self.work += found.unwrap_or(self.lines.len()).saturating_sub(from);
+        found
+    }
+
+    fn quote_block_end(&mut self, i: usize) -> usize {
+        let end = (i..self.lines.len()).find(|&j| !is_quote(self.lines[j])).unwrap_or(self.lines.len());
+        self.work += end - i;
+        end
+    }
+
+    /// Whether the `>` block `i..end`, with the author's text above it and no
+    /// attribution anywhere before, is the author's own (pasted output,
+    /// "> 5 users", a line of a log): it is when new text follows it. A
+    /// selective quote without attribution is kept too; that costs a line
+    /// of context, never the author's words.
+    fn is_pasted(&mut self, end: usize) -> bool {
+        let lines = self.lines;
+        let Some(next) = self.next_non_blank(end) else {
+            return false;
+        };
+        let follows = lines[next];
+        !(is_quote(follows) || self.attributions[next].is_some() || is_device_line(follows) || follows.trim() == "--")
+    }
+}
+
+/// Regexes only ever see the start of a line; attributions and header
+/// fields are short, and this keeps hostile lines cheap.
+fn capped(line: &str) -> &str {
+    if line.len() <= MAX_INLINE_SCAN {
+        return line;
+    }
+    let mut end = MAX_INLINE_SCAN;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
 }
 
 fn is_quote(line: &str) -> bool {
@@ -252,61 +472,276 @@ fn is_blank(line: &str) -> bool {
     line.trim().is_empty()
 }
 
-fn next_non_blank(lines: &[&str], from: usize) -> Option<usize> {
-    (from..lines.len()).find(|&j| !is_blank(lines[j]))
-}
-
 fn inside_paragraph(lines: &[&str], start: usize, end: usize) -> bool {
     let before = start > 0 && !is_blank(lines[start - 1]);
     let after = lines.get(end).is_some_and(|l| !is_blank(l));
     before && after
 }
 
-/// Returns how many lines the attribution at `i` spans and whether it is
-/// strong enough to cut at even without a `>` quote below it.
-fn attribution_at(lines: &[&str], i: usize) -> Option<(usize, bool)> {
+fn starts_block(lines: &[&str], i: usize) -> bool {
+    i == 0 || is_blank(lines[i - 1]) || is_separator(lines[i - 1])
+}
+
+/// Returns how many lines the attribution at `i` spans and how much it
+/// proves.
+fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
     let first = lines[i].trim();
     if first.is_empty() || first.len() > MAX_ATTRIBUTION_LEN {
         return None;
     }
-    let mut joined = first.trim_start_matches(['-', '*', ' ']).to_string();
+    let at_block_start = starts_block(lines, i);
+    let mut joined = first.to_string();
+    let mut tail = String::new();
     for span in 1..=MAX_ATTRIBUTION_LINES {
         if span > 1 {
             let next = lines.get(i + span - 1)?.trim();
-            if next.is_empty() || next.starts_with('>') || !ATTRIBUTION_LEAD.is_match(&joined) {
+            if next.is_empty() || next.starts_with('>') || joined.len() + next.len() > MAX_ATTRIBUTION_LEN {
                 return None;
             }
-            joined.push(' ');
+            // A wrapped attribution carries its date or address from the
+            // first line on and does not end a sentence there; a sentence
+            // that merely precedes an attribution does.
+            if span == 2 && (!(DATE_FIRST.is_match(first) || ADDRESS.is_match(first)) || ends_sentence(first)) {
+                return None;
+            }
+            if !joined.ends_with(['<', '(', '[']) {
+                joined.push(' ');
+            }
             joined.push_str(next);
-            if joined.len() > MAX_ATTRIBUTION_LEN {
+            if has_sentence_break(&joined) {
                 return None;
             }
+            if !tail.is_empty() {
+                tail.push(' ');
+            }
+            tail.push_str(next);
+            match attribution_evidence(&tail, true) {
+                Some(Evidence::Certain) => return None,
+                Some(Evidence::Strong) if LEAD_WORD.is_match(&tail) => return None,
+                _ => {}
+            }
         }
-        if !joined.ends_with(':') {
-            continue;
-        }
-        let addressed = ADDRESS.is_match(&joined);
-        let dated = DATE_OR_TIME.is_match(&joined);
-        if (DATED_ATTRIBUTION.is_match(&joined) && (dated || addressed))
-            || (addressed && ADDRESSED_ATTRIBUTION.is_match(&joined))
-        {
-            return Some((span, true));
-        }
-        // Covers verbless forms such as mail.ru's "… от Name <a@b>:" and
-        // Gmail's Russian and Japanese attributions.
-        if span == 1 && (WEAK_ATTRIBUTION.is_match(&joined) || (addressed && dated)) {
-            return Some((1, false));
+        if let Some(evidence) = attribution_evidence(&joined, at_block_start) {
+            if span > 1 && evidence < Evidence::Strong {
+                return None;
+            }
+            // "failed. Ann <a@b> wrote:" ends a sentence of the author's
+            // first; only a quote right below makes it an attribution.
+            let evidence = if has_sentence_break(&joined) { Evidence::Weak } else { evidence };
+            return Some(Attribution { span, evidence });
         }
     }
     None
 }
 
+/// In an attribution the address belongs to whoever wrote: it stands before
+/// the verb ("Ann <a@b> wrote", "Ann <a@b> 写道") or right after it behind a
+/// name ("schrieb Ann Berg <a@b>"), never behind a preposition as in "I
+/// wrote to a@b on Monday".
+fn names_the_writer(core: &str) -> bool {
+    let (Some(verb), Some(at)) = (ATTRIBUTION_VERB.find_iter(core).last(), ADDRESS.find(core)) else {
+        return true;
+    };
+    if at.start() < verb.start() {
+        return true;
+    }
+    let token_start = core[..at.start()].rfind(char::is_whitespace).map_or(0, |p| p + 1);
+    let between = &core[verb.end()..token_start.max(verb.end())];
+    between.split_whitespace().all(|w| !w.trim_start_matches(['"', '\'', '(']).starts_with(char::is_lowercase))
+}
+
+/// "Ann Berg <a@b> wrote", "a@b wrote": only a name stands before the
+/// address, unlike "Please reply to Ann <a@b>, she wrote".
+fn name_first(body: &str) -> bool {
+    let Some(at) = ADDRESS.find(body) else {
+        return false;
+    };
+    let token_start = body[..at.start()].rfind(char::is_whitespace).map_or(0, |p| p + 1);
+    let before: Vec<&str> = body[..token_start].split_whitespace().collect();
+    before.len() <= 6
+        && before.iter().all(|w| !w.trim_start_matches(['"', '\'', '(', '<', '[']).starts_with(char::is_lowercase))
+}
+
+/// Sentence-final punctuation; a period after a short word is an
+/// abbreviation ("15. jan.", "ma.") as dates in attributions have them.
+fn ends_sentence(line: &str) -> bool {
+    let line = line.trim_end();
+    if line.ends_with(['!', '?', '。', '！', '？']) {
+        return true;
+    }
+    let Some(stem) = line.strip_suffix('.') else {
+        return false;
+    };
+    let word = stem.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+    word.chars().count() >= 4 && word.chars().all(char::is_alphabetic)
+}
+
+/// "… and it failed. Ann <a@b> wrote:": a sentence ends inside, so the
+/// lines are prose followed by an attribution, not one wrapped attribution.
+/// Abbreviated dates ("15. Jan.", "janv. 2024") do not count.
+fn has_sentence_break(text: &str) -> bool {
+    SENTENCE_BREAK.find_iter(text).take(16).any(|m| ends_sentence(&text[..m.start() + 1]))
+}
+
+/// Judges one (possibly joined) line as an attribution.
+fn attribution_evidence(text: &str, at_block_start: bool) -> Option<Evidence> {
+    let text = text.trim();
+    let (body, framed) = match DECORATION.captures(text) {
+        Some(c) => (c.get(1).map_or("", |m| m.as_str()), true),
+        None => (text.trim_start_matches(['-', '*', ' ']), false),
+    };
+    let colon = COLON_END.is_match(body);
+    if !colon && !framed {
+        let complete = (VERB_AT_END.is_match(body)
+            || (OPENS_ATTRIBUTION.is_match(body) && ATTRIBUTION_VERB_TAIL.is_match(body)))
+            && ADDRESS.is_match(body)
+            && DATE_OR_TIME.is_match(body);
+        return complete.then_some(Evidence::Weak);
+    }
+    let core = body.trim_end().trim_end_matches([':', '：']).trim_end();
+    let addressed = ADDRESS.is_match(body);
+    let dated = DATE_OR_TIME.is_match(body);
+    if ATTRIBUTION_VERB_TAIL.is_match(core) {
+        if !names_the_writer(core) || !(DATE_FIRST.is_match(body) || name_first(body)) {
+            return colon.then_some(Evidence::Weak);
+        }
+        if addressed && dated {
+            return Some(Evidence::Certain);
+        }
+        if addressed || (dated && DATE_FIRST.is_match(body)) {
+            return Some(Evidence::Strong);
+        }
+        return colon.then_some(Evidence::Weak);
+    }
+    if colon && addressed && dated {
+        if at_block_start
+            && body.len() <= 250
+            && DATE_FIRST.is_match(body)
+            && TIME.is_match(body)
+            && BRACKETED_ADDRESS_AT_END.is_match(body)
+        {
+            return Some(Evidence::Certain);
+        }
+        return Some(Evidence::Weak);
+    }
+    None
+}
+
+/// An attribution that a client glued onto the end of the author's last line
+/// ("Works now. On Mon, … <a@b> wrote:"), possibly followed by quoted text.
+/// `needed` is the evidence the attribution must carry on its own.
+struct InlineSplit {
+    start: usize,
+    rest_is_quote: bool,
+}
+
+fn inline_attribution(line: &str, needed: Evidence) -> Option<InlineSplit> {
+    if line.len() > MAX_INLINE_SCAN || (needed == Evidence::Certain && !ADDRESS.is_match(line)) {
+        return None;
+    }
+    let verb = ATTRIBUTION_VERB.find_iter(line).last()?;
+    let after = &line[verb.end()..];
+    let colon = after.char_indices().take(80).find(|&(_, c)| c == ':' || c == '：')?.0;
+    let end = verb.end() + colon + after[colon..].chars().next().map_or(1, char::len_utf8);
+    let rest = line[end..].trim();
+    if OPENS_ATTRIBUTION.is_match(line) && attribution_evidence(&line[..end], false).is_some() {
+        return None;
+    }
+    let mut by_lead = None;
+    let mut by_sentence = None;
+    for m in INLINE_START.find_iter(&line[..verb.start()]).take(16) {
+        let Some(offset) = m.as_str().find(char::is_alphanumeric) else {
+            continue;
+        };
+        let start = m.start() + offset;
+        let prefix = line[..start].trim();
+        if prefix.is_empty() || end - start > MAX_ATTRIBUTION_LEN {
+            continue;
+        }
+        if attribution_evidence(&line[start..end], false).is_none_or(|e| e < needed) {
+            continue;
+        }
+        if m.as_str().trim_start_matches(['.', '!', '?', '。', '！', '？']).trim_start().len() > 1 {
+            by_lead = Some(start);
+        } else if by_sentence.is_none() && ends_sentence(prefix) {
+            by_sentence = Some(start);
+        }
+    }
+    let start = by_lead.or(by_sentence)?;
+    if needed < Evidence::Certain && !rest.is_empty() {
+        return None;
+    }
+    Some(InlineSplit { start, rest_is_quote: !rest.is_empty() })
+}
+
+/// Unprefixed lines a client produced by re-wrapping a long quoted line
+/// after quoting it: the `>` line above stops mid-sentence at the wrap
+/// width and the continuation carries on in lower case.
+fn lost_prefix_run(lines: &[&str], i: usize) -> Option<usize> {
+    let above = lines.get(i.checked_sub(1)?)?.trim_end();
+    if !is_quote(above) || above.len() > MAX_INLINE_SCAN {
+        return None;
+    }
+    let text = above.trim_start_matches(['>', ' ', '\t']);
+    if text.is_empty() || text.ends_with(['.', '!', '?', ':', ';', '。', '！', '？']) {
+        return None;
+    }
+    let mut previous = above;
+    let mut j = i;
+    while j < lines.len() && j < i + MAX_LOST_PREFIX_LINES {
+        let line = lines[j].trim_end();
+        if is_blank(line) || is_quote(line) {
+            break;
+        }
+        let first_word = line.split_whitespace().next().unwrap_or("");
+        let wrapped = previous.chars().count() + 1 + first_word.chars().count() > WRAP_WIDTH;
+        let lower = line.trim_start().chars().next().is_some_and(char::is_lowercase);
+        if !wrapped || (j == i && !lower) || line.chars().count() > WRAP_WIDTH + 8 {
+            break;
+        }
+        previous = line;
+        j += 1;
+    }
+    if j == i {
+        return None;
+    }
+    match lines.get(j) {
+        Some(l) if is_quote(l) => Some(j),
+        // Closing a quoted paragraph, the continuation ends its sentence.
+        None => ends_quoted_sentence(lines[j - 1]).then_some(j),
+        Some(l) if is_blank(l) => ends_quoted_sentence(lines[j - 1]).then_some(j),
+        _ => None,
+    }
+}
+
+fn ends_quoted_sentence(line: &str) -> bool {
+    line.trim_end().ends_with(['.', '!', '?', ')', '。', '！', '？'])
+}
+
 fn starts_reply_header(lines: &[&str], i: usize) -> bool {
-    let line = lines[i].trim();
-    ORIGINAL_MESSAGE.is_match(line)
+    let line = capped(lines[i].trim());
+    is_original_marker(lines, i)
         || (is_underscore_rule(line) && generic_fields_follow(lines, i + 1))
         || is_header_block(lines, i)
         || is_flattened_header(line)
+}
+
+/// "-----Original Message-----" and its translations; without dashes the
+/// phrase is an ordinary word unless header fields follow.
+fn is_original_marker(lines: &[&str], i: usize) -> bool {
+    let line = capped(lines[i].trim());
+    let Some(c) = ORIGINAL_MESSAGE.captures(line) else {
+        return false;
+    };
+    let dashes = |s: &str| s.chars().filter(|&ch| matches!(ch, '-' | '=' | '_' | '*')).count();
+    let lead = c.name("lead").map_or(0, |m| dashes(m.as_str()));
+    let tail = c.name("tail").map_or(0, |m| dashes(m.as_str()));
+    if lead >= 2 && tail >= 2 {
+        return true;
+    }
+    let end = (i + 4).min(lines.len());
+    (lead >= 2 || tail >= 2 || !line.contains(' ') || line.len() < 30)
+        && lines[i + 1..end].iter().any(|l| FROM_FIELD.is_match(capped(l.trim_start())))
 }
 
 fn is_flattened_header(line: &str) -> bool {
@@ -322,9 +757,12 @@ fn is_underscore_rule(line: &str) -> bool {
 }
 
 /// Outlook starts with From, older Hotmail and some webmailers with Date or
-/// Subject, so any order counts as long as a sender field is among them.
+/// Subject, so any order counts as long as a sender field is among them. Two
+/// fields suffice when they are a sender with an address (or a name) and a
+/// dated "Sent"/"Date" line right next to each other; From and To alone
+/// describe mail flow as often as they head a quote.
 fn is_header_block(lines: &[&str], i: usize) -> bool {
-    let first = lines[i].trim_start();
+    let first = capped(lines[i].trim_start());
     let mut has_from = FROM_FIELD.is_match(first);
     if !has_from && !OTHER_FIELD.is_match(first) {
         return false;
@@ -332,7 +770,7 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
     let end = (i + 1 + HEADER_LOOKAHEAD).min(lines.len());
     let mut fields = 1;
     for line in &lines[i + 1..end] {
-        let line = line.trim_start();
+        let line = capped(line.trim_start());
         if FROM_FIELD.is_match(line) {
             has_from = true;
             fields += 1;
@@ -340,7 +778,18 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
             fields += 1;
         }
     }
-    has_from && fields >= 3
+    if has_from && fields >= 3 {
+        return true;
+    }
+    let Some(second) = lines.get(i + 1).map(|l| capped(l.trim_start())) else {
+        return false;
+    };
+    let (from, other) = if FROM_FIELD.is_match(first) { (first, second) } else { (second, first) };
+    if !FROM_FIELD.is_match(from) || !starts_block(lines, i) {
+        return false;
+    }
+    WHEN_FIELD.is_match(other)
+        && (ADDRESS.is_match(from) || (TIME.is_match(other) && DATE_OR_TIME.find_iter(other).count() >= 2))
 }
 
 fn generic_fields_follow(lines: &[&str], from: usize) -> bool {
@@ -348,7 +797,7 @@ fn generic_fields_follow(lines: &[&str], from: usize) -> bool {
         .iter()
         .filter(|l| !is_blank(l))
         .take(5)
-        .filter(|l| GENERIC_FIELD.is_match(l.trim_start()))
+        .filter(|l| GENERIC_FIELD.is_match(capped(l.trim_start())))
         .count();
     fields >= 2
 }
@@ -359,9 +808,19 @@ fn is_forwarded(lines: &[&str], i: usize) -> bool {
     let end = (i + 2 + HEADER_LOOKAHEAD).min(lines.len());
     lines[i..end]
         .iter()
-        .filter_map(|l| SUBJECT_FIELD.captures(l.trim_start()))
+        .filter_map(|l| SUBJECT_FIELD.captures(capped(l.trim_start())))
         .next()
         .is_some_and(|c| FORWARD_SUBJECT.is_match(c.get(1).map_or("", |m| m.as_str().trim())))
+}
+
+fn is_device_line(line: &str) -> bool {
+    let line = line.trim();
+    if line.is_empty() || line.len() > MAX_DEVICE_LINE * 2 {
+        return false;
+    }
+    let cleaned = LINK_NOISE.replace_all(line, "");
+    let cleaned = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    cleaned.chars().count() <= MAX_DEVICE_LINE && MOBILE_SIGNATURE.is_match(&cleaned)
 }
 
 fn split_footnotes<'a, 'b>(lines: &'b [&'a str]) -> (&'b [&'a str], Vec<&'a str>) {
@@ -370,7 +829,7 @@ fn split_footnotes<'a, 'b>(lines: &'b [&'a str]) -> (&'b [&'a str], Vec<&'a str>
         end -= 1;
     }
     let mut start = end;
-    while start > 0 && FOOTNOTE.is_match(lines[start - 1].trim_end()) {
+    while start > 0 && FOOTNOTE.is_match(capped(lines[start - 1].trim_end())) {
         start -= 1;
     }
     if start == end || (start > 0 && !is_blank(lines[start - 1])) {
@@ -404,9 +863,7 @@ fn strip_mobile_signature(kept: &mut Vec<&str>) {
     let Some(last) = kept.iter().rposition(|l| !is_blank(l)) else {
         return;
     };
-    let cleaned = LINK_NOISE.replace_all(kept[last].trim(), "");
-    let cleaned = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
-    if MOBILE_SIGNATURE.is_match(&cleaned) && kept[..last].iter().any(|l| !is_blank(l)) {
+    if is_device_line(kept[last]) && kept[..last].iter().any(|l| !is_blank(l)) {
         kept.truncate(last);
     }
 }
@@ -463,6 +920,36 @@ fn render(kept: &[&str], footnotes: Vec<&str>) -> String {
         out.push_str(&referenced.join("\n"));
     }
     out
+}
+
+/// What `parent` needs from the stripper to recognise the attribution or
+/// header block above a quoted parent.
+pub(crate) mod shapes {
+    use super::*;
+
+    /// How many lines the attribution starting at `i` spans, if one does.
+    pub(crate) fn attribution_span(lines: &[&str], i: usize) -> Option<usize> {
+        attribution_at(lines, i).map(|a| a.span)
+    }
+
+    pub(crate) fn is_header_field(line: &str) -> bool {
+        let line = capped(line.trim_start());
+        FROM_FIELD.is_match(line) || OTHER_FIELD.is_match(line)
+    }
+
+    pub(crate) fn is_from_field(line: &str) -> bool {
+        FROM_FIELD.is_match(capped(line.trim_start()))
+    }
+
+    /// "-----Original Message-----", an Outlook underscore rule and the like.
+    pub(crate) fn is_marker(line: &str) -> bool {
+        let line = capped(line.trim());
+        is_underscore_rule(line)
+            || ORIGINAL_MESSAGE.captures(line).is_some_and(|c| {
+                c.name("lead").is_some_and(|m| m.as_str().contains("--"))
+                    || c.name("tail").is_some_and(|m| m.as_str().contains("--"))
+            })
+    }
 }
 
 #[cfg(test)]
@@ -649,7 +1136,9 @@ mod tests {
     #[test]
     fn blank_runs_collapse_and_crlf_normalises() {
         let body = "Hello,\r\n\r\n\r\n\r\nthe invoice is INV-1.   \r\n\r\n> old\r\n\r\nBye\r";
-        assert_eq!(strip_quoted(body), "Hello,\n\nthe invoice is INV-1.\n\nBye");
+        assert_eq!(strip_quoted(body), "Hello,\n\nthe invoice is INV-1.\n\n> old\n\nBye");
+        let attributed = "Hello,\r\n\r\n\r\nOn 1/15/24 10:30 AM, Ann wrote:\r\n> old\r\n\r\nBye\r";
+        assert_eq!(strip_quoted(attributed), "Hello,\n\nBye");
     }
 
     #[test]
@@ -716,6 +1205,110 @@ mod tests {
             assert!(!out.contains('\r'));
             assert_eq!(out, out.trim());
             assert_eq!(out.is_empty(), input.trim().is_empty());
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{strip_counted, strip_quoted};
+
+        /// Lines of the shapes the stripper reacts to, mixed with prose and
+        /// arbitrary text, so generated bodies hit every branch.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[A-Za-z ,.!?']{0,70}",
+                2 => "> [a-z ,.]{0,70}",
+                1 => ">>> [a-z()]{0,20}",
+                1 => "> [0-9]{1,3} users",
+                1 => Just(String::new()),
+                1 => "\\PC{0,40}",
+                1 => prop::sample::select(vec![
+                    "On Mon, Jan 15, 2024 at 4:02 PM Ann <ann@x.test> wrote:",
+                    "On Mon, Jan 15, 2024 at 4:02 PM",
+                    "Ann <ann@x.test> wrote:",
+                    "Thanks. On Mon, Jan 15, 2024 at 4:02 PM Ann <ann@x.test> wrote: old",
+                    "2024-01-15 16:02 GMT+01:00 Ann <ann@x.test>:",
+                    "---- On Mon, 15 Jan 2024 Ann <ann@x.test> wrote ----",
+                    "-----Original Message-----",
+                    "-------- Oprindelig besked --------",
+                    "________________________________",
+                    "From: Ann <ann@x.test>",
+                    "Sent: Monday, January 15, 2024 4:02 PM",
+                    "De : Ann <ann@x.test>",
+                    "Sujet : Re: x",
+                    "Sent from my iPhone",
+                    "Envoyé à partir de Outlook pour iOS",
+                    "Begin forwarded message:",
+                    "-- ",
+                    "[1]: https://x.test/",
+                    "see [1]",
+                ])
+                .prop_map(str::to_string),
+            ]
+        }
+
+        fn body(max_lines: usize) -> impl Strategy<Value = String> {
+            (prop::collection::vec(line(), 0..max_lines), any::<bool>())
+                .prop_map(|(lines, crlf)| lines.join(if crlf { "\r\n" } else { "\n" }))
+        }
+
+        /// Prose without any character a quote, attribution, header,
+        /// separator or signature could be built from.
+        fn plain_body() -> impl Strategy<Value = String> {
+            prop::collection::vec("[A-Za-z ,.!?']{0,70}", 1..30).prop_map(|lines| lines.join("\n"))
+        }
+
+        fn normalised_lines(body: &str) -> Vec<String> {
+            body.replace("\r\n", "\n").replace('\r', "\n").split('\n').map(|l| l.trim().to_string()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn kept_lines_come_from_the_input(body in body(40)) {
+                let out = strip_quoted(&body);
+                prop_assert!(!out.contains('\r'));
+                prop_assert_eq!(out.is_empty(), body.trim().is_empty());
+                let input = normalised_lines(&body);
+                for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    prop_assert!(
+                        input.iter().any(|i| i.starts_with(line) || i.ends_with(line)),
+                        "{:?} is not from the input", line
+                    );
+                }
+            }
+
+            #[test]
+            fn text_without_quotes_is_kept_whole(body in plain_body()) {
+                let out = strip_quoted(&body);
+                let mut expected: Vec<String> = Vec::new();
+                for line in body.lines().map(str::trim_end) {
+                    if line.trim().is_empty() {
+                        if expected.last().is_some_and(|l| !l.is_empty()) {
+                            expected.push(String::new());
+                        }
+                    } else {
+                        expected.push(line.to_string());
+                    }
+                }
+                prop_assert_eq!(out, expected.join("\n").trim().to_string());
+            }
+
+        }
+
+        proptest! {
+            // Large generated inputs: fewer cases keep the suite quick.
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            #[test]
+            fn work_is_linear_in_lines(body in body(400), blanks in 0usize..2_000) {
+                let body = format!("{body}{}{body}", "\n".repeat(blanks));
+                let lines = body.replace("\r\n", "\n").split(['\n', '\r']).count();
+                let (_, work) = strip_counted(&body);
+                prop_assert!(work <= 6 * lines + 8, "work {} for {} lines", work, lines);
+            }
         }
     }
 }
