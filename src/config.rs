@@ -316,7 +316,7 @@ impl Config {
             Err(e) => {
                 let path = bracket_indices(&e.path().to_string());
                 problems.push(Problem { path, message: e.into_inner().to_string() });
-                problems.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
+                problems.sort_by_key(|a| path_order(&a.path));
                 return Err(ConfigError::Invalid(problems));
             }
         };
@@ -326,8 +326,8 @@ impl Config {
         };
         let mut checker = Checker { problems: &mut problems, warnings: &mut warnings, credentials };
         let mut config = raw.validate(&mut checker);
-        problems.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
-        warnings.sort_by(|a, b| path_order(&a.path).cmp(&path_order(&b.path)));
+        problems.sort_by_key(|a| path_order(&a.path));
+        warnings.sort_by_key(|a| path_order(&a.path));
         config.warnings = warnings;
         if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
     }
@@ -584,7 +584,11 @@ impl Checker<'_> {
                 } else if m.permissions().mode() & 0o044 != 0 {
                     self.warn(
                         path,
-                        format!("{} is readable by others (mode {:o}): chmod 600", p.display(), m.permissions().mode() & 0o777),
+                        format!(
+                            "{} is readable by others (mode {:o}): chmod 600",
+                            p.display(),
+                            m.permissions().mode() & 0o777
+                        ),
                     );
                 }
             }
@@ -734,13 +738,14 @@ impl RawConfig {
             if batch_size == 0 {
                 c.err(at("batch_size"), "must be at least 1");
             }
-            let initial = match c.get(&at("initial"), m.initial).as_deref().map(Initial::parse).unwrap_or(Ok(Initial::Unseen)) {
-                Ok(v) => v,
-                Err(e) => {
-                    c.err(at("initial"), e);
-                    Initial::Unseen
-                }
-            };
+            let initial =
+                match c.get(&at("initial"), m.initial).as_deref().map(Initial::parse).unwrap_or(Ok(Initial::Unseen)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        c.err(at("initial"), e);
+                        Initial::Unseen
+                    }
+                };
             let tags = c.get(&at("tags"), m.tags).unwrap_or_default();
             for (j, t) in tags.iter().enumerate() {
                 if let Err(e) = crate::triage::act::valid_tag(t) {
@@ -1096,7 +1101,8 @@ password = "secret"
     #[test]
     fn every_type_error_at_once_in_a_stable_order() {
         let d = tempfile::tempdir().unwrap();
-        let body = MINIMAL.replace("tls = \"none\"\npassword", "tls = \"none\"\nport = \"x\"\nidle = 3\nbatch_size = -1\npassword")
+        let body = MINIMAL
+            .replace("tls = \"none\"\npassword", "tls = \"none\"\nport = \"x\"\nidle = 3\nbatch_size = -1\npassword")
             + "[desk]\nacks_per_sender_per_hour = \"many\"\ntrust_from_header = \"yes\"\n";
         let run = || match Config::load_with_env(&write(&d, &body), Some(HashMap::new())) {
             Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -1125,7 +1131,8 @@ password = "secret"
     fn secrets_missing_are_warnings_and_credentials_come_from_systemd() {
         let d = tempfile::tempdir().unwrap();
         let creds = tempfile::tempdir().unwrap();
-        let body = MINIMAL.replace("password = \"secret\"", "password_file = \"/etc/ticketd/credentials/imap-support\"");
+        let body =
+            MINIMAL.replace("password = \"secret\"", "password_file = \"/etc/ticketd/credentials/imap-support\"");
         let c = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert_eq!(c.warnings[0].path, "mailboxes[0].password_file");
@@ -1146,7 +1153,9 @@ password = "secret"
     #[test]
     fn header_text_is_one_clean_line() {
         let d = tempfile::tempdir().unwrap();
-        let body = format!("{MINIMAL}[desk]\ndisplay_name = \"Support\\nBcc: x@evil.test\"\nsubject_tag = \"T\\u202Eicket\"\n");
+        let body = format!(
+            "{MINIMAL}[desk]\ndisplay_name = \"Support\\nBcc: x@evil.test\"\nsubject_tag = \"T\\u202Eicket\"\n"
+        );
         let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err().to_string();
         assert!(err.contains("desk.display_name"), "{err}");
         assert!(err.contains("desk.subject_tag"), "{err}");

@@ -97,7 +97,11 @@ async fn smtp(cfg: &Config) -> Finding {
         Ok(Ok(true)) => Finding {
             subject,
             ok: true,
-            detail: if s.username.is_some() { "EHLO and AUTH OK".into() } else { "EHLO OK (no AUTH configured)".into() },
+            detail: if s.username.is_some() {
+                "EHLO and AUTH OK".into()
+            } else {
+                "EHLO OK (no AUTH configured)".into()
+            },
         },
         Ok(Ok(false)) => Finding { subject, ok: false, detail: "the server did not answer NOOP".into() },
         Ok(Err(e)) => Finding { subject, ok: false, detail: e.to_string() },

@@ -117,6 +117,13 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         Ok(v.len() as u32)
     };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
+    let mut parent_mail = None;
+    for id in mail.parent_ids().filter(|id| identity::is_our_id(id, domain)) {
+        if let Some((_, e)) = tx.our_mail(id)? {
+            parent_mail = Some(Box::new(e.mail));
+            break;
+        }
+    }
     let snap = Snapshot {
         duplicate: duplicate_of.is_some(),
         by_thread,
@@ -130,6 +137,7 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
             None => 0,
         },
         own_mail,
+        parent_mail,
     };
     Ok(Lookup { snap, dedupe_key, duplicate_of })
 }

@@ -55,6 +55,11 @@ pub struct OutMail {
     pub references: Vec<String>,
     #[serde(default)]
     pub attachments: Vec<OutAttachment>,
+    /// Lines of this mail that must never reach a customer (a
+    /// notification's status line and instructions): a reply that still
+    /// quotes one is held, not relayed. Not part of the mail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal_lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

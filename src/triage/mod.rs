@@ -13,7 +13,7 @@ pub mod token;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Agent, Config, MailboxConfig};
-use crate::mail::{InboundMail, MailAddress, normalise_id, quote};
+use crate::mail::{InboundMail, MailAddress, normalise_id, parent, quote};
 use crate::outbound::templates::Templates;
 use crate::outbound::{OutAttachment, OutKind, OutMail};
 use crate::ticket::{Attachment, Status, ThreadType, Ticket, TicketRecord, client_id, ticket_id};
@@ -49,6 +49,9 @@ pub struct Snapshot {
     pub notifies_last_hour: u32,
     /// The Message-ID is one of ours: a mail ticketd generated came back.
     pub own_mail: bool,
+    /// The mail of ours this one answers (In-Reply-To, else the newest of
+    /// References that is ours): its exact text is cut out of the reply.
+    pub parent_mail: Option<Box<OutMail>>,
 }
 
 pub struct Context<'a> {
@@ -250,6 +253,24 @@ struct Decider<'a> {
 }
 
 impl Decider<'_> {
+    /// What the writer newly wrote: our own mail it quotes is found by its
+    /// exact text whatever the quoting; other quotes by their shape.
+    fn reply_text(&self) -> String {
+        if let Some(p) = &self.snap.parent_mail
+            && let Some(t) = parent::cut_parent(&self.mail.body, &p.body)
+        {
+            return t;
+        }
+        quote::strip_quoted(&self.mail.body)
+    }
+
+    /// Lines of an internal notification still present in `text`.
+    fn leaked_lines(&self, text: &str) -> Vec<String> {
+        let Some(p) = &self.snap.parent_mail else { return Vec::new() };
+        let needles: Vec<&str> = p.internal_lines.iter().map(String::as_str).collect();
+        parent::contains_lines(text, &needles).into_iter().filter_map(|i| p.internal_lines.get(i).cloned()).collect()
+    }
+
     /// The sender's client id, creating the client on first contact.
     fn sender_client(&mut self) -> String {
         if let Some(id) = &self.snap.sender_client {
@@ -393,7 +414,7 @@ impl Decider<'_> {
             title = crate::text::truncate_chars(&crate::text::clean_line(&title), 120);
         }
         let mut text = match follow_up_of {
-            Some(_) => quote::strip_quoted(&self.mail.body),
+            Some(_) => self.reply_text(),
             None => self.mail.body.clone(),
         };
         if title.chars().count() > MAX_TITLE_CHARS {
@@ -462,7 +483,7 @@ impl Decider<'_> {
     fn user_reply(mut self, rec: &TicketRecord, automatic: bool) -> Decision {
         let mut rec = rec.clone();
         let author = self.sender_client();
-        let text = quote::strip_quoted(&self.mail.body);
+        let text = self.reply_text();
         if !automatic && matches!(rec.ticket.status, Status::Pending | Status::Resolved) {
             let old = rec.ticket.status;
             rec.ticket.set_status(Status::Open, self.now);
@@ -494,7 +515,7 @@ impl Decider<'_> {
     /// agents to see, and nothing else — no relay, no commands, no assignment.
     fn agent_auto_reply(mut self, rec: &TicketRecord, agent: &Agent) -> Decision {
         let mut rec = rec.clone();
-        let text = quote::strip_quoted(&self.mail.body);
+        let text = self.reply_text();
         rec.ticket.push_internal(
             &agent.id,
             ThreadType::Agent,
@@ -516,7 +537,7 @@ impl Decider<'_> {
     }
 
     fn agent_reply(mut self, rec: &TicketRecord, agent: &Agent) -> Decision {
-        let text = quote::strip_quoted(&self.mail.body);
+        let text = self.reply_text();
         let parsed = commands::parse(&text, &agent.id, self.ctx.cfg);
         if !parsed.errors.is_empty() {
             let errors = parsed
@@ -547,7 +568,25 @@ impl Decider<'_> {
         let has_text = !parsed.rest.is_empty() || !self.mail.attachments.is_empty();
         let mut notes = Vec::new();
         let mut note_files = Vec::new();
-        if has_text {
+        let leaked = if note { Vec::new() } else { self.leaked_lines(&parsed.rest) };
+        let held = !leaked.is_empty();
+        if held {
+            // Fail-safe: the notification's internal text is still in the
+            // reply (a quoting style we could not cut). Keep it for the
+            // agents, send nothing to the customer, and tell the agent.
+            let why = format!(
+                "Your reply was NOT sent to the customer: it still contains lines of the internal notification, e.g.\n  {}\nIt is kept on the ticket as an internal note. Reply again with only the text meant for the customer.",
+                leaked.iter().take(3).map(|l| crate::text::clean_line(l)).collect::<Vec<_>>().join("\n  ")
+            );
+            actions.push(Action::Note {
+                text: format!("(held: not sent, it quoted the internal notification)\n\n{}", parsed.rest),
+            });
+            let body = self.out.render(&self.ctx.templates.command_error, rec, &[("errors", &why)]);
+            let mut m = self.out.mail_to(rec, OutKind::CommandError, vec![agent.email.clone()], body, 3);
+            m.subject = format!("Not sent: {}", m.subject);
+            self.send(m);
+        }
+        if has_text && !held {
             let (files, refused) = self.attachments();
             notes = refused;
             if note {

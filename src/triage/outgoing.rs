@@ -100,6 +100,7 @@ impl Composer<'_> {
             in_reply_to: self.inbound_id.clone(),
             references,
             attachments: Vec::new(),
+            internal_lines: Vec::new(),
         }
     }
 
@@ -138,12 +139,21 @@ impl Composer<'_> {
             excerpt
         };
         let body = self.render(&self.ctx.templates.agent_notify, rec, &[("event", event), ("message", &message)]);
+        // Everything the template says around the customer's words is internal.
+        let frame = self.render(&self.ctx.templates.agent_notify, rec, &[("event", event), ("message", "")]);
+        let internal: Vec<String> = frame
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.chars().filter(|c| c.is_alphanumeric()).count() >= 8)
+            .map(str::to_owned)
+            .collect();
         let mut out = Vec::new();
         for (n, agent) in agents.into_iter().enumerate() {
             let mut m = self.mail_to(rec, OutKind::AgentNotify, vec![agent.email.clone()], body.clone(), n);
             let tag = identity::tag(&self.seed, "notify", n);
             m.message_id =
                 identity::agent_message_id(self.ctx.secret, rec.number, &agent.id, &tag, &cfg.desk.message_id_domain);
+            m.internal_lines = internal.clone();
             out.push(m);
         }
         out

@@ -421,3 +421,47 @@ fn mail_without_from_is_quarantined() {
 fn urls_are_percent_encoded() {
     assert_eq!(attachment_url("https://x/a/", "ab", "my file é.txt"), "https://x/a/ab/my%20file%20%C3%A9.txt");
 }
+
+fn notification_of(d: &Decision, agent: &str) -> OutMail {
+    d.outbox().find(|m| m.kind == OutKind::AgentNotify && m.to[0].starts_with(agent)).unwrap().clone()
+}
+
+#[test]
+fn a_reply_quoting_the_notification_in_any_style_relays_only_the_new_text() {
+    let w = World::new();
+    let created = w.decide(&customer_mail("", "Printer broken", "It smokes."), &snap());
+    let note = notification_of(&created, "alice");
+    assert!(note.internal_lines.iter().any(|l| l.starts_with("Status:")), "{:?}", note.internal_lines);
+    // s-nail / POSIX mailx: a TAB before every quoted line.
+    let quoted: String = note.body.lines().map(|l| format!("\t{l}\n")).collect();
+    let body = format!("Please restart it.\n\n\"Example Support\" <support@example.test> wrote:\n{quoted}");
+    let raw = format!(
+        "From: alice@example.test\nTo: support@example.test\nMessage-ID: <a7@example.test>\nIn-Reply-To: <{}>\nSubject: Re: [Ticket #42] Printer broken\n\n{body}",
+        note.message_id
+    );
+    let s = Snapshot { by_thread: Some(existing(Status::Open)), parent_mail: Some(Box::new(note.clone())), ..snap() };
+    let d = w.decide(&raw, &s);
+    let relay = d.outbox().find(|m| m.kind == OutKind::Relay).expect("relayed");
+    assert_eq!(relay.body, "Please restart it.");
+    assert!(!relay.body.contains("Status:"));
+}
+
+#[test]
+fn a_reply_that_still_carries_the_notification_is_held_not_relayed() {
+    let w = World::new();
+    let created = w.decide(&customer_mail("", "Printer broken", "It smokes."), &snap());
+    let note = notification_of(&created, "alice");
+    // The agent pasted the internal status line into the answer itself.
+    let status = note.internal_lines.iter().find(|l| l.starts_with("Status:")).unwrap().clone();
+    let raw = format!(
+        "From: alice@example.test\nTo: support@example.test\nMessage-ID: <a8@example.test>\nIn-Reply-To: <{}>\nSubject: Re: [Ticket #42] Printer broken\n\nHere is where we stand:\n{status}\nWe will fix it.\n",
+        note.message_id
+    );
+    let s = Snapshot { by_thread: Some(existing(Status::Open)), parent_mail: Some(Box::new(note)), ..snap() };
+    let d = w.decide(&raw, &s);
+    assert!(d.outbox().all(|m| m.kind != OutKind::Relay), "nothing reaches the customer");
+    let told = d.outbox().find(|m| m.kind == OutKind::CommandError).expect("the agent is told");
+    assert!(told.body.contains("NOT sent to the customer"), "{}", told.body);
+    let last = d.saved().unwrap().ticket.threads.last().unwrap().clone();
+    assert!(last.internal && last.message.contains("We will fix it."), "{last:?}");
+}
