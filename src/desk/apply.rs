@@ -95,7 +95,7 @@ pub fn apply(
         if o.advance_cursor {
             let mut cursor = match tx.cursor(o.mailbox)? {
                 Some(c) if c.uid_validity == o.uid_validity => c,
-                _ => Cursor { uid_validity: o.uid_validity, last_uid: 0, acked_uid: Some(0) },
+                _ => Cursor { uid_validity: o.uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() },
             };
             cursor.last_uid = cursor.last_uid.max(o.uid);
             tx.put(Table::Cursors, o.mailbox.as_bytes(), json(&cursor));

@@ -30,14 +30,25 @@ pub enum Item {
     Mail { uid: u32, raw: Vec<u8> },
     /// Over `desk.max_message_bytes`: only its header was fetched.
     TooLarge { uid: u32, size: u64, header: Vec<u8> },
+    /// Already read when ticketd first met the mailbox (`initial =
+    /// "unseen"`): history, not work; only the cursor moves past it.
+    Skip { uid: u32 },
 }
 
 impl Item {
     pub fn uid(&self) -> u32 {
         match self {
-            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } => *uid,
+            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } | Item::Skip { uid } => *uid,
         }
     }
+}
+
+/// Live mail is answered; quiet mail (history being imported) is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Live,
+    Quiet,
 }
 
 #[derive(Debug)]
@@ -167,10 +178,11 @@ impl Writer {
         mailbox: &str,
         uid_validity: u32,
         items: &[Item],
+        mode: Mode,
     ) -> (Vec<u32>, Option<StoreError>) {
         let mut done = Vec::with_capacity(items.len());
         for item in items {
-            match self.ingest_one(tx, mailbox, uid_validity, item, false) {
+            match self.ingest_one(tx, mailbox, uid_validity, item, false, mode) {
                 Ok(()) => done.push(item.uid()),
                 Err(e) => return (done, Some(e)),
             }
@@ -180,7 +192,13 @@ impl Writer {
 
     /// The careful path after an unclean stop: each message is marked in
     /// hand and committed on its own. Commits as it goes.
-    pub(super) fn ingest_careful(&mut self, mailbox: &str, uid_validity: u32, items: &[Item]) -> BatchResult {
+    pub(super) fn ingest_careful(
+        &mut self,
+        mailbox: &str,
+        uid_validity: u32,
+        items: &[Item],
+        mode: Mode,
+    ) -> BatchResult {
         info!(
             mailbox,
             count = items.len(),
@@ -198,8 +216,9 @@ impl Writer {
                 let mut tx = Tx::new(&store);
                 if deaths >= POISON_DEATHS {
                     error!(mailbox, uid, deaths, "a message keeps stopping ticketd: quarantined without reading it");
-                    let raw = match item {
+                    let raw: &[u8] = match item {
                         Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } => raw,
+                        Item::Skip { .. } => &[],
                     };
                     let raw_sha256 = sha256_hex(raw);
                     let origin = Origin {
@@ -222,7 +241,7 @@ impl Writer {
                     let mut marker = Tx::new(&store);
                     marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
                     store.commit(marker.into_writes())?;
-                    self.ingest_one(&mut tx, mailbox, uid_validity, item, true)?;
+                    self.ingest_one(&mut tx, mailbox, uid_validity, item, true, mode)?;
                 }
                 store.commit(tx.into_writes())
             })();
@@ -246,9 +265,11 @@ impl Writer {
         uid_validity: u32,
         item: &Item,
         clear_in_hand: bool,
+        mode: Mode,
     ) -> Result<(), StoreError> {
         // Whole seconds, as in the ticket object's examples.
         let now = Utc::now().trunc_subsecs(0);
+        let quiet = mode == Mode::Quiet;
         let cfg = self.cfg.clone();
         let mb = cfg.mailbox(mailbox).unwrap_or(&cfg.mailboxes[0]);
         let (uid, raw) = match item {
@@ -276,6 +297,21 @@ impl Writer {
                 return Ok(());
             }
             Item::Mail { uid, raw } => (*uid, raw.as_slice()),
+            Item::Skip { uid } => {
+                let mut cursor = match tx.cursor(mailbox)? {
+                    Some(c) if c.uid_validity == uid_validity => c,
+                    _ => crate::store::Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() },
+                };
+                cursor.last_uid = cursor.last_uid.max(*uid);
+                // Nothing to do on IMAP for it either.
+                cursor.acked_uid = Some(cursor.acked_uid.unwrap_or(0).max(*uid));
+                tx.put(Table::Cursors, mailbox.as_bytes(), json(&cursor));
+                if clear_in_hand {
+                    tx.delete(Table::Meta, keys::in_hand(mailbox));
+                }
+                self.health.count_message(mailbox, "skipped");
+                return Ok(());
+            }
         };
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::failpoint::poison(raw);
@@ -287,8 +323,17 @@ impl Writer {
                     secret: &self.secret,
                     templates: &self.templates,
                     tokens: &self.tokens,
+                    quiet,
                 };
-                let d = decide(&mail, &found.snap, &ctx, now);
+                // History keeps its own dates (never later than now).
+                let when = if quiet { mail.date.filter(|d| *d <= now).unwrap_or(now) } else { now };
+                let mut d = decide(&mail, &found.snap, &ctx, when);
+                if quiet {
+                    // Belt and braces: history sends nothing, whatever it decided.
+                    d.effects.retain(|e| {
+                        !matches!(e, Effect::Send(_) | Effect::CountAck { .. } | Effect::CountNotify { .. })
+                    });
+                }
                 Ok::<_, StoreError>((mail, found, d))
             })
         }));

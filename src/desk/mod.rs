@@ -22,7 +22,7 @@ use crate::outbound::templates::Templates;
 use crate::store::{Store, StoreError, Table, WriteSet, keys};
 use crate::ticket::TicketRecord;
 use crate::triage::act::{ActError, Action};
-pub use ingest::{BatchResult, Item};
+pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -181,9 +181,14 @@ impl Desk {
 
     /// Commits a fetched batch; the answer names the UIDs now durable.
     pub async fn ingest(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>) -> BatchResult {
+        self.ingest_with(mailbox, uid_validity, items, Mode::Live).await
+    }
+
+    /// [`Desk::ingest`] of live mail or of quiet history.
+    pub async fn ingest_with(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>, mode: Mode) -> BatchResult {
         let mailbox = mailbox.to_owned();
         let fetched = std::time::Instant::now();
-        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, fetched, reply }).await {
+        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply }).await {
             Ok(r) => r,
             Err(e) => BatchResult { done: Vec::new(), error: Some(e.to_string()) },
         }
@@ -198,8 +203,14 @@ impl Desk {
     /// Starts a mailbox over after a UIDVALIDITY change; dedupe keeps the
     /// re-read from duplicating anything.
     pub async fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), DeskError> {
+        let cursor = crate::store::Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() };
+        self.set_cursor(mailbox, cursor).await
+    }
+
+    /// Where a mailbox stands (first contact decides it, see `initial`).
+    pub async fn set_cursor(&self, mailbox: &str, cursor: crate::store::Cursor) -> Result<(), DeskError> {
         let mailbox = mailbox.to_owned();
-        self.ask(|reply| writer::Job::ResetCursor { mailbox, uid_validity, reply }).await?
+        self.ask(|reply| writer::Job::SetCursor { mailbox, cursor, reply }).await?
     }
 
     /// Applies `actions` to ticket `n` through the shared rules. With

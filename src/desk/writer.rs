@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::apply::{Origin, apply, queue_mail, save_ticket};
-use super::ingest::{BatchResult, Item};
+use super::ingest::{BatchResult, Item, Mode};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
 use crate::config::Config;
@@ -44,6 +44,7 @@ pub(super) enum Job {
         items: Vec<Item>,
         /// When the batch left the IMAP worker (for the latency histogram).
         fetched: std::time::Instant,
+        mode: Mode,
         reply: oneshot::Sender<BatchResult>,
     },
     Acked {
@@ -52,9 +53,9 @@ pub(super) enum Job {
         uid: u32,
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
-    ResetCursor {
+    SetCursor {
         mailbox: String,
-        uid_validity: u32,
+        cursor: Cursor,
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
     Act {
@@ -167,11 +168,11 @@ impl Writer {
         let mut stop = false;
         for job in jobs {
             match job {
-                Job::Ingest { mailbox, uid_validity, items, reply, .. } if self.is_careful(&mailbox) => {
+                Job::Ingest { mailbox, uid_validity, items, reply, mode, .. } if self.is_careful(&mailbox) => {
                     // Alone and committed message by message: flush the group first.
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
                     self.commit(earlier, std::mem::take(&mut finish));
-                    let r = self.ingest_careful(&mailbox, uid_validity, &items);
+                    let r = self.ingest_careful(&mailbox, uid_validity, &items, mode);
                     crate::failpoint::hit("flushed");
                     self.wake_sender();
                     let _ = reply.send(r);
@@ -253,8 +254,8 @@ impl Writer {
             r
         };
         match job {
-            Job::Ingest { mailbox, uid_validity, items, fetched, reply } => {
-                let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items);
+            Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply } => {
+                let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items, mode);
                 let error = error.map(|e| {
                     self.commit_failed(&e);
                     e.to_string()
@@ -278,12 +279,8 @@ impl Writer {
                 let r = stopped(set_acked(tx, &mailbox, uid_validity, uid));
                 done(reply, r)
             }
-            Job::ResetCursor { mailbox, uid_validity, reply } => {
-                tx.put(
-                    Table::Cursors,
-                    mailbox.as_bytes(),
-                    json(&Cursor { uid_validity, last_uid: 0, acked_uid: Some(0) }),
-                );
+            Job::SetCursor { mailbox, cursor, reply } => {
+                tx.put(Table::Cursors, mailbox.as_bytes(), json(&cursor));
                 done(reply, Ok(()))
             }
             Job::Act { ticket, actor, actions, uploads, expect_version, reply } => {
@@ -333,7 +330,14 @@ impl Writer {
 
     fn ctx_for<'a>(&'a self, rec: &TicketRecord) -> Context<'a> {
         let mailbox = self.cfg.mailbox(&rec.mailbox).unwrap_or(&self.cfg.mailboxes[0]);
-        Context { cfg: &self.cfg, mailbox, secret: &self.secret, templates: &self.templates, tokens: &self.tokens }
+        Context {
+            cfg: &self.cfg,
+            mailbox,
+            secret: &self.secret,
+            templates: &self.templates,
+            tokens: &self.tokens,
+            quiet: false,
+        }
     }
 
     /// Runs the shared rules for one change and saves the result.
@@ -560,8 +564,14 @@ impl Writer {
             return outcome_of(tx, before);
         };
         let found = super::ingest::lookup(self, tx, &mail, now)?;
-        let ctx =
-            Context { cfg: &cfg, mailbox: mb, secret: &self.secret, templates: &self.templates, tokens: &self.tokens };
+        let ctx = Context {
+            cfg: &cfg,
+            mailbox: mb,
+            secret: &self.secret,
+            templates: &self.templates,
+            tokens: &self.tokens,
+            quiet: false,
+        };
         let d = crate::triage::decide(&mail, &found.snap, &ctx, now);
         let origin = Origin {
             mailbox: &q.mailbox,

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{ImapError, ImapSession, connect, timed};
-use crate::config::{AfterAction, MailboxConfig};
-use crate::desk::{Desk, Item};
+use crate::config::{AfterAction, Initial, MailboxConfig};
+use crate::desk::{Desk, Item, Mode};
 use crate::health::LinkState;
-use crate::store::Records;
+use crate::store::{Cursor, Records};
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug)]
@@ -37,6 +37,13 @@ impl Backoff {
         let capped = exp.min(self.cap);
         capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
+}
+
+/// What first contact decided about the mail that was already there.
+#[derive(Debug, Clone, Copy, Default)]
+struct FirstContact {
+    skip_seen_until: Option<u32>,
+    quiet_until: Option<u32>,
 }
 
 /// How often a login that keeps failing is mentioned again at WARN.
@@ -133,15 +140,21 @@ impl Worker {
         let uid_validity = selected.uid_validity.ok_or_else(|| ImapError::NoUidValidity(mb.folder.clone()))?;
         let store_err = |e: crate::store::StoreError| ImapError::Ingest(e.to_string());
         let desk_err = |e: crate::desk::DeskError| ImapError::Ingest(e.to_string());
-        let (mut last_uid, acked_uid) = match self.desk.store().cursor(&mb.name).map_err(store_err)? {
-            Some(c) if c.uid_validity == uid_validity => (c.last_uid, c.acked_uid.unwrap_or(c.last_uid)),
+        let cursor = match self.desk.store().cursor(&mb.name).map_err(store_err)? {
+            Some(c) if c.uid_validity == uid_validity => c,
             Some(c) => {
                 warn!(mailbox = %mb.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder; Message-ID dedupe prevents duplicates");
                 self.desk.reset_cursor(&mb.name, uid_validity).await.map_err(desk_err)?;
-                (0, 0)
+                Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() }
             }
-            None => (0, 0),
+            None => {
+                let c = self.first_contact(&mut s, uid_validity, selected.uid_next, selected.exists).await?;
+                self.desk.set_cursor(&mb.name, c).await.map_err(desk_err)?;
+                c
+            }
         };
+        let first = FirstContact { skip_seen_until: cursor.skip_seen_until, quiet_until: cursor.quiet_until };
+        let (mut last_uid, acked_uid) = (cursor.last_uid, cursor.acked_uid.unwrap_or(cursor.last_uid));
         match *link {
             Link::New => info!(mailbox = %mb.name, folder = %mb.folder, idle = can_idle, "connected"),
             Link::Down => info!(mailbox = %mb.name, "mailbox reachable again"),
@@ -164,7 +177,7 @@ impl Worker {
         let health = self.desk.health();
         loop {
             health.link(&mb.name, LinkState::Fetching, None, None);
-            last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post).await?;
+            last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post, first).await?;
             health.fetched(&mb.name);
             health.link(&mb.name, LinkState::Idle, None, None);
             if *link != Link::Up {
@@ -184,6 +197,33 @@ impl Worker {
         }
     }
 
+    /// No cursor yet: what the mail already in the folder is, by `initial`.
+    async fn first_contact(
+        &self,
+        s: &mut ImapSession,
+        uid_validity: u32,
+        uid_next: Option<u32>,
+        exists: u32,
+    ) -> Result<Cursor, ImapError> {
+        let mb = &self.mb;
+        let top = match uid_next {
+            Some(n) => n.saturating_sub(1),
+            // No UIDNEXT in the SELECT answer: the highest UID there is.
+            None => uids_in(s, "1:*", mb.timeout).await?.last().copied().unwrap_or(0),
+        };
+        let mut c = Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() };
+        match mb.initial {
+            Initial::New => {
+                c.last_uid = top;
+                c.acked_uid = Some(top);
+            }
+            Initial::Unseen => c.skip_seen_until = Some(top),
+            Initial::Import => c.quiet_until = Some(top),
+        }
+        info!(mailbox = %mb.name, messages = exists, initial = ?mb.initial, "first contact with this mailbox: {}", mb.initial.describe());
+        Ok(c)
+    }
+
     /// Fetches and ingests everything past `last_uid`; returns the new cursor.
     async fn fetch_new(
         &self,
@@ -191,16 +231,30 @@ impl Worker {
         uid_validity: u32,
         mut last_uid: u32,
         post: &PostAction,
+        first: FirstContact,
     ) -> Result<u32, ImapError> {
         let mb = &self.mb;
-        let listed = list_sizes(s, last_uid, mb.timeout).await?;
+        let skip_until = first.skip_seen_until.filter(|u| *u > last_uid);
+        let (listed, seen) = list_sizes(s, last_uid, skip_until.is_some(), mb.timeout).await?;
         if listed.is_empty() {
             return Ok(last_uid);
         }
         debug!(mailbox = %mb.name, count = listed.len(), "new messages");
-        for chunk in batches(&listed, mb.batch_size as usize, BATCH_BYTES, self.max_message_bytes) {
+        // History (`initial`) and live mail never share a batch: one is quiet.
+        let split = first.quiet_until.map_or(0, |q| listed.partition_point(|(u, _)| *u <= q));
+        let (quiet, live) = listed.split_at(split);
+        let mut runs: Vec<(&[(u32, u64)], Mode)> = Vec::new();
+        for chunk in batches(quiet, mb.batch_size as usize, BATCH_BYTES, self.max_message_bytes) {
+            runs.push((chunk, Mode::Quiet));
+        }
+        for chunk in batches(live, mb.batch_size as usize, BATCH_BYTES, self.max_message_bytes) {
+            runs.push((chunk, Mode::Live));
+        }
+        for (chunk, mode) in runs {
+            let is_history = |u: &u32| skip_until.is_some_and(|s| *u <= s) && seen.binary_search(u).is_ok();
+            let (skipped, chunk): (Vec<(u32, u64)>, Vec<(u32, u64)>) = chunk.iter().partition(|(u, _)| is_history(u));
             let (small, large): (Vec<_>, Vec<_>) = chunk.iter().partition(|(_, size)| *size <= self.max_message_bytes);
-            let mut items = Vec::with_capacity(chunk.len());
+            let mut items: Vec<Item> = skipped.iter().map(|(uid, _)| Item::Skip { uid: *uid }).collect();
             if !small.is_empty() {
                 let set = uid_set(small.iter().map(|(u, _)| *u));
                 let fetched = fetch(s, &set, "(UID BODY.PEEK[])", mb.timeout).await?;
@@ -230,9 +284,14 @@ impl Worker {
             crate::failpoint::hit("fetched");
             items.sort_by_key(Item::uid);
             // Bounded: when the writer is busy the worker waits; nothing is dropped.
-            let result = self.desk.ingest(&mb.name, uid_validity, items).await;
+            let result = self.desk.ingest_with(&mb.name, uid_validity, items, mode).await;
+            // Skipped history keeps its flags and its folder.
+            let act_on: Vec<u32> =
+                result.done.iter().copied().filter(|u| !skipped.iter().any(|(s, _)| s == u)).collect();
             if !result.done.is_empty() {
-                post.apply(s, &result.done).await?;
+                if !act_on.is_empty() {
+                    post.apply(s, &act_on).await?;
+                }
                 crate::failpoint::hit("post-action");
                 last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
                 self.desk
@@ -384,22 +443,36 @@ pub fn uid_set(uids: impl Iterator<Item = u32>) -> String {
 }
 
 /// UIDs above `last_uid` with their RFC822.SIZE, ascending.
-async fn list_sizes(s: &mut ImapSession, last_uid: u32, t: Duration) -> Result<Vec<(u32, u64)>, ImapError> {
+/// UIDs above `last_uid` with their RFC822.SIZE, ascending, and the UIDs
+/// among them already `\Seen` (asked only when `flags`). Read as a stream:
+/// only the numbers are kept, not the server's responses.
+async fn list_sizes(
+    s: &mut ImapSession,
+    last_uid: u32,
+    flags: bool,
+    t: Duration,
+) -> Result<(Vec<(u32, u64)>, Vec<u32>), ImapError> {
     let set = format!("{}:*", last_uid.saturating_add(1));
+    let query = if flags { "(UID RFC822.SIZE FLAGS)" } else { "(UID RFC822.SIZE)" };
     let fut = async {
-        let stream = s.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
-        stream.try_collect::<Vec<_>>().await
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let mut stream = s.uid_fetch(&set, query).await?;
+        while let Some(f) = stream.try_next().await? {
+            // `N:*` always matches the highest UID, even below N.
+            let Some(uid) = f.uid.filter(|u| *u > last_uid) else { continue };
+            out.push((uid, f.size.unwrap_or(0) as u64));
+            if flags && f.flags().any(|fl| matches!(fl, async_imap::types::Flag::Seen)) {
+                seen.push(uid);
+            }
+        }
+        Ok::<_, async_imap::error::Error>((out, seen))
     };
-    let fetches = timed("UID FETCH sizes", t, fut).await?;
-    let mut out: Vec<(u32, u64)> = fetches
-        .iter()
-        .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0) as u64)))
-        // `N:*` always matches the highest UID, even below N.
-        .filter(|(uid, _)| *uid > last_uid)
-        .collect();
+    let (mut out, mut seen) = timed("UID FETCH sizes", t, fut).await?;
     out.sort_unstable();
     out.dedup_by_key(|(u, _)| *u);
-    Ok(out)
+    seen.sort_unstable();
+    Ok((out, seen))
 }
 
 async fn uids_in(s: &mut ImapSession, set: &str, t: Duration) -> Result<Vec<u32>, ImapError> {

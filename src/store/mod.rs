@@ -194,7 +194,7 @@ pub fn parse<T: for<'de> Deserialize<'de>>(table: Table, b: &[u8]) -> Result<T, 
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt { table: table.name(), detail: e.to_string() })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cursor {
     pub uid_validity: u32,
     /// Highest UID whose effects are committed.
@@ -203,6 +203,14 @@ pub struct Cursor {
     /// messages a crash caught after the commit: their post-action is redone.
     #[serde(default)]
     pub acked_uid: Option<u32>,
+    /// First contact with `initial = "unseen"`: mail up to this UID that
+    /// was already read then is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_seen_until: Option<u32>,
+    /// First contact with `initial = "import"`: mail up to this UID is
+    /// history, ingested quietly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_until: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

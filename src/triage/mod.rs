@@ -60,6 +60,10 @@ pub struct Context<'a> {
     pub secret: &'a [u8],
     pub templates: &'a Templates,
     pub tokens: &'a TokenMatcher,
+    /// History, not live mail (`initial = "import"`, `ticketd import`):
+    /// tickets get their original dates and the tag `imported`; nobody is
+    /// acknowledged or notified.
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,7 +460,7 @@ impl Decider<'_> {
         t.push_thread(&client, ThreadType::User, non_empty(&text, &self.mail.attachments), self.now);
         self.attach(&mut t);
         self.add_participants(&mut t, &self.from.address.clone());
-        let rec = TicketRecord {
+        let mut rec = TicketRecord {
             ticket: t,
             number,
             client_address: self.from.address.clone(),
@@ -465,6 +469,15 @@ impl Decider<'_> {
             version: 0,
         };
         self.index_inbound(number);
+        if self.ctx.quiet {
+            rec_tag_imported(&mut rec);
+            self.index_inbound(number);
+            self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
+            return Decision {
+                outcome: Outcome::Created { ticket: number, follow_up_of: follow_up_of.map(|r| r.number) },
+                effects: self.effects,
+            };
+        }
         if !automatic && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour {
             let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
             let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
@@ -504,7 +517,7 @@ impl Decider<'_> {
             rec.thread_ids.push(id.clone());
         }
         self.index_inbound(rec.number);
-        if !automatic {
+        if !automatic && !self.ctx.quiet {
             self.notify_agents(&rec, "Customer reply", &text);
         }
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec.clone())));
@@ -622,6 +635,12 @@ impl Decider<'_> {
         let number = rec.number;
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
         Decision { outcome: Outcome::Replied { ticket: number, agent: Some(agent.id.clone()) }, effects: self.effects }
+    }
+}
+
+fn rec_tag_imported(rec: &mut TicketRecord) {
+    if !rec.ticket.tags.iter().any(|t| t == "imported") {
+        rec.ticket.tags.push("imported".into());
     }
 }
 

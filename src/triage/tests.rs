@@ -69,6 +69,7 @@ impl World {
             secret: SECRET,
             templates: &self.templates,
             tokens: &self.tokens,
+            quiet: false,
         };
         decide(&mail, snap, &ctx, now())
     }
