@@ -1,0 +1,1 @@
+//! SMTP client (in progress).
