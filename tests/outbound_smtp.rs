@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use common::Lab;
 use tokio::net::TcpListener;
 
-use ticketd::config::{SmtpConfig, Tls};
+use ticketd::config::{Secret, SmtpConfig, Tls};
 use ticketd::outbound::build::{BuildOptions, build};
 use ticketd::outbound::smtp::{RcptResult, SendError, SmtpClient, address};
 use ticketd::outbound::{OutKind, OutMail};
@@ -105,8 +105,58 @@ async fn tls_front(lab: &Lab) -> u16 {
     port
 }
 
+/// Everything logged by anyone (ticketd, lettre, rustls through `log`) at
+/// every level, kept for grepping.
+fn capture_trace_log() -> Arc<Mutex<Vec<u8>>> {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .try_init()
+        .expect("the only subscriber in this test binary");
+    buf
+}
+
+/// Lets the lab's Postfix offer AUTH PLAIN/LOGIN, checked by the lab's
+/// Dovecot (its users and passwords), from the next connection on.
+fn enable_smtp_auth(lab: &Lab) {
+    let socket = lab.path().join("run/auth-client");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // smtpd runs as the postfix user; the socket is Dovecot's, mode 0600.
+    run(std::process::Command::new("chmod").arg("666").arg(&socket));
+    let conf = lab.path().join("postfix");
+    run(std::process::Command::new("postconf").arg("-c").arg(&conf).args([
+        "-e",
+        "smtpd_sasl_auth_enable=yes",
+        "smtpd_sasl_type=dovecot",
+        &format!("smtpd_sasl_path={}", socket.display()),
+    ]));
+    run(std::process::Command::new("postfix").arg("-c").arg(&conf).arg("reload"));
+}
+
+fn base64(bytes: &[u8]) -> String {
+    encodify::base64::STANDARD.encode(bytes)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_client_against_the_lab_postfix() {
+    let log = capture_trace_log();
     let lab = Lab::start();
     // lab.sh probes the port while starting; those connections are not ours.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -228,4 +278,40 @@ async fn smtp_client_against_the_lab_postfix() {
         .unwrap_err();
     implicit.quit().await;
     assert!(!implicit.is_connected());
+
+    // AUTH with a real password, which must appear nowhere in a trace log.
+    const PASSWORD: &str = "pw-Zq83xv-unique";
+    lab.add_user("sender@example.test", PASSWORD);
+    enable_smtp_auth(&lab);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut authed = config(&lab, Tls::Starttls, lab.smtp_port);
+    authed.username = Some("sender@example.test".into());
+    authed.password = Some(Secret::Inline(PASSWORD.into()));
+    let mut client = SmtpClient::new(&authed);
+    let (_, raw) = mail("authenticated", &["alice@example.test"]);
+    let r = client.send(&address("sender@example.test").unwrap(), &rcpts(&["alice@example.test"]), &raw).await;
+    assert_eq!(r.unwrap(), [RcptResult::Delivered]);
+    client.quit().await;
+    let got = lab.wait_for_messages("alice", "INBOX", 3, WAIT).await.unwrap();
+    assert!(contains(&got[2], "authenticated@desk.example.test"));
+    assert!(contains(&got[2], "with ESMTPSA"), "Postfix records the authenticated submission");
+
+    authed.password = Some(Secret::Inline("wrong-password".into()));
+    let err = SmtpClient::new(&authed)
+        .send(&address("sender@example.test").unwrap(), &rcpts(&["alice@example.test"]), &raw)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, SendError::Auth { .. }) && !err.is_permanent(), "{err}");
+
+    let log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(log.contains("SMTP connected"), "the capture works: {log}");
+    for secret in [
+        PASSWORD.to_owned(),
+        base64(format!("\0sender@example.test\0{PASSWORD}").as_bytes()),
+        base64(PASSWORD.as_bytes()),
+        base64(b"\0sender@example.test\0wrong-password"),
+        "wrong-password".to_owned(),
+    ] {
+        assert!(!log.contains(&secret), "credential {secret:?} in the trace log");
+    }
 }
