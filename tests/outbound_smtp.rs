@@ -184,6 +184,21 @@ async fn smtp_client_against_the_lab_postfix() {
         assert!(!contains(&got[0], "dot.\r\n\r\n"), "no empty line added at the end");
     }
 
+    // A relay to 60 participants with a 2,000-character subject goes out
+    // whole, and every copy names all 60 (stranger+N@ all land in stranger's
+    // INBOX).
+    let many: Vec<String> = (0..60).map(|i| format!("stranger+participant{i:02}@example.test")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (mut m, _) = mail("sixty", &many_refs);
+    m.subject = format!("[Ticket #7] {}", "a rather long subject line ".repeat(75));
+    let raw = build(&m, &mut |_| unreachable!(), &BuildOptions::new(Utc::now())).unwrap();
+    let results = client.send(&address("support@example.test").unwrap(), &rcpts(&many_refs), &raw).await.unwrap();
+    assert!(results.iter().all(|r| *r == RcptResult::Delivered), "{results:?}");
+    let got = lab.wait_for_messages("stranger", "INBOX", 60, WAIT).await.unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&got[59]).unwrap();
+    assert_eq!(parsed.to().unwrap().iter().count(), 60);
+    assert!(parsed.subject().unwrap().starts_with("[Ticket #7] a rather long subject line"));
+
     // All recipients refused: no DATA, every refusal reported, connection kept.
     let (_, raw) = mail("nobody-home", &["ghost1@example.test", "ghost2@example.test"]);
     let results = client

@@ -226,13 +226,15 @@ impl SmtpClient {
     }
 
     async fn attempt(&mut self, from: &Address, rcpts: &[Address], message: &[u8]) -> Result<Vec<RcptResult>, Failure> {
-        if self.live.is_none() {
-            let conn = self.connect().await.map_err(|error| Failure { error, before_mail: false })?;
-            self.connections += 1;
-            self.live = Some(Live { conn, last_used: Instant::now() });
-        }
         let step = self.cfg.timeout;
-        let live = self.live.as_mut().expect("connected above");
+        let live = match self.live.take() {
+            Some(live) => self.live.insert(live),
+            None => {
+                let conn = self.connect().await.map_err(|error| Failure { error, before_mail: false })?;
+                self.connections += 1;
+                self.live.insert(Live { conn, last_used: Instant::now() })
+            }
+        };
         let result = transaction(&mut live.conn, step, from, rcpts, message).await;
         live.last_used = Instant::now();
         // A transaction that stopped before the end of data may have left an
@@ -453,6 +455,14 @@ mod tests {
         assert!(!SendError::Timeout { stage: "DATA", after: Duration::from_secs(1) }.is_permanent());
         assert!(!SendError::Connection { stage: "RCPT TO", detail: "421".into() }.is_permanent());
         assert!(reply(550).is_permanent() && !reply(452).is_permanent());
+    }
+
+    /// The sender task is spawned on the runtime: a `send` that is not `Send`
+    /// would not compile there, so it must not compile here.
+    #[allow(dead_code)]
+    fn send_can_run_in_a_spawned_task(client: &mut SmtpClient, a: &Address) {
+        fn spawnable<T: Send>(_: T) {}
+        spawnable(client.send(a, std::slice::from_ref(a), b""));
     }
 
     #[test]
