@@ -1,7 +1,9 @@
 //! Outgoing mail: the durable outbox entry type, templates, and the SMTP
 //! sender task that drains the outbox.
 
+pub mod build;
 pub mod sender;
+pub mod smtp;
 pub mod templates;
 
 use chrono::{DateTime, Utc};
@@ -102,10 +104,39 @@ pub fn retry_delay(
     chrono::Duration::from_std(exp.mul_f64(factor)).unwrap_or(chrono::Duration::hours(1))
 }
 
+/// At most `max_bytes` of `text`, cut after the last line break in the
+/// second half of that budget when there is one (else on a char boundary), so
+/// a notification about a huge body stays small. The bool is true when
+/// something was cut.
+pub fn excerpt(text: &str, max_bytes: usize) -> (String, bool) {
+    if text.len() <= max_bytes {
+        return (text.to_owned(), false);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some(nl) = text[..end].rfind('\n').filter(|&nl| nl >= max_bytes / 2) {
+        end = nl + 1;
+    }
+    (text[..end].to_owned(), true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn excerpts_cut_on_line_or_char_boundaries() {
+        assert_eq!(excerpt("short", 10), ("short".to_owned(), false));
+        assert_eq!(excerpt("line one\nline two\nline three", 20), ("line one\nline two\n".to_owned(), true));
+        let (cut, was_cut) = excerpt(&"ä".repeat(10), 5);
+        assert!(was_cut);
+        assert_eq!(cut, "ää");
+        let (cut, _) = excerpt(&format!("a\n{}", "b".repeat(50)), 20);
+        assert_eq!(cut.len(), 20, "a break in the first half is not worth losing the rest for");
+    }
 
     #[test]
     fn retries_back_off_to_a_cap() {
