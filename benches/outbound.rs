@@ -77,6 +77,7 @@ fn mail(i: usize) -> OutMail {
         in_reply_to: Some(format!("customer-{ticket}@customer.example")),
         references: vec![format!("customer-{ticket}@customer.example")],
         attachments: vec![],
+        internal_lines: vec![],
     }
 }
 

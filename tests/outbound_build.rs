@@ -23,6 +23,7 @@ fn mail() -> OutMail {
         in_reply_to: Some("orig-1@customer.example".into()),
         references: vec!["orig-1@customer.example".into()],
         attachments: vec![],
+        internal_lines: vec![],
     }
 }
 
@@ -319,6 +320,7 @@ proptest! {
             in_reply_to,
             references: refs,
             attachments: vec![OutAttachment { filename, mime_type: mime, sha256: String::new() }],
+            internal_lines: vec![],
         };
         let mut file = |_: &OutAttachment| -> io::Result<Vec<u8>> { Ok(b"data\n\x00\xff".to_vec()) };
         match build(&m, &mut file, &opts()) {

@@ -46,6 +46,7 @@ fn mail(id: &str, to: &[&str]) -> (OutMail, Vec<u8>) {
         in_reply_to: None,
         references: vec![],
         attachments: vec![],
+        internal_lines: vec![],
     };
     let raw = build(&m, &mut |_| unreachable!("no attachments"), &BuildOptions::new(Utc::now())).unwrap();
     (m, raw)

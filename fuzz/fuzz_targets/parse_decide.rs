@@ -30,7 +30,7 @@ fuzz_target!(|raw: &[u8]| {
     let cfg = &*CONFIG;
     let templates = Templates::default();
     let tokens = TokenMatcher::new("Ticket");
-    let ctx = Context { cfg, mailbox: &cfg.mailboxes[0], secret: b"0123456789abcdef", templates: &templates, tokens: &tokens };
+    let ctx = Context { cfg, mailbox: &cfg.mailboxes[0], secret: b"0123456789abcdef", templates: &templates, tokens: &tokens, quiet: false };
     let snap = Snapshot { next_client: 1, next_ticket: 1, ..Snapshot::default() };
     let _ = decide(&mail, &snap, &ctx, chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
 });

@@ -252,7 +252,7 @@ impl Worker {
         }
         for (chunk, mode) in runs {
             let is_history = |u: &u32| skip_until.is_some_and(|s| *u <= s) && seen.binary_search(u).is_ok();
-            let (skipped, chunk): (Vec<(u32, u64)>, Vec<(u32, u64)>) = chunk.iter().partition(|(u, _)| is_history(u));
+            let (skipped, chunk): (Vec<_>, Vec<_>) = chunk.iter().copied().partition(|(u, _)| is_history(u));
             let (small, large): (Vec<_>, Vec<_>) = chunk.iter().partition(|(_, size)| *size <= self.max_message_bytes);
             let mut items: Vec<Item> = skipped.iter().map(|(uid, _)| Item::Skip { uid: *uid }).collect();
             if !small.is_empty() {
