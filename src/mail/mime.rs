@@ -345,7 +345,11 @@ fn cut_field(field: &[u8], cap: usize) -> &[u8] {
         return field;
     }
     let head = &field[..cap];
-    let at = memchr::memrchr(b',', head).or_else(|| memchr::memrchr(b' ', head)).unwrap_or(cap);
+    let late = |i: &usize| *i > cap / 2;
+    let at = memchr::memrchr(b',', head)
+        .filter(late)
+        .or_else(|| memchr::memrchr(b' ', head).filter(late))
+        .unwrap_or_else(|| utf8_safe_end(head));
     &field[..at]
 }
 

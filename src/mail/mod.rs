@@ -616,8 +616,9 @@ impl Assembly<'_, '_, '_> {
             self.notes.push(NOTE_NO_CONTENT_TYPE);
         }
         let is_html = e.info.subtype == "html";
-        // Plain text is read a little past the room so that a cut is seen.
-        let limit = if is_html { MAX_HTML_INPUT } else { room + 8 };
+        // Plain text is read past the room: cleaning drops every `\r` of
+        // CRLF text, and a cut must be seen.
+        let limit = if is_html { MAX_HTML_INPUT } else { room.saturating_mul(2).saturating_add(8) };
         let (bytes, problem, cut) = mime::decode_transfer(e.body, e.info.encoding, limit);
         if problem {
             self.problem = true;
