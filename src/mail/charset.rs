@@ -52,6 +52,10 @@ pub fn decode_body(
     if let Some(enc) = known.filter(|e| *e == UTF_16LE || *e == UTF_16BE) {
         return decode_with(bytes, enc, None);
     }
+    // UTF-7 is all ASCII, so this must come before the ASCII shortcut.
+    if let Some(text) = declared.filter(|_| known.is_none()).and_then(|label| mail_parser_decode(label, bytes)) {
+        return Decoded { problem: text.contains('\u{FFFD}'), text, note: None };
+    }
     let iso2022 = looks_iso_2022_jp(bytes);
     if bytes.is_ascii() && !iso2022 {
         return Decoded { text: ascii_to_string(bytes), note: None, problem: false };
@@ -96,9 +100,6 @@ pub fn decode_body(
             first
         }
         (Some(label), None) => {
-            if let Some(text) = mail_parser_decode(label, bytes) {
-                return Decoded { problem: text.contains('\u{FFFD}'), text, note: None };
-            }
             let guess = if iso2022 { ISO_2022_JP } else { hint.unwrap_or_else(|| detect(bytes, tld, true)) };
             let note = format!("unknown charset {}; read as {}", short(label), guess.name());
             decode_with(bytes, guess, Some(note))
@@ -213,9 +214,13 @@ fn many_errors(text: &str, bytes: &[u8]) -> bool {
 }
 
 /// Charsets encoding_rs does not have (UTF-7, IBM code pages) but
-/// mail-parser does.
+/// mail-parser does. Not the ones encoding_rs maps to "replacement"
+/// (ISO-2022-KR, HZ...): mail-parser turns those into a lone U+FFFD.
 fn mail_parser_decode(label: &str, bytes: &[u8]) -> Option<String> {
-    let decoder = mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes())?;
+    if Encoding::for_label(label.trim().as_bytes()).is_some() {
+        return None;
+    }
+    let decoder = mail_parser::decoders::charsets::map::charset_decoder(label.trim().as_bytes())?;
     Some(decoder(bytes))
 }
 
@@ -273,6 +278,38 @@ mod tests {
         assert!(!d.problem);
         let d = decode_body(b"plain", Some("utf-8"), None, None);
         assert_eq!((d.text.as_str(), d.note), ("plain", None));
+    }
+
+    #[test]
+    fn labels_only_mail_parser_knows() {
+        let d = decode_body(b"caf+AOk- cr+AOg-me", Some("utf-7"), None, None);
+        assert_eq!(d.text, "café crème");
+        let (euc_kr, _, _) = encoding_rs::EUC_KR.encode("안녕하세요 주문한 상품이 아직 도착하지 않았습니다");
+        let d = decode_body(&euc_kr, Some("iso-2022-kr"), None, None);
+        assert_eq!(d.text, "안녕하세요 주문한 상품이 아직 도착하지 않았습니다");
+        assert!(d.note.unwrap().starts_with("unknown charset iso-2022-kr"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        #[test]
+        fn any_bytes_and_label_decode(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            label in proptest::sample::select(vec![
+                "", "utf-8", "us-ascii", "iso-8859-1", "shift_jis", "iso-2022-jp", "utf-16", "utf-7",
+                "iso-2022-kr", "gb18030", "koi8-r", "x-unknown", "ibm850",
+            ]),
+            tld in proptest::sample::select(vec!["jp", "ru", "", "CZ", "x.y"]),
+        ) {
+            let declared = (!label.is_empty()).then_some(label);
+            let d = decode_body(&bytes, declared, None, Some(tld));
+            if std::str::from_utf8(&bytes).is_ok() && !looks_iso_2022_jp(&bytes) && matches!(label, "" | "utf-8") {
+                proptest::prop_assert_eq!(d.text.as_bytes(), &bytes[..]);
+            }
+            let (block, _) = transcode_header_block(&bytes, None, Some(tld));
+            proptest::prop_assert!(std::str::from_utf8(&block).is_ok());
+        }
     }
 
     #[test]

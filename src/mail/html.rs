@@ -491,6 +491,69 @@ mod tests {
         assert_eq!(text("<p>Thanks</p><div>-- <br>Ann</div>"), "Thanks\n\n-- \nAnn");
     }
 
+    const SOUP: &[&str] = &[
+        "<p>",
+        "</p>",
+        "<div>",
+        "</div>",
+        "<br>",
+        "<blockquote>",
+        "</blockquote>",
+        "<ul>",
+        "<ol start=9>",
+        "</ul>",
+        "</ol>",
+        "<li>",
+        "</li>",
+        "<a href=\"https://x.test/\">",
+        "<a href=mailto:a@b>",
+        "</a>",
+        "<pre>",
+        "</pre>",
+        "<script>",
+        "</script>",
+        "<style>",
+        "</style>",
+        "<title>",
+        "<!--",
+        "-->",
+        "<td>",
+        "<tr>",
+        "<img alt=\"i\">",
+        "&amp;",
+        "&#x202e;",
+        "&nbsp;",
+        "&#0;",
+        "\r\n",
+        "\n",
+        "  ",
+        "--",
+        " ",
+        "text",
+        "é",
+        "\u{1b}[1m",
+        "<",
+        ">",
+        "\"",
+        "=",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        #[test]
+        fn tag_soup_never_panics_and_stays_bounded(
+            picks in proptest::collection::vec(0..SOUP.len(), 0..400),
+            max in 1usize..500,
+        ) {
+            let html: String = picks.iter().map(|i| SOUP[*i]).collect();
+            let r = render(&html, max);
+            proptest::prop_assert!(r.text.len() <= max);
+            proptest::prop_assert!(!r.text.contains('\r'));
+            proptest::prop_assert!(!r.text.contains("\n\n\n"));
+        }
+    }
+
     #[test]
     fn deep_nesting_is_linear_and_caps_hold() {
         let n = 100_000;

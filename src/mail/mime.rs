@@ -83,8 +83,18 @@ pub struct PartInfo {
 }
 
 impl PartInfo {
+    /// `type/subtype`, or application/octet-stream when the sender's
+    /// tokens hold anything a MIME token may not (it ends up in a header
+    /// when the attachment is served).
     pub fn mime_type(&self) -> String {
-        format!("{}/{}", self.ctype, self.subtype)
+        let token = |t: &str| {
+            !t.is_empty() && t.len() <= 127 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
+        if token(&self.ctype) && token(&self.subtype) {
+            format!("{}/{}", self.ctype, self.subtype)
+        } else {
+            "application/octet-stream".to_owned()
+        }
     }
 
     pub fn is(&self, ctype: &str, subtype: &str) -> bool {

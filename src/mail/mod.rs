@@ -240,7 +240,7 @@ impl InboundMail {
             .iter()
             .filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"))
             .filter_map(|h| header.get(h.offset_start() as usize..h.offset_end() as usize))
-            .map(|b| unfold(&String::from_utf8_lossy(b)))
+            .map(|b| clean_line(&String::from_utf8_lossy(b)))
             .collect();
         if auth_results.len() > MAX_AUTH_RESULTS {
             notes.push(format!(
@@ -281,7 +281,7 @@ impl InboundMail {
         let attachments = if report.is_some() { Vec::new() } else { assembly.attachments(&parser) };
         let encoding_problem = assembly.problem;
 
-        let date_raw = msg.header_raw(HeaderName::Date).map(unfold).unwrap_or_default();
+        let date_raw = msg.header_raw(HeaderName::Date).map(clean_line).unwrap_or_default();
         let content_sha256 = content_hash(from.as_ref(), &subject, &date_raw, &body, &attachments);
         Ok(InboundMail {
             message_id,
@@ -386,10 +386,6 @@ pub fn clean_text(s: &str) -> String {
 /// HTML as ticket text; see [`html`].
 pub fn html_to_text(html: &str) -> String {
     clean_text(&html::render(html, MAX_BODY_BYTES).text)
-}
-
-fn unfold(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn cut_chars(s: &str, max: usize) -> String {
