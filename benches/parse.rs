@@ -20,6 +20,7 @@ const CASES: &[&str] = &[
     "rfc822-40k-deep",
     "div-100k-deep",
     "html-43MB",
+    "attach-43MB",
     "text-20MiB",
     "parts-10k",
     "tags-20k",
@@ -63,6 +64,23 @@ fn generate(case: &str) -> Vec<u8> {
                 i += 1;
             }
             s.push_str("</body></html>\r\n");
+            s.into_bytes()
+        }
+        "attach-43MB" => {
+            let mut s = head(
+                "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nthe logs\r\n--b\r\nContent-Type: application/gzip; name=\"logs.tar.gz\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            );
+            s.reserve(43 << 20);
+            const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut x: u32 = 1;
+            while s.len() < 43_000_000 {
+                for _ in 0..76 {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    s.push(A[(x >> 26) as usize] as char);
+                }
+                s.push_str("\r\n");
+            }
+            s.push_str("--b--\r\n");
             s.into_bytes()
         }
         "text-20MiB" => {
