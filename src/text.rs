@@ -6,21 +6,59 @@
 /// Bidi embeddings/overrides/isolates and the invisible marks that reorder
 /// or hide text ("invoice\u{202E}fdp.exe" shows as "invoiceexe.pdf").
 pub fn is_format(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{FEFF}')
+    is_bidi_override(c) || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{FEFF}')
 }
 
-/// One line: controls (newlines included) become spaces, runs of
-/// whitespace collapse, overrides go.
+/// The embeddings, overrides and isolates: these reverse runs of text.
+fn is_bidi_override(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// One line for names, titles and headers: control characters (NUL, ESC,
+/// line breaks...) become spaces, bidi controls and BOMs go, runs of white
+/// space collapse to one space, and the ends are trimmed.
 pub fn clean_line(s: &str) -> String {
-    let s: String = s.chars().filter(|c| !is_format(*c)).map(|c| if c.is_control() { ' ' } else { c }).collect();
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if is_format(c) {
+            continue;
+        }
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+    }
+    out
 }
 
-/// Several lines: `\n` and `\t` stay, `\r` and every other control
-/// character (ESC, so no terminal escape sequence survives) and the
-/// overrides go.
+/// Multi-line text for bodies: line breaks become `\n` (a lone `\r` too),
+/// `\n` and `\t` stay, every other C0/C1 control goes (an ESC sequence loses
+/// its ESC and so its effect), and so do the bidi embeddings, overrides and
+/// isolates. The bidi marks (U+200E, U+200F, U+061C) stay: right-to-left
+/// text needs them and they cannot reverse a run.
 pub fn clean_text(s: &str) -> String {
-    s.chars().filter(|c| !is_format(*c) && (!c.is_control() || *c == '\n' || *c == '\t')).collect()
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    out.push('\n');
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if is_bidi_override(c) => {}
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// At most `n` characters, with an ellipsis when cut.
@@ -40,6 +78,7 @@ mod tests {
         assert_eq!(clean_line("a\r\nBcc: x\u{1b}[31m b"), "a Bcc: x [31m b");
         assert_eq!(clean_line("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
         assert_eq!(clean_text("line 1\r\nline\t2\u{1b}]0;pwned\u{7}\n"), "line 1\nline\t2]0;pwned\n");
+        assert_eq!(clean_text("a\rb\u{202E}c\u{200F}"), "a\nbc\u{200F}", "marks stay, overrides go");
         assert_eq!(truncate_chars("héllo", 2), "hé…");
         assert_eq!(truncate_chars("hé", 2), "hé");
     }

@@ -66,7 +66,7 @@ fn sha256_hex(b: &[u8]) -> String {
 /// What identifies the content a person sees, for telling a second copy of
 /// one mail from a different mail that reuses its Message-ID.
 pub(super) fn content_of(mail: &InboundMail) -> &str {
-    &mail.raw_sha256
+    &mail.content_sha256
 }
 
 /// What [`lookup`] found: the snapshot for `decide` and the dedupe key this

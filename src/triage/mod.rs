@@ -188,7 +188,8 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
         return Decision::only(Outcome::OwnMail);
     }
     let Some(from) = mail.from.clone() else {
-        return quarantine("no usable From address");
+        let why = mail.from_problem.as_deref().unwrap_or("no usable From address");
+        return quarantine(&format!("no usable sender: {why}"));
     };
     if let Some(report) = &mail.report {
         return match &snap.by_thread {
@@ -317,6 +318,13 @@ impl Decider<'_> {
                 ),
                 self.now,
             );
+        }
+    }
+
+    /// What reading the mail had to cut or guess, said on the ticket.
+    fn note_what_was_cut(&self, t: &mut Ticket) {
+        for n in &self.mail.notes {
+            t.push_thread("system", ThreadType::System, n.clone(), self.now);
         }
     }
 
@@ -458,6 +466,7 @@ impl Decider<'_> {
         }
         self.apply_rules(&mut t);
         t.push_thread(&client, ThreadType::User, non_empty(&text, &self.mail.attachments), self.now);
+        self.note_what_was_cut(&mut t);
         self.attach(&mut t);
         self.add_participants(&mut t, &self.from.address.clone());
         let mut rec = TicketRecord {
@@ -478,7 +487,10 @@ impl Decider<'_> {
                 effects: self.effects,
             };
         }
-        if !automatic && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour {
+        if !automatic
+            && !self.mail.auto.auto_response_suppress
+            && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour
+        {
             let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
             let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
             self.send(ack);
@@ -508,6 +520,7 @@ impl Decider<'_> {
             );
         }
         rec.ticket.push_thread(&author, ThreadType::User, non_empty(&text, &self.mail.attachments), self.now);
+        self.note_what_was_cut(&mut rec.ticket);
         self.attach(&mut rec.ticket);
         let client_address = rec.client_address.clone();
         self.add_participants(&mut rec.ticket, &client_address);
