@@ -83,11 +83,12 @@ async fn systemd_hears_ready_and_stopping() {
     daemon.spawn();
     let mut got = String::new();
     let mut buf = [0u8; 4096];
-    while !got.contains("READY=1") || !got.contains("WATCHDOG=1") {
-        let n = sock.recv(&mut buf).expect("a notification within 20s");
+    // READY once the store is open; then STATUS says what the mailbox does.
+    while !got.contains("READY=1") || !got.contains("WATCHDOG=1") || !got.contains("STATUS=support: idle") {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("a notification within 20s ({e}): {got}"));
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(got.contains("STATUS=watching 1 mailbox(es)"), "{got}");
+    assert!(got.contains("STATUS=store open; connecting to 1 mailbox(es)"), "{got}");
     daemon.stop_ok();
     while !got.contains("STOPPING=1") {
         let n = sock.recv(&mut buf).expect("STOPPING within 20s");

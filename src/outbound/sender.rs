@@ -3,49 +3,23 @@
 //! by a recipient, retry later, failed for good — to the desk's writer,
 //! which records it (a refusal becomes a `system` entry on the ticket).
 //! The sender itself writes nothing: what it reads is committed, so
-//! nothing leaves before the ticket it belongs to is durable.
+//! nothing leaves before the ticket it belongs to is durable; and each
+//! outcome is durable before the next mail goes out, so a crash re-sends
+//! at most the one mail in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls as LettreTls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{OutMail, OutboxEntry, retry_delay};
-use crate::config::{SmtpConfig, Tls};
+use super::build::{BuildOptions, build};
+use super::smtp::{RcptResult, SmtpClient, address};
+use super::{OutboxEntry, retry_delay};
+use crate::config::SmtpConfig;
 use crate::desk::{Delivery, Desk, DeskError};
-use crate::store::Store;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("cannot build the message: {0}")]
-    Build(String),
-    #[error("SMTP setup: {0}")]
-    Setup(String),
-    #[error("SMTP: {0}")]
-    Smtp(#[from] lettre::transport::smtp::Error),
-    #[error("attachment {0} is missing from the attachment store")]
-    MissingAttachment(String),
-}
-
-impl SendError {
-    /// 5xx and messages that can never be built: retrying will not help.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            SendError::Smtp(e) => e.is_permanent(),
-            SendError::Build(_) | SendError::MissingAttachment(_) => true,
-            SendError::Setup(_) => false,
-        }
-    }
-}
 
 pub struct Sender {
     pub smtp: SmtpConfig,
@@ -54,84 +28,21 @@ pub struct Sender {
     pub shutdown: CancellationToken,
 }
 
-/// Builds the RFC 5322 message for an outbox entry.
-pub fn build_message(m: &OutMail, store: &Store) -> Result<Message, SendError> {
-    let bad = |e: &dyn std::fmt::Display| SendError::Build(e.to_string());
-    let from = Mailbox::new(Some(m.from_name.clone()), m.from_address.parse().map_err(|e| bad(&e))?);
-    let mut b =
-        Message::builder().from(from).subject(m.subject.clone()).message_id(Some(format!("<{}>", m.message_id)));
-    for to in &m.to {
-        b = b.to(Mailbox::new(None, to.parse().map_err(|e| bad(&e))?));
-    }
-    if let Some(parent) = &m.in_reply_to {
-        b = b.in_reply_to(format!("<{parent}>"));
-    }
-    if !m.references.is_empty() {
-        b = b.references(m.references.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" "));
-    }
-    let header = |name: &'static str, value: String| HeaderValue::new(HeaderName::new_from_ascii_str(name), value);
-    b = b.raw_header(header("X-Ticketd-Ticket", m.ticket.to_string()));
-    if m.kind.is_automatic() {
-        b = b
-            .raw_header(header("Auto-Submitted", "auto-replied".into()))
-            .raw_header(header("X-Auto-Response-Suppress", "All".into()));
-    }
-    let text = SinglePart::plain(m.body.clone());
-    let built = if m.attachments.is_empty() {
-        b.singlepart(text)
-    } else {
-        let mut mp = MultiPart::mixed().singlepart(text);
-        for a in &m.attachments {
-            let bytes = store
-                .attachment(&a.sha256)
-                .ok()
-                .flatten()
-                .ok_or_else(|| SendError::MissingAttachment(a.filename.clone()))?;
-            let ct = ContentType::parse(&a.mime_type)
-                .unwrap_or(ContentType::parse("application/octet-stream").map_err(|e| bad(&e))?);
-            mp = mp.singlepart(Attachment::new(a.filename.clone()).body(bytes, ct));
-        }
-        b.multipart(mp)
-    };
-    built.map_err(|e| bad(&e))
-}
-
-pub async fn transport(cfg: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
-    let setup = |e: &dyn std::fmt::Display| SendError::Setup(e.to_string());
-    let tls_params = || -> Result<TlsParameters, SendError> {
-        let mut p = TlsParameters::builder(cfg.host.clone());
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| setup(&format!("{}: {e}", ca.display())))?;
-            p = p.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| setup(&e))?);
-        }
-        p.build_rustls().map_err(|e| setup(&e))
-    };
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
-        .port(cfg.port)
-        .timeout(Some(cfg.timeout));
-    b = match cfg.tls {
-        Tls::Implicit => b.tls(LettreTls::Wrapper(tls_params()?)),
-        Tls::Starttls => b.tls(LettreTls::Required(tls_params()?)),
-        Tls::None => b.tls(LettreTls::None),
-    };
-    if let Some(name) = &cfg.hello_name {
-        b = b.hello_name(ClientId::Domain(name.clone()));
-    }
-    if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
-        let pass = pass.resolve().await.map_err(|e| setup(&e))?;
-        b = b.credentials(Credentials::new(user.clone(), pass));
-    }
-    Ok(b.build())
+/// Why one entry did not go out this time.
+enum Stop {
+    /// The connection or the server is the problem: the rest would fail alike.
+    Transient(String),
 }
 
 impl Sender {
     pub async fn run(self) {
+        let mut client = SmtpClient::new(&self.smtp);
         let mut failing = false;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if let Err(e) = self.round(&mut failing).await {
+            if let Err(e) = self.round(&mut client, &mut failing).await {
                 error!(error = %e, "outbox: cannot record a delivery outcome; will retry");
             }
             let wait = match self.desk.store().next_due_at() {
@@ -147,51 +58,34 @@ impl Sender {
                 _ = self.shutdown.cancelled() => break,
             }
         }
+        client.quit().await;
         debug!("sender stopped");
     }
 
-    /// Sends everything due now. A connection-level failure ends the round:
-    /// the rest would fail the same way.
-    async fn round(&self, failing: &mut bool) -> Result<(), DeskError> {
+    /// Sends everything due now, one mail at a time over one connection.
+    async fn round(&self, client: &mut SmtpClient, failing: &mut bool) -> Result<(), DeskError> {
         let store = self.desk.store();
         loop {
             let due = store.due(Utc::now(), 32)?;
             if due.is_empty() {
                 return Ok(());
             }
-            let mailer = match transport(&self.smtp).await {
-                Ok(m) => m,
-                Err(e) => {
-                    self.defer_all(&due, &e.to_string(), failing).await?;
-                    return Ok(());
-                }
-            };
             for (seq, entry) in &due {
                 if self.shutdown.is_cancelled() {
                     return Ok(());
                 }
-                let mut reports = Vec::new();
-                match self.send_one(store, &mailer, entry, &mut reports).await {
-                    Ok(()) => {
-                        self.desk.health().count_send("delivered");
-                        reports.push(Delivery::Done);
-                        // Durable before the next send: a crash now re-sends nothing.
+                match self.send_one(client, entry).await {
+                    Ok(reports) => {
+                        let retry_for = reports.iter().any(|r| matches!(r, Delivery::Retry { .. }));
                         self.desk.delivery(*seq, reports).await?;
-                        if *failing {
+                        if !retry_for && *failing {
                             info!("SMTP delivery works again");
                             *failing = false;
                         }
                         debug!(seq, ticket = entry.mail.ticket, kind = ?entry.mail.kind, message_id = %entry.mail.message_id, "sent");
                     }
-                    Err(e) if e.is_permanent() => {
-                        warn!(seq, ticket = entry.mail.ticket, error = %e, "mail permanently rejected; recorded on the ticket");
-                        self.desk.health().count_send("failed");
-                        reports.push(Delivery::Failed { error: e.to_string() });
-                        self.desk.delivery(*seq, reports).await?;
-                    }
-                    Err(e) => {
-                        self.desk.delivery(*seq, reports).await?;
-                        self.defer_all(std::slice::from_ref(&(*seq, entry.clone())), &e.to_string(), failing).await?;
+                    Err(Stop::Transient(error)) => {
+                        self.defer(*seq, entry, &error, failing).await?;
                         return Ok(());
                     }
                 }
@@ -199,7 +93,7 @@ impl Sender {
         }
     }
 
-    async fn defer_all(&self, due: &[(u64, OutboxEntry)], error: &str, failing: &mut bool) -> Result<(), DeskError> {
+    async fn defer(&self, seq: u64, e: &OutboxEntry, error: &str, failing: &mut bool) -> Result<(), DeskError> {
         if !*failing {
             warn!(
                 error,
@@ -208,55 +102,98 @@ impl Sender {
             );
             *failing = true;
         }
-        for (seq, e) in due {
-            let next = Utc::now().trunc_subsecs(0)
-                + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
-            self.desk.health().count_send("deferred");
-            self.desk.delivery(*seq, vec![Delivery::Retry { error: error.to_owned(), next }]).await?;
-        }
-        Ok(())
+        self.desk.health().count_send("deferred");
+        let next = Utc::now().trunc_subsecs(0)
+            + retry_delay(e.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
+        self.desk.delivery(seq, vec![Delivery::Retry { error: error.to_owned(), next }]).await
     }
 
-    /// One SMTP transaction per recipient not yet handled, all with the same
-    /// bytes and Message-ID: a refused address is recorded on the ticket and
-    /// the others still get the mail. A transient failure stops here; the
-    /// retry resumes with the recipients left.
-    async fn send_one(
-        &self,
-        store: &Store,
-        mailer: &AsyncSmtpTransport<Tokio1Executor>,
-        entry: &OutboxEntry,
-        reports: &mut Vec<Delivery>,
-    ) -> Result<(), SendError> {
-        let msg = build_message(&entry.mail, store)?;
-        let bytes = msg.formatted();
-        let from: lettre::Address = entry
-            .mail
-            .from_address
-            .parse()
-            .map_err(|e: lettre::address::AddressError| SendError::Build(e.to_string()))?;
-        for rcpt in entry.mail.to.iter().filter(|r| !entry.done_rcpts.contains(r)) {
-            let refuse = |e: &dyn std::fmt::Display| SendError::Build(format!("{rcpt}: {e}"));
-            let to: lettre::Address = rcpt.parse().map_err(|e| refuse(&e))?;
-            let envelope = lettre::address::Envelope::new(Some(from.clone()), vec![to]).map_err(|e| refuse(&e))?;
-            let send = mailer.send_raw(&envelope, &bytes);
-            let result = match tokio::time::timeout(self.smtp.timeout + Duration::from_secs(5), send).await {
-                Ok(r) => r.map(|_| ()).map_err(SendError::from),
-                Err(_) => Err(SendError::Setup("send timed out".into())),
+    /// One SMTP transaction for every recipient not yet handled, with the
+    /// bytes built from the entry (the same on every retry, so the same
+    /// Message-ID and Date). A refused address is recorded on the ticket and
+    /// the others still get the mail; an entry that can never be built or
+    /// is refused as a whole fails with a system entry, and the sender goes on.
+    async fn send_one(&self, client: &mut SmtpClient, entry: &OutboxEntry) -> Result<Vec<Delivery>, Stop> {
+        let health = self.desk.health();
+        let failed = |error: String| {
+            health.count_send("failed");
+            warn!(ticket = entry.mail.ticket, error = %error, "mail cannot be sent; recorded on the ticket");
+            Ok(vec![Delivery::Failed { error }])
+        };
+        let store = self.desk.store().clone();
+        let mail = entry.mail.clone();
+        let opts = BuildOptions::new(entry.created);
+        // Building a large mail is CPU work: off the runtime.
+        let built = tokio::task::spawn_blocking(move || {
+            let mut load = |a: &super::OutAttachment| -> std::io::Result<Vec<u8>> {
+                store
+                    .attachment(&a.sha256)
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not in the attachment store"))
             };
-            match result {
-                Ok(()) => {
-                    crate::failpoint::hit("sent");
-                    reports.push(Delivery::Accepted { rcpt: rcpt.clone() });
+            build(&mail, &mut load, &opts)
+        })
+        .await;
+        let bytes = match built {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) if e.is_permanent() => return failed(format!("cannot build the message: {e}")),
+            Ok(Err(e)) => return Err(Stop::Transient(format!("cannot build the message: {e}"))),
+            Err(e) => return failed(format!("cannot build the message: {e}")),
+        };
+        let from = match address(&entry.mail.from_address) {
+            Ok(a) => a,
+            Err(e) => return failed(format!("invalid sender {:?}: {e}", entry.mail.from_address)),
+        };
+        let mut reports = Vec::new();
+        let mut rcpts = Vec::new();
+        let mut names = Vec::new();
+        for r in entry.mail.to.iter().filter(|r| !entry.done_rcpts.contains(r)) {
+            match address(r) {
+                Ok(a) => {
+                    rcpts.push(a);
+                    names.push(r.clone());
                 }
-                Err(e) if e.is_permanent() => {
-                    warn!(ticket = entry.mail.ticket, rcpt = %rcpt, error = %e, "recipient permanently refused; recorded on the ticket");
-                    self.desk.health().count_send("refused");
-                    reports.push(Delivery::Refused { rcpt: rcpt.clone(), error: e.to_string() });
+                Err(e) => {
+                    health.count_send("refused");
+                    reports.push(Delivery::Refused { rcpt: r.clone(), error: format!("not a usable address: {e}") });
                 }
-                Err(e) => return Err(e),
             }
         }
-        Ok(())
+        if rcpts.is_empty() {
+            reports.push(Delivery::Done);
+            return Ok(reports);
+        }
+        let results = match client.send(&from, &rcpts, &bytes).await {
+            Ok(r) => r,
+            Err(e) if e.is_permanent() => return failed(e.to_string()),
+            Err(e) => return Err(Stop::Transient(e.to_string())),
+        };
+        crate::failpoint::hit("sent");
+        let mut later = None;
+        for (rcpt, result) in names.into_iter().zip(results) {
+            match result {
+                RcptResult::Delivered => {
+                    health.count_send("delivered");
+                    reports.push(Delivery::Accepted { rcpt });
+                }
+                RcptResult::Refused(reply) if reply.is_permanent() => {
+                    health.count_send("refused");
+                    warn!(ticket = entry.mail.ticket, rcpt = %rcpt, reply = %reply, "recipient permanently refused; recorded on the ticket");
+                    reports.push(Delivery::Refused { rcpt, error: reply.text });
+                }
+                RcptResult::Refused(reply) => later = Some(format!("{rcpt}: {reply}")),
+            }
+        }
+        match later {
+            // Some recipient said "try later": the others are done, it is not.
+            Some(error) => {
+                let next = Utc::now().trunc_subsecs(0)
+                    + retry_delay(entry.attempts, self.smtp.retry_initial, self.smtp.retry_max, rand::random());
+                health.count_send("deferred");
+                reports.push(Delivery::Retry { error, next });
+            }
+            None => reports.push(Delivery::Done),
+        }
+        Ok(reports)
     }
 }

@@ -218,6 +218,17 @@ impl SmtpClient {
         }
     }
 
+    /// Connects, greets, upgrades and logs in as a send would, then quits:
+    /// `check-config --connect`.
+    pub async fn check(&mut self) -> Result<(), SendError> {
+        self.quit().await;
+        let conn = self.connect().await?;
+        self.connections += 1;
+        self.live = Some(Live { conn, last_used: Instant::now() });
+        self.quit().await;
+        Ok(())
+    }
+
     /// Ends the session politely; the connection is gone either way.
     pub async fn quit(&mut self) {
         if let Some(mut live) = self.live.take() {
