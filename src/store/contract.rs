@@ -128,10 +128,18 @@ fn blobs_are_content_addressed(dir: &Path, open: Opener<'_>) {
         b.commit(WriteSet::default()).unwrap();
         assert_eq!(b.get_blob(kind, &sha).unwrap().as_deref(), Some(&b"hello"[..]), "{kind:?}");
     }
+    let listed: Vec<(String, u64)> = b.blobs(BlobKind::Attachment).collect::<Result<_, _>>().unwrap();
+    assert_eq!(listed, vec![(sha.clone(), 5)], "blobs lists what was put");
+    b.delete_blob(BlobKind::Attachment, &sha).unwrap();
+    b.delete_blob(BlobKind::Attachment, &sha).unwrap();
+    b.commit(WriteSet::default()).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha).unwrap(), None, "deleted, and deleting twice is fine");
     let big = vec![7u8; 3 << 20];
     b.put_blob(BlobKind::Raw, &"cd".repeat(32), &big).unwrap();
     b.commit(WriteSet::default()).unwrap();
     assert_eq!(b.get_blob(BlobKind::Raw, &"cd".repeat(32)).unwrap().map(|v| v.len()), Some(big.len()));
+    let raws: Vec<String> = b.blobs(BlobKind::Raw).map(|r| r.unwrap().0).collect();
+    assert_eq!(raws, vec![sha.clone(), "cd".repeat(32)], "in hash order");
 }
 
 fn commits_survive_a_reopen(dir: &Path, open: Opener<'_>) {

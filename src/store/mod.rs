@@ -168,6 +168,10 @@ pub trait Backend: Get + Send + Sync {
     /// Writing the same hash twice is a no-op.
     fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every blob of a kind: (SHA-256, size), in hash order.
+    fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_>;
+    /// Forgets a blob (retention); gone at the latest after the next commit.
+    fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError>;
     /// Atomic (all or nothing) and durable when it returns Ok, together
     /// with every blob put before it.
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;

@@ -244,6 +244,42 @@ impl Backend for SledBackend {
         }
     }
 
+    fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_> {
+        match kind {
+            BlobKind::Raw => match self.inner() {
+                Ok(inner) => Box::new(inner.raw.iter().map(|r| {
+                    let (k, v) = r?;
+                    Ok((String::from_utf8_lossy(&k).into_owned(), v.len() as u64))
+                })),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            },
+            BlobKind::Attachment => match attachment_files(&self.attachments_dir) {
+                Ok(mut found) => {
+                    found.sort();
+                    Box::new(found.into_iter().map(Ok))
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            },
+        }
+    }
+
+    fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError> {
+        match kind {
+            BlobKind::Raw => {
+                self.inner()?.raw.remove(sha256)?;
+                Ok(())
+            }
+            BlobKind::Attachment => {
+                let path = attachment_file(&self.attachments_dir, sha256);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(StoreError::Blob { path, source: e }),
+                }
+            }
+        }
+    }
+
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         self.sync_staged()?;
         let inner = self.inner()?;
@@ -294,6 +330,29 @@ impl Backend for SledBackend {
         *slot = Some(Arc::new(result?));
         Ok(())
     }
+}
+
+/// `(sha256, size)` of every attachment file under `dir/<xx>/`.
+fn attachment_files(dir: &Path) -> Result<Vec<(String, u64)>, StoreError> {
+    let err = |p: PathBuf| move |source| StoreError::Blob { path: p, source };
+    let mut found = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(dir) else { return Ok(found) };
+    for d in dirs {
+        let d = d.map_err(err(dir.to_owned()))?;
+        if !d.file_type().map_err(err(d.path()))?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).map_err(err(d.path()))? {
+            let f = f.map_err(err(d.path()))?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            // Temporary files of an interrupted write start with a dot.
+            if name.starts_with('.') {
+                continue;
+            }
+            found.push((name, f.metadata().map_err(err(f.path()))?.len()));
+        }
+    }
+    Ok(found)
 }
 
 fn dir_size(dir: &Path) -> u64 {
