@@ -164,6 +164,9 @@ pub struct DeskConfig {
     /// Agent notifications about one ticket per hour; more are not sent
     /// (the ticket still records every mail).
     pub notifications_per_ticket_per_hour: u32,
+    /// An agent's reply proves who they are by quoting the notification's
+    /// agent-only Message-ID for this many days after it was sent.
+    pub agent_proof_days: u32,
     pub trust_from_header: bool,
     pub trusted_authserv_id: Option<String>,
     pub send_receipts: bool,
@@ -395,6 +398,7 @@ struct RawDesk {
     secret_file: L<PathBuf>,
     acks_per_sender_per_hour: L<u32>,
     notifications_per_ticket_per_hour: L<u32>,
+    agent_proof_days: L<u32>,
     trust_from_header: L<bool>,
     trusted_authserv_id: L<String>,
     send_receipts: L<bool>,
@@ -929,6 +933,7 @@ impl RawConfig {
             notifications_per_ticket_per_hour: c
                 .get("desk.notifications_per_ticket_per_hour", d.notifications_per_ticket_per_hour)
                 .unwrap_or(20),
+            agent_proof_days: c.get("desk.agent_proof_days", d.agent_proof_days).unwrap_or(30),
             trust_from_header: c.get("desk.trust_from_header", d.trust_from_header).unwrap_or(false),
             trusted_authserv_id,
             send_receipts: c.get("desk.send_receipts", d.send_receipts).unwrap_or(false),

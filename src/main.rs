@@ -201,7 +201,14 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,lettre=warn,sled=off"));
+    let mut filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=off"));
+    // Protocol traces of the libraries carry credentials (IMAP LOGIN in
+    // clear, SMTP AUTH in base64): capped whatever TICKETD_LOG asks for.
+    for quiet in ["async_imap=info", "imap_proto=info", "lettre=info", "rustls=info", "tokio_rustls=info"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(tty);

@@ -173,3 +173,35 @@ async fn a_quarantine_retry_that_fails_again_keeps_an_entry() {
         Err(DeskError::NotFound(format!("quarantine entry {}", after[0].id)))
     );
 }
+
+#[tokio::test]
+async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
+    let w = world();
+    ingest(&w, 1, mail("m1@c.test", "Cc: boss@customer.test\r\n", "For both of us.")).await;
+    w.desk
+        .act(
+            1,
+            ActorRef::Agent("agent_alice".into()),
+            vec![Action::Reply { text: "On it.".into(), attachments: vec![] }],
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    let relay =
+        w.desk.outbox(false).unwrap().into_iter().find(|e| e.kind == ticketd::outbound::OutKind::Relay).unwrap();
+    assert_eq!(relay.to, vec!["carla@customer.test", "boss@customer.test"]);
+    let dsn = format!(
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.customer.test\r\nTo: support@example.test\r\nSubject: Undelivered\r\nMessage-ID: <dsn1@mx.customer.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.test\r\n\r\nFinal-Recipient: rfc822; boss@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n--B--\r\n",
+        relay.message_id
+    );
+    ingest(&w, 2, dsn.into_bytes()).await;
+    let after = w.desk.outbox(true).unwrap().into_iter().find(|e| e.seq == relay.seq).unwrap();
+    assert_eq!(after.state, ticketd::outbound::OutState::Queued, "still waits for the customer: {after:?}");
+    assert_eq!(after.refused, vec!["boss@customer.test"]);
+    let t = w.desk.ticket(1).unwrap().unwrap().ticket;
+    assert!(
+        t.threads.iter().any(|e| e.kind == ThreadType::System && e.message.contains("boss@customer.test")),
+        "{t:#?}"
+    );
+}

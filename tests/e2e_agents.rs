@@ -63,7 +63,7 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     assert!(!relay.contains("#priority"), "commands are removed");
     assert!(!relay.contains("wrote:"), "quoted text is removed");
     assert!(header(&relay, "From").unwrap().contains("support@example.test"));
-    assert!(header(&relay, "Subject").unwrap().starts_with("[Ticket #1]"));
+    assert_eq!(header(&relay, "Subject").unwrap(), "Re: [Ticket #1] Printer on fire", "reads like a reply");
     assert_eq!(header(&relay, "In-Reply-To").as_deref(), Some("<c1@customer.example.test>"));
     assert!(header(&relay, "Auto-Submitted").is_none(), "a human reply is not auto-submitted");
     assert!(relay.contains("guide.txt"), "the attachment goes along");
@@ -206,16 +206,27 @@ async fn dkim_pass_from_the_trusted_authserv_id_proves_an_agent() {
     // A fresh mail from Alice (no notification referenced), as the border
     // MTA would hand it over after checking DKIM. Only the trusted
     // authserv-id counts; a second, forged header from elsewhere does not.
-    let reply = "Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=sel\r\nAuthentication-Results: evil.test; dkim=pass header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk1@example.test>\r\n\r\n#priority high\r\nI reset your account.\r\n";
+    // The border's results stand above the Received line it wrote.
+    let border = "Received: from out.example.test by mx.example.test (Postfix) with ESMTPS id 1; Thu, 26 Nov 2026 10:00:00 +0000\r\n";
+    let reply = format!(
+        "Authentication-Results: mx.example.test; dkim=pass header.d=example.test header.s=sel\r\nAuthentication-Results: evil.test; dkim=pass header.d=example.test\r\n{border}From: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk1@example.test>\r\n\r\n#priority high\r\nI reset your account.\r\n"
+    );
     lab.imap_append("support", "INBOX", reply.as_bytes()).await.unwrap();
     wait_for_text(&lab, "customer", "I reset your account.", WAIT).await;
-    let forged = "Authentication-Results: mx.example.test; dkim=fail header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk2@evil.test>\r\n\r\n#status closed\r\nForged.\r\n";
+    let forged = format!(
+        "Authentication-Results: mx.example.test; dkim=fail header.d=example.test\r\n{border}From: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk2@evil.test>\r\n\r\n#status closed\r\nForged.\r\n"
+    );
     lab.imap_append("support", "INBOX", forged.as_bytes()).await.unwrap();
-    common::all_seen(&lab, "support", 3, WAIT).await;
+    // A pass the sender wrote itself sits below the border's Received line.
+    let smuggled = format!(
+        "{border}Authentication-Results: mx.example.test; dkim=pass header.d=example.test\r\nFrom: alice@example.test\r\nTo: support@example.test\r\nSubject: [Ticket #1] Login broken\r\nMessage-ID: <dk3@evil.test>\r\n\r\n#status closed\r\nSmuggled.\r\n"
+    );
+    lab.imap_append("support", "INBOX", smuggled.as_bytes()).await.unwrap();
+    common::all_seen(&lab, "support", 4, WAIT).await;
     daemon.stop_ok();
     let t = daemon.ticket_json(1);
     assert_eq!(t["priority"], "high");
     assert_eq!(t["assignedTo"], "agent_alice");
     assert_ne!(t["status"], "closed", "dkim=fail proves nothing");
-    assert_eq!(daemon.tickets_json().len(), 2, "the unproven mail opened a ticket of its own");
+    assert_eq!(daemon.tickets_json().len(), 3, "each unproven mail opened a ticket of its own");
 }

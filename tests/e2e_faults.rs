@@ -169,7 +169,7 @@ async fn the_outbox_holds_through_an_smtp_outage_and_a_restart() {
     // Per-ticket order: ticket 1's "New ticket" notification before its "Customer reply".
     let t1: Vec<String> = notes.iter().map(|m| decoded(m)).filter(|m| m.contains("[Ticket #1]")).collect();
     assert_eq!(t1.len(), 2);
-    assert!(t1[0].contains("New ticket on ticket #1") && t1[1].contains("Customer reply on ticket #1"), "{t1:?}");
+    assert!(t1[0].contains("New ticket #1: ") && t1[1].contains("Customer reply on #1: "), "{t1:?}");
     let out = daemon.cli(&["outbox"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "outbox is empty");
 }

@@ -131,26 +131,6 @@ fn capture_trace_log() -> Arc<Mutex<Vec<u8>>> {
     buf
 }
 
-/// Lets the lab's Postfix offer AUTH PLAIN/LOGIN, checked by the lab's
-/// Dovecot (its users and passwords), from the next connection on.
-fn enable_smtp_auth(lab: &Lab) {
-    let socket = lab.path().join("run/auth-client");
-    let run = |cmd: &mut std::process::Command| {
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    // smtpd runs as the postfix user; the socket is Dovecot's, mode 0600.
-    run(std::process::Command::new("chmod").arg("666").arg(&socket));
-    let conf = lab.path().join("postfix");
-    run(std::process::Command::new("postconf").arg("-c").arg(&conf).args([
-        "-e",
-        "smtpd_sasl_auth_enable=yes",
-        "smtpd_sasl_type=dovecot",
-        &format!("smtpd_sasl_path={}", socket.display()),
-    ]));
-    run(std::process::Command::new("postfix").arg("-c").arg(&conf).arg("reload"));
-}
-
 fn base64(bytes: &[u8]) -> String {
     encodify::base64::STANDARD.encode(bytes)
 }
@@ -298,7 +278,7 @@ async fn smtp_client_against_the_lab_postfix() {
     // AUTH with a real password, which must appear nowhere in a trace log.
     const PASSWORD: &str = "pw-Zq83xv-unique";
     lab.add_user("sender@example.test", PASSWORD);
-    enable_smtp_auth(&lab);
+    lab.enable_smtp_auth();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut authed = config(&lab, Tls::Starttls, lab.smtp_port);
     authed.username = Some("sender@example.test".into());

@@ -138,23 +138,39 @@ pub fn apply(
                 ticket_no = ticket_no.or(Some(*ticket));
             }
             Effect::WriteAttachment { .. } => {}
+            Effect::Warn(w) => tracing::warn!("{w}"),
             Effect::Send(mail) => queued.push(queue_mail(tx, mail, now)?),
             Effect::CountAck { sender } => count(tx, sender, now)?,
             Effect::CountNotify { ticket } => count(tx, &crate::triage::notify_key(*ticket), now)?,
-            Effect::MarkSentFailed { message_id, reason } => {
+            Effect::MarkSentFailed { message_id, recipient, reason } => {
                 if let Some(seq) = tx.outbox_seq(message_id)? {
                     let (table, entry) = match tx.outbox_entry(seq)? {
                         Some(e) => (Table::Outbox, Some(e)),
                         None => (Table::Sent, tx.sent_entry(seq)?),
                     };
                     if let Some(mut e) = entry {
-                        e.state = OutState::Failed;
-                        e.last_error = Some(reason.clone());
-                        // A bounced message no longer waits to be sent.
-                        if table == Table::Outbox {
-                            tx.delete(Table::Outbox, be(seq));
+                        // Only the recipient the report names failed; mail
+                        // still queued for the others keeps waiting.
+                        let rcpt = recipient.to_ascii_lowercase();
+                        if !e.done_rcpts.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
+                            e.done_rcpts.push(rcpt.clone());
                         }
-                        tx.put(Table::Sent, be(seq), json(&e));
+                        if !e.failed_rcpts.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
+                            e.failed_rcpts.push(rcpt);
+                        }
+                        e.last_error = Some(reason.clone());
+                        let all_failed =
+                            e.mail.to.iter().all(|t| e.failed_rcpts.iter().any(|f| f.eq_ignore_ascii_case(t)));
+                        let all_done = e.mail.to.iter().all(|t| e.done_rcpts.iter().any(|d| d.eq_ignore_ascii_case(t)));
+                        if all_failed {
+                            e.state = OutState::Failed;
+                        }
+                        if table == Table::Outbox && all_done {
+                            tx.delete(Table::Outbox, be(seq));
+                            tx.put(Table::Sent, be(seq), json(&e));
+                        } else {
+                            tx.put(table, be(seq), json(&e));
+                        }
                     }
                 }
             }

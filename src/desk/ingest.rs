@@ -107,7 +107,9 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.is_some(),
         _ => false,
     };
-    let bounced = mail.report.as_ref().and_then(|r| r.original_message_id.as_deref());
+    // A report's embedded Message-ID counts only when a mail system sent it.
+    let from_daemon = mail.auto.null_return_path || mail.auto.daemon_sender;
+    let bounced = mail.report.as_ref().filter(|_| from_daemon).and_then(|r| r.original_message_id.as_deref());
     let mut by_thread = None;
     for id in bounced.into_iter().chain(mail.parent_ids()) {
         if let Some(n) = tx.ticket_by_message_id(id)? {
@@ -128,6 +130,10 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         Ok(v.len() as u32)
     };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
+    let bounced_mail = match bounced {
+        Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.map(|(_, e)| Box::new(e.mail)),
+        _ => None,
+    };
     let mut parent_mail = None;
     for id in mail.parent_ids().filter(|id| identity::is_our_id(id, domain)) {
         if let Some((_, e)) = tx.our_mail(id)? {
@@ -149,6 +155,7 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         },
         own_mail,
         parent_mail,
+        bounced_mail,
     };
     Ok(Lookup { snap, dedupe_key, duplicate_of })
 }

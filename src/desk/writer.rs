@@ -379,7 +379,7 @@ impl Writer {
             }
         }
         let ctx = self.ctx_for(&rec);
-        let out = Composer { ctx: &ctx, seed: format!("act:{ticket}:{}", rec.version), inbound_id: None };
+        let out = Composer { ctx: &ctx, seed: format!("act:{ticket}:{}", rec.version), inbound_id: None, now };
         let acted = act(&rec, actor, &actions, &out, now).map_err(DeskError::Invalid)?;
         let saved = save_ticket(tx, &acted.rec)?;
         for m in &acted.mails {
@@ -422,7 +422,7 @@ impl Writer {
         let Some(rec) = tx.ticket(ticket)? else { return Ok(()) };
         let now = Utc::now().trunc_subsecs(0);
         let ctx = self.ctx_for(&rec);
-        let out = Composer { ctx: &ctx, seed: format!("system:{ticket}:{}", rec.version), inbound_id: None };
+        let out = Composer { ctx: &ctx, seed: format!("system:{ticket}:{}", rec.version), inbound_id: None, now };
         let acted = act(&rec, Actor::System, &[Action::System(text)], &out, now).map_err(DeskError::Invalid)?;
         save_ticket(tx, &acted.rec)?;
         Ok(())

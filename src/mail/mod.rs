@@ -43,6 +43,21 @@ pub const MAX_REFERENCES: usize = 100;
 pub const MAX_ID_LEN: usize = 250;
 /// Authentication-Results headers kept (the topmost, added last).
 pub const MAX_AUTH_RESULTS: usize = 20;
+/// Received and Authentication-Results headers kept, from the top.
+pub const MAX_TRACE: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    Received,
+    AuthResults,
+}
+
+/// One trace header: who handled the mail, or what they found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub kind: TraceKind,
+    pub value: String,
+}
 /// Notes kept per mail.
 const MAX_NOTES: usize = 30;
 const MAX_IN_REPLY_TO: usize = 10;
@@ -153,6 +168,8 @@ pub struct InboundMail {
     pub report: Option<DeliveryReport>,
     /// Raw values of every `Authentication-Results` header, top first.
     pub auth_results: Vec<String>,
+    /// `Received` and `Authentication-Results` headers in order, top first.
+    pub trace: Vec<Trace>,
     /// The `X-Ticketd-Ticket` header we put on our own mail.
     pub ticketd_header: Option<String>,
     /// Some bytes could not be decoded (bad base64, a charset that does not
@@ -239,13 +256,26 @@ impl InboundMail {
             }),
         };
 
-        let mut auth_results: Vec<String> = msg
+        // Received and Authentication-Results in order, top first: which
+        // results our own border added is told by where they stand.
+        let trace: Vec<Trace> = msg
             .headers()
             .iter()
-            .filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"))
-            .filter_map(|h| header.get(h.offset_start() as usize..h.offset_end() as usize))
-            .map(|b| clean_line(&String::from_utf8_lossy(b)))
+            .filter_map(|h| {
+                let kind = if h.name().eq_ignore_ascii_case("Authentication-Results") {
+                    TraceKind::AuthResults
+                } else if h.name().eq_ignore_ascii_case("Received") {
+                    TraceKind::Received
+                } else {
+                    return None;
+                };
+                let raw = header.get(h.offset_start() as usize..h.offset_end() as usize)?;
+                Some(Trace { kind, value: clean_line(&String::from_utf8_lossy(raw)) })
+            })
+            .take(MAX_TRACE)
             .collect();
+        let mut auth_results: Vec<String> =
+            trace.iter().filter(|t| t.kind == TraceKind::AuthResults).map(|t| t.value.clone()).collect();
         if auth_results.len() > MAX_AUTH_RESULTS {
             notes.push(format!(
                 "{} Authentication-Results headers over the limit of {MAX_AUTH_RESULTS} were ignored",
@@ -302,6 +332,7 @@ impl InboundMail {
             auto,
             report,
             auth_results,
+            trace,
             ticketd_header: msg
                 .header("X-Ticketd-Ticket")
                 .and_then(|v| v.as_text())
@@ -740,7 +771,11 @@ fn delivery_report(tree: &Tree<'_>) -> Option<DeliveryReport> {
             "message/rfc822" | "message/global" | "text/rfc822-headers" | "message/global-headers"
                 if report.original_message_id.is_none() =>
             {
-                let inner = parser.parse_headers(&bytes);
+                // A header block cut off by the boundary has no line end
+                // after its last field; give it one, and the blank line.
+                let mut block = bytes.to_vec();
+                block.extend_from_slice(b"\r\n\r\n");
+                let inner = parser.parse_headers(&block);
                 report.original_message_id =
                     inner.as_ref().and_then(|m| m.message_id()).map(|s| s.trim().to_owned()).filter(|s| usable_id(s));
             }

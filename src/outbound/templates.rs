@@ -25,7 +25,7 @@ the subject.
 {{display_name}}
 ";
 
-const AGENT_NOTIFY: &str = "{{event}} on ticket #{{number}}: {{title}}
+const AGENT_NOTIFY: &str = "{{event}}: {{title}}
 From: {{customer}}
 Status: {{status}}   Priority: {{priority}}   Category: {{category}}
 

@@ -273,6 +273,9 @@ pub fn act(
     if status_set && rec.ticket.status == Status::Resolved && was != Status::Resolved {
         mails.push(out.resolved_notice(&rec));
     }
+    for m in &mails {
+        super::push_thread_id(&mut rec, &m.message_id);
+    }
     Ok(Acted { rec, changes, mails })
 }
 

@@ -1,11 +1,20 @@
 //! Who is writing: our own generated Message-IDs, the agent-only ids that
-//! carry an HMAC, and the DKIM verdict of a trusted Authentication-Results.
+//! carry an HMAC (and expire), and the DKIM verdict our own border MTA
+//! recorded in `Authentication-Results`.
+//!
+//! What a DKIM pass proves, and what it does not: that the domain in
+//! `header.d` signed the mail, i.e. the domain vouches for the From. It
+//! does not prove which person of that domain wrote it unless the signature
+//! names the address (`header.i`). So it counts for an agent only when the
+//! signing domain is the From's domain and, when `header.i` names an
+//! address, that address is the From.
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Agent, Config};
-use crate::mail::{InboundMail, normalise_id};
+use crate::mail::{InboundMail, TraceKind, normalise_id};
 
 const PREFIX: &str = "ticketd.";
 
@@ -20,107 +29,388 @@ pub fn message_id(number: u64, kind: &str, tag: &str, domain: &str) -> String {
     format!("{PREFIX}{number}.{kind}.{tag}@{domain}")
 }
 
-fn mac(secret: &[u8], number: u64, agent_id: &str, tag: &str) -> String {
+fn mac(secret: &[u8], number: u64, agent_id: &str, tag: &str, day: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    m.update(format!("{number}:{}:{tag}", agent_id.to_ascii_lowercase()).as_bytes());
+    m.update(format!("{number}:{}:{tag}:{day}", agent_id.to_ascii_lowercase()).as_bytes());
     hex::encode(&m.finalize().into_bytes()[..12])
 }
 
-/// The agent-only Message-ID of a notification: only someone who received
-/// it can reference it, which is the proof an agent's reply carries.
-pub fn agent_message_id(secret: &[u8], number: u64, agent_id: &str, tag: &str, domain: &str) -> String {
-    let agent = agent_id.to_ascii_lowercase();
-    format!("{PREFIX}{number}.n.{agent}.{tag}.{}@{domain}", mac(secret, number, &agent, tag))
+fn day_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(86_400)
 }
 
-/// Does `id` prove that `agent_id` received a notification for ticket `number`?
-pub fn verify_agent_id(secret: &[u8], id: &str, number: u64, agent_id: &str) -> bool {
+/// The agent-only Message-ID of a notification sent at `issued`: only
+/// someone who received it can reference it, which is the proof an agent's
+/// reply carries, for [`Config`]'s `desk.agent_proof_days` after `issued`.
+pub fn agent_message_id(
+    secret: &[u8],
+    number: u64,
+    agent_id: &str,
+    tag: &str,
+    issued: DateTime<Utc>,
+    domain: &str,
+) -> String {
+    let agent = agent_id.to_ascii_lowercase();
+    let day = format!("{:x}", day_of(issued));
+    format!("{PREFIX}{number}.n.{agent}.{tag}.{day}.{}@{domain}", mac(secret, number, &agent, tag, &day))
+}
+
+/// Does `id` prove that `agent_id` received a notification for ticket
+/// `number` no more than `max_age_days` before `now`?
+pub fn verify_agent_id(
+    secret: &[u8],
+    id: &str,
+    number: u64,
+    agent_id: &str,
+    now: DateTime<Utc>,
+    max_age_days: u32,
+) -> bool {
     let id = normalise_id(id);
     let Some(local) = id.strip_prefix(PREFIX).and_then(|s| s.split('@').next()) else { return false };
     let parts: Vec<&str> = local.split('.').collect();
-    let [n, "n", agent, tag, given] = parts.as_slice() else { return false };
+    let [n, "n", agent, tag, day, given] = parts.as_slice() else { return false };
     if n.parse::<u64>().ok() != Some(number) || !agent.eq_ignore_ascii_case(agent_id) {
         return false;
     }
-    let want = mac(secret, number, agent, tag);
+    let Ok(issued) = i64::from_str_radix(day, 16) else { return false };
+    let age = day_of(now) - issued;
+    if !(0..=i64::from(max_age_days)).contains(&age) {
+        return false;
+    }
+    let want = mac(secret, number, agent, tag, day);
     // Constant-time: the MAC is a credential.
     want.len() == given.len() && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// A Message-ID that ticketd generated (under our domain).
+/// A Message-ID that looks like one ticketd generates (under our domain);
+/// whether we really sent it is the store's to say.
 pub fn is_our_id(id: &str, domain: &str) -> bool {
     let id = normalise_id(id);
     id.starts_with(PREFIX) && id.ends_with(&format!("@{}", domain.to_ascii_lowercase()))
 }
 
-/// The configured agent this mail is provably from, if any.
-pub fn proven_agent<'c>(mail: &InboundMail, ticket: Option<u64>, cfg: &'c Config, secret: &[u8]) -> Option<&'c Agent> {
+/// How an agent proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// References a notification sent to them (not expired).
+    Notification,
+    /// Our border MTA recorded a DKIM pass aligned with the From.
+    Dkim,
+    /// `desk.trust_from_header`: the From alone.
+    FromHeader,
+}
+
+/// The configured agent this mail is provably from, if any, and how.
+pub fn proven_agent<'c>(
+    mail: &InboundMail,
+    ticket: Option<u64>,
+    cfg: &'c Config,
+    secret: &[u8],
+    now: DateTime<Utc>,
+) -> Option<(&'c Agent, Proof)> {
     let from = mail.from.as_ref()?;
     let agent = cfg.agent_by_email(&from.address)?;
-    if cfg.desk.trust_from_header {
-        return Some(agent);
-    }
     if let Some(n) = ticket
-        && mail.parent_ids().any(|id| verify_agent_id(secret, id, n, &agent.id))
+        && mail.parent_ids().any(|id| verify_agent_id(secret, id, n, &agent.id, now, cfg.desk.agent_proof_days))
     {
-        return Some(agent);
+        return Some((agent, Proof::Notification));
     }
     if let Some(authserv) = &cfg.desk.trusted_authserv_id
-        && dkim_pass(&mail.auth_results, authserv, &from.address)
+        && dkim_pass(mail, authserv, &from.address)
     {
-        return Some(agent);
+        return Some((agent, Proof::Dkim));
+    }
+    if cfg.desk.trust_from_header {
+        return Some((agent, Proof::FromHeader));
     }
     None
 }
 
-/// RFC 8601: only the topmost Authentication-Results from our own
-/// authserv-id counts (the border MTA strips forged ones below it).
-pub fn dkim_pass(headers: &[String], authserv_id: &str, from: &str) -> bool {
-    let Some(domain) = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()) else { return false };
-    let Some(ours) = headers.iter().find(|h| {
-        h.split(';')
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
-    }) else {
-        return false;
-    };
-    ours.split(';').skip(1).any(|clause| {
-        let clause = clause.trim().to_ascii_lowercase();
-        let mut words = clause.split_whitespace();
-        words.next() == Some("dkim=pass")
-            && words.any(|w| {
-                w.strip_prefix("header.d=").is_some_and(|d| d == domain)
-                    || w.strip_prefix("header.i=").is_some_and(|i| i.rsplit('@').next() == Some(&domain))
+/// The host a `Received:` header says received the mail (`by HOST`).
+fn received_by(value: &str) -> Option<String> {
+    let clean = strip_comments(value);
+    let mut words = clean.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("by") {
+            return words.next().map(|h| h.trim_end_matches(';').to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// Our border's own results: an `Authentication-Results` with our
+/// authserv-id standing above the topmost `Received:` our border wrote
+/// (`by <authserv-id>`). A sender can put any header into a mail, but only
+/// below the border's Received line; and with no such line we cannot tell
+/// ours from a forgery, so nothing counts.
+fn border_results<'m>(mail: &'m InboundMail, authserv_id: &str) -> Option<&'m str> {
+    let id = authserv_id.to_ascii_lowercase();
+    let border = mail
+        .trace
+        .iter()
+        .position(|t| t.kind == TraceKind::Received && received_by(&t.value).is_some_and(|h| h == id))?;
+    mail.trace[..border]
+        .iter()
+        .filter(|t| t.kind == TraceKind::AuthResults)
+        .map(|t| t.value.as_str())
+        .find(|v| parse_results(v).is_some_and(|r| r.authserv_id.eq_ignore_ascii_case(authserv_id)))
+}
+
+/// DKIM pass recorded by our own border, aligned with the From address.
+pub fn dkim_pass(mail: &InboundMail, authserv_id: &str, from: &str) -> bool {
+    let Some((_, domain)) = from.rsplit_once('@') else { return false };
+    let Some(header) = border_results(mail, authserv_id) else { return false };
+    let Some(results) = parse_results(header) else { return false };
+    results.methods.iter().any(|m| {
+        m.method == "dkim"
+            && m.result == "pass"
+            && m.prop("header.d").is_some_and(|d| d.eq_ignore_ascii_case(domain))
+            && m.prop("header.i").is_none_or(|i| match i.rsplit_once('@') {
+                // `@domain` (or `@sub.domain`) vouches for the domain only.
+                Some(("", d)) => d.eq_ignore_ascii_case(domain),
+                Some(_) => i.eq_ignore_ascii_case(from),
+                None => false,
             })
     })
+}
+
+/// One `method=result ptype.property=value …` clause of RFC 8601.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodResult {
+    pub method: String,
+    pub result: String,
+    pub props: Vec<(String, String)>,
+}
+
+impl MethodResult {
+    pub fn prop(&self, name: &str) -> Option<&str> {
+        self.props.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthResults {
+    pub authserv_id: String,
+    pub methods: Vec<MethodResult>,
+}
+
+/// Removes RFC 5322 comments (nested parentheses), leaving quoted strings
+/// intact, so `(dkim=pass)` in a comment is never read as a result.
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => {
+                depth += 1;
+                if depth == 1 {
+                    out.push(' ');
+                }
+            }
+            ')' if !quoted && depth > 0 => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Splits on `sep` outside quoted strings.
+fn split_unquoted(s: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let (mut quoted, mut escaped) = (false, false);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && quoted {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(String::new());
+            continue;
+        }
+        if let Some(p) = parts.last_mut() {
+            p.push(c);
+        }
+    }
+    parts
+}
+
+/// Tokens separated by whitespace outside quoted strings, quotes removed,
+/// each with the offset where its first quote began (a quote before the
+/// `=` means the name itself was quoted: not a property).
+fn tokens(s: &str) -> Vec<(String, Option<usize>)> {
+    let mut out: Vec<(String, Option<usize>)> = Vec::new();
+    let mut cur = String::new();
+    let mut first_quote: Option<usize> = None;
+    let (mut quoted, mut escaped) = (false, false);
+    for c in s.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+            first_quote.get_or_insert(cur.len());
+        } else if c.is_whitespace() && !quoted {
+            if !cur.is_empty() || first_quote.is_some() {
+                out.push((std::mem::take(&mut cur), first_quote.take()));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() || first_quote.is_some() {
+        out.push((cur, first_quote));
+    }
+    out
+}
+
+/// Parses an `Authentication-Results` value (RFC 8601): the authserv-id
+/// (and an optional version), then `;`-separated results. Comments are
+/// ignored and quoted strings are values, never results.
+pub fn parse_results(value: &str) -> Option<AuthResults> {
+    let clean = strip_comments(value);
+    let mut clauses = split_unquoted(&clean, ';').into_iter();
+    let head = clauses.next()?;
+    let head = tokens(&head);
+    let (authserv_id, quoted) = head.first()?.clone();
+    if quoted.is_some() || authserv_id.is_empty() {
+        return None;
+    }
+    let mut methods = Vec::new();
+    for clause in clauses {
+        let toks = tokens(&clause);
+        let Some((first, None)) = toks.first().cloned() else { continue };
+        let Some((method, result)) = first.split_once('=') else { continue };
+        // `method/version=result`.
+        let method = method.split('/').next().unwrap_or(method).trim().to_ascii_lowercase();
+        let mut props = Vec::new();
+        for (t, quote) in toks.iter().skip(1) {
+            let Some((k, v)) = t.split_once('=') else { continue };
+            if quote.is_some_and(|q| q <= k.len()) {
+                continue;
+            }
+            let k = k.to_ascii_lowercase();
+            if k.contains('.') {
+                props.push((k, v.to_owned()));
+            }
+        }
+        methods.push(MethodResult { method, result: result.trim().to_ascii_lowercase(), props });
+    }
+    Some(AuthResults { authserv_id, methods })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
+
+    fn at(days: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap() + chrono::Duration::days(days)
+    }
 
     #[test]
-    fn agent_ids_verify_only_for_their_ticket_and_agent() {
+    fn agent_ids_verify_only_for_their_ticket_agent_and_time() {
         let s = b"0123456789abcdef0123";
-        let id = agent_message_id(s, 42, "agent_Alice", "abc123", "example.test");
-        assert!(verify_agent_id(s, &format!("<{id}>"), 42, "agent_alice"));
-        assert!(!verify_agent_id(s, &id, 43, "agent_alice"));
-        assert!(!verify_agent_id(s, &id, 42, "agent_bob"));
-        assert!(!verify_agent_id(b"another-secret-entirely", &id, 42, "agent_alice"));
+        let id = agent_message_id(s, 42, "agent_Alice", "abc123", at(0), "example.test");
+        assert!(verify_agent_id(s, &format!("<{id}>"), 42, "agent_alice", at(0), 30));
+        assert!(verify_agent_id(s, &id, 42, "agent_alice", at(30), 30));
+        assert!(!verify_agent_id(s, &id, 42, "agent_alice", at(31), 30), "expired");
+        assert!(!verify_agent_id(s, &id, 42, "agent_alice", at(-2), 30), "from the future");
+        assert!(!verify_agent_id(s, &id, 43, "agent_alice", at(0), 30));
+        assert!(!verify_agent_id(s, &id, 42, "agent_bob", at(0), 30));
+        assert!(!verify_agent_id(b"another-secret-entirely", &id, 42, "agent_alice", at(0), 30));
         let forged = id.replace(".n.agent_alice.abc123.", ".n.agent_alice.abc124.");
-        assert!(!verify_agent_id(s, &forged, 42, "agent_alice"));
+        assert!(!verify_agent_id(s, &forged, 42, "agent_alice", at(0), 30));
+        // Moving the date forward to escape the expiry breaks the MAC.
+        let day = format!("{:x}", day_of(at(0)));
+        let later = id.replace(&format!(".{day}."), &format!(".{:x}.", day_of(at(40))));
+        assert!(!verify_agent_id(s, &later, 42, "agent_alice", at(40), 30));
         assert!(is_our_id(&id, "EXAMPLE.test"));
         assert!(!is_our_id("ticketd.1.ack.x@evil.test", "example.test"));
     }
 
+    fn mail(headers: &str) -> InboundMail {
+        let raw = format!("{headers}From: alice@corp.test\r\nSubject: x\r\nMessage-ID: <m@corp.test>\r\n\r\nhi\r\n");
+        InboundMail::parse(raw.as_bytes()).unwrap()
+    }
+
+    const BORDER: &str = "Received: from sender.corp.test by mx.example.test (Postfix) with ESMTPS id 1; Mon, 1 Jan 2026 10:00:00 +0000\r\n";
+
     #[test]
-    fn dkim_needs_our_authserv_and_the_from_domain() {
-        let h = vec!["mx.example.test; dkim=pass header.d=corp.test header.s=sel; spf=pass".to_owned()];
-        assert!(dkim_pass(&h, "mx.example.test", "alice@corp.test"));
-        assert!(!dkim_pass(&h, "mx.example.test", "alice@other.test"));
-        assert!(!dkim_pass(&h, "mx.evil.test", "alice@corp.test"));
-        let fail = vec!["mx.example.test; dkim=fail header.d=corp.test".to_owned()];
-        assert!(!dkim_pass(&fail, "mx.example.test", "alice@corp.test"));
+    fn only_our_borders_results_count() {
+        let ours = "Authentication-Results: mx.example.test; dkim=pass header.d=corp.test header.s=sel; spf=pass\r\n";
+        assert!(dkim_pass(&mail(&format!("{ours}{BORDER}")), "mx.example.test", "alice@corp.test"));
+        assert!(
+            !dkim_pass(&mail(&format!("{ours}{BORDER}")), "mx.example.test", "alice@other.test"),
+            "aligned with From"
+        );
+        assert!(!dkim_pass(&mail(&format!("{ours}{BORDER}")), "mx.evil.test", "alice@corp.test"));
+        // A sender-supplied header sits below the border's Received line.
+        assert!(
+            !dkim_pass(&mail(&format!("{BORDER}{ours}")), "mx.example.test", "alice@corp.test"),
+            "below the border"
+        );
+        // No Received line of our border at all: nothing can be told apart.
+        assert!(!dkim_pass(&mail(ours), "mx.example.test", "alice@corp.test"), "no border line");
+        // Internal hops may add Received lines above.
+        let inner = "Received: from mx.example.test by imap.example.test with LMTP; Mon, 1 Jan 2026 10:00:01 +0000\r\n";
+        assert!(dkim_pass(&mail(&format!("{inner}{ours}{BORDER}")), "mx.example.test", "alice@corp.test"));
+        let fail = "Authentication-Results: mx.example.test; dkim=fail header.d=corp.test\r\n";
+        assert!(!dkim_pass(&mail(&format!("{fail}{BORDER}")), "mx.example.test", "alice@corp.test"));
+    }
+
+    #[test]
+    fn quoted_strings_and_comments_are_not_results() {
+        for v in [
+            "mx.example.test; none reason=\"dkim=pass header.d=corp.test\"",
+            "mx.example.test; dkim=fail (dkim=pass header.d=corp.test) header.d=corp.test",
+            "mx.example.test (dkim=pass header.d=corp.test); spf=pass smtp.mailfrom=corp.test",
+        ] {
+            let h = format!("Authentication-Results: {v}\r\n{BORDER}");
+            assert!(!dkim_pass(&mail(&h), "mx.example.test", "alice@corp.test"), "{v}");
+        }
+        let r =
+            parse_results("mx.example.test 1; dkim/1=pass (good) header.d=corp.test header.b=\"ab;cd\"; spf=neutral")
+                .unwrap();
+        assert_eq!(r.authserv_id, "mx.example.test");
+        assert_eq!(r.methods.len(), 2);
+        assert_eq!(r.methods[0].method, "dkim");
+        assert_eq!(r.methods[0].prop("header.b"), Some("ab;cd"));
+    }
+
+    #[test]
+    fn an_identity_in_header_i_must_be_the_from() {
+        let h = |i: &str| {
+            mail(&format!(
+                "Authentication-Results: mx.example.test; dkim=pass header.d=corp.test header.i={i}\r\n{BORDER}"
+            ))
+        };
+        assert!(dkim_pass(&h("alice@corp.test"), "mx.example.test", "alice@corp.test"));
+        assert!(dkim_pass(&h("@corp.test"), "mx.example.test", "alice@corp.test"), "domain-level identity");
+        assert!(
+            !dkim_pass(&h("mallory@corp.test"), "mx.example.test", "alice@corp.test"),
+            "someone else of the domain"
+        );
     }
 }

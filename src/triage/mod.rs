@@ -24,7 +24,7 @@ use token::TokenMatcher;
 
 /// Most participants one ticket keeps (To/Cc of its mail); more are named
 /// in a system entry, not stored.
-pub const MAX_PARTICIPANTS: usize = 50;
+pub const MAX_PARTICIPANTS: usize = 100;
 /// Titles longer than this are cut; the description keeps the whole subject.
 pub const MAX_TITLE_CHARS: usize = 200;
 
@@ -52,6 +52,8 @@ pub struct Snapshot {
     /// The mail of ours this one answers (In-Reply-To, else the newest of
     /// References that is ours): its exact text is cut out of the reply.
     pub parent_mail: Option<Box<OutMail>>,
+    /// The mail of ours a delivery report says failed.
+    pub bounced_mail: Option<Box<OutMail>>,
 }
 
 pub struct Context<'a> {
@@ -91,13 +93,17 @@ pub enum Effect {
     CountNotify {
         ticket: u64,
     },
+    /// A delivery report: our mail `message_id` failed for `recipient`.
     MarkSentFailed {
         message_id: String,
+        recipient: String,
         reason: String,
     },
     Quarantine {
         reason: String,
     },
+    /// Something an operator should know (logged at WARN).
+    Warn(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,26 +198,57 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
         return quarantine(&format!("no usable sender: {why}"));
     };
     if let Some(report) = &mail.report {
-        return match &snap.by_thread {
-            Some(rec) => bounce(mail, report, rec, now),
-            None => quarantine("delivery report that references no mail of ours"),
-        };
+        // Believed only when it looks like a real one: from a mail system
+        // (null return path, MAILER-DAEMON/postmaster) about a mail we sent
+        // to the very recipient it names. Anything else is ordinary mail:
+        // nobody writes "system" entries by sending a multipart/report.
+        let from_daemon = mail.auto.null_return_path || mail.auto.daemon_sender;
+        if from_daemon {
+            let ours = snap.bounced_mail.as_deref();
+            let names_rcpt = |m: &OutMail| {
+                report.final_recipient.as_deref().is_some_and(|r| m.to.iter().any(|t| t.eq_ignore_ascii_case(r)))
+            };
+            return match (&snap.by_thread, ours) {
+                (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) => bounce(mail, report, rec, now),
+                _ => quarantine("delivery report that references no mail of ours to that recipient"),
+            };
+        }
     }
 
-    let out = Composer { ctx, seed: mail.dedupe_key(), inbound_id: mail.message_id.clone() };
+    let out = Composer { ctx, seed: mail.dedupe_key(), inbound_id: mail.message_id.clone(), now };
     let d = Decider { mail, snap, ctx, now, from, out, effects: Vec::new() };
     let automatic = mail.auto.is_automatic() || ctx.cfg.mailboxes.iter().any(|m| m.address == d.from.address);
 
     let token_ok = |rec: &TicketRecord| {
         rec.client_address == d.from.address
             || rec.ticket.participants.contains(&d.from.address)
-            || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret).is_some()
+            || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now).is_some()
     };
     let target = snap.by_thread.as_ref().or(snap.by_token.as_ref().filter(|r| token_ok(r)));
     let Some(rec) = target else {
         return d.new_ticket(automatic, None);
     };
-    if let Some(agent) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret) {
+    if let Some((agent, proof)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
+        let mut d = d;
+        if proof == identity::Proof::Notification {
+            // The proof travels in References: whoever else got this mail
+            // now holds it too.
+            let outsiders: Vec<&String> = mail
+                .to
+                .iter()
+                .chain(&mail.cc)
+                .filter(|a| ctx.cfg.agent_by_email(a).is_none() && !ctx.cfg.mailboxes.iter().any(|m| &m.address == *a))
+                .collect();
+            if !outsiders.is_empty() {
+                d.effects.push(Effect::Warn(format!(
+                    "{} answered ticket #{} quoting an agent-only notification id with non-agents in To/Cc ({}); they can now act as {} until the id expires",
+                    agent.id,
+                    rec.number,
+                    outsiders.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    agent.id
+                )));
+            }
+        }
         if automatic {
             return d.agent_auto_reply(rec, agent);
         }
@@ -236,10 +273,14 @@ fn bounce(
     let mut rec = rec.clone();
     rec.ticket.push_thread("system", ThreadType::System, report.summary(), now);
     let mut effects = vec![Effect::SaveTicket(Box::new(rec.clone()))];
-    if let Some(orig) = &report.original_message_id
+    if let (Some(orig), Some(rcpt)) = (&report.original_message_id, &report.final_recipient)
         && report.is_failure()
     {
-        effects.push(Effect::MarkSentFailed { message_id: normalise_id(orig), reason: report.summary() });
+        effects.push(Effect::MarkSentFailed {
+            message_id: normalise_id(orig),
+            recipient: rcpt.clone(),
+            reason: report.summary(),
+        });
     }
     if let Some(id) = &mail.message_id {
         effects.push(Effect::IndexMessageId { id: normalise_id(id), ticket: rec.number });
@@ -493,11 +534,16 @@ impl Decider<'_> {
         {
             let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
             let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
+            // The customer's replies to it, and our later mail, thread on it.
+            push_thread_id(&mut rec, &ack.message_id);
             self.send(ack);
             self.effects.push(Effect::CountAck { sender: ack_key(&self.from.address) });
         }
-        let event = if follow_up_of.is_some() { "Follow-up ticket" } else { "New ticket" };
-        self.notify_agents(&rec, event, &text);
+        let event = match follow_up_of {
+            Some(old) => format!("Follow-up #{number} to #{}", old.number),
+            None => format!("New ticket #{number}"),
+        };
+        self.notify_agents(&rec, &event, &text);
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
         Decision {
             outcome: Outcome::Created { ticket: number, follow_up_of: follow_up_of.map(|r| r.number) },
@@ -524,14 +570,12 @@ impl Decider<'_> {
         self.attach(&mut rec.ticket);
         let client_address = rec.client_address.clone();
         self.add_participants(&mut rec.ticket, &client_address);
-        if let Some(id) = &self.mail.message_id
-            && !rec.thread_ids.contains(id)
-        {
-            rec.thread_ids.push(id.clone());
+        if let Some(id) = &self.mail.message_id {
+            push_thread_id(&mut rec, id);
         }
         self.index_inbound(rec.number);
         if !automatic && !self.ctx.quiet {
-            self.notify_agents(&rec, "Customer reply", &text);
+            self.notify_agents(&rec, &format!("Customer reply on #{}", rec.number), &text);
         }
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec.clone())));
         Decision { outcome: Outcome::Replied { ticket: rec.number, agent: None }, effects: self.effects }
@@ -650,6 +694,21 @@ impl Decider<'_> {
         Decision { outcome: Outcome::Replied { ticket: number, agent: Some(agent.id.clone()) }, effects: self.effects }
     }
 }
+
+/// The conversation's Message-IDs (the customer's and ours to the
+/// customer), oldest first, at most [`MAX_THREAD_IDS`]: the root and the
+/// newest keep threading intact.
+pub fn push_thread_id(rec: &mut TicketRecord, id: &str) {
+    if rec.thread_ids.iter().any(|x| x == id) {
+        return;
+    }
+    rec.thread_ids.push(id.to_owned());
+    if rec.thread_ids.len() > MAX_THREAD_IDS {
+        rec.thread_ids.remove(1);
+    }
+}
+
+pub const MAX_THREAD_IDS: usize = 100;
 
 fn rec_tag_imported(rec: &mut TicketRecord) {
     if !rec.ticket.tags.iter().any(|t| t == "imported") {

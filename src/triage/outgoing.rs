@@ -23,6 +23,8 @@ pub struct Composer<'a> {
     pub seed: String,
     /// The mail being answered, if any (In-Reply-To of acks, notifications).
     pub inbound_id: Option<String>,
+    /// When: notifications' proofs are dated.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Composer<'_> {
@@ -104,10 +106,13 @@ impl Composer<'_> {
         }
     }
 
-    /// Threaded into the customer's conversation, not the agent's.
+    /// Threaded into the customer's conversation, not the agent's: an
+    /// answer to the customer's latest mail, `Re:` like any reply.
     fn to_customer(&self, rec: &TicketRecord, mut m: OutMail) -> OutMail {
-        m.in_reply_to = rec.thread_ids.last().cloned();
+        let domain = &self.ctx.cfg.desk.message_id_domain;
+        m.in_reply_to = rec.thread_ids.iter().rev().find(|id| !identity::is_our_id(id, domain)).cloned();
         m.references = self.references(rec);
+        m.subject = format!("Re: {}", m.subject);
         m
     }
 
@@ -151,8 +156,14 @@ impl Composer<'_> {
         for (n, agent) in agents.into_iter().enumerate() {
             let mut m = self.mail_to(rec, OutKind::AgentNotify, vec![agent.email.clone()], body.clone(), n);
             let tag = identity::tag(&self.seed, "notify", n);
-            m.message_id =
-                identity::agent_message_id(self.ctx.secret, rec.number, &agent.id, &tag, &cfg.desk.message_id_domain);
+            m.message_id = identity::agent_message_id(
+                self.ctx.secret,
+                rec.number,
+                &agent.id,
+                &tag,
+                self.now,
+                &cfg.desk.message_id_domain,
+            );
             m.internal_lines = internal.clone();
             out.push(m);
         }

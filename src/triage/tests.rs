@@ -128,8 +128,8 @@ fn new_ticket_from_a_customer() {
     assert!(ack.body.contains("ticket #42"));
     let notes: Vec<&&OutMail> = out.iter().filter(|m| m.kind == OutKind::AgentNotify).collect();
     assert_eq!(notes.len(), 2, "every agent is told");
-    assert!(identity::verify_agent_id(SECRET, &notes[0].message_id, 42, "agent_alice"));
-    assert!(identity::verify_agent_id(SECRET, &notes[1].message_id, 42, "agent_bob"));
+    assert!(identity::verify_agent_id(SECRET, &notes[0].message_id, 42, "agent_alice", now(), 30));
+    assert!(identity::verify_agent_id(SECRET, &notes[1].message_id, 42, "agent_bob", now(), 30));
     for m in &out {
         assert!(d.effects.contains(&Effect::IndexMessageId { id: m.message_id.clone(), ticket: 42 }));
     }
@@ -223,7 +223,10 @@ fn reply_by_references_joins_and_reopens() {
     assert_eq!((last.kind, last.author.as_str()), (ThreadType::User, "client_7"));
     assert_eq!(t.threads[t.threads.len() - 2].message, "status resolved → open by client_7 (customer replied)");
     assert!(d.outbox().all(|m| m.kind == OutKind::AgentNotify), "no ack for replies");
-    assert_eq!(d.saved().unwrap().thread_ids, vec!["m1@customer.test", "m2@customer.test"]);
+    let ids = &d.saved().unwrap().thread_ids;
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!((ids[0].as_str(), ids[2].as_str()), ("m1@customer.test", "m2@customer.test"));
+    assert!(ids[1].starts_with("ticketd.42.ack."), "our acknowledgement is part of the thread: {ids:?}");
 }
 
 #[test]
@@ -262,7 +265,7 @@ fn a_forged_agent_cannot_act_as_agent() {
 }
 
 fn notify_id(agent: &str) -> String {
-    identity::agent_message_id(SECRET, 42, agent, "abc", "example.test")
+    identity::agent_message_id(SECRET, 42, agent, "abc", now(), "example.test")
 }
 
 fn agent_mail(agent: &str, body: &str) -> String {
@@ -299,7 +302,8 @@ fn dkim_or_trust_from_header_also_prove_an_agent() {
         "display_name = \"x\"\ntrusted_authserv_id = \"mx.example.test\"",
     ));
     let s = Snapshot { by_thread: Some(existing(Status::Open)), ..snap() };
-    let raw = "Authentication-Results: mx.example.test; dkim=pass header.d=example.test\nFrom: alice@example.test\nMessage-ID: <a9@example.test>\nIn-Reply-To: <m1@customer.test>\nSubject: x\n\nhello\n";
+    // As the border hands it over: its results above its own Received line.
+    let raw = "Authentication-Results: mx.example.test; dkim=pass header.d=example.test\nReceived: from out.example.test by mx.example.test with ESMTPS; Mon, 15 Jan 2024 10:00:00 +0000\nFrom: alice@example.test\nMessage-ID: <a9@example.test>\nIn-Reply-To: <m1@customer.test>\nSubject: x\n\nhello\n";
     assert_eq!(dkim.decide(raw, &s).outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) });
     let plain = World::new();
     assert_eq!(plain.decide(raw, &s).outcome, Outcome::Replied { ticket: 42, agent: None });
@@ -383,7 +387,15 @@ fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
 fn bounces_attach_to_their_ticket_or_go_to_quarantine() {
     let w = World::new();
     let raw = "From: MAILER-DAEMON@mx.test\nTo: support@example.test\nMessage-ID: <b1@mx.test>\nSubject: Undelivered\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n\n--B\nContent-Type: text/plain\n\nfailed\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.test\n\nFinal-Recipient: rfc822; carla@customer.test\nAction: failed\nStatus: 5.1.1\n--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: <ticketd.42.ack.abc@example.test>\nSubject: x\n--B--\n";
-    let d = w.decide(raw, &Snapshot { by_thread: Some(existing(Status::Open)), ..snap() });
+    let sent = notification_of(&w.decide(&customer_mail("", "Printer broken", "It smokes."), &snap()), "alice");
+    let ack = OutMail {
+        to: vec!["carla@customer.test".into()],
+        message_id: "ticketd.42.ack.abc@example.test".into(),
+        ..sent
+    };
+    let ours =
+        Snapshot { by_thread: Some(existing(Status::Open)), bounced_mail: Some(Box::new(ack.clone())), ..snap() };
+    let d = w.decide(raw, &ours);
     assert_eq!(d.outcome, Outcome::Bounce { ticket: 42 });
     assert!(d.saved().unwrap().ticket.threads.last().unwrap().message.contains("carla@customer.test"));
     assert!(d.effects.iter().any(
@@ -392,6 +404,15 @@ fn bounces_attach_to_their_ticket_or_go_to_quarantine() {
     assert!(d.outbox().next().is_none(), "bounces are never answered");
     let d = w.decide(raw, &snap());
     assert_eq!(d.outcome, Outcome::Quarantined);
+    // A report about a mail we sent to someone else is not believed.
+    let elsewhere = OutMail { to: vec!["other@customer.test".into()], ..ack };
+    let d = w.decide(raw, &Snapshot { bounced_mail: Some(Box::new(elsewhere)), ..ours.clone() });
+    assert_eq!(d.outcome, Outcome::Quarantined);
+    // From an ordinary sender, a multipart/report is ordinary mail: no system entry.
+    let forged = raw.replace("From: MAILER-DAEMON@mx.test", "From: mallory@evil.test");
+    let d = w.decide(&forged, &Snapshot { by_thread: None, ..ours });
+    assert!(matches!(d.outcome, Outcome::Created { .. }), "{:?}", d.outcome);
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::MarkSentFailed { .. })));
 }
 
 #[test]
@@ -465,4 +486,33 @@ fn a_reply_that_still_carries_the_notification_is_held_not_relayed() {
     assert!(told.body.contains("NOT sent to the customer"), "{}", told.body);
     let last = d.saved().unwrap().ticket.threads.last().unwrap().clone();
     assert!(last.internal && last.message.contains("We will fix it."), "{last:?}");
+}
+
+#[test]
+fn ack_limits_count_people_not_plus_addresses_and_suppression_is_honoured() {
+    assert_eq!(ack_key("customer+7@x.test"), "customer@x.test");
+    assert_eq!(ack_key("customer@x.test"), "customer@x.test");
+    let w = World::new();
+    let d = w.decide(&customer_mail("", "Hi", "x"), &snap());
+    assert!(d.effects.contains(&Effect::CountAck { sender: "carla@customer.test".into() }));
+    for v in ["All", "OOF", "DR, AutoReply"] {
+        let d = w.decide(&customer_mail(&format!("X-Auto-Response-Suppress: {v}\n"), "Meeting", "x"), &snap());
+        assert!(d.outbox().all(|m| m.kind != OutKind::Ack), "{v}: no acknowledgement");
+    }
+    let d = w.decide(&customer_mail("X-Auto-Response-Suppress: DR\n", "Hi", "x"), &snap());
+    assert!(d.outbox().any(|m| m.kind == OutKind::Ack), "only delivery reports suppressed: still acknowledged");
+}
+
+#[test]
+fn agent_notifications_are_limited_per_ticket() {
+    let w = World::new();
+    let reply = "From: carla@customer.test\nMessage-ID: <m9@customer.test>\nIn-Reply-To: <m1@customer.test>\nSubject: Re: x\n\nagain\n";
+    let busy = Snapshot { by_thread: Some(existing(Status::Open)), notifies_last_hour: 20, ..snap() };
+    let d = w.decide(reply, &busy);
+    assert!(d.outbox().all(|m| m.kind != OutKind::AgentNotify), "over the hourly limit: recorded, not notified");
+    assert_eq!(d.outcome, Outcome::Replied { ticket: 42, agent: None });
+    let calm = Snapshot { notifies_last_hour: 19, ..busy };
+    let d = w.decide(reply, &calm);
+    assert!(d.outbox().any(|m| m.kind == OutKind::AgentNotify));
+    assert!(d.effects.contains(&Effect::CountNotify { ticket: 42 }));
 }

@@ -199,6 +199,26 @@ impl Lab {
         self.path().join("mail").join(domain).join(local)
     }
 
+    /// Lets the lab's Postfix offer AUTH PLAIN/LOGIN, checked by the lab's
+    /// Dovecot (its users and passwords), from the next connection on.
+    pub fn enable_smtp_auth(&self) {
+        let socket = self.path().join("run/auth-client");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        // smtpd runs as the postfix user; the socket is Dovecot's, mode 0600.
+        run(Command::new("chmod").arg("666").arg(&socket));
+        let conf = self.path().join("postfix");
+        run(Command::new("postconf").arg("-c").arg(&conf).args([
+            "-e",
+            "smtpd_sasl_auth_enable=yes",
+            "smtpd_sasl_type=dovecot",
+            &format!("smtpd_sasl_path={}", socket.display()),
+        ]));
+        run(Command::new("postfix").arg("-c").arg(&conf).arg("reload"));
+    }
+
     pub fn dovecot_log(&self) -> String {
         std::fs::read_to_string(self.path().join("dovecot.log")).unwrap_or_default()
     }
