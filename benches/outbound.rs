@@ -8,6 +8,13 @@
 //! `build()` times for large bodies (linear: twice the size, about twice the
 //! time).
 //!
+//! Then the whole daemon: its sender draining an outbox of 300 new
+//! tickets (600 mails: acknowledgements and notifications, each outcome
+//! committed before the next mail leaves) against smtplib pushing 600
+//! mails, in the same run; and latency with IDLE for 100 single mails sent
+//! 200 ms apart: SMTP 250 → ticket committed, and → acknowledgement in the
+//! customer's mailbox (p50, p99).
+//!
 //! Run: `cargo bench --bench outbound` (TICKETD_BENCH_MAILS overrides N = 600,
 //! TICKETD_BENCH_ROUNDS the rounds per client, 4).
 
@@ -234,4 +241,140 @@ async fn main() {
         median(&mut ratios)
     );
     build_times();
+    daemon_outbox(&lab, &script, &manifest, n).await;
+    latency(&lab).await;
+}
+
+fn accepted_from_support(lab: &common::Lab) -> usize {
+    lab.postfix_log().matches("from=<support@example.test>, size=").count()
+}
+
+/// The daemon's sender against smtplib, same server, same run.
+async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &std::path::Path, n: usize) {
+    let tickets = n / 2;
+    lab.stop_smtp();
+    let mut daemon = common::Daemon::prepare(
+        lab,
+        "batch_size = 50",
+        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000",
+    );
+    daemon.env = vec![("TICKETD_LOG".into(), "warn,ticketd::daemon=info".into())];
+    daemon.spawn();
+    let msgs: Vec<Vec<u8>> = (0..tickets)
+        .map(|i| {
+            format!("From: customer+o{i}@example.test\r\nTo: support@example.test\r\nSubject: Outbox {i}\r\nMessage-ID: <o{i}@customer.example.test>\r\n\r\nQueued while the relay is down.\r\n").into_bytes()
+        })
+        .collect();
+    lab.imap_append_many("support", "INBOX", &msgs).await.unwrap();
+    common::all_seen(lab, "support", tickets, Duration::from_secs(120)).await;
+    daemon.stop_ok();
+    lab.start_smtp();
+    drain_queue(lab).await;
+    let before = accepted_from_support(lab);
+    daemon.spawn();
+    let t = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while accepted_from_support(lab) < before + n {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ours = t.elapsed();
+    daemon.stop_ok();
+    drain_queue(lab).await;
+    let plain = plain_round(script, manifest, lab.smtp_port);
+    println!(
+        "\ndaemon outbox: {n} mails ({tickets} new tickets) drained at {:.1} msg/s (each outcome durable before the next send); smtplib {:.1} msg/s in the same run; ratio {:.2} (target ≥ 0.8)",
+        rate(n, ours),
+        rate(n, plain),
+        plain.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// SMTP 250 → ticket committed (the daemon's log) and → acknowledgement in
+/// the customer's mailbox, for mails sent one by one.
+async fn latency(lab: &common::Lab) {
+    let count = env_usize("TICKETD_BENCH_LATENCY_MAILS", 100);
+    let mut daemon = common::Daemon::prepare(lab, "", "acks_per_sender_per_hour = 100000");
+    daemon.env = vec![("TICKETD_LOG".into(), "info".into())];
+    daemon.spawn();
+    let seen =
+        std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, chrono::DateTime<Utc>>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop, port) = (seen.clone(), stop.clone(), lab.imap_port);
+        let lab_user = "customer".to_owned();
+        let pw = common::PASSWORD.to_owned();
+        tokio::spawn(async move {
+            use futures::TryStreamExt;
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut c = async_imap::Client::new(tcp);
+            c.read_response().await.unwrap();
+            let mut s = c.login(common::address(&lab_user), pw).await.map_err(|(e, _)| e).unwrap();
+            let mut last = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                s.examine("INBOX").await.unwrap();
+                let fetches: Vec<_> = s
+                    .uid_fetch(format!("{}:*", last + 1), "(UID BODY.PEEK[HEADER.FIELDS (IN-REPLY-TO)])")
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                let now = Utc::now();
+                for f in fetches.iter().filter(|f| f.uid.is_some_and(|u| u > last)) {
+                    last = last.max(f.uid.unwrap());
+                    let h = String::from_utf8_lossy(f.header().or(f.body()).unwrap_or_default()).into_owned();
+                    if let Some(id) = common::header(&h, "In-Reply-To") {
+                        seen.lock().unwrap().entry(id.trim_matches(['<', '>']).to_owned()).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut sent = Vec::new();
+    for i in 0..count {
+        let id = format!("lat{i}@customer.example.test");
+        let raw = format!(
+            "From: customer+lat{i}@example.test\r\nTo: support@example.test\r\nSubject: Latency {i}\r\nMessage-ID: <{id}>\r\n\r\nHow fast?\r\n"
+        );
+        lab.smtp_send("customer@example.test", &["support@example.test"], raw.as_bytes()).await.unwrap();
+        sent.push((id, Utc::now()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < count {
+        assert!(Instant::now() < deadline, "not every acknowledgement arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    watcher.await.unwrap();
+    daemon.stop_ok();
+    let log = daemon.log_text();
+    let committed = |id: &str| -> Option<chrono::DateTime<Utc>> {
+        let line = log.lines().find(|l| l.contains("new ticket") && l.contains(&format!("message_id=\"{id}\"")))?;
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok().map(|t| t.with_timezone(&Utc))
+    };
+    let seen = seen.lock().unwrap();
+    let (mut to_ticket, mut to_ack) = (Vec::new(), Vec::new());
+    for (id, at) in &sent {
+        if let Some(c) = committed(id) {
+            to_ticket.push((c - *at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        if let Some(a) = seen.get(id) {
+            to_ack.push((*a - *at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+    println!(
+        "latency, {count} mails 200 ms apart (IDLE): SMTP 250 → ticket committed p50 {:.2} s, p99 {:.2} s (target < 1 s); → acknowledgement in the mailbox p50 {:.2} s, p99 {:.2} s (target < 2 s)",
+        percentile(&mut to_ticket, 0.5),
+        percentile(&mut to_ticket, 0.99),
+        percentile(&mut to_ack, 0.5),
+        percentile(&mut to_ack, 0.99)
+    );
 }

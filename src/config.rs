@@ -669,10 +669,10 @@ impl RawConfig {
                     .get("store.attachments_dir", s.attachments_dir)
                     .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join("attachments"));
                 let cache_bytes = match c.get("store.cache_capacity", s.cache_capacity) {
-                    None => 64 << 20,
+                    None => 16 << 20,
                     Some(v) => parse_size(&v).unwrap_or_else(|| {
                         c.err("store.cache_capacity", format!("invalid size {v:?}; write e.g. \"64MiB\""));
-                        64 << 20
+                        16 << 20
                     }),
                 };
                 StoreConfig { path, attachments_dir, cache_bytes }

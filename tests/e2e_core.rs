@@ -90,7 +90,14 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     assert_eq!(att["type"], "text/plain");
     let url = att["url"].as_str().unwrap();
     let sha = url.rsplit('/').nth(1).unwrap();
-    let stored = std::fs::read(daemon.dir.path().join("attachments").join(&sha[..2]).join(sha)).unwrap();
+    let store = ticketd::store::Store::open_path(
+        &daemon.dir.path().join("db"),
+        &daemon.dir.path().join("attachments"),
+        8 << 20,
+    )
+    .unwrap();
+    let stored = store.attachment(sha).unwrap().expect("the attachment is stored under its hash");
+    drop(store);
     assert_eq!(stored, b"ERROR 401 at line 42\n");
 
     // Postfix may deliver the last two mails in either order.

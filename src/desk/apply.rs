@@ -65,6 +65,28 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
     Ok(rec)
 }
 
+/// Writes a pending outbox entry and keeps the sender's schedule
+/// (`OutboxDue`, `OutboxTickets`) in step with it.
+pub fn put_pending(tx: &mut Tx<'_>, seq: u64, entry: &OutboxEntry) -> Result<(), StoreError> {
+    if let Some(old) = tx.outbox_entry(seq)? {
+        tx.delete(Table::OutboxDue, keys::due(old.next_attempt.timestamp(), seq));
+    }
+    tx.put(Table::OutboxDue, keys::due(entry.next_attempt.timestamp(), seq), Vec::new());
+    tx.put(Table::OutboxTickets, keys::ticket_seq(entry.mail.ticket, seq), Vec::new());
+    tx.put(Table::Outbox, be(seq), json(entry));
+    Ok(())
+}
+
+/// Takes an entry out of the pending outbox (it was sent, failed or dropped).
+pub fn remove_pending(tx: &mut Tx<'_>, seq: u64) -> Result<(), StoreError> {
+    if let Some(old) = tx.outbox_entry(seq)? {
+        tx.delete(Table::OutboxDue, keys::due(old.next_attempt.timestamp(), seq));
+        tx.delete(Table::OutboxTickets, keys::ticket_seq(old.mail.ticket, seq));
+    }
+    tx.delete(Table::Outbox, be(seq));
+    Ok(())
+}
+
 pub fn queue_mail(tx: &mut Tx<'_>, mail: &crate::outbound::OutMail, now: DateTime<Utc>) -> Result<u64, StoreError> {
     let seq = take_counter(tx, keys::NEXT_OUTBOX)?;
     let entry = OutboxEntry {
@@ -77,7 +99,7 @@ pub fn queue_mail(tx: &mut Tx<'_>, mail: &crate::outbound::OutMail, now: DateTim
         done_rcpts: Vec::new(),
         failed_rcpts: Vec::new(),
     };
-    tx.put(Table::Outbox, be(seq), json(&entry));
+    put_pending(tx, seq, &entry)?;
     tx.put(Table::OutboxIds, normalise_id(&mail.message_id).into_bytes(), be(seq).to_vec());
     Ok(seq)
 }
@@ -166,8 +188,10 @@ pub fn apply(
                             e.state = OutState::Failed;
                         }
                         if table == Table::Outbox && all_done {
-                            tx.delete(Table::Outbox, be(seq));
+                            remove_pending(tx, seq)?;
                             tx.put(Table::Sent, be(seq), json(&e));
+                        } else if table == Table::Outbox {
+                            put_pending(tx, seq, &e)?;
                         } else {
                             tx.put(table, be(seq), json(&e));
                         }

@@ -344,7 +344,6 @@ impl Writer {
                 Ok::<_, StoreError>((mail, found, d))
             })
         }));
-        let raw_sha256 = sha256_hex(raw);
         let (mail, found, decision) = match read {
             Ok(Ok(Ok((mail, found, d)))) => (Some(mail), Some(found), d),
             Ok(Ok(Err(e))) => return Err(e),
@@ -355,6 +354,8 @@ impl Writer {
                 (None, None, quarantine(format!("internal error while reading this message: {what}")))
             }
         };
+        // Parsing hashed the bytes already.
+        let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
         let dedupe_key = match &found {
             Some(f) => f.dedupe_key.clone(),
             None => format!("sha256:{raw_sha256}"),

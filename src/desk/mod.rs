@@ -144,6 +144,7 @@ impl Desk {
             w.put(Table::Meta, keys::RUNNING, vec![1]);
             store.commit(w)?;
         }
+        schedule_outbox(&store)?;
         let careful: BTreeSet<String> =
             if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
         let (jobs, rx) = mpsc::channel(QUEUE);
@@ -182,6 +183,26 @@ impl Desk {
     /// Commits a fetched batch; the answer names the UIDs now durable.
     pub async fn ingest(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>) -> BatchResult {
         self.ingest_with(mailbox, uid_validity, items, Mode::Live).await
+    }
+
+    /// Hands a batch to the writer and returns at once; the answer comes on
+    /// the receiver once the batch is durable. Lets the IMAP worker fetch
+    /// the next batch meanwhile.
+    pub async fn submit(
+        &self,
+        mailbox: &str,
+        uid_validity: u32,
+        items: Vec<Item>,
+        mode: Mode,
+    ) -> Result<oneshot::Receiver<BatchResult>, DeskError> {
+        let (reply, rx) = oneshot::channel();
+        let mailbox = mailbox.to_owned();
+        let fetched = std::time::Instant::now();
+        self.jobs
+            .send(writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply })
+            .await
+            .map_err(|_| DeskError::Stopped)?;
+        Ok(rx)
     }
 
     /// [`Desk::ingest`] of live mail or of quiet history.
@@ -274,6 +295,22 @@ impl Desk {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
+}
+
+/// Stores from before the outbox schedule existed have pending mail and
+/// no schedule: build it once, before the writer starts.
+fn schedule_outbox(store: &Store) -> Result<(), StoreError> {
+    use crate::store::Scan;
+    let backend = store.backend();
+    if backend.scan(Table::OutboxDue, Scan::default()).next().is_some() {
+        return Ok(());
+    }
+    let mut w = WriteSet::default();
+    for (seq, e) in store.pending_entries()? {
+        w.put(Table::OutboxDue, keys::due(e.next_attempt.timestamp(), seq), Vec::new());
+        w.put(Table::OutboxTickets, keys::ticket_seq(e.mail.ticket, seq), Vec::new());
+    }
+    if w.is_empty() { Ok(()) } else { store.commit(w) }
 }
 
 impl Store {

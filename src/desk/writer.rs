@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::apply::{Origin, apply, queue_mail, save_ticket};
+use super::apply::{Origin, apply, put_pending, queue_mail, remove_pending, save_ticket};
 use super::ingest::{BatchResult, Item, Mode};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
@@ -117,6 +117,8 @@ pub(super) struct Writer {
     pub(super) queued: bool,
     /// Commits are failing: log the change of state once, not every retry.
     failing: bool,
+    /// Post-actions known done, to record with the next commit.
+    acks: std::collections::BTreeMap<String, (u32, u32)>,
     pub(super) health: Health,
 }
 
@@ -137,7 +139,19 @@ impl Writer {
         health: Health,
     ) -> Writer {
         let tokens = TokenMatcher::new(&cfg.desk.subject_tag);
-        Writer { cfg, store, secret, templates, tokens, careful, wake, queued: false, failing: false, health }
+        Writer {
+            cfg,
+            store,
+            secret,
+            templates,
+            tokens,
+            careful,
+            wake,
+            queued: false,
+            failing: false,
+            acks: Default::default(),
+            health,
+        }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -177,6 +191,14 @@ impl Writer {
                     self.wake_sender();
                     let _ = reply.send(r);
                 }
+                Job::Acked { mailbox, uid_validity, uid, reply } => {
+                    // Not worth an fsync of its own: losing it only means
+                    // redoing an idempotent post-action. It rides along with
+                    // the next commit.
+                    let e = self.acks.entry(mailbox).or_insert((uid_validity, uid));
+                    *e = if e.0 == uid_validity { (uid_validity, e.1.max(uid)) } else { (uid_validity, uid) };
+                    let _ = reply.send(Ok(()));
+                }
                 Job::EndRun { reply } => {
                     tx.delete(Table::Meta, keys::RUNNING);
                     finish.push(Box::new(move |err| {
@@ -185,6 +207,13 @@ impl Writer {
                     stop = true;
                 }
                 job => finish.push(self.handle(&mut tx, job)),
+            }
+        }
+        if !finish.is_empty() {
+            for (mailbox, (uid_validity, uid)) in std::mem::take(&mut self.acks) {
+                if let Err(e) = set_acked(&mut tx, &mailbox, uid_validity, uid) {
+                    debug!(mailbox, error = %e, "recording a finished post-action failed; it is redone later");
+                }
             }
         }
         self.commit(tx, finish);
@@ -275,10 +304,7 @@ impl Writer {
                     let _ = reply.send(r);
                 })
             }
-            Job::Acked { mailbox, uid_validity, uid, reply } => {
-                let r = stopped(set_acked(tx, &mailbox, uid_validity, uid));
-                done(reply, r)
-            }
+            Job::Acked { .. } => unreachable!("handled in group()"),
             Job::SetCursor { mailbox, cursor, reply } => {
                 tx.put(Table::Cursors, mailbox.as_bytes(), json(&cursor));
                 done(reply, Ok(()))
@@ -453,7 +479,7 @@ impl Writer {
                     e.state = if all_refused { OutState::Failed } else { OutState::Sent };
                     e.attempts += 1;
                     e.next_attempt = now;
-                    tx.delete(Table::Outbox, be(seq));
+                    remove_pending(tx, seq)?;
                     tx.put(Table::Sent, be(seq), json(&e));
                     return Ok(());
                 }
@@ -470,13 +496,13 @@ impl Writer {
                     let to = if to.is_empty() { e.mail.to.iter().collect() } else { to };
                     let names = to.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
                     self.system_note(tx, e.mail.ticket, format!("Mail to {names} could not be delivered: {error}"))?;
-                    tx.delete(Table::Outbox, be(seq));
+                    remove_pending(tx, seq)?;
                     tx.put(Table::Sent, be(seq), json(&e));
                     return Ok(());
                 }
             }
         }
-        tx.put(Table::Outbox, be(seq), json(&e));
+        put_pending(tx, seq, &e)?;
         Ok(())
     }
 
@@ -484,7 +510,7 @@ impl Writer {
         let now = Utc::now().trunc_subsecs(0);
         if let Some(mut e) = tx.outbox_entry(seq)? {
             e.next_attempt = now;
-            tx.put(Table::Outbox, be(seq), json(&e));
+            put_pending(tx, seq, &e)?;
         } else if let Some(mut e) = tx.sent_entry(seq)? {
             if e.state != OutState::Failed {
                 return Err(DeskError::invalid("seq", format!("outbox entry {seq} was sent already")));
@@ -494,7 +520,7 @@ impl Writer {
             e.done_rcpts.clear();
             e.failed_rcpts.clear();
             tx.delete(Table::Sent, be(seq));
-            tx.put(Table::Outbox, be(seq), json(&e));
+            put_pending(tx, seq, &e)?;
         } else {
             return Err(DeskError::NotFound(format!("outbox entry {seq}")));
         }
@@ -507,7 +533,7 @@ impl Writer {
             return Err(DeskError::NotFound(format!("queued outbox entry {seq}")));
         };
         e.state = OutState::Dropped;
-        tx.delete(Table::Outbox, be(seq));
+        remove_pending(tx, seq)?;
         tx.put(Table::Sent, be(seq), json(&e));
         let to = e.mail.to.join(", ");
         self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by the admin, unsent."))

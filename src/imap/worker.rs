@@ -39,6 +39,13 @@ impl Backoff {
     }
 }
 
+/// A batch handed to the writer whose answer is still to come.
+struct InFlight {
+    reply: tokio::sync::oneshot::Receiver<crate::desk::BatchResult>,
+    /// UIDs skipped as history (ascending): no post-action for them.
+    skipped: Vec<u32>,
+}
+
 /// What first contact decided about the mail that was already there.
 #[derive(Debug, Clone, Copy, Default)]
 struct FirstContact {
@@ -250,6 +257,7 @@ impl Worker {
         for chunk in batches(live, mb.batch_size as usize, BATCH_BYTES, self.max_message_bytes) {
             runs.push((chunk, Mode::Live));
         }
+        let mut inflight: Option<InFlight> = None;
         for (chunk, mode) in runs {
             let is_history = |u: &u32| skip_until.is_some_and(|s| *u <= s) && seen.binary_search(u).is_ok();
             let (skipped, chunk): (Vec<_>, Vec<_>) = chunk.iter().copied().partition(|(u, _)| is_history(u));
@@ -283,30 +291,53 @@ impl Worker {
             }
             crate::failpoint::hit("fetched");
             items.sort_by_key(Item::uid);
-            // Bounded: when the writer is busy the worker waits; nothing is dropped.
-            let result = self.desk.ingest_with(&mb.name, uid_validity, items, mode).await;
-            // Skipped history keeps its flags and its folder.
-            let act_on: Vec<u32> =
-                result.done.iter().copied().filter(|u| !skipped.iter().any(|(s, _)| s == u)).collect();
-            if !result.done.is_empty() {
-                if !act_on.is_empty() {
-                    post.apply(s, &act_on).await?;
+            // The previous batch was being committed while this one was
+            // fetched; its post-action now, then this one goes to the writer.
+            if let Some(prev) = inflight.take() {
+                last_uid = self.finish(s, uid_validity, last_uid, post, prev).await?;
+                if self.shutdown.is_cancelled() {
+                    return Ok(last_uid);
                 }
-                crate::failpoint::hit("post-action");
-                last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
-                self.desk
-                    .acked(&mb.name, uid_validity, last_uid)
-                    .await
-                    .map_err(|e| ImapError::Ingest(e.to_string()))?;
             }
-            if let Some(e) = result.error {
-                return Err(ImapError::Ingest(e));
-            }
-            if self.shutdown.is_cancelled() {
-                break;
-            }
+            // Bounded: when the writer is busy the worker waits; nothing is dropped.
+            let reply = self
+                .desk
+                .submit(&mb.name, uid_validity, items, mode)
+                .await
+                .map_err(|e| ImapError::Ingest(e.to_string()))?;
+            inflight = Some(InFlight { reply, skipped: skipped.iter().map(|(u, _)| *u).collect() });
+        }
+        if let Some(prev) = inflight.take() {
+            last_uid = self.finish(s, uid_validity, last_uid, post, prev).await?;
         }
         Ok(last_uid)
+    }
+
+    /// Waits for a batch to be durable, then marks it processed on IMAP.
+    async fn finish(
+        &self,
+        s: &mut ImapSession,
+        uid_validity: u32,
+        mut last_uid: u32,
+        post: &PostAction,
+        f: InFlight,
+    ) -> Result<u32, ImapError> {
+        let mb = &self.mb;
+        let result = f.reply.await.map_err(|_| ImapError::Ingest("the desk is stopping".into()))?;
+        // Skipped history keeps its flags and its folder.
+        let act_on: Vec<u32> = result.done.iter().copied().filter(|u| f.skipped.binary_search(u).is_err()).collect();
+        if !result.done.is_empty() {
+            if !act_on.is_empty() {
+                post.apply(s, &act_on).await?;
+            }
+            crate::failpoint::hit("post-action");
+            last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
+            self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(|e| ImapError::Ingest(e.to_string()))?;
+        }
+        match result.error {
+            Some(e) => Err(ImapError::Ingest(e)),
+            None => Ok(last_uid),
+        }
     }
 
     async fn idle(&self, s: ImapSession) -> Result<(ImapSession, Wake), ImapError> {
@@ -398,8 +429,9 @@ async fn store_flags(s: &mut ImapSession, set: &str, flags: &str, t: Duration) -
 }
 
 /// A batch holds at most this many bytes of message bodies (one larger
-/// message still goes alone): memory stays bounded whatever arrives.
-const BATCH_BYTES: u64 = 64 << 20;
+/// message still goes alone): memory stays bounded whatever arrives (two
+/// batches are in hand at once: one fetched, one being committed).
+const BATCH_BYTES: u64 = 8 << 20;
 
 /// Splits `(uid, size)` pairs into consecutive batches of at most `count`
 /// messages and `bytes` bytes. Messages over `max_message` are fetched as
@@ -486,19 +518,20 @@ async fn uids_in(s: &mut ImapSession, set: &str, t: Duration) -> Result<Vec<u32>
     Ok(v)
 }
 
+/// Bodies of `set`, ascending by UID. Streamed: each server response is
+/// dropped as soon as its body is copied out.
 async fn fetch(s: &mut ImapSession, set: &str, query: &str, t: Duration) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
     let fut = async {
-        let stream = s.uid_fetch(set, query).await?;
-        stream.try_collect::<Vec<_>>().await
+        let mut out = Vec::new();
+        let mut stream = s.uid_fetch(set, query).await?;
+        while let Some(f) = stream.try_next().await? {
+            if let (Some(uid), Some(body)) = (f.uid, f.body().or_else(|| f.header())) {
+                out.push((uid, body.to_vec()));
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
     };
-    let fetches = timed("UID FETCH", t, fut).await?;
-    let mut out: Vec<(u32, Vec<u8>)> = fetches
-        .iter()
-        .filter_map(|f| {
-            let body = f.body().or_else(|| f.header())?;
-            Some((f.uid?, body.to_vec()))
-        })
-        .collect();
+    let mut out = timed("UID FETCH", t, fut).await?;
     out.sort_by_key(|(u, _)| *u);
     out.dedup_by_key(|(u, _)| *u);
     Ok(out)

@@ -38,12 +38,33 @@ impl Sender {
     pub async fn run(self) {
         let mut client = SmtpClient::new(&self.smtp);
         let mut failing = false;
+        // Consecutive rounds the server could not be reached: while it is
+        // down, new mail does not make us knock again before the backoff.
+        let mut outage = 0u32;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if let Err(e) = self.round(&mut client, &mut failing).await {
-                error!(error = %e, "outbox: cannot record a delivery outcome; will retry");
+            let hold = match self.round(&mut client, &mut failing).await {
+                Ok(true) => {
+                    outage = outage.saturating_add(1);
+                    retry_delay(outage - 1, self.smtp.retry_initial, self.smtp.retry_max, rand::random()).to_std().ok()
+                }
+                Ok(false) => {
+                    outage = 0;
+                    None
+                }
+                Err(e) => {
+                    error!(error = %e, "outbox: cannot record a delivery outcome; will retry");
+                    Some(Duration::from_secs(1))
+                }
+            };
+            if let Some(hold) = hold {
+                tokio::select! {
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
             }
             let wait = match self.desk.store().next_due_at() {
                 Ok(Some(t)) => (t - Utc::now())
@@ -63,16 +84,17 @@ impl Sender {
     }
 
     /// Sends everything due now, one mail at a time over one connection.
-    async fn round(&self, client: &mut SmtpClient, failing: &mut bool) -> Result<(), DeskError> {
+    /// True when the server could not take mail (the round stopped early).
+    async fn round(&self, client: &mut SmtpClient, failing: &mut bool) -> Result<bool, DeskError> {
         let store = self.desk.store();
         loop {
             let due = store.due(Utc::now(), 32)?;
             if due.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             for (seq, entry) in &due {
                 if self.shutdown.is_cancelled() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 match self.send_one(client, entry).await {
                     Ok(reports) => {
@@ -86,7 +108,7 @@ impl Sender {
                     }
                     Err(Stop::Transient(error)) => {
                         self.defer(*seq, entry, &error, failing).await?;
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
             }

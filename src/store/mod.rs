@@ -10,6 +10,7 @@
 //! cursors, outbox and quarantine records, all JSON in their tables.
 
 pub mod contract;
+pub mod segments;
 pub mod sled_backend;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,12 @@ pub enum Table {
     Acks,
     /// Id → [`QuarantineEntry`].
     Quarantine,
+    /// When a pending entry is due + sequence → nothing: the sender's
+    /// schedule, read from the front.
+    OutboxDue,
+    /// Ticket + sequence of each pending entry: a ticket's later mail waits
+    /// for its earlier one.
+    OutboxTickets,
 }
 
 impl Table {
@@ -96,6 +103,8 @@ impl Table {
         Table::OutboxIds,
         Table::Acks,
         Table::Quarantine,
+        Table::OutboxDue,
+        Table::OutboxTickets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +120,8 @@ impl Table {
             Table::OutboxIds => "outbox_ids",
             Table::Acks => "acks",
             Table::Quarantine => "quarantine",
+            Table::OutboxDue => "outbox_due",
+            Table::OutboxTickets => "outbox_tickets",
         }
     }
 }
@@ -168,7 +179,7 @@ pub trait Backend: Get + Send + Sync {
     /// Writing the same hash twice is a no-op.
     fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Every blob of a kind: (SHA-256, size), in hash order.
+    /// Every blob of a kind: (SHA-256, bytes it takes on disk), in hash order.
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_>;
     /// Forgets a blob (retention); gone at the latest after the next commit.
     fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError>;
@@ -266,6 +277,26 @@ pub mod keys {
     pub fn in_hand(mailbox: &str) -> Vec<u8> {
         let mut k = b"inhand\0".to_vec();
         k.extend_from_slice(mailbox.as_bytes());
+        k
+    }
+
+    /// `OutboxDue` key: due time (seconds, sign-flipped big-endian so keys
+    /// sort by time) then the sequence.
+    pub fn due(at: i64, seq: u64) -> Vec<u8> {
+        let mut k = ((at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    pub fn split_due(k: &[u8]) -> Option<(i64, u64)> {
+        let at = u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63);
+        Some((at as i64, u64::from_be_bytes(k.get(8..16)?.try_into().ok()?)))
+    }
+
+    /// `OutboxTickets` key: ticket then sequence.
+    pub fn ticket_seq(ticket: u64, seq: u64) -> Vec<u8> {
+        let mut k = ticket.to_be_bytes().to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
         k
     }
 
@@ -423,22 +454,36 @@ impl Store {
         self.backend.count(Table::Outbox).unwrap_or(0)
     }
 
-    /// Entries that may be sent now, oldest first, at most one per ticket:
-    /// a ticket's later mail waits while an earlier one is retrying, so the
-    /// customer never reads an answer before the question's acknowledgement.
+    /// Entries that may be sent now, earliest due first, at most one per
+    /// ticket and only a ticket's oldest pending one: a ticket's later mail
+    /// waits while an earlier one is retrying, so the customer never reads
+    /// an answer before the question's acknowledgement. Reads the schedule
+    /// from its front: the cost is what is due, not what waits.
     pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let mut blocked = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for item in self.entries(Table::Outbox) {
-            let (seq, e) = item?;
-            if !blocked.insert(e.mail.ticket) {
+        let mut tickets = std::collections::HashSet::new();
+        for item in self.backend.scan(Table::OutboxDue, Scan::default()) {
+            let (k, _) = item?;
+            let Some((at, seq)) = keys::split_due(&k) else { continue };
+            if at > now.timestamp() {
+                break;
+            }
+            let Some(e) = self.outbox_entry(seq)? else { continue };
+            if !tickets.insert(e.mail.ticket) {
                 continue;
             }
-            if e.next_attempt <= now {
-                out.push((seq, e));
-                if out.len() >= limit {
-                    break;
-                }
+            let first = self
+                .backend
+                .scan(Table::OutboxTickets, Scan { prefix: be(e.mail.ticket).to_vec(), ..Scan::default() })
+                .next()
+                .transpose()?
+                .and_then(|(k, _)| from_be(&k[8..]));
+            if first.is_some_and(|f| f != seq) {
+                continue;
+            }
+            out.push((seq, e));
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
@@ -446,12 +491,8 @@ impl Store {
 
     /// When the earliest waiting entry becomes due.
     pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let mut min: Option<DateTime<Utc>> = None;
-        for item in self.entries(Table::Outbox) {
-            let (_, e) = item?;
-            min = Some(min.map_or(e.next_attempt, |m| m.min(e.next_attempt)));
-        }
-        Ok(min)
+        let first = self.backend.scan(Table::OutboxDue, Scan::default()).next().transpose()?;
+        Ok(first.and_then(|(k, _)| keys::split_due(&k)).and_then(|(at, _)| DateTime::from_timestamp(at, 0)))
     }
 
     pub fn raw(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1,9 +1,12 @@
 //! The sled backend: every table lives in one sled tree under a one-byte
 //! prefix, so a [`WriteSet`] is one atomic `apply_batch` (no transaction is
-//! needed: the desk has a single writer) followed by one flush. Raw mail is
-//! a second tree keyed by SHA-256; attachments are files
-//! `<attachments_dir>/<sha[0:2]>/<sha>`, written when put and fsynced by
-//! the next commit, before the records that name them become durable.
+//! needed: the desk has a single writer) followed by one flush. Blobs (raw
+//! mail, attachments) live outside sled in append-only segment files in
+//! `attachments_dir` ([`super::segments`]); the commit syncs them once and
+//! records their place in the same batch. sled holds only small records,
+//! so its page cache stays what `cache_capacity` says. Stores written
+//! before kept raw mail in a `raw` tree and attachments as files
+//! `<attachments_dir>/<sha[0:2]>/<sha>`; both are still read.
 //!
 //! sled refuses every write after an I/O error (a full disk) until the
 //! database is reopened; [`SledBackend::reopen`] swaps in a fresh handle.
@@ -11,7 +14,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::segments::{LZ4, Loc, PLAIN, Segments};
 use super::{Backend, BlobKind, Entries, Get, Scan, StoreError, Table, WriteSet, attachment_file};
+
+/// Private prefix of the blob index (`B`, kind, sha → [`Loc`]).
+const BLOB_INDEX: u8 = b'B';
+
+fn blob_key(kind: BlobKind, sha256: &str) -> Vec<u8> {
+    let mut k = vec![BLOB_INDEX, kind_byte(kind)];
+    k.extend_from_slice(sha256.as_bytes());
+    k
+}
+
+fn kind_byte(kind: BlobKind) -> u8 {
+    match kind {
+        BlobKind::Raw => b'r',
+        BlobKind::Attachment => b'a',
+    }
+}
 
 fn prefix(table: Table) -> u8 {
     match table {
@@ -26,6 +46,8 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxIds => b'x',
         Table::Acks => b'a',
         Table::Quarantine => b'q',
+        Table::OutboxDue => b'd',
+        Table::OutboxTickets => b'k',
     }
 }
 
@@ -47,8 +69,9 @@ pub struct SledBackend {
     path: PathBuf,
     attachments_dir: PathBuf,
     cache_bytes: u64,
-    /// Attachment files written since the last commit, not yet fsynced.
-    staged: Mutex<Vec<PathBuf>>,
+    segments: Segments,
+    /// Serialises puts of the same blob (the check and the append).
+    put: Mutex<()>,
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<Inner, StoreError> {
@@ -118,7 +141,8 @@ impl SledBackend {
             path: path.to_owned(),
             attachments_dir: attachments_dir.to_owned(),
             cache_bytes,
-            staged: Mutex::new(Vec::new()),
+            segments: Segments::open(attachments_dir)?,
+            put: Mutex::new(()),
         })
     }
 
@@ -135,24 +159,26 @@ impl SledBackend {
         slot.clone().ok_or(StoreError::Closed)
     }
 
-    fn blob_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-        move |source| StoreError::Blob { path: path.to_owned(), source }
+    fn indexed(&self, kind: BlobKind, sha256: &str) -> Result<Option<Loc>, StoreError> {
+        if let Some(l) = self.segments.staged(kind, sha256) {
+            return Ok(Some(l));
+        }
+        Ok(self.inner()?.desk.get(blob_key(kind, sha256))?.and_then(|v| Loc::decode(&v)))
     }
 
-    fn sync_staged(&self) -> Result<(), StoreError> {
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut dirs = std::collections::BTreeSet::new();
-        for path in &staged {
-            std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(Self::blob_err(path))?;
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_owned());
+    /// Written by an older version: the `raw` tree or an attachment file.
+    fn legacy_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match kind {
+            BlobKind::Raw => Ok(self.inner()?.raw.get(sha256)?.map(|v| v.to_vec())),
+            BlobKind::Attachment => {
+                let path = attachment_file(&self.attachments_dir, sha256);
+                match std::fs::read(&path) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(StoreError::Blob { path, source: e }),
+                }
             }
         }
-        // The renames that made the files visible must be durable too.
-        for d in dirs {
-            std::fs::File::open(&d).and_then(|f| f.sync_all()).map_err(Self::blob_err(&d))?;
-        }
-        Ok(())
     }
 }
 
@@ -204,97 +230,110 @@ impl Backend for SledBackend {
     }
 
     fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let _one_at_a_time = self.put.lock().unwrap_or_else(|e| e.into_inner());
+        if self.indexed(kind, sha256)?.is_some() {
+            return Ok(());
+        }
+        // Mail is mostly text and compresses 3–5×; attachments are stored as
+        // they are (usually compressed formats already, and served often).
         match kind {
             BlobKind::Raw => {
-                let inner = self.inner()?;
-                if !inner.raw.contains_key(sha256)? {
-                    inner.raw.insert(sha256, bytes)?;
+                let packed = lz4_flex::compress_prepend_size(bytes);
+                if packed.len() < bytes.len() {
+                    self.segments.append(kind, sha256, &packed, LZ4)?;
+                } else {
+                    self.segments.append(kind, sha256, bytes, PLAIN)?;
                 }
-                Ok(())
             }
             BlobKind::Attachment => {
-                let path = attachment_file(&self.attachments_dir, sha256);
-                // A crash before the fsync can leave a short file behind:
-                // only a complete one counts as already there.
-                if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
-                    return Ok(());
-                }
-                let dir = path.parent().unwrap_or(&self.attachments_dir).to_owned();
-                std::fs::create_dir_all(&dir).map_err(Self::blob_err(&dir))?;
-                let tmp = dir.join(format!(".{sha256}.tmp"));
-                std::fs::write(&tmp, bytes).map_err(Self::blob_err(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(Self::blob_err(&path))?;
-                self.staged.lock().unwrap_or_else(|e| e.into_inner()).push(path);
-                Ok(())
+                self.segments.append(kind, sha256, bytes, PLAIN)?;
             }
         }
+        Ok(())
     }
 
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match kind {
-            BlobKind::Raw => Ok(self.inner()?.raw.get(sha256)?.map(|v| v.to_vec())),
-            BlobKind::Attachment => {
-                let path = attachment_file(&self.attachments_dir, sha256);
-                match std::fs::read(&path) {
-                    Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(StoreError::Blob { path, source: e }),
-                }
-            }
+        match self.indexed(kind, sha256)? {
+            Some(loc) => Ok(Some(self.segments.read(loc)?)),
+            None => self.legacy_blob(kind, sha256),
         }
     }
 
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_> {
-        match kind {
-            BlobKind::Raw => match self.inner() {
-                Ok(inner) => Box::new(inner.raw.iter().map(|r| {
-                    let (k, v) = r?;
-                    Ok((String::from_utf8_lossy(&k).into_owned(), v.len() as u64))
-                })),
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            },
-            BlobKind::Attachment => match attachment_files(&self.attachments_dir) {
-                Ok(mut found) => {
-                    found.sort();
-                    Box::new(found.into_iter().map(Ok))
+        let inner = match self.inner() {
+            Ok(i) => i,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let mut found: Vec<(String, u64)> = Vec::new();
+        let prefix = [BLOB_INDEX, kind_byte(kind)];
+        for item in inner.desk.scan_prefix(prefix) {
+            match item {
+                Ok((k, v)) => {
+                    let sha = String::from_utf8_lossy(&k[2..]).into_owned();
+                    found.push((sha, Loc::decode(&v).map_or(0, |l| l.len)));
                 }
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            },
+                Err(e) => return Box::new(std::iter::once(Err(e.into()))),
+            }
         }
+        let legacy: Result<Vec<(String, u64)>, StoreError> = match kind {
+            BlobKind::Raw => inner
+                .raw
+                .iter()
+                .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.len() as u64)).map_err(Into::into))
+                .collect(),
+            BlobKind::Attachment => attachment_files(&self.attachments_dir),
+        };
+        match legacy {
+            Ok(l) => found.extend(l),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        }
+        found.sort();
+        found.dedup_by(|a, b| a.0 == b.0);
+        Box::new(found.into_iter().map(Ok))
     }
 
     fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError> {
+        let inner = self.inner()?;
+        // The bytes stay in their segment as dead space.
+        inner.desk.remove(blob_key(kind, sha256))?;
         match kind {
             BlobKind::Raw => {
-                self.inner()?.raw.remove(sha256)?;
-                Ok(())
+                inner.raw.remove(sha256)?;
             }
             BlobKind::Attachment => {
                 let path = attachment_file(&self.attachments_dir, sha256);
                 match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(StoreError::Blob { path, source: e }),
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::Blob { path, source: e }),
                 }
             }
         }
+        Ok(())
     }
 
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        self.sync_staged()?;
         let inner = self.inner()?;
-        if !writes.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (table, k, v) in writes.ops {
-                match v {
-                    Some(v) => batch.insert(key(table, &k), v),
-                    None => batch.remove(key(table, &k)),
-                }
-            }
-            inner.desk.apply_batch(batch)?;
+        // Blob bytes first: nothing may name bytes a crash could lose.
+        let staged = self.segments.sync()?;
+        let mut batch = sled::Batch::default();
+        for (kind, sha, loc) in &staged {
+            batch.insert(blob_key(*kind, sha), &loc.encode()[..]);
         }
-        inner.db.flush()?;
-        Ok(())
+        for (table, k, v) in writes.ops {
+            match v {
+                Some(v) => batch.insert(key(table, &k), v),
+                None => batch.remove(key(table, &k)),
+            }
+        }
+        let applied = inner.desk.apply_batch(batch).map_err(StoreError::from).and_then(|()| {
+            inner.db.flush()?;
+            Ok(())
+        });
+        if applied.is_err() {
+            self.segments.forget(staged);
+        }
+        applied
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
