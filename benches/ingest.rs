@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 
 use ticketd::imap::worker::uid_set;
-use ticketd::store::{Backend, Scan, Store, Table};
+use ticketd::store::{Scan, Store, Table};
 
 /// The synthetic support set: plain questions, replies, HTML, and one in
 /// ten carrying a 100 KiB attachment.

@@ -326,8 +326,9 @@ async fn latency(lab: &common::Lab) {
                     .await
                     .unwrap();
                 let now = Utc::now();
-                for f in fetches.iter().filter(|f| f.uid.is_some_and(|u| u > last)) {
-                    last = last.max(f.uid.unwrap());
+                let before = last;
+                for f in fetches.iter().filter(|f| f.uid.is_some_and(|u| u > before)) {
+                    last = last.max(f.uid.unwrap_or(0));
                     let h = String::from_utf8_lossy(f.header().or(f.body()).unwrap_or_default()).into_owned();
                     if let Some(id) = common::header(&h, "In-Reply-To") {
                         seen.lock().unwrap().entry(id.trim_matches(['<', '>']).to_owned()).or_insert(now);

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use super::tx::Tx;
 use crate::mail::{InboundMail, normalise_id};
 use crate::outbound::{OutState, OutboxEntry};
-use crate::store::{
-    BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keep_last_hour, keys,
-};
+use crate::store::{BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys};
 use crate::ticket::{TicketRecord, client_id};
 use crate::triage::{Decision, Effect, Outcome};
 
@@ -228,9 +226,8 @@ pub fn apply(
 }
 
 fn count(tx: &mut Tx<'_>, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let mut v = tx.acks(key)?;
-    keep_last_hour(&mut v, now);
-    v.push(now);
+    let mut v = tx.recent(key)?;
+    v.add(now);
     tx.put(Table::Acks, key.as_bytes(), json(&v));
     Ok(())
 }

@@ -16,7 +16,7 @@ use super::apply::{Origin, apply};
 use super::tx::Tx;
 use super::writer::Writer;
 use crate::mail::InboundMail;
-use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keep_last_hour, keys};
+use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keys};
 use crate::triage::{Context, Decision, Effect, Outcome, Snapshot, ack_key, decide, identity, notify_key};
 
 /// Deaths with one message in hand (in careful mode) before it is
@@ -124,11 +124,7 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         _ => None,
     };
     let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
-    let recent = |key: &str| -> Result<u32, StoreError> {
-        let mut v = tx.acks(key)?;
-        keep_last_hour(&mut v, now);
-        Ok(v.len() as u32)
-    };
+    let recent = |key: &str| -> Result<u32, StoreError> { Ok(tx.recent(key)?.count(now)) };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
     let bounced_mail = match bounced {
         Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.map(|(_, e)| Box::new(e.mail)),

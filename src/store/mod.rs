@@ -332,8 +332,10 @@ pub trait Records: Get {
     fn in_hand(&self, mailbox: &str) -> Result<Option<InHand>, StoreError> {
         self.get(Table::Meta, &keys::in_hand(mailbox))?.map(|v| parse(Table::Meta, &v)).transpose()
     }
-    fn acks(&self, sender: &str) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        Ok(self.get(Table::Acks, sender.as_bytes())?.map(|v| parse(Table::Acks, &v)).transpose()?.unwrap_or_default())
+    /// Recent acknowledgements (or notifications) counted under `key`. A
+    /// record that does not parse (an older format) counts as none.
+    fn recent(&self, key: &str) -> Result<Recent, StoreError> {
+        Ok(self.get(Table::Acks, key.as_bytes())?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
     }
     fn outbox_entry(&self, seq: u64) -> Result<Option<OutboxEntry>, StoreError> {
         self.get(Table::Outbox, &be(seq))?.map(|v| parse(Table::Outbox, &v)).transpose()
@@ -530,9 +532,39 @@ pub fn attachment_file(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
 }
 
-/// Acknowledgement times that still count against the per-sender limit.
-pub fn keep_last_hour(times: &mut Vec<DateTime<Utc>>, now: DateTime<Utc>) {
-    times.retain(|t| now.signed_duration_since(*t) < chrono::Duration::hours(1));
+/// How many times something happened in the last hour, per minute: at
+/// most 60 small entries however busy the key is (one sender writing ten
+/// thousand times an hour costs the same as one writing once).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    /// (unix minute, count), oldest first.
+    per_minute: Vec<(i64, u32)>,
+}
+
+impl Recent {
+    fn minute(now: DateTime<Utc>) -> i64 {
+        now.timestamp().div_euclid(60)
+    }
+
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let first = Self::minute(now) - 59;
+        self.per_minute.retain(|(m, _)| *m >= first);
+    }
+
+    /// Within the last 60 minutes (to the minute).
+    pub fn count(&self, now: DateTime<Utc>) -> u32 {
+        let first = Self::minute(now) - 59;
+        self.per_minute.iter().filter(|(m, _)| *m >= first).map(|(_, n)| *n).sum()
+    }
+
+    pub fn add(&mut self, now: DateTime<Utc>) {
+        self.prune(now);
+        let m = Self::minute(now);
+        match self.per_minute.last_mut() {
+            Some((last, n)) if *last == m => *n = n.saturating_add(1),
+            _ => self.per_minute.push((m, 1)),
+        }
+    }
 }
 
 #[cfg(test)]

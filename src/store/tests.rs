@@ -53,3 +53,25 @@ fn a_store_of_the_old_tree_per_table_layout_is_migrated() {
     let store = Store::open_path(&path, &dir.path().join("att"), 8 << 20).unwrap();
     assert_eq!(store.tickets().unwrap().len(), 1);
 }
+
+#[test]
+fn recent_counts_stay_small_however_busy_the_key() {
+    use chrono::TimeZone;
+    let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap();
+    let mut r = Recent::default();
+    for i in 0..10_000 {
+        r.add(t0 + chrono::Duration::milliseconds(i * 300));
+    }
+    let end = t0 + chrono::Duration::milliseconds(10_000 * 300);
+    assert!(json(&r).len() < 2_000, "at most one entry per minute");
+    // 10,000 events over 50 minutes: all within the hour.
+    assert_eq!(r.count(end), 10_000);
+    // At 11:10 the window is 10:11–11:10 (whole minutes): the 11 minutes
+    // from 10:00 to 10:10, 200 events each, have aged out.
+    assert_eq!(r.count(end + chrono::Duration::minutes(20)), 10_000 - 11 * 200);
+    assert_eq!(r.count(end + chrono::Duration::hours(2)), 0, "an hour later nothing counts");
+    let mut one = Recent::default();
+    one.add(t0);
+    assert_eq!(one.count(t0 + chrono::Duration::minutes(59)), 1);
+    assert_eq!(one.count(t0 + chrono::Duration::minutes(61)), 0);
+}
