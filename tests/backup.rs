@@ -244,7 +244,7 @@ fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
 
 fn numbered(uid: u32) -> Vec<u8> {
     // Every fourth mail answers the one before it.
-    let extra = if uid % 4 == 0 { format!("In-Reply-To: <n{}@c.test>\r\n", uid - 1) } else { String::new() };
+    let extra = if uid.is_multiple_of(4) { format!("In-Reply-To: <n{}@c.test>\r\n", uid - 1) } else { String::new() };
     format!(
         "From: <c{}@c.test>\r\nTo: support@example.test\r\nSubject: Question {uid}\r\nMessage-ID: <n{uid}@c.test>\r\n{extra}\r\nbody {uid}\r\n",
         uid % 7
