@@ -24,7 +24,7 @@ use ticketd::imap::worker::{Worker, uid_set};
 use ticketd::outbound::templates::Templates;
 use ticketd::store::{Records, Store};
 
-fn message(i: usize) -> Vec<u8> {
+pub fn message(i: usize) -> Vec<u8> {
     let sender = format!("customer+{}@example.test", i % 400);
     let subjects = [
         "Cannot log in",
