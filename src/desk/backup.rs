@@ -75,7 +75,7 @@ pub enum BackupError {
     Damaged(String),
     #[error("the backup is incomplete (no manifest at its end): it was cut off while being written or copied")]
     Incomplete,
-    #[error("the store is not empty ({why}): restore only into a new store; move {} aside first", .path.display())]
+    #[error("the store is not empty ({why}): restore only into a new store; move {} and the attachments directory aside first", .path.display())]
     NotEmpty { why: String, path: PathBuf },
     #[error(
         "a restore into this store did not finish: delete {} and the attachments directory, then restore again",
