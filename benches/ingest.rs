@@ -33,7 +33,7 @@ use ticketd::store::{Scan, Store, Table};
 
 /// The synthetic support set: plain questions, replies, HTML, and one in
 /// ten carrying a 100 KiB attachment.
-fn message(i: usize) -> Vec<u8> {
+pub fn message(i: usize) -> Vec<u8> {
     let sender = format!("customer+{}@example.test", i % 400);
     let subjects =
         ["Cannot log in", "Invoice question", "API returns 401", "Feature idea: dark mode", "Printer on fire"];

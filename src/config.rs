@@ -153,6 +153,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     pub attachments_dir: PathBuf,
     pub cache_bytes: u64,
+    /// Raw copies and sent-mail bodies of tickets closed longer than this
+    /// many days are pruned (see `desk::retention`); 0 keeps them forever.
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +392,7 @@ struct RawStore {
     path: L<PathBuf>,
     attachments_dir: L<PathBuf>,
     cache_capacity: L<String>,
+    retention_days: L<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -675,11 +679,12 @@ impl RawConfig {
                         16 << 20
                     }),
                 };
-                StoreConfig { path, attachments_dir, cache_bytes }
+                let retention_days = c.get("store.retention_days", s.retention_days).unwrap_or(0);
+                StoreConfig { path, attachments_dir, cache_bytes, retention_days }
             }
             None => {
                 c.err("store.path", "missing: where the sled database lives");
-                StoreConfig { path: PathBuf::new(), attachments_dir: PathBuf::new(), cache_bytes: 0 }
+                StoreConfig { path: PathBuf::new(), attachments_dir: PathBuf::new(), cache_bytes: 0, retention_days: 0 }
             }
         };
 

@@ -77,6 +77,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "imap worker"
         });
     }
+    {
+        let desk = desk.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            crate::desk::retention::run_hourly(desk, stop).await;
+            "retention"
+        });
+    }
     let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
     tasks.spawn(async move {
         sender.run().await;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ticketd::config::{Config, ConfigError, DEFAULT_PATH};
 use ticketd::desk::views::{OutboxView, QuarantineView, Sort, TicketQuery};
-use ticketd::desk::{ActorRef, DeskError, RetryOutcome, Upload};
+use ticketd::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload, backup, import};
+use ticketd::outbound::templates::Templates;
+use ticketd::store::Store;
 use ticketd::text::{clean_line, clean_text};
 use ticketd::ticket::{ThreadType, Ticket, parse_ticket_ref};
 use ticketd::triage::act::Action;
@@ -61,6 +63,40 @@ enum Cmd {
         #[command(subcommand)]
         command: QuarantineCmd,
     },
+    /// Bring in the history of an old helpdesk: mbox files and Maildirs
+    /// become tickets quietly (original dates, tagged `imported`, nothing
+    /// sent). Running it twice creates nothing twice. The daemon must be
+    /// stopped.
+    Import {
+        /// mbox files (mboxo/mboxrd) and Maildir folders (with Maildir++ subfolders).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Write a consistent snapshot of the whole desk to FILE (a tar; see README).
+    Backup { file: PathBuf },
+    /// Restore a backup into an empty store (the daemon must be stopped).
+    Restore {
+        file: PathBuf,
+        /// Only check the file against its checksums; write nothing.
+        #[arg(long)]
+        verify_only: bool,
+    },
+    /// The store: what it holds; retention.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Records per table, blobs, size on disk, oldest and newest ticket, queues, cursors.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prune what store.retention_days allows now (the daemon also does this hourly).
+    Prune,
 }
 
 #[derive(Subcommand)]
@@ -189,7 +225,8 @@ fn ticket_ref(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // An import logs a line per message at info: too many next to a progress bar.
+    init_logging(cli.log_format, matches!(cli.command, Cmd::Import { .. }));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -199,13 +236,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, quiet: bool) {
     use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=off"));
+    let default = if quiet { "warn,sled=off" } else { "info,sled=off" };
+    let mut filter = EnvFilter::try_from_env("TICKETD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Protocol traces of the libraries carry credentials (IMAP LOGIN in
     // clear, SMTP AUTH in base64): capped whatever TICKETD_LOG asks for.
-    for quiet in ["async_imap=info", "imap_proto=info", "lettre=info", "rustls=info", "tokio_rustls=info"] {
-        if let Ok(d) = quiet.parse() {
+    for cap in ["async_imap=info", "imap_proto=info", "lettre=info", "rustls=info", "tokio_rustls=info"] {
+        if let Ok(d) = cap.parse() {
             filter = filter.add_directive(d);
         }
     }
@@ -272,6 +310,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             runtime()?.block_on(ticketd::daemon::run(cfg))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import { .. } | Cmd::Backup { .. } | Cmd::Restore { .. } | Cmd::Store { .. } => {
+            let cfg = load(&cli)?;
+            runtime()?.block_on(ops_command(cfg, &cli.command))
         }
         command => {
             let cfg = load(&cli)?;
@@ -352,8 +394,102 @@ async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> a
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Quarantine { command } => quarantine(access, command).await,
-        Cmd::Run | Cmd::CheckConfig { .. } => unreachable!("handled without the desk"),
+        Cmd::Run
+        | Cmd::CheckConfig { .. }
+        | Cmd::Import { .. }
+        | Cmd::Backup { .. }
+        | Cmd::Restore { .. }
+        | Cmd::Store { .. } => unreachable!("handled without the desk"),
     }
+}
+
+/// The desk on a store this process opens: the daemon must be stopped
+/// (sled's lock says so otherwise).
+fn local_desk(cfg: Config) -> anyhow::Result<Desk> {
+    let cfg = std::sync::Arc::new(cfg);
+    let store = Store::open(&cfg.store)?;
+    let secret = ticketd::daemon::load_secret(&cfg, &store)?;
+    let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
+    let parts =
+        Parts { cfg, store, secret, templates, wake: Default::default(), health: Default::default(), daemon: false };
+    Ok(Desk::start(parts)?.desk)
+}
+
+/// Import, backup, restore, store: the operator's commands, on the local
+/// store. While the daemon runs, backup and stats belong to its API.
+async fn ops_command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCode> {
+    if let Cmd::Restore { file, verify_only } = command {
+        let m = if *verify_only {
+            backup::verify(file)?
+        } else {
+            let store = Store::open(&cfg.store)?;
+            let path = cfg.store.path.clone();
+            let file = file.clone();
+            let r = tokio::task::spawn_blocking(move || backup::restore(&store, &file, &path)).await??;
+            println!(
+                "restored the backup of {}: {} record(s), {} blob(s) ({} bytes)",
+                ticketd::ticket::rfc3339::format(&r.created),
+                r.records,
+                r.blobs,
+                r.blob_bytes
+            );
+            return Ok(ExitCode::SUCCESS);
+        };
+        println!(
+            "{}: a whole backup of {} (format {}): {} record(s), {} blob(s) ({} bytes)",
+            file.display(),
+            ticketd::ticket::rfc3339::format(&m.created),
+            m.format,
+            m.records(),
+            m.blob_count(),
+            m.blob_bytes()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let desk = local_desk(cfg)?;
+    let r = match command {
+        Cmd::Import { paths } => match import::run(&desk, paths, import::Show::Stderr).await {
+            Ok(summary) => {
+                println!("{}", summary.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Backup { file } => match backup::backup_to_file(&desk, file).await {
+            Ok(s) => {
+                println!("{}: {} record(s), {} blob(s) ({} bytes)", file.display(), s.records, s.blobs, s.blob_bytes);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Store { command: StoreCmd::Stats { json } } => {
+            let st = desk.stats()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", st.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Store { command: StoreCmd::Prune } => {
+            let days = desk.config().store.retention_days;
+            let r = desk.prune_all(chrono::Utc::now()).await?;
+            if days == 0 {
+                println!("store.retention_days is 0: mail is kept forever");
+            }
+            println!(
+                "pruned {} ticket(s): {} raw cop(ies), {} sent-mail bodies; {} stale rate-limit record(s) dropped",
+                r.tickets, r.raw_copies, r.sent_records, r.stale_acks
+            );
+            if let Some(w) = &r.waiting {
+                println!("{w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => unreachable!("only the operator's commands come here"),
+    };
+    desk.join_when_last().await;
+    r
 }
 
 fn outbox_line(v: &OutboxView) -> String {

@@ -219,6 +219,7 @@ pub fn apply(
             uid: o.uid,
             at: now,
             content_sha256: o.content_sha256.clone(),
+            pruned: None,
         };
         tx.put(Table::Ingested, o.dedupe_key.as_bytes(), json(&rec));
     }

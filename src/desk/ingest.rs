@@ -160,6 +160,13 @@ fn quarantine(reason: String) -> Decision {
     Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason }] }
 }
 
+/// Mail quarantined unread is known only by its bytes: the same bytes again
+/// (an import run twice, a mailbox read anew after a UIDVALIDITY change)
+/// are a copy, not a second quarantine entry.
+fn copy() -> Decision {
+    Decision { outcome: Outcome::Duplicate, effects: Vec::new() }
+}
+
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -282,21 +289,25 @@ impl Writer {
                     cfg.desk.max_message_bytes
                 );
                 let raw_sha256 = sha256_hex(header);
+                let dedupe_key = format!("toolarge:{raw_sha256}");
+                let decision = if tx.ingested(dedupe_key.as_bytes())?.is_some() { copy() } else { quarantine(reason) };
                 let origin = Origin {
                     mailbox,
                     uid_validity,
                     uid: *uid,
                     raw: header,
-                    dedupe_key: format!("toolarge:{raw_sha256}"),
+                    dedupe_key,
                     raw_sha256,
                     content_sha256: None,
                     advance_cursor: true,
                     clear_in_hand,
                 };
                 let sp = tx.savepoint();
-                apply(tx, Some(&origin), None, &quarantine(reason), now).inspect_err(|_| tx.rollback(sp))?;
-                self.health.count_message(mailbox, Outcome::Quarantined.code());
-                warn!(mailbox, uid, size, "message too large: quarantined");
+                apply(tx, Some(&origin), None, &decision, now).inspect_err(|_| tx.rollback(sp))?;
+                self.health.count_message(mailbox, decision.outcome.code());
+                if decision.outcome == Outcome::Quarantined {
+                    warn!(mailbox, uid, size, "message too large: quarantined");
+                }
                 return Ok(());
             }
             Item::Mail { uid, raw } => (*uid, raw.as_slice()),
@@ -356,6 +367,7 @@ impl Writer {
             Some(f) => f.dedupe_key.clone(),
             None => format!("sha256:{raw_sha256}"),
         };
+        let decision = if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() { copy() } else { decision };
         let origin = Origin {
             mailbox,
             uid_validity,

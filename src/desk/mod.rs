@@ -4,7 +4,11 @@
 //! committed state straight from the store and return view types.
 
 pub mod apply;
+pub mod backup;
+pub mod import;
 pub mod ingest;
+pub mod retention;
+pub mod stats;
 pub mod tx;
 pub mod views;
 pub mod writer;
@@ -137,6 +141,12 @@ impl Desk {
     /// Starts the writer.
     pub fn start(parts: Parts) -> Result<Started, StoreError> {
         let Parts { cfg, store, secret, templates, wake, health, daemon } = parts;
+        if backup::unfinished(&store)? {
+            return Err(StoreError::Internal(format!(
+                "a restore into {} did not finish: delete it (and the attachments directory) and run `ticketd restore` again",
+                cfg.store.path.display()
+            )));
+        }
         let mut unclean = false;
         if daemon {
             unclean = store.get_meta(keys::RUNNING)?.is_some();

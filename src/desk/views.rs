@@ -179,6 +179,11 @@ impl Desk {
     pub fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, DeskError> {
         let mut out = Vec::new();
         for (rec, raw) in self.store().raw_for_ticket(n)? {
+            let raw = match (raw, rec.pruned) {
+                (Some(raw), _) => raw,
+                (None, Some(at)) => super::retention::pruned_placeholder(n, &rec, at),
+                (None, None) => continue,
+            };
             out.extend_from_slice(format!("From ticketd {}\n", rec.at.format("%a %b %e %H:%M:%S %Y")).as_bytes());
             // mboxrd: quote "From " lines so the mailbox splits where it should.
             for line in raw.split_inclusive(|b| *b == b'\n') {

@@ -91,6 +91,17 @@ pub(super) enum Job {
     EndRun {
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
+    /// Copies every table of the committed state to `dir` (a backup).
+    Backup {
+        dir: std::path::PathBuf,
+        reply: oneshot::Sender<Result<super::backup::Snapshot, super::backup::BackupError>>,
+    },
+    /// One bounded run of retention.
+    Prune {
+        plan: super::retention::Plan,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<super::retention::PruneReport, DeskError>>,
+    },
 }
 
 /// What a quarantine retry did.
@@ -120,9 +131,11 @@ pub(super) struct Writer {
     /// Post-actions known done, to record with the next commit.
     acks: std::collections::BTreeMap<String, (u32, u32)>,
     pub(super) health: Health,
+    /// Backups copying blobs right now: retention deletes none meanwhile.
+    pub(super) blob_copies: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 
 fn stopped<T>(r: Result<T, StoreError>) -> Result<T, DeskError> {
     r.map_err(DeskError::from)
@@ -151,6 +164,7 @@ impl Writer {
             failing: false,
             acks: Default::default(),
             health,
+            blob_copies: Default::default(),
         }
     }
 
@@ -205,6 +219,12 @@ impl Writer {
                         let _ = reply.send(err.map_or(Ok(()), |e| Err(DeskError::Store(e.to_owned()))));
                     }));
                     stop = true;
+                }
+                Job::Backup { dir, reply } => {
+                    // A copy of committed state: what this group holds is committed first.
+                    let earlier = std::mem::replace(&mut tx, Tx::new(&store));
+                    self.commit(earlier, std::mem::take(&mut finish));
+                    let _ = reply.send(self.snapshot(&dir));
                 }
                 job => finish.push(self.handle(&mut tx, job)),
             }
@@ -350,7 +370,8 @@ impl Writer {
                 let r = guarded(tx, r);
                 done(reply, r)
             }
-            Job::EndRun { .. } => unreachable!("handled in group()"),
+            Job::Prune { plan, now, reply } => self.prune(tx, plan, now, reply),
+            Job::EndRun { .. } | Job::Backup { .. } => unreachable!("handled in group()"),
         }
     }
 

@@ -239,6 +239,10 @@ pub struct IngestRecord {
     /// second copy of one mail from a different mail reusing its Message-ID.
     #[serde(default)]
     pub content_sha256: Option<String>,
+    /// Retention removed the raw copy then; the record itself stays for
+    /// dedupe and threading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -510,15 +514,15 @@ impl Store {
         attachment_file(&self.attachments_dir, sha256)
     }
 
-    /// The raw messages that went into ticket `n`, in the order they came.
-    pub fn raw_for_ticket(&self, n: u64) -> Result<Vec<(IngestRecord, Vec<u8>)>, StoreError> {
+    /// The raw messages that went into ticket `n`, in the order they came;
+    /// `None` where retention pruned the copy (or it is missing).
+    pub fn raw_for_ticket(&self, n: u64) -> Result<Vec<TicketMail>, StoreError> {
         let mut out = Vec::new();
         for item in self.backend.scan(Table::Ingested, Scan::default()) {
             let (_, v) = item?;
             let rec: IngestRecord = parse(Table::Ingested, &v)?;
-            if rec.ticket == Some(n)
-                && let Some(raw) = self.raw(&rec.raw_sha256)?
-            {
+            if rec.ticket == Some(n) {
+                let raw = if rec.pruned.is_some() { None } else { self.raw(&rec.raw_sha256)? };
                 out.push((rec, raw));
             }
         }
@@ -526,6 +530,9 @@ impl Store {
         Ok(out)
     }
 }
+
+/// One mail of a ticket: its record and, unless pruned, its bytes.
+pub type TicketMail = (IngestRecord, Option<Vec<u8>>);
 
 /// `<dir>/<sha[0:2]>/<sha>`: spread over 256 folders.
 pub fn attachment_file(dir: &Path, sha256: &str) -> PathBuf {

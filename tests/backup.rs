@@ -1,0 +1,370 @@
+//! `ticketd backup` / `restore`: a backup taken while the desk works on a
+//! real mailbox restores into a fresh store as the same desk (byte for
+//! byte), which then goes on without fetching or sending anything twice; a
+//! snapshot is one committed state however busy the writer is; damaged,
+//! cut-off and misplaced restores are refused before anything is written.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use common::{Daemon, Lab};
+use ticketd::config::Config;
+use ticketd::desk::backup::{self, BackupError};
+use ticketd::desk::{ActorRef, Desk, Item, Mode, Parts};
+use ticketd::imap::worker::Worker;
+use ticketd::outbound::sender::Sender;
+use ticketd::outbound::templates::Templates;
+use ticketd::store::{IngestRecord, Records, Scan, Store, Table, WriteSet, keys};
+use ticketd::triage::act::Action;
+
+fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ticketd")).arg("--config").arg(config).args(args).output().unwrap()
+}
+
+fn ok(config: &Path, args: &[&str]) -> Vec<u8> {
+    let out = cli(config, args);
+    assert!(
+        out.status.success(),
+        "ticketd {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn customer_mail(id: &str, subject: &str, extra: &str, body: &str) -> String {
+    format!(
+        "From: Cora <customer@example.test>\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Mon, 01 Dec 2025 09:00:00 +0000\r\n{extra}\r\n{body}"
+    )
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The daemon's parts, in this process: a worker for the mailbox, the
+/// sender, the writer.
+struct Running {
+    desk: Desk,
+    store: Store,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn run_in_process(config: &Path) -> Running {
+    let cfg = Arc::new(Config::load(config).unwrap());
+    let store = Store::open(&cfg.store).unwrap();
+    let secret = store.secret().unwrap();
+    let wake = Arc::new(Notify::new());
+    let desk = Desk::start(Parts {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        secret,
+        templates: Templates::default(),
+        wake: wake.clone(),
+        health: Default::default(),
+        daemon: true,
+    })
+    .unwrap()
+    .desk;
+    let shutdown = CancellationToken::new();
+    let worker = Worker {
+        mb: cfg.mailboxes[0].clone(),
+        desk: desk.clone(),
+        max_message_bytes: cfg.desk.max_message_bytes,
+        shutdown: shutdown.clone(),
+    };
+    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake, shutdown: shutdown.clone() };
+    let tasks = vec![tokio::spawn(worker.run()), tokio::spawn(sender.run())];
+    Running { desk, store, shutdown, tasks }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.desk.end_run().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
+    let lab = Lab::start();
+    let a = Daemon::prepare(&lab, "", "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000");
+    let run = run_in_process(&a.config);
+
+    let attachment = "Q1JBU0ggUkVQT1JUIDQyCg==\r\n".repeat(20);
+    let with_file = customer_mail(
+        "m1@customer.test",
+        "Printer jams",
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n",
+        &format!(
+            "--b\r\nContent-Type: text/plain\r\n\r\nIt jams, log attached.\r\n--b\r\nContent-Type: text/plain; name=\"log.txt\"\r\nContent-Disposition: attachment; filename=\"log.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--b--\r\n"
+        ),
+    );
+    let reply = customer_mail(
+        "m2@customer.test",
+        "Re: Printer jams",
+        "In-Reply-To: <m1@customer.test>\r\n",
+        "Also on envelopes.\r\n",
+    );
+    let other = customer_mail("m3@customer.test", "Invoice", "", "Where is my invoice?\r\n");
+    let huge = customer_mail("m4@customer.test", "Scan", "", &"A big scan.\r\n".repeat(600));
+    for m in [&with_file, &reply, &other, &huge] {
+        lab.smtp_send("customer@example.test", &["support@example.test"], m.as_bytes()).await.unwrap();
+    }
+    common::all_seen(&lab, "support", 4, Duration::from_secs(30)).await;
+    run.desk
+        .act(
+            1,
+            ActorRef::Agent("agent_alice".into()),
+            vec![Action::Reply { text: "Try the rear tray.".into(), attachments: vec![] }],
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
+    eventually("everything sent", || run.store.pending_count() == 0 && run.store.sent_entries().unwrap().len() >= 5)
+        .await;
+    let acks_before = lab.imap_fetch_all("customer", "INBOX").await.unwrap().len();
+    assert!(acks_before >= 3, "two acknowledgements and the relay");
+    assert_eq!(run.store.quarantine_entries().unwrap().len(), 1, "the big scan");
+
+    // While the worker and the sender run.
+    let file = a.dir.path().join("desk.backup");
+    let summary = backup::backup_to_file(&run.desk, &file).await.unwrap();
+    assert!(summary.records > 10 && summary.blobs >= 5, "{summary:?}");
+    run.stop().await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "it holds mail and the secret"
+        );
+    }
+    let listing = std::process::Command::new("tar").arg("tf").arg(&file).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.starts_with("ticketd-backup\n") && listing.ends_with("manifest.json\n"), "{listing}");
+    assert!(listing.contains("tables/tickets.jsonl") && listing.contains("blobs/attachment/"), "{listing}");
+
+    let export = ok(&a.config, &["export"]);
+    let outbox = ok(&a.config, &["outbox", "--all", "--json"]);
+    let quarantine = ok(&a.config, &["quarantine", "list", "--json"]);
+    let raw = ok(&a.config, &["tickets", "raw", "1"]);
+    assert_eq!(String::from_utf8_lossy(&export).lines().count(), 2);
+
+    let b = Daemon::prepare(&lab, "", "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000");
+    let restored = ok(&b.config, &["restore", file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&restored).contains("restored the backup"));
+    assert_eq!(ok(&b.config, &["export"]), export, "export is byte for byte the same");
+    assert_eq!(ok(&b.config, &["outbox", "--all", "--json"]), outbox);
+    assert_eq!(ok(&b.config, &["quarantine", "list", "--json"]), quarantine);
+    assert_eq!(ok(&b.config, &["tickets", "raw", "1"]), raw, "raw mail restored");
+    let stats =
+        |c: &Path| -> serde_json::Value { serde_json::from_slice(&ok(c, &["store", "stats", "--json"])).unwrap() };
+    let (sa, sb) = (stats(&a.config), stats(&b.config));
+    assert_eq!(sa["cursors"], sb["cursors"]);
+    assert_eq!(sa["blobs"], sb["blobs"]);
+    assert_eq!(sa["tables"], sb["tables"]);
+    let again = cli(&b.config, &["restore", file.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // The restored desk goes on: nothing fetched, nothing sent twice.
+    let mut b = b;
+    b.spawn();
+    let fresh = customer_mail("m5@customer.test", "Toner", "", "Toner is empty.\r\n");
+    lab.smtp_send("customer@example.test", &["support@example.test"], fresh.as_bytes()).await.unwrap();
+    lab.wait_for_messages("customer", "INBOX", acks_before + 1, Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.stop_ok();
+    assert_eq!(lab.imap_fetch_all("customer", "INBOX").await.unwrap().len(), acks_before + 1, "only the new ack");
+    let log = b.log_text();
+    assert!(!log.contains("skipped: a copy"), "a mail was fetched again:\n{log}");
+    let export_b = ok(&b.config, &["export"]);
+    assert!(export_b.starts_with(&export), "the old tickets are as they were");
+    let lines: Vec<&str> = std::str::from_utf8(&export_b).unwrap().lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[2].contains("\"_id\":\"support_ticket_3\"") && lines[2].contains("Toner"), "{}", lines[2]);
+    let out_b: Vec<serde_json::Value> = std::str::from_utf8(&ok(&b.config, &["outbox", "--all", "--json"]))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let old: Vec<serde_json::Value> =
+        std::str::from_utf8(&outbox).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(&out_b[..old.len()], &old[..], "nothing old was queued again");
+    assert!(out_b[old.len()..].iter().all(|e| e["ticket"] == 3), "{out_b:?}");
+
+    // With the daemon stopped the CLI backs up the store itself.
+    let second = a.dir.path().join("stopped.backup");
+    ok(&a.config, &["backup", second.to_str().unwrap()]);
+    let verified = ok(&a.config, &["restore", "--verify-only", second.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&verified).contains("a whole backup"));
+    let c = Daemon::prepare(&lab, "", "");
+    ok(&c.config, &["restore", second.to_str().unwrap()]);
+    assert_eq!(ok(&c.config, &["export"]), export);
+}
+
+fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
+    let toml = format!(
+        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("c.toml");
+    std::fs::write(&p, toml).unwrap();
+    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
+    let store = Store::open(&cfg.store).unwrap();
+    let desk = Desk::start(Parts {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        secret: b"0123456789abcdef0123".to_vec(),
+        templates: Templates::default(),
+        wake: Default::default(),
+        health: Default::default(),
+        daemon: false,
+    })
+    .unwrap()
+    .desk;
+    (cfg, store, desk)
+}
+
+fn numbered(uid: u32) -> Vec<u8> {
+    // Every fourth mail answers the one before it.
+    let extra = if uid.is_multiple_of(4) { format!("In-Reply-To: <n{}@c.test>\r\n", uid - 1) } else { String::new() };
+    format!(
+        "From: <c{}@c.test>\r\nTo: support@example.test\r\nSubject: Question {uid}\r\nMessage-ID: <n{uid}@c.test>\r\n{extra}\r\nbody {uid}\r\n",
+        uid % 7
+    )
+    .into_bytes()
+}
+
+fn ingested(store: &Store) -> Vec<IngestRecord> {
+    store
+        .backend()
+        .scan(Table::Ingested, Scan::default())
+        .map(|r| serde_json::from_slice(&r.unwrap().1).unwrap())
+        .collect()
+}
+
+/// Tables copied one after the other still agree with each other.
+fn check_one_state(store: &Store) -> usize {
+    let tickets = store.tickets().unwrap();
+    assert_eq!(store.counter(keys::NEXT_TICKET).unwrap(), tickets.len() as u64 + 1, "counter and tickets agree");
+    let records = ingested(store);
+    for t in &tickets {
+        let mails = records.iter().filter(|r| r.ticket == Some(t.number)).count();
+        assert_eq!(t.ticket.threads.len(), mails, "ticket {} and its ingest records agree", t.number);
+        for id in &t.thread_ids {
+            assert_eq!(store.ticket_by_message_id(id).unwrap(), Some(t.number));
+        }
+    }
+    for r in &records {
+        assert!(store.raw(&r.raw_sha256).unwrap().is_some(), "raw copy of uid {}", r.uid);
+    }
+    let top = records.iter().map(|r| r.uid).max().unwrap_or(0);
+    assert_eq!(store.cursor("support").unwrap().map_or(0, |c| c.last_uid), top, "cursor and records agree");
+    for (_, e) in store.pending_entries().unwrap() {
+        assert!(tickets.iter().any(|t| t.number == e.mail.ticket), "outbox names a ticket that exists");
+    }
+    tickets.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let writer = desk.clone();
+    let load = tokio::spawn(async move {
+        for batch in 0..60u32 {
+            let items: Vec<Item> =
+                (1..=10).map(|i| batch * 10 + i).map(|uid| Item::Mail { uid, raw: numbered(uid) }).collect();
+            let r = writer.ingest_with("support", 1, items, Mode::Live).await;
+            assert_eq!(r.error, None);
+        }
+    });
+    let mut files = Vec::new();
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let f = dir.path().join(format!("b{i}.backup"));
+        backup::backup_to_file(&desk, &f).await.unwrap();
+        files.push(f);
+    }
+    load.await.unwrap();
+    let mut sizes = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let (cfg, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
+        restored.join_when_last().await;
+        backup::restore(&store, f, &cfg.store.path).unwrap();
+        sizes.push(check_one_state(&store));
+    }
+    assert!(sizes.iter().any(|n| *n > 0), "the snapshots were taken while tickets existed: {sizes:?}");
+    assert!(sizes.iter().any(|n| *n < 450), "and while mail was still coming in: {sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let items = (1..=5).map(|uid| Item::Mail { uid, raw: numbered(uid) }).collect();
+    assert_eq!(desk.ingest_with("support", 1, items, Mode::Quiet).await.error, None);
+    let file = dir.path().join("good.backup");
+    backup::backup_to_file(&desk, &file).await.unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+
+    let (cfg, target, d) = quiet_world(&dir.path().join("target"));
+    d.join_when_last().await;
+    let fail = |name: &str, content: &[u8]| -> BackupError {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let e = backup::restore(&target, &p, &cfg.store.path).unwrap_err();
+        assert_eq!(target.tickets().unwrap().len(), 0, "{name}: nothing written");
+        assert!(!backup::unfinished(&target).unwrap(), "{name}: not even the marker");
+        e
+    };
+    let e = fail("cut.backup", &bytes[..bytes.len() / 2]);
+    assert!(matches!(e, BackupError::Incomplete | BackupError::Damaged(_)), "{e}");
+    // The first "Question 3" is the ticket's title in tables/tickets.jsonl.
+    let at = bytes.windows(10).position(|w| w == b"Question 3").unwrap();
+    let mut flipped = bytes.clone();
+    flipped[at] ^= 0x20;
+    let e = fail("flipped.backup", &flipped);
+    assert!(e.to_string().contains("damaged"), "{e}");
+    let e = fail("notes.txt", b"just some text, not a tar at all\n");
+    assert!(matches!(e, BackupError::NotABackup(_)), "{e}");
+
+    backup::restore(&target, &file, &cfg.store.path).unwrap();
+    assert_eq!(target.tickets().unwrap(), desk.store().tickets().unwrap());
+    let e = backup::restore(&target, &file, &cfg.store.path).unwrap_err();
+    assert!(matches!(e, BackupError::NotEmpty { .. }), "{e}");
+
+    // A restore that died half-way leaves a store no desk starts on.
+    let (cfg2, half, d) = quiet_world(&dir.path().join("half"));
+    d.join_when_last().await;
+    let mut w = WriteSet::default();
+    w.put(Table::Meta, backup::RESTORING, vec![1]);
+    half.commit(w).unwrap();
+    let e = backup::restore(&half, &file, &cfg2.store.path).unwrap_err();
+    assert!(matches!(e, BackupError::Unfinished(_)), "{e}");
+    drop(half);
+    let out = cli(&dir.path().join("half/c.toml"), &["export"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a restore into"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
