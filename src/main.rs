@@ -2,9 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ticketd::api::client::AccessError;
 use ticketd::config::{Config, ConfigError, DEFAULT_PATH};
 use ticketd::desk::views::{OutboxView, QuarantineView, Sort, TicketQuery};
-use ticketd::desk::{ActorRef, DeskError, RetryOutcome, Upload};
+use ticketd::desk::{ActorRef, RetryOutcome, Upload};
 use ticketd::text::{clean_line, clean_text};
 use ticketd::ticket::{ThreadType, Ticket, parse_ticket_ref};
 use ticketd::triage::act::Action;
@@ -283,7 +284,7 @@ fn fail(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn outcome<T>(r: Result<T, DeskError>, ok: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
+fn outcome<T>(r: Result<T, AccessError>, ok: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
     match r {
         Ok(v) => {
             ok(v);

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod ingest;
+pub mod probe;
 pub mod tx;
 pub mod views;
 pub mod writer;
