@@ -247,6 +247,19 @@ async fn the_attachment_url_of_a_ticket_downloads_the_same_bytes() {
     let sha = path.split('/').nth(2).unwrap();
     assert_eq!(daemon.api().get(&format!("/attachments/{sha}/other.bin")).await.unwrap().status, 404);
     assert_eq!(daemon.api().get(&format!("/attachments/{}/x.bin", "f".repeat(64))).await.unwrap().status, 404);
+
+    // A reply with a file through the CLI (multipart over the API): relayed, stored, served.
+    let file = daemon.dir.path().join("fix résumé.txt");
+    std::fs::write(&file, b"Step 1: unplug.\n").unwrap();
+    let file = file.to_str().unwrap();
+    cli_ok(&daemon, &["tickets", "reply", "1", "--text", "The fix is attached.", "--attach", file]);
+    let relay = wait_for_text(&lab, "customer", "The fix is attached.", WAIT).await;
+    assert!(relay.contains("attachment: fix résumé.txt"), "{relay}");
+    let t = json_of(&daemon.api().get("/api/v1/tickets/1").await.unwrap());
+    let a = t["attachments"].as_array().unwrap().iter().find(|a| a["filename"] == "fix résumé.txt").unwrap().clone();
+    let path = a["url"].as_str().unwrap().strip_prefix(&base).unwrap().to_owned();
+    let r = daemon.api().get(&path).await.unwrap();
+    assert_eq!((r.status.as_u16(), r.body.as_ref()), (200, &b"Step 1: unplug.\n"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

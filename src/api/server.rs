@@ -314,3 +314,26 @@ impl Server {
         debug!("API stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unix_socket_is_0660_replaces_a_stale_one_and_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("api.sock");
+        drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
+        assert!(p.exists(), "a stale socket is left behind");
+        let live = bind_unix(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o660);
+        let again = bind_unix(&p).unwrap_err().to_string();
+        assert!(again.contains("another process is serving"), "{again}");
+        drop(live);
+        let file = d.path().join("file");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(bind_unix(&file).unwrap_err().to_string().contains("not a socket"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+}

@@ -283,3 +283,39 @@ async fn the_openapi_document_names_exactly_the_routes() {
         assert!(!matches!(e["error"].as_str(), Some("no_route" | "method_not_allowed")), "{method} {uri}: {e}");
     }
 }
+
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let mut b = Vec::new();
+    for (name, file, bytes) in parts {
+        let file = file.map(|f| format!("; filename=\"{f}\"")).unwrap_or_default();
+        b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n").as_bytes());
+        b.extend_from_slice(bytes);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    ("multipart/form-data; boundary=XyZ".into(), b)
+}
+
+#[tokio::test]
+async fn multipart_replies_carry_files_within_their_limits() {
+    let w = world("[attachments]\nmax_bytes = 16").await;
+    w.ingest().await;
+    let (ct, body) = multipart(&[("text", None, b"See the file."), ("files", Some("fix.txt"), b"unplug it")]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let t: Value = serde_json::from_slice(&b).unwrap();
+    assert!(t["attachments"].as_array().unwrap().iter().any(|a| a["filename"] == "fix.txt" && a["size"] == 9), "{t:#}");
+    let relay = w.desk.outbox(false).unwrap().into_iter().find(|o| o.kind == crate::outbound::OutKind::Relay).unwrap();
+    assert_eq!(relay.to, vec!["carla@customer.test".to_owned()]);
+
+    let (ct, body) = multipart(&[("text", None, b"x"), ("files", Some("big.bin"), &[0u8; 17])]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    let e: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, e["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("files")), "{e}");
+    let (ct, body) = multipart(&[("text", None, b"x"), ("colour", None, b"red")]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    let e: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_field")), "{e}");
+    let (s, e) = w.call(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), Some(json!({"text": "  "}))).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("text")), "an empty reply is refused: {e}");
+}
