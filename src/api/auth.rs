@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::config::{ApiConfig, Config};
-use crate::desk::ActorRef;
+use crate::desk::{ActorRef, DeskError};
 
 /// The header with which the admin token acts as an agent.
 pub const ACT_AS: &str = "x-ticketd-act-as";
@@ -148,10 +148,9 @@ impl Tokens {
                         ApiError::invalid("X-Ticketd-Act-As", "X-Ticketd-Act-As must name an agent id")
                     })?;
                 if !cfg.agents.iter().any(|a| a.id == id) {
-                    return Err(ApiError::invalid(
-                        "X-Ticketd-Act-As",
-                        format!("unknown agent {:?}", crate::text::truncate_chars(&crate::text::clean_line(id), 64)),
-                    ));
+                    // The desk's own words, so the CLI says the same either way.
+                    let shown = crate::text::truncate_chars(&crate::text::clean_line(id), 64);
+                    return Err(DeskError::invalid("actor", format!("unknown agent {shown:?}")).into());
                 }
                 Some(id.to_owned())
             }

@@ -288,7 +288,9 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     let mut b = Vec::new();
     for (name, file, bytes) in parts {
         let file = file.map(|f| format!("; filename=\"{f}\"")).unwrap_or_default();
-        b.extend_from_slice(format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n").as_bytes());
+        b.extend_from_slice(
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n").as_bytes(),
+        );
         b.extend_from_slice(bytes);
         b.extend_from_slice(b"\r\n");
     }

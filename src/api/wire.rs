@@ -175,7 +175,8 @@ pub fn ticket_query_string(q: &TicketQuery) -> String {
         s.append_pair("sort", &name);
     }
     if let Some(n) = q.limit {
-        s.append_pair("limit", &n.min(MAX_LIMIT).to_string());
+        // The desk clamps a local limit the same way.
+        s.append_pair("limit", &n.clamp(1, MAX_LIMIT).to_string());
     }
     if let Some(c) = &q.cursor {
         s.append_pair("cursor", c);

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod ingest;
 pub mod probe;
+pub mod query;
 pub mod tx;
 pub mod views;
 pub mod writer;
