@@ -77,6 +77,34 @@ fn contains_lower(text: &str, q: &str) -> bool {
     q.is_empty() || t.windows(q.len()).any(|w| w.iter().zip(q).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
+/// A test on a record's stored bytes that rules a text search out before
+/// any parsing. Exact, never a false "no": JSON (as serde_json writes it)
+/// keeps every character of a string except `"`, `\\` and controls, so an
+/// ASCII query free of those that occurs in the title or description,
+/// ignoring ASCII case, occurs in the stored bytes too — unless the text
+/// holds one of the two characters whose lower case is ASCII, and then
+/// the record is parsed anyway.
+struct Prefilter(regex::bytes::Regex);
+
+/// UTF-8 of U+0130 (İ, lower case "i̇") and U+212A (KELVIN SIGN, "k").
+const LOWERS_TO_ASCII: [&[u8]; 2] = [b"\xC4\xB0", b"\xE2\x84\xAA"];
+
+impl Prefilter {
+    fn new(q_lower: &str) -> Option<Prefilter> {
+        let plain =
+            !q_lower.is_empty() && q_lower.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        if !plain {
+            return None;
+        }
+        let re = regex::bytes::RegexBuilder::new(&regex::escape(q_lower)).case_insensitive(true).unicode(false).build();
+        re.ok().map(Prefilter)
+    }
+
+    fn may_match(&self, raw: &[u8]) -> bool {
+        self.0.is_match(raw) || LOWERS_TO_ASCII.iter().any(|c| memchr::memmem::find(raw, c).is_some())
+    }
+}
+
 fn sort_key(s: Sort, t: &HeadTicket<'_>) -> DateTime<Utc> {
     match s {
         Sort::UpdatedAsc | Sort::UpdatedDesc => t.updated_at,
@@ -93,6 +121,8 @@ pub(super) fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError
     let text = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
     let text = text.as_deref();
     let store = desk.store();
+    let pre = text.and_then(Prefilter::new);
+    let skip = |v: &[u8]| pre.as_ref().is_some_and(|p| !p.may_match(v));
     match q.sort {
         Sort::NumberDesc | Sort::NumberAsc => {
             let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
@@ -102,7 +132,7 @@ pub(super) fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError
             let mut more = false;
             for item in store.backend().scan(Table::Tickets, scan) {
                 let (_, v) = item?;
-                if !q.matches(&head(&v)?, text) {
+                if skip(&v) || !q.matches(&head(&v)?, text) {
                     continue;
                 }
                 if tickets.len() == limit {
@@ -127,6 +157,9 @@ pub(super) fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError
             let mut keys: Vec<(i64, u64)> = Vec::new();
             for item in store.backend().scan(Table::Tickets, Scan::default()) {
                 let (_, v) = item?;
+                if skip(&v) {
+                    continue;
+                }
                 let h = head(&v)?;
                 if q.matches(&h, text) {
                     keys.push((sort_key(sort, &h.ticket).timestamp(), h.number));
@@ -182,5 +215,23 @@ mod tests {
         assert!(contains_lower("Temperature 300 \u{212A}", "300 k"), "non-ASCII text lower-cases as before");
         assert!(!contains_lower("Printer", "printers"));
         assert!(!contains_lower("ascii only", "é"));
+    }
+
+    #[test]
+    fn the_text_prefilter_never_rules_out_a_match() {
+        // The only characters outside ASCII whose lower case holds ASCII.
+        let lowers_to_ascii: Vec<char> =
+            ('\u{80}'..=char::MAX).filter(|c| c.to_lowercase().any(|l| l.is_ascii())).collect();
+        assert_eq!(lowers_to_ascii, ['\u{130}', '\u{212A}']);
+        for c in lowers_to_ascii {
+            assert!(LOWERS_TO_ASCII.contains(&c.to_string().as_bytes()));
+        }
+        let stored = |title: &str| serde_json::to_vec(&serde_json::json!({"title": title})).unwrap();
+        let p = Prefilter::new("300 k").unwrap();
+        assert!(p.may_match(&stored("Oven at 300 K")));
+        assert!(p.may_match(&stored("Oven at 300 \u{212A}")), "KELVIN SIGN lower-cases to k");
+        assert!(!p.may_match(&stored("Oven at 200 K")));
+        assert!(Prefilter::new("say \"hi\"").is_none(), "quotes are escaped in JSON");
+        assert!(Prefilter::new("café").is_none());
     }
 }
