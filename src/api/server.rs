@@ -211,6 +211,8 @@ enum Bound {
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
+type Serving = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
 pub struct Server {
     bound: Bound,
     app: Router,
@@ -291,11 +293,11 @@ impl Server {
         let (serve, socket) = match self.bound {
             Bound::Tcp(l) => {
                 let f = axum::serve(l, self.app).with_graceful_shutdown(stop);
-                (Box::pin(f.into_future()) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>, None)
+                (Box::pin(f.into_future()) as Serving, None)
             }
             Bound::Unix(l, p) => {
                 let f = axum::serve(l, self.app).with_graceful_shutdown(stop);
-                (Box::pin(f.into_future()) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>, Some(p))
+                (Box::pin(f.into_future()) as Serving, Some(p))
             }
         };
         let deadline = async {
