@@ -10,7 +10,9 @@ set -euo pipefail
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
 readonly MAIL_USER=ticketd-lab
 # python3: the demo sends and reads mail with smtplib/imaplib.
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3)
+# prometheus: its promtool checks a real /metrics scrape (tests/api.rs); the
+# Prometheus server itself is neither configured nor started.
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus)
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -31,7 +33,7 @@ fail() {
 
 missing() {
     local b
-    for b in dovecot doveadm postfix postconf openssl python3; do
+    for b in dovecot doveadm postfix postconf openssl python3 promtool; do
         command -v "$b" >/dev/null 2>&1 || return 0
     done
     # Binaries of dovecot-imapd, dovecot-lmtpd and dovecot-sieve.
@@ -67,7 +69,7 @@ if missing; then
     # 25/143/993): the labs need none of that. A system MTA that was there
     # before this script is left alone.
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-        systemctl disable --now dovecot.service postfix.service >>"$log" 2>&1 || true
+        systemctl disable --now dovecot.service postfix.service prometheus.service >>"$log" 2>&1 || true
     fi
 fi
 

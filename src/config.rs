@@ -144,8 +144,65 @@ pub struct Config {
     pub mailboxes: Vec<MailboxConfig>,
     pub agents: Vec<Agent>,
     pub rules: Vec<Rule>,
+    /// The local HTTP API; off without an `[api]` section.
+    pub api: Option<ApiConfig>,
     /// Not errors, but worth saying (check-config prints them).
     pub warnings: Vec<Problem>,
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    /// `unix:/run/ticketd/api.sock`: created 0660, a stale one replaced.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listen {
+    /// Where links to this listener point: an unspecified address
+    /// (`0.0.0.0`) is reached through loopback; a unix socket has no URL of
+    /// its own (`curl --unix-socket` takes any host, we write `localhost`).
+    pub fn base_url(&self) -> String {
+        match self {
+            Listen::Tcp(a) if a.ip().is_unspecified() => {
+                let ip: std::net::IpAddr = if a.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                format!("http://{}", std::net::SocketAddr::new(ip, a.port()))
+            }
+            Listen::Tcp(a) => format!("http://{a}"),
+            Listen::Unix(_) => "http://localhost".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: Listen,
+    /// The admin's bearer token (read when the server or the CLI starts).
+    pub token_file: PathBuf,
+    /// Agent id → the file holding that agent's own token.
+    pub agent_tokens: Vec<(String, PathBuf)>,
+    /// Attachment downloads without a token: the URL (a SHA-256 and the
+    /// exact file name) is the capability.
+    pub public_attachments: bool,
+    /// Bound on one request, body upload included.
+    pub timeout: Duration,
+    /// Largest multipart reply, all files together.
+    pub max_upload_bytes: u64,
+    /// Requests handled at once; more wait.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +442,17 @@ struct RawConfig {
     agents: Vec<RawAgent>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    api: Option<RawApi>,
+}
+
+#[derive(Deserialize)]
+struct RawApi {
+    listen: L<String>,
+    token_file: L<PathBuf>,
+    public_attachments: L<bool>,
+    timeout: L<String>,
+    max_upload_bytes: L<String>,
+    concurrency: L<usize>,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +542,7 @@ struct RawAgent {
     id: L<String>,
     email: L<String>,
     name: L<String>,
+    token_file: L<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -846,9 +915,13 @@ impl RawConfig {
 
         let mut agents = Vec::new();
         let mut agent_ids = BTreeSet::new();
+        let mut agent_tokens = Vec::new();
         for (i, a) in self.agents.into_iter().enumerate() {
             let p = format!("agents[{i}]");
             let id = c.required(&format!("{p}.id"), a.id, "an id like agent_alice").unwrap_or_default();
+            if let Some(t) = c.get(&format!("{p}.token_file"), a.token_file) {
+                agent_tokens.push((i, id.clone(), t));
+            }
             // The id travels inside Message-IDs: keep it to a safe alphabet.
             let safe = id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-');
             if !id.starts_with("agent_") || id.len() <= "agent_".len() || !safe {
@@ -947,14 +1020,100 @@ impl RawConfig {
             templates_dir: c.get("desk.templates_dir", d.templates_dir),
         };
 
+        let api = validate_api(c, self.api, agent_tokens);
         let base_url = c.get("attachments.base_url", self.attachments.base_url);
         let attachments = AttachmentsConfig {
-            base_url: default_base_url(base_url, &store.attachments_dir),
+            base_url: match (base_url, &api) {
+                // Out of the box the ticket JSON's links lead to our own API.
+                (None, Some(api)) => format!("{}/attachments", api.listen.base_url()),
+                (b, _) => default_base_url(b, &store.attachments_dir),
+            },
             max_bytes: c.get("attachments.max_bytes", self.attachments.max_bytes).unwrap_or(25 << 20),
         };
 
-        Config { store, desk, attachments, smtp, mailboxes, agents, rules, warnings: Vec::new() }
+        Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, warnings: Vec::new() }
     }
+}
+
+/// `[api]` and the agents' `token_file`s (`(index, id, path)`).
+fn validate_api(
+    c: &mut Checker<'_>,
+    raw: Option<RawApi>,
+    agent_tokens: Vec<(usize, String, PathBuf)>,
+) -> Option<ApiConfig> {
+    let Some(a) = raw else {
+        for (i, _, _) in &agent_tokens {
+            c.err(format!("agents[{i}].token_file"), "an agent token needs the [api] section");
+        }
+        return None;
+    };
+    let listen = match c.get("api.listen", a.listen) {
+        None => Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8025))),
+        Some(v) => match v.strip_prefix("unix:") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                // sun_path holds 108 bytes with the terminating NUL.
+                if !p.is_absolute() || p.as_os_str().len() > 107 {
+                    c.err("api.listen", format!("{v:?}: a unix socket needs an absolute path of at most 107 bytes"));
+                }
+                Listen::Unix(p)
+            }
+            None => {
+                match v.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => {
+                        if !addr.ip().is_loopback() {
+                            c.warn(
+                            "api.listen",
+                            format!("{addr} is not a loopback address: bearer tokens would cross the network in clear text"),
+                        );
+                        }
+                        Listen::Tcp(addr)
+                    }
+                    Err(_) => {
+                        c.err(
+                        "api.listen",
+                        format!("invalid {v:?}: write \"127.0.0.1:8025\", \"[::1]:8025\" or \"unix:/run/ticketd/api.sock\""),
+                    );
+                        Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8025)))
+                    }
+                }
+            }
+        },
+    };
+    let token_file = c.required("api.token_file", a.token_file, "the file holding the admin bearer token").map(|p| {
+        let p = c.credential(p);
+        c.secret_file("api.token_file", &p);
+        p
+    });
+    let mut agents = Vec::new();
+    for (i, id, p) in agent_tokens {
+        let p = c.credential(p);
+        c.secret_file(&format!("agents[{i}].token_file"), &p);
+        if token_file.as_ref() == Some(&p) || agents.iter().any(|(_, q)| q == &p) {
+            c.err(format!("agents[{i}].token_file"), "every token needs a file of its own");
+        }
+        agents.push((id, p));
+    }
+    let max_upload_bytes = match c.get("api.max_upload_bytes", a.max_upload_bytes) {
+        None => 64 << 20,
+        Some(v) => parse_size(&v).filter(|n| *n > 0).unwrap_or_else(|| {
+            c.err("api.max_upload_bytes", format!("invalid size {v:?}; write e.g. \"64MiB\""));
+            64 << 20
+        }),
+    };
+    let concurrency = c.get("api.concurrency", a.concurrency).unwrap_or(32);
+    if concurrency == 0 {
+        c.err("api.concurrency", "must be at least 1");
+    }
+    Some(ApiConfig {
+        listen,
+        token_file: token_file.unwrap_or_default(),
+        agent_tokens: agents,
+        public_attachments: c.get("api.public_attachments", a.public_attachments).unwrap_or(false),
+        timeout: c.duration("api.timeout", a.timeout, Duration::from_secs(30)),
+        max_upload_bytes,
+        concurrency: concurrency.max(1),
+    })
 }
 
 /// Sorts paths as a reader expects: sections in file order, list entries
@@ -1169,6 +1328,40 @@ password = "secret"
         let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err().to_string();
         assert!(err.contains("desk.display_name"), "{err}");
         assert!(err.contains("desk.subject_tag"), "{err}");
+    }
+
+    #[test]
+    fn the_api_section_and_its_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let token = d.path().join("api-token");
+        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+        let body = format!("{MINIMAL}\n[api]\ntoken_file = \"{}\"\n", token.display());
+        let c = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap();
+        let api = c.api.unwrap();
+        assert_eq!(api.listen, Listen::Tcp("127.0.0.1:8025".parse().unwrap()));
+        assert_eq!(c.attachments.base_url, "http://127.0.0.1:8025/attachments", "links lead to the API by default");
+        assert_eq!((api.public_attachments, api.timeout), (false, Duration::from_secs(30)));
+
+        let unix = body.replace("[api]\n", "[api]\nlisten = \"unix:/run/ticketd/api.sock\"\n");
+        let c = Config::load_with_env(&write(&d, &unix), Some(HashMap::new())).unwrap();
+        assert_eq!(c.api.unwrap().listen, Listen::Unix("/run/ticketd/api.sock".into()));
+        assert_eq!(c.attachments.base_url, "http://localhost/attachments");
+
+        let bad = format!(
+            "{MINIMAL}\n[[agents]]\nid = \"agent_a\"\nemail = \"a@example.test\"\ntoken_file = \"/x\"\n[api]\nlisten = \"localhost\"\nconcurrency = 0\n"
+        );
+        let ConfigError::Invalid(problems) = Config::load_with_env(&write(&d, &bad), Some(HashMap::new())).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in ["api.listen", "api.token_file", "api.concurrency"] {
+            assert!(paths.contains(&want), "missing {want} in {problems:?}");
+        }
+        let no_api =
+            format!("{MINIMAL}\n[[agents]]\nid = \"agent_a\"\nemail = \"a@example.test\"\ntoken_file = \"/x\"\n");
+        let err = Config::load_with_env(&write(&d, &no_api), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("agents[0].token_file: an agent token needs the [api] section"), "{err}");
     }
 
     #[test]

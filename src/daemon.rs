@@ -128,6 +128,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "status"
         });
     }
+    // Bound before READY: the CLI can use it at once, and a taken port fails the start.
+    if let Some(api) = crate::api::server::Server::bind(&desk).await? {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            api.run(stop).await;
+            "api server"
+        });
+    }
 
     let status = format!("store open; connecting to {} mailbox(es)", cfg.mailboxes.len());
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);

@@ -2,9 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ticketd::api::client::AccessError;
 use ticketd::config::{Config, ConfigError, DEFAULT_PATH};
 use ticketd::desk::views::{OutboxView, QuarantineView, Sort, TicketQuery};
-use ticketd::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload, backup, import};
+use ticketd::desk::{ActorRef, Desk, Parts, RetryOutcome, Upload, backup, import};
 use ticketd::outbound::templates::Templates;
 use ticketd::store::Store;
 use ticketd::text::{clean_line, clean_text};
@@ -332,7 +333,7 @@ fn fail(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn outcome<T>(r: Result<T, DeskError>, ok: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
+fn outcome<T>(r: Result<T, AccessError>, ok: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
     match r {
         Ok(v) => {
             ok(v);

@@ -1,26 +1,91 @@
-//! How the CLI reaches the desk: through the running daemon's API when it
-//! is up (sled lets one process open the store), else by opening the store
-//! itself. Both paths return the same view types, so the output is the same.
+//! How the CLI reaches the desk: through the running daemon's API when its
+//! listener answers (sled lets one process open the store), else by opening
+//! the store itself. Both paths return the same view types and the same
+//! error words (the API sends the desk's own messages), so the output is
+//! the same either way. Each path needs only its own credentials: the API
+//! path reads `api.token_file` and nothing else; the local path needs the
+//! store (and the desk secret), never an IMAP or SMTP password.
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use anyhow::anyhow;
+use axum::http::{HeaderName, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::auth::read_token;
+use super::error::ErrorBody;
+use super::http::{Body, HttpClient, HttpError, Reply};
+use super::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
+use crate::config::{ApiConfig, Config};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload};
 use crate::outbound::templates::Templates;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::ticket::Ticket;
 use crate::triage::act::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Desk(#[from] DeskError),
+    /// The API refused; its message is the desk's own words.
+    #[error("{}", .0.message)]
+    Api(ErrorBody),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{0}")]
+    Unsupported(String),
+}
 
 pub enum Access {
     /// The store opened by this process, with a writer of its own.
     Local(Desk),
+    /// The running daemon, through its API.
+    Remote(Remote),
 }
+
+pub struct Remote {
+    http: HttpClient,
+    token_file: std::path::PathBuf,
+}
+
+/// Retries of a tag change that met a concurrent change (409).
+const TAG_RETRIES: usize = 5;
 
 impl Access {
     pub async fn open(cfg: Config) -> anyhow::Result<Access> {
+        let mut api_state = None;
+        if let Some(api) = &cfg.api {
+            let http = HttpClient::new(api.listen.clone());
+            match http.probe().await {
+                Ok(()) => return Ok(Access::Remote(Remote::connect(http, api).await?)),
+                Err(e) if e.nobody_listens() => {}
+                Err(e) => api_state = Some(e.to_string()),
+            }
+        }
         let cfg = Arc::new(cfg);
-        let store = Store::open(&cfg.store)?;
+        let store = match Store::open(&cfg.store) {
+            Ok(s) => s,
+            Err(StoreError::Locked(path)) => {
+                return Err(match (&cfg.api, api_state) {
+                    (Some(api), Some(why)) => anyhow!(
+                        "the ticketd daemon holds the store {} but its API does not answer ({why}); check `systemctl status ticketd`",
+                        path.display()
+                    )
+                    .context(format!("api.listen = {}", api.listen)),
+                    (Some(api), None) => anyhow!(
+                        "the store {} is in use by another process, but nothing listens at api.listen ({}): is that process a ticketd with another config?",
+                        path.display(),
+                        api.listen
+                    ),
+                    (None, _) => anyhow!(
+                        "the store {} is in use by the running daemon, and this config has no [api] section for the CLI to talk to it: add [api] (see the example config) and restart the daemon",
+                        path.display()
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let secret = crate::daemon::load_secret(&cfg, &store)?;
         let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
         let started = Desk::start(Parts {
@@ -35,6 +100,10 @@ impl Access {
         Ok(Access::Local(started.desk))
     }
 
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Access::Remote(_))
+    }
+
     /// Lets a local writer finish what it was asked.
     pub async fn close(self) {
         match self {
@@ -43,17 +112,21 @@ impl Access {
                 drop(desk);
                 d.join_when_last().await;
             }
+            Access::Remote(_) => {}
         }
     }
 
-    pub async fn list(&self, q: &TicketQuery) -> Result<TicketPage, DeskError> {
+    pub async fn list(&self, q: &TicketQuery) -> Result<TicketPage, AccessError> {
         match self {
-            Access::Local(d) => d.list(q),
+            Access::Local(d) => Ok(d.list(q)?),
+            Access::Remote(r) => {
+                r.json(Method::GET, &format!("/api/v1/tickets?{}", ticket_query_string(q)), None).await
+            }
         }
     }
 
     /// Every page of a list.
-    pub async fn list_all(&self, q: &TicketQuery) -> Result<Vec<Ticket>, DeskError> {
+    pub async fn list_all(&self, q: &TicketQuery) -> Result<Vec<Ticket>, AccessError> {
         let mut q = TicketQuery { limit: Some(crate::desk::views::MAX_LIMIT), ..q.clone() };
         let mut out = Vec::new();
         loop {
@@ -66,15 +139,22 @@ impl Access {
         }
     }
 
-    pub async fn ticket(&self, n: u64) -> Result<Option<Ticket>, DeskError> {
+    pub async fn ticket(&self, n: u64) -> Result<Option<Ticket>, AccessError> {
         match self {
             Access::Local(d) => Ok(d.ticket(n)?.map(|r| r.ticket)),
+            Access::Remote(r) => r.optional(&format!("/api/v1/tickets/{n}")).await,
         }
     }
 
-    pub async fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, DeskError> {
+    pub async fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, AccessError> {
         match self {
-            Access::Local(d) => d.raw_mbox(n),
+            Access::Local(d) => Ok(d.raw_mbox(n)?),
+            // No ticket means no mail, as the store says it locally.
+            Access::Remote(r) => match r.request(Method::GET, &format!("/api/v1/tickets/{n}/raw"), &[], None).await {
+                Ok(reply) => Ok(reply.body.to_vec()),
+                Err(AccessError::Api(e)) if e.error == "not_found" => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -84,51 +164,259 @@ impl Access {
         actor: ActorRef,
         actions: Vec<Action>,
         uploads: Vec<Upload>,
-    ) -> Result<Ticket, DeskError> {
+    ) -> Result<Ticket, AccessError> {
         match self {
-            Access::Local(d) => d.act(n, actor, actions, uploads, None).await.map(|r| r.ticket),
+            Access::Local(d) => Ok(d.act(n, actor, actions, uploads, None).await?.ticket),
+            Access::Remote(r) => r.act(n, actor, actions, uploads).await,
         }
     }
 
-    pub async fn outbox(&self, all: bool) -> Result<Vec<OutboxView>, DeskError> {
+    pub async fn outbox(&self, all: bool) -> Result<Vec<OutboxView>, AccessError> {
         match self {
-            Access::Local(d) => d.outbox(all),
+            Access::Local(d) => Ok(d.outbox(all)?),
+            Access::Remote(r) => {
+                let page: Entries<OutboxView> = r.json(Method::GET, &format!("/api/v1/outbox?all={all}"), None).await?;
+                Ok(page.entries)
+            }
         }
     }
 
-    pub async fn outbox_retry(&self, seq: u64) -> Result<(), DeskError> {
+    pub async fn outbox_retry(&self, seq: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => d.outbox_retry(seq).await,
+            Access::Local(d) => Ok(d.outbox_retry(seq).await?),
+            Access::Remote(r) => {
+                r.request(Method::POST, &format!("/api/v1/outbox/{seq}/retry"), &[], None).await.map(drop)
+            }
         }
     }
 
-    pub async fn outbox_drop(&self, seq: u64) -> Result<(), DeskError> {
+    pub async fn outbox_drop(&self, seq: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => d.outbox_drop(seq).await,
+            Access::Local(d) => Ok(d.outbox_drop(seq).await?),
+            Access::Remote(r) => r.request(Method::DELETE, &format!("/api/v1/outbox/{seq}"), &[], None).await.map(drop),
         }
     }
 
-    pub async fn quarantine(&self) -> Result<Vec<QuarantineView>, DeskError> {
+    pub async fn quarantine(&self) -> Result<Vec<QuarantineView>, AccessError> {
         match self {
-            Access::Local(d) => d.quarantine(),
+            Access::Local(d) => Ok(d.quarantine()?),
+            Access::Remote(r) => {
+                let page: Entries<QuarantineView> = r.json(Method::GET, "/api/v1/quarantine", None).await?;
+                Ok(page.entries)
+            }
         }
     }
 
-    pub async fn quarantine_entry(&self, id: u64) -> Result<Option<(QuarantineView, Vec<u8>)>, DeskError> {
+    pub async fn quarantine_entry(&self, id: u64) -> Result<Option<(QuarantineView, Vec<u8>)>, AccessError> {
         match self {
-            Access::Local(d) => d.quarantine_entry(id),
+            Access::Local(d) => Ok(d.quarantine_entry(id)?),
+            Access::Remote(r) => {
+                let Some(d) = r.optional::<QuarantineDetail>(&format!("/api/v1/quarantine/{id}")).await? else {
+                    return Ok(None);
+                };
+                use base64::Engine as _;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(d.raw_base64.as_bytes())
+                    .map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))?;
+                Ok(Some((d.entry, raw)))
+            }
         }
     }
 
-    pub async fn quarantine_retry(&self, id: u64) -> Result<RetryOutcome, DeskError> {
+    pub async fn quarantine_retry(&self, id: u64) -> Result<RetryOutcome, AccessError> {
         match self {
-            Access::Local(d) => d.quarantine_retry(id).await,
+            Access::Local(d) => Ok(d.quarantine_retry(id).await?),
+            Access::Remote(r) => r.json(Method::POST, &format!("/api/v1/quarantine/{id}/retry"), None).await,
         }
     }
 
-    pub async fn quarantine_drop(&self, id: u64) -> Result<(), DeskError> {
+    pub async fn quarantine_drop(&self, id: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => d.quarantine_drop(id).await,
+            Access::Local(d) => Ok(d.quarantine_drop(id).await?),
+            Access::Remote(r) => {
+                r.request(Method::DELETE, &format!("/api/v1/quarantine/{id}"), &[], None).await.map(drop)
+            }
         }
     }
+}
+
+/// A multipart/form-data body: the text, then the files.
+fn multipart(text: &str, uploads: &[Upload]) -> Body {
+    let boundary = format!("ticketd-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut b = Vec::new();
+    b.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\n{text}\r\n").as_bytes(),
+    );
+    for u in uploads {
+        // The desk keeps this same safe form; it has no quotes or line breaks.
+        let name = crate::mail::safe_filename(&u.filename, "attachment.bin");
+        let ct = u.mime_type.as_deref().unwrap_or("application/octet-stream");
+        b.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\nContent-Type: {ct}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(&u.bytes);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Body { content_type: format!("multipart/form-data; boundary={boundary}"), bytes: b }
+}
+
+impl Remote {
+    /// The daemon answers: authenticate with the admin token, once, so a
+    /// wrong or unreadable token is one clear error up front.
+    async fn connect(http: HttpClient, api: &ApiConfig) -> anyhow::Result<Remote> {
+        let token = read_token(&api.token_file).map_err(|e| {
+            anyhow!(
+                "the ticketd daemon is running (its API answers at {}); the CLI talks to it with the admin token, but {e}",
+                api.listen
+            )
+        })?;
+        let remote = Remote { http: http.with_token(token), token_file: api.token_file.clone() };
+        remote.request(Method::GET, "/api/v1/tickets?limit=1", &[], None).await.map_err(|e| anyhow!("{e}"))?;
+        Ok(remote)
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, String)],
+        body: Option<Body>,
+    ) -> Result<Reply, AccessError> {
+        self.request_as(&self.http, method, path, headers, body).await
+    }
+
+    async fn request_as(
+        &self,
+        http: &HttpClient,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, String)],
+        body: Option<Body>,
+    ) -> Result<Reply, AccessError> {
+        let reply = http.send(method, path, headers, body).await?;
+        if reply.status.is_success() {
+            return Ok(reply);
+        }
+        let mut e = serde_json::from_slice::<ErrorBody>(&reply.body).unwrap_or_else(|_| ErrorBody {
+            error: "http".into(),
+            message: format!("the API answered {}", reply.status),
+            field: None,
+            errors: Vec::new(),
+            current_version: None,
+        });
+        if reply.status == StatusCode::UNAUTHORIZED {
+            e.message = format!(
+                "the API at {} refused the token in api.token_file ({}): {}",
+                self.http.endpoint(),
+                self.token_file.display(),
+                e.message
+            );
+        }
+        Err(AccessError::Api(e))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<T, AccessError> {
+        let reply = self.request(method, path, &[], body).await?;
+        decode(&reply)
+    }
+
+    /// A resource that may not exist: 404 is `None`.
+    async fn optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, AccessError> {
+        match self.request(Method::GET, path, &[], None).await {
+            Ok(reply) => decode(&reply).map(Some),
+            Err(AccessError::Api(e)) if e.error == "not_found" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn act(
+        &self,
+        n: u64,
+        actor: ActorRef,
+        actions: Vec<Action>,
+        uploads: Vec<Upload>,
+    ) -> Result<Ticket, AccessError> {
+        let http = match actor {
+            ActorRef::Admin => self.http.acting_as(None),
+            ActorRef::Agent(id) => self.http.acting_as(Some(id)),
+            ActorRef::System => return Err(AccessError::Unsupported("the API does not act as the system".into())),
+        };
+        match actions.as_slice() {
+            [Action::Reply { text, attachments }] if attachments.is_empty() => {
+                let body = if uploads.is_empty() {
+                    Body::json(&TextBody { text: text.clone() })
+                } else {
+                    multipart(text, &uploads)
+                };
+                let path = format!("/api/v1/tickets/{n}/replies");
+                decode(&self.request_as(&http, Method::POST, &path, &[], Some(body)).await?)
+            }
+            [Action::Note { text }] if uploads.is_empty() => {
+                let path = format!("/api/v1/tickets/{n}/notes");
+                let body = Body::json(&TextBody { text: text.clone() });
+                decode(&self.request_as(&http, Method::POST, &path, &[], Some(body)).await?)
+            }
+            _ if !uploads.is_empty() => Err(DeskError::invalid("attachments", "attachments go with a reply").into()),
+            _ => self.update(&http, n, &actions).await,
+        }
+    }
+
+    /// A PATCH. Adding or removing single tags becomes the full list the
+    /// API takes, read and written with If-Match so a concurrent change is
+    /// never overwritten (on a conflict it is read again).
+    async fn update(&self, http: &HttpClient, n: u64, actions: &[Action]) -> Result<Ticket, AccessError> {
+        let mut patch = TicketPatch::default();
+        let mut add: Vec<String> = Vec::new();
+        let mut remove: Vec<String> = Vec::new();
+        for a in actions {
+            match a {
+                Action::Status(s) => patch.status = Some(*s),
+                Action::Priority(p) => patch.priority = Some(*p),
+                Action::Category(c) => patch.category = Some(*c),
+                Action::Assign(a) => patch.assigned_to = Some(a.clone()),
+                Action::Tag(t) => add.extend(t.iter().cloned()),
+                Action::Untag(t) => remove.extend(t.iter().cloned()),
+                Action::SetTags(t) => patch.tags = Some(t.clone()),
+                Action::Resolution(r) => patch.resolution = Some(r.clone()),
+                Action::Reply { .. } | Action::Note { .. } | Action::System(_) => {
+                    return Err(AccessError::Unsupported("combine a reply or note with no other change".into()));
+                }
+            }
+        }
+        let path = format!("/api/v1/tickets/{n}");
+        if add.is_empty() && remove.is_empty() {
+            return decode(&self.request_as(http, Method::PATCH, &path, &[], Some(Body::json(&patch))).await?);
+        }
+        let norm = |t: &str| t.trim().to_lowercase();
+        let mut last = None;
+        for _ in 0..TAG_RETRIES {
+            let current = self.request(Method::GET, &path, &[], None).await?;
+            let etag = current.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let ticket: Ticket = decode(&current)?;
+            let removed: Vec<String> = remove.iter().map(|t| norm(t)).collect();
+            let mut tags: Vec<String> = ticket.tags.into_iter().filter(|t| !removed.contains(&norm(t))).collect();
+            tags.extend(add.iter().filter(|t| !removed.contains(&norm(t))).cloned());
+            let p = TicketPatch { tags: Some(tags), ..patch.clone() };
+            let headers = [(header::IF_MATCH, etag)];
+            match self.request_as(http, Method::PATCH, &path, &headers, Some(Body::json(&p))).await {
+                Err(AccessError::Api(e)) if e.error == "conflict" => last = Some(AccessError::Api(e)),
+                r => return decode(&r?),
+            }
+        }
+        Err(last.unwrap_or_else(|| AccessError::Unsupported("the ticket kept changing".into())))
+    }
+}
+
+fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, AccessError> {
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| AccessError::Unsupported(format!("the API sent an answer this CLI cannot read: {e}")))
 }

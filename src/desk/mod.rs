@@ -7,6 +7,8 @@ pub mod apply;
 pub mod backup;
 pub mod import;
 pub mod ingest;
+pub mod probe;
+pub mod query;
 pub mod retention;
 pub mod stats;
 pub mod tx;

@@ -86,93 +86,15 @@ impl DeskError {
     }
 }
 
-impl TicketQuery {
-    fn matches(&self, r: &TicketRecord, q_lower: Option<&str>) -> bool {
-        let t = &r.ticket;
-        self.status.is_none_or(|s| t.status == s)
-            && self.priority.is_none_or(|p| t.priority == p)
-            && self.category.is_none_or(|c| t.category == c)
-            && self.assigned_to.as_deref().is_none_or(|a| match a {
-                "none" => t.assigned_to.is_none(),
-                a => t.assigned_to.as_deref() == Some(a),
-            })
-            && self.tag.as_deref().is_none_or(|tag| t.tags.iter().any(|x| x == tag))
-            && self.client.as_deref().is_none_or(|c| t.client == c || r.client_address.eq_ignore_ascii_case(c))
-            && q_lower.is_none_or(|q| t.title.to_lowercase().contains(q) || t.description.to_lowercase().contains(q))
-    }
-}
-
-fn sort_key(s: Sort, t: &Ticket) -> DateTime<Utc> {
-    match s {
-        Sort::UpdatedAsc | Sort::UpdatedDesc => t.updated_at,
-        _ => t.created_at,
-    }
-}
-
-fn bad_cursor() -> DeskError {
-    DeskError::invalid_query("cursor", "invalid cursor: pass the next_cursor of a previous page".into())
-}
-
 impl Desk {
     /// One ticket in the public shape, by number.
     pub fn ticket(&self, n: u64) -> Result<Option<TicketRecord>, DeskError> {
         Ok(self.store().ticket(n)?)
     }
 
+    /// One page of tickets (see [`super::query`] for how it is read).
     pub fn list(&self, q: &TicketQuery) -> Result<TicketPage, DeskError> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let text = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
-        let text = text.as_deref();
-        let store = self.store();
-        match q.sort {
-            Sort::NumberDesc | Sort::NumberAsc => {
-                let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-                let mut tickets = Vec::new();
-                let mut more = false;
-                for rec in store.tickets_from(after, q.sort == Sort::NumberDesc) {
-                    let rec = rec?;
-                    if !q.matches(&rec, text) {
-                        continue;
-                    }
-                    if tickets.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    tickets.push(rec);
-                }
-                let next_cursor = if more { tickets.last().map(|r| r.number.to_string()) } else { None };
-                Ok(TicketPage { tickets: tickets.into_iter().map(|r| r.ticket).collect(), next_cursor })
-            }
-            sort => {
-                let after = match q.cursor.as_deref() {
-                    None => None,
-                    Some(c) => {
-                        let (ts, n) = c.rsplit_once('_').ok_or_else(bad_cursor)?;
-                        let ts = ts.parse::<i64>().map_err(|_| bad_cursor())?;
-                        Some((ts, n.parse::<u64>().map_err(|_| bad_cursor())?))
-                    }
-                };
-                let desc = matches!(sort, Sort::UpdatedDesc | Sort::CreatedDesc);
-                let mut all: Vec<((i64, u64), Ticket)> = Vec::new();
-                for rec in store.tickets_from(None, false) {
-                    let rec = rec?;
-                    if q.matches(&rec, text) {
-                        let k = (sort_key(sort, &rec.ticket).timestamp(), rec.number);
-                        all.push((k, rec.ticket));
-                    }
-                }
-                all.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
-                let start = match after {
-                    None => 0,
-                    Some(k) => all.iter().position(|(x, _)| if desc { *x < k } else { *x > k }).unwrap_or(all.len()),
-                };
-                let page: Vec<_> = all.into_iter().skip(start).take(limit + 1).collect();
-                let more = page.len() > limit;
-                let page: Vec<_> = page.into_iter().take(limit).collect();
-                let next_cursor = if more { page.last().map(|((ts, n), _)| format!("{ts}_{n}")) } else { None };
-                Ok(TicketPage { tickets: page.into_iter().map(|(_, t)| t).collect(), next_cursor })
-            }
-        }
+        super::query::list(self, q)
     }
 
     /// The original mails of ticket `n`, unaltered, as an mboxrd file.

@@ -39,6 +39,18 @@ pub fn header(raw: &str, name: &str) -> Option<String> {
 }
 
 pub fn config_text(lab: &Lab, dir: &std::path::Path, mailbox_extra: &str, desk_extra: &str) -> String {
+    config_text_with(lab, dir, mailbox_extra, desk_extra, Some("http://127.0.0.1:8080/attachments"))
+}
+
+/// [`config_text`] with a chosen `attachments.base_url` (`None`: the default).
+pub fn config_text_with(
+    lab: &Lab,
+    dir: &std::path::Path,
+    mailbox_extra: &str,
+    desk_extra: &str,
+    base_url: Option<&str>,
+) -> String {
+    let base_url = base_url.map(|u| format!("base_url = \"{u}\"")).unwrap_or_default();
     format!(
         r#"[store]
 path = "{dir}/db"
@@ -49,7 +61,7 @@ display_name = "Example Support"
 {desk_extra}
 
 [attachments]
-base_url = "http://127.0.0.1:8080/attachments"
+{base_url}
 
 [smtp]
 host = "127.0.0.1"

@@ -16,9 +16,12 @@
 //! Include with `mod common;` from a test file.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod daemon;
 
 // Unused in test files that need no daemon (e.g. lab_smoke).
+#[allow(unused_imports)]
+pub use api::*;
 #[allow(unused_imports)]
 pub use daemon::*;
 

@@ -1,0 +1,323 @@
+//! The router in-process over a real store (no sockets): auth, the error
+//! shapes, the PATCH rules, attachments, and the OpenAPI document against
+//! the route table. The lab tests (tests/api.rs) do the same over the wire.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::auth::{Principal, Token, Tokens};
+use super::server::{AppState, route_table, router};
+use crate::config::Config;
+use crate::desk::{Desk, Item, Parts};
+use crate::outbound::templates::Templates;
+use crate::store::Store;
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const ALICE: &str = "alice-token-0123456789abcdef";
+
+struct World {
+    _dir: tempfile::TempDir,
+    desk: Desk,
+    app: axum::Router,
+}
+
+async fn world(api_extra: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), format!("{ADMIN}\n")).unwrap();
+    let toml = format!(
+        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@example.test\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/token\"\n{api_extra}\n",
+        dir.path().display()
+    );
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, toml).unwrap();
+    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
+    let api = cfg.api.clone().unwrap();
+    let store = Store::open(&cfg.store).unwrap();
+    let desk = Desk::start(Parts {
+        cfg,
+        store,
+        secret: b"0123456789abcdef0123".to_vec(),
+        templates: Templates::default(),
+        wake: Default::default(),
+        health: Default::default(),
+        daemon: false,
+    })
+    .unwrap()
+    .desk;
+    let tokens = Tokens::from_values(vec![
+        (Token::new(ADMIN), Principal::Admin),
+        (Token::new(ALICE), Principal::Agent("agent_alice".into())),
+    ]);
+    let app = router(AppState { desk: desk.clone(), tokens: Arc::new(tokens), api: Arc::new(api) });
+    World { _dir: dir, desk, app }
+}
+
+const MAIL: &str = "From: Carla <carla@customer.test>\r\nTo: support@example.test\r\nSubject: Printer on fire\r\nMessage-ID: <m1@c.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nIt smokes.\r\n--b\r\nContent-Type: text/plain; name=\"log file.txt\"\r\nContent-Disposition: attachment; filename=\"log file.txt\"\r\n\r\nERROR 42\r\n--b--\r\n";
+
+impl World {
+    async fn ingest(&self) {
+        let r = self.desk.ingest("support", 1, vec![Item::Mail { uid: 1, raw: MAIL.as_bytes().to_vec() }]).await;
+        assert_eq!(r.done, vec![1], "{:?}", r.error);
+    }
+
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let (s, h, b) =
+            self.raw(method, uri, token, &[], body.map(|b| ("application/json", b.to_string().into_bytes()))).await;
+        let v = if h.get(header::CONTENT_TYPE).is_some_and(|c| c.to_str().unwrap().starts_with("application/json")) {
+            serde_json::from_slice(&b).unwrap()
+        } else {
+            Value::Null
+        };
+        (s, v)
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some((ct, b)) => req.header(header::CONTENT_TYPE, ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec();
+        (parts.status, parts.headers, bytes)
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let w = world("").await;
+    w.ingest().await;
+    let (s, e) = w.call(Method::GET, "/api/v1/tickets", None, None).await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (_, h, _) = w.raw(Method::GET, "/api/v1/tickets", Some("wrong-token-0123456789"), &[], None).await;
+    assert!(h[header::WWW_AUTHENTICATE].to_str().unwrap().contains("invalid_token"));
+    let (s, page) = w.call(Method::GET, "/api/v1/tickets", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["tickets"][0]["_id"], "support_ticket_1");
+    assert_eq!(w.call(Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(w.call(Method::GET, "/metrics", None, None).await.0, StatusCode::UNAUTHORIZED);
+    let (s, _) = w.call(Method::GET, "/attachments/x/y", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "attachments need the token unless public_attachments");
+}
+
+#[tokio::test]
+async fn patches_follow_the_rules_and_name_bad_fields() {
+    let w = world("").await;
+    w.ingest().await;
+    let (s, e) = w.call(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), Some(json!({"status": "wip"}))).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("expected one of open pending"), "{e}");
+    let (s, e) = w.call(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), Some(json!({"colour": "red"}))).await;
+    assert_eq!(
+        (s, e["error"].as_str(), e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_field"), Some("colour"))
+    );
+    let (s, e) =
+        w.call(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), Some(json!({"assignedTo": "agent_zed"}))).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("assignedTo")), "{e}");
+    assert_eq!(
+        w.call(Method::PATCH, "/api/v1/tickets/9", Some(ADMIN), Some(json!({"status": "open"}))).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // An agent's own token: attributed to the agent, same wording as email.
+    let (s, t) = w
+        .call(
+            Method::PATCH,
+            "/api/v1/tickets/support_ticket_1",
+            Some(ALICE),
+            Some(json!({"status": "resolved", "tags": ["printer"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let texts: Vec<&str> = t["threads"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(texts.contains(&"status open → resolved by agent_alice"), "{texts:?}");
+    assert!(texts.contains(&"tagged printer by agent_alice"), "{texts:?}");
+    assert!(t["resolvedAt"].is_string());
+    assert!(
+        w.desk.outbox(false).unwrap().iter().any(|o| o.kind == crate::outbound::OutKind::Resolved),
+        "the resolved notice is queued"
+    );
+
+    // An agent token cannot act as someone else; the admin token can.
+    let (s, _, _) = w
+        .raw(
+            Method::POST,
+            "/api/v1/tickets/1/notes",
+            Some(ALICE),
+            &[("X-Ticketd-Act-As", "agent_bob")],
+            Some(("application/json", br#"{"text":"x"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, h, b) = w
+        .raw(
+            Method::POST,
+            "/api/v1/tickets/1/notes",
+            Some(ADMIN),
+            &[("X-Ticketd-Act-As", "agent_bob")],
+            Some(("application/json", br#"{"text":"checked the logs"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let t: Value = serde_json::from_slice(&b).unwrap();
+    let note = t["threads"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((note["author"].as_str(), note["internal"].as_bool()), (Some("agent_bob"), Some(true)));
+
+    // If-Match: the ETag of a GET; a stale one is a conflict.
+    let etag = h[header::ETAG].to_str().unwrap().to_owned();
+    let stale = format!("\"{}\"", etag.trim_matches('"').parse::<u64>().unwrap() - 1);
+    let (s, _, b) = w
+        .raw(
+            Method::PATCH,
+            "/api/v1/tickets/1",
+            Some(ADMIN),
+            &[("If-Match", &stale)],
+            Some(("application/json", br#"{"priority":"high"}"#.to_vec())),
+        )
+        .await;
+    let e: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, e["error"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{e}");
+    let (s, _, _) = w
+        .raw(
+            Method::PATCH,
+            "/api/v1/tickets/1",
+            Some(ADMIN),
+            &[("If-Match", &etag)],
+            Some(("application/json", br#"{"priority":"high"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) =
+        w.raw(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), &[], Some(("text/plain", b"{}".to_vec()))).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = format!("{{\"resolution\":\"{}\"}}", "a".repeat(super::wire::MAX_JSON_BYTES));
+    let (s, _, _) =
+        w.raw(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), &[], Some(("application/json", big.into_bytes()))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn queries_are_bounded_and_cursors_checked() {
+    let w = world("").await;
+    w.ingest().await;
+    for (q, field) in
+        [("limit=100000", "limit"), ("cursor=nope", "cursor"), ("status=wip", "status"), ("shoe=1", "shoe")]
+    {
+        let (s, e) = w.call(Method::GET, &format!("/api/v1/tickets?{q}"), Some(ADMIN), None).await;
+        assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{q}: {e}");
+    }
+    let (s, e) = w.call(Method::GET, &format!("/api/v1/tickets?q={}", "x".repeat(5000)), Some(ADMIN), None).await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_query")));
+    let (s, page) = w.call(Method::GET, "/api/v1/tickets?q=PRINTER&assignedTo=none", Some(ADMIN), None).await;
+    assert_eq!((s, page["tickets"].as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(w.call(Method::GET, "/api/v1/tickets/abc", Some(ADMIN), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(w.call(Method::GET, "/nowhere", Some(ADMIN), None).await.1["error"], "no_route");
+}
+
+#[tokio::test]
+async fn attachments_are_served_by_hash_and_recorded_name_only() {
+    let w = world("public_attachments = true").await;
+    w.ingest().await;
+    let t = w.desk.ticket(1).unwrap().unwrap().ticket;
+    let url = &t.attachments[0].url;
+    let path = &url[url.find("/attachments/").unwrap()..];
+    let (s, h, b) = w.raw(Method::GET, path, None, &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{path}");
+    assert_eq!(b, b"ERROR 42");
+    assert_eq!(h[header::CONTENT_TYPE], "text/plain");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(
+        h[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"log file.txt\"; filename*=UTF-8''log%20file.txt"
+    );
+    let sha = path.split('/').nth(2).unwrap();
+    assert_eq!(
+        w.raw(Method::GET, &format!("/attachments/{sha}/other.txt"), None, &[], None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.raw(Method::GET, &format!("/attachments/{}/log%20file.txt", "0".repeat(64)), None, &[], None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_names_exactly_the_routes() {
+    let w = world("").await;
+    let (s, doc) = w.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routed: BTreeSet<(String, String)> =
+        route_table().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
+    assert_eq!(documented, routed);
+    // And each is really wired: no request to one reaches the fallback.
+    for (method, path) in &routed {
+        let uri = path.replace("{id}", "1").replace("{sha256}", &"0".repeat(64)).replace("{filename}", "f");
+        let (_, e) = w.call(Method::from_bytes(method.as_bytes()).unwrap(), &uri, None, None).await;
+        assert!(!matches!(e["error"].as_str(), Some("no_route" | "method_not_allowed")), "{method} {uri}: {e}");
+    }
+}
+
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let mut b = Vec::new();
+    for (name, file, bytes) in parts {
+        let file = file.map(|f| format!("; filename=\"{f}\"")).unwrap_or_default();
+        b.extend_from_slice(
+            format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n").as_bytes(),
+        );
+        b.extend_from_slice(bytes);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--XyZ--\r\n");
+    ("multipart/form-data; boundary=XyZ".into(), b)
+}
+
+#[tokio::test]
+async fn multipart_replies_carry_files_within_their_limits() {
+    let w = world("[attachments]\nmax_bytes = 16").await;
+    w.ingest().await;
+    let (ct, body) = multipart(&[("text", None, b"See the file."), ("files", Some("fix.txt"), b"unplug it")]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let t: Value = serde_json::from_slice(&b).unwrap();
+    assert!(t["attachments"].as_array().unwrap().iter().any(|a| a["filename"] == "fix.txt" && a["size"] == 9), "{t:#}");
+    let relay = w.desk.outbox(false).unwrap().into_iter().find(|o| o.kind == crate::outbound::OutKind::Relay).unwrap();
+    assert_eq!(relay.to, vec!["carla@customer.test".to_owned()]);
+
+    let (ct, body) = multipart(&[("text", None, b"x"), ("files", Some("big.bin"), &[0u8; 17])]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    let e: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, e["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("files")), "{e}");
+    let (ct, body) = multipart(&[("text", None, b"x"), ("colour", None, b"red")]);
+    let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
+    let e: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_field")), "{e}");
+    let (s, e) = w.call(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), Some(json!({"text": "  "}))).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("text")), "an empty reply is refused: {e}");
+}

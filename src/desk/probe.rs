@@ -1,0 +1,72 @@
+//! What the HTTP API asks beyond the views: is the writer alive, how the
+//! outbox stands, and which recorded attachment a download URL names.
+//! Attachments have no index of their own (they are immutable and fetched
+//! rarely), so the lookup scans tickets newest first, skipping every record
+//! whose bytes do not even contain the hash before parsing it.
+
+use chrono::{DateTime, Utc};
+
+use super::{Desk, DeskError};
+use crate::store::{Scan, Table, parse};
+use crate::ticket::{Attachment, TicketRecord};
+
+/// Waiting mail by state: `queued` (never tried) and `retrying` (tried,
+/// failed transiently, waiting for its next attempt).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub queued: u64,
+    pub retrying: u64,
+    pub oldest_queued: Option<DateTime<Utc>>,
+    pub oldest_retrying: Option<DateTime<Utc>>,
+}
+
+impl OutboxSummary {
+    pub fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.oldest_queued.into_iter().chain(self.oldest_retrying).min()
+    }
+}
+
+impl Desk {
+    /// False once the writer thread has ended: every change would fail.
+    pub fn writer_running(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
+    pub fn outbox_summary(&self) -> Result<OutboxSummary, DeskError> {
+        let mut s = OutboxSummary::default();
+        for (_, e) in self.store().pending_entries()? {
+            let (n, oldest) = if e.attempts == 0 {
+                (&mut s.queued, &mut s.oldest_queued)
+            } else {
+                (&mut s.retrying, &mut s.oldest_retrying)
+            };
+            *n += 1;
+            *oldest = Some(oldest.map_or(e.created, |o| o.min(e.created)));
+        }
+        Ok(s)
+    }
+
+    /// The attachment recorded as `filename` with content `sha256` on some
+    /// ticket, if any. Both must match, so a download URL reveals nothing
+    /// about a hash unless its file name is known too.
+    pub fn attachment_record(&self, sha256: &str, filename: &str) -> Result<Option<Attachment>, DeskError> {
+        let needle = memchr::memmem::Finder::new(sha256.as_bytes());
+        let scan = Scan { reverse: true, ..Scan::default() };
+        for item in self.store().backend().scan(Table::Tickets, scan) {
+            let (_, v) = item?;
+            if needle.find(&v).is_none() {
+                continue;
+            }
+            let rec: TicketRecord = parse(Table::Tickets, &v)?;
+            let found = rec
+                .ticket
+                .attachments
+                .into_iter()
+                .find(|a| a.filename == filename && a.url.rsplit('/').nth(1) == Some(sha256));
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+}
