@@ -312,7 +312,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(ticketd::daemon::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Import { .. } | Cmd::Backup { .. } | Cmd::Restore { .. } | Cmd::Store { .. } => {
+        Cmd::Import { .. } | Cmd::Restore { .. } | Cmd::Store { command: StoreCmd::Prune } => {
             let cfg = load(&cli)?;
             runtime()?.block_on(ops_command(cfg, &cli.command))
         }
@@ -363,6 +363,23 @@ fn text_or_stdin(text: &Option<String>) -> anyhow::Result<String> {
 
 async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> anyhow::Result<ExitCode> {
     match command {
+        // While the daemon runs, through its API: a snapshot between two commits.
+        Cmd::Backup { file } => match access.backup(file).await {
+            Ok(s) => {
+                println!("{}: {} record(s), {} blob(s) ({} bytes)", file.display(), s.records, s.blobs, s.blob_bytes);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Store { command: StoreCmd::Stats { json } } => {
+            let st = access.stats().await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", st.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Tickets { command } => tickets(access, command).await,
         Cmd::Export => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -398,9 +415,8 @@ async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> a
         Cmd::Run
         | Cmd::CheckConfig { .. }
         | Cmd::Import { .. }
-        | Cmd::Backup { .. }
         | Cmd::Restore { .. }
-        | Cmd::Store { .. } => unreachable!("handled without the desk"),
+        | Cmd::Store { command: StoreCmd::Prune } => unreachable!("handled without the desk"),
     }
 }
 
@@ -456,22 +472,6 @@ async fn ops_command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCode> {
             }
             Err(e) => fail(e),
         },
-        Cmd::Backup { file } => match backup::backup_to_file(&desk, file).await {
-            Ok(s) => {
-                println!("{}: {} record(s), {} blob(s) ({} bytes)", file.display(), s.records, s.blobs, s.blob_bytes);
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => fail(e),
-        },
-        Cmd::Store { command: StoreCmd::Stats { json } } => {
-            let st = desk.stats()?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
-            } else {
-                print!("{}", st.render());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
         Cmd::Store { command: StoreCmd::Prune } => {
             let days = desk.config().store.retention_days;
             let r = desk.prune_all(chrono::Utc::now()).await?;

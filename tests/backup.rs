@@ -368,3 +368,28 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_backs_up_the_running_daemon_through_its_api() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start_api(&lab, common::ApiAt::Tcp);
+    for i in 0..3 {
+        let m = customer_mail(&format!("live{i}@customer.test"), &format!("Live {i}"), "", "While it runs.\r\n");
+        lab.smtp_send("customer@example.test", &["support@example.test"], m.as_bytes()).await.unwrap();
+    }
+    common::all_seen(&lab, "support", 3, Duration::from_secs(30)).await;
+    let file = daemon.dir.path().join("live.tar");
+    let out = cli(&daemon.config, &["backup", file.to_str().unwrap()]);
+    assert!(out.status.success(), "backup while running: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("record(s)"));
+    let stats = cli(&daemon.config, &["store", "stats", "--json"]);
+    assert!(stats.status.success(), "stats while running: {}", String::from_utf8_lossy(&stats.stderr));
+    daemon.stop_ok();
+    let export = ok(&daemon.config, &["export"]);
+
+    // Into a fresh store: the same desk.
+    let fresh = Daemon::prepare(&lab, "", "");
+    let out = cli(&fresh.config, &["restore", file.to_str().unwrap()]);
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ok(&fresh.config, &["export"]), export, "export is byte-identical");
+}

@@ -197,6 +197,25 @@ impl Access {
         }
     }
 
+    /// A consistent backup of the whole desk into `file` (written beside
+    /// it under a temporary name, synced, then renamed): by the daemon
+    /// through the API while it runs, else from the store directly.
+    pub async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+        match self {
+            Access::Local(d) => {
+                crate::desk::backup::backup_to_file(d, file).await.map_err(|e| AccessError::Unsupported(e.to_string()))
+            }
+            Access::Remote(r) => r.backup(file).await,
+        }
+    }
+
+    pub async fn stats(&self) -> Result<crate::desk::stats::StoreStats, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.stats()?),
+            Access::Remote(r) => r.json(Method::GET, "/api/v1/store/stats", None).await,
+        }
+    }
+
     pub async fn quarantine(&self) -> Result<Vec<QuarantineView>, AccessError> {
         match self {
             Access::Local(d) => Ok(d.quarantine()?),
@@ -327,6 +346,40 @@ impl Remote {
     ) -> Result<T, AccessError> {
         let reply = self.request(method, path, &[], body).await?;
         decode(&reply)
+    }
+
+    async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+        let io = |e: std::io::Error| AccessError::Unsupported(format!("{}: {e}", file.display()));
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
+        let partial = file.with_file_name(format!(".{name}.partial"));
+        let mut out = std::fs::File::create(&partial).map_err(io)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            out.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        let got = self.http.download("/api/v1/backup", &mut out).await;
+        let (status, headers, body) = match got {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        };
+        if let Some(body) = body {
+            let _ = std::fs::remove_file(&partial);
+            let e: ErrorBody = serde_json::from_slice(&body)
+                .map_err(|_| AccessError::Unsupported(format!("the API answered {status}")))?;
+            return Err(AccessError::Api(e));
+        }
+        out.sync_all().map_err(io)?;
+        drop(out);
+        std::fs::rename(&partial, file).map_err(io)?;
+        let n = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(crate::desk::backup::BackupSummary {
+            records: n("x-ticketd-records"),
+            blobs: n("x-ticketd-blobs"),
+            blob_bytes: n("x-ticketd-blob-bytes"),
+        })
     }
 
     /// A resource that may not exist: 404 is `None`.

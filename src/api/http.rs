@@ -174,4 +174,67 @@ impl HttpClient {
     pub async fn get(&self, path: &str) -> Result<Reply, HttpError> {
         self.send(Method::GET, path, &[], None).await
     }
+
+    /// GETs `path` into `out` as the body arrives (a backup is as big as
+    /// the store): no overall timeout, but each piece must come within the
+    /// client's timeout. Returns the status and headers; on a non-2xx
+    /// status the (small, JSON) body is returned instead of written.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(StatusCode, HeaderMap, Option<Bytes>), HttpError> {
+        let endpoint = self.endpoint.to_string();
+        let bad = |message: String| HttpError::Http { endpoint: endpoint.clone(), message };
+        let host = match &self.endpoint {
+            Listen::Tcp(a) => a.to_string(),
+            Listen::Unix(_) => "localhost".to_owned(),
+        };
+        let mut req = Request::builder().method(Method::GET).uri(path).header(header::HOST, host);
+        if let Some(t) = &self.token {
+            let v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                .map_err(|_| bad("the token is not a valid header value".into()))?;
+            req = req.header(header::AUTHORIZATION, v);
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| bad(e.to_string()))?;
+        let http = |e: hyper::Error| HttpError::Http { endpoint: endpoint.clone(), message: e.to_string() };
+        let connect = async {
+            match &self.endpoint {
+                Listen::Tcp(a) => tokio::net::TcpStream::connect(a).await.map(|s| Box::new(s) as Box<dyn Stream>),
+                Listen::Unix(p) => tokio::net::UnixStream::connect(p).await.map(|s| Box::new(s) as Box<dyn Stream>),
+            }
+            .map_err(|source| HttpError::Connect { endpoint: endpoint.clone(), source })
+        };
+        let stream = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| HttpError::Timeout { endpoint: endpoint.clone(), timeout: self.timeout })??;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+        let driver = tokio::spawn(conn);
+        let res = send.send_request(req).await.map_err(http)?;
+        let (parts, mut body) = res.into_parts();
+        if !parts.status.is_success() {
+            let b = Limited::new(body, 1 << 20).collect().await.map_err(|e| bad(e.to_string()))?.to_bytes();
+            return Ok((parts.status, parts.headers, Some(b)));
+        }
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| HttpError::Timeout { endpoint: endpoint.clone(), timeout: self.timeout })?;
+            match frame {
+                None => break,
+                Some(f) => {
+                    let f = f.map_err(http)?;
+                    if let Some(data) = f.data_ref() {
+                        out.write_all(data).map_err(|e| bad(format!("writing: {e}")))?;
+                    }
+                }
+            }
+        }
+        drop(send);
+        let _ = driver.await;
+        Ok((parts.status, parts.headers, None))
+    }
 }
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}

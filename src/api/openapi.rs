@@ -230,6 +230,13 @@ pub fn document() -> Value {
             "/api/v1/outbox/{id}/retry": {"post": {"operationId": "retryOutbox", "summary": "Send a waiting entry now, or queue a failed one again",
                 "parameters": [id_param("The entry's seq")],
                 "responses": {"204": {"description": "Queued"}, "400": err("It was sent already"), "401": err("No token, or a wrong one"), "404": err("No such entry")}}},
+            "/api/v1/backup": {"get": {"operationId": "backup",
+                "summary": "A consistent snapshot of the whole desk as a tar, as `ticketd backup` writes (admin token)",
+                "responses": {"200": {"description": "The backup", "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+                    "401": err("No token, or a wrong one"), "403": err("An agent's token")}}},
+            "/api/v1/store/stats": {"get": {"operationId": "storeStats", "summary": "What the store holds (admin token)",
+                "responses": {"200": {"description": "Counts and sizes", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "401": err("No token, or a wrong one"), "403": err("An agent's token")}}},
             "/attachments/{sha256}/{filename}": {"get": {"operationId": "getAttachment",
                 "summary": "An attachment's bytes, with the type recorded on the ticket (needs the token unless api.public_attachments)",
                 "parameters": [

@@ -463,6 +463,49 @@ pub async fn openapi() -> Response {
     json(StatusCode::OK, &super::openapi::document())
 }
 
+/// Store-wide operations are the admin's, not an agent's.
+fn admin_only(caller: &Caller) -> R<()> {
+    match caller.principal {
+        super::auth::Principal::Admin => Ok(()),
+        super::auth::Principal::Agent(_) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the admin token, not an agent's"))
+        }
+    }
+}
+
+/// A consistent snapshot of the whole desk as a tar (the format of
+/// `ticketd backup`). The writer takes it between two commits; the file is
+/// spooled to an unnamed temporary file, then streamed.
+pub async fn backup(State(st): State<AppState>, Extension(caller): Extension<Caller>) -> R<Response> {
+    admin_only(&caller)?;
+    let spool =
+        tempfile::tempfile().map_err(|e| ApiError::internal(format!("no temporary space for the backup: {e}")))?;
+    let (summary, spool) = st.desk.backup(spool).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut file = tokio::fs::File::from_std(spool);
+    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the backup back: {e}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    for (name, v) in [
+        ("x-ticketd-records", summary.records),
+        ("x-ticketd-blobs", summary.blobs),
+        ("x-ticketd-blob-bytes", summary.blob_bytes),
+    ] {
+        h.insert(name, HeaderValue::from(v));
+    }
+    Ok(r)
+}
+
+/// What the store holds (`ticketd store stats`).
+pub async fn store_stats(State(st): State<AppState>, Extension(caller): Extension<Caller>) -> R<Response> {
+    admin_only(&caller)?;
+    let stats = blocking(&st, |d| d.stats()).await?;
+    Ok(json(StatusCode::OK, &stats))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

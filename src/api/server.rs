@@ -119,6 +119,8 @@ fn table(upload_limit: usize) -> Table {
     t.add(Token, Method::POST, "/api/v1/outbox/{id}/retry", routes::retry_outbox, json);
     t.add(Token, Method::DELETE, "/api/v1/outbox/{id}", routes::delete_outbox, json);
     t.add(Attachment, Method::GET, "/attachments/{sha256}/{filename}", routes::get_attachment, json);
+    t.add(Token, Method::GET, "/api/v1/backup", routes::backup, json);
+    t.add(Token, Method::GET, "/api/v1/store/stats", routes::store_stats, json);
     t
 }
 
@@ -153,7 +155,8 @@ async fn frame(State(st): State<AppState>, req: Request, next: Next) -> Response
         )
         .into_response();
     }
-    let limit = st.api.timeout;
+    // A backup takes as long as the store is big; it is the admin's.
+    let limit = if path == BACKUP_PATH { BACKUP_TIMEOUT } else { st.api.timeout };
     let response = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
@@ -175,6 +178,9 @@ async fn frame(State(st): State<AppState>, req: Request, next: Next) -> Response
     }
     response
 }
+
+const BACKUP_PATH: &str = "/api/v1/backup";
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 async fn no_route() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint (see /api/v1/openapi.json)").into_response()
