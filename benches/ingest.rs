@@ -181,7 +181,8 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
         .replacen("address = \"support@example.test\"", &format!("address = \"{user}@example.test\""), 1)
         .replace("timeout = \"10s\"\n\n[[mailboxes]]", "timeout = \"10s\"\nretry_initial = \"1h\"\n\n[[mailboxes]]");
     std::fs::write(&daemon.config, cfg).unwrap();
-    daemon.env = vec![("TICKETD_LOG".into(), "warn,ticketd::daemon=info".into())];
+    let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
+    daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
     let mut watch = session(lab, user).await;
     let t = Instant::now();
     daemon.spawn();
@@ -201,6 +202,9 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
     let hwm_kib = proc_field(pid, "status", "VmHWM:");
     let _ = watch.logout().await;
     daemon.stop_ok();
+    if let Ok(keep) = std::env::var("TICKETD_BENCH_KEEP_LOG") {
+        let _ = std::fs::copy(&daemon.log, keep);
+    }
     let dir = daemon.dir.path();
     let store_bytes = du(&dir.join("db")) + du(&dir.join("attachments"));
     let store = Store::open_path(&dir.join("db"), &dir.join("attachments"), 8 << 20).unwrap();

@@ -200,18 +200,21 @@ impl Desk {
     /// Hands a batch to the writer and returns at once; the answer comes on
     /// the receiver once the batch is durable. Lets the IMAP worker fetch
     /// the next batch meanwhile.
+    /// `session` names the worker's connection: once one of its batches
+    /// fails, its later ones are refused until it reconnects.
     pub async fn submit(
         &self,
         mailbox: &str,
         uid_validity: u32,
         items: Vec<Item>,
         mode: Mode,
+        session: u64,
     ) -> Result<oneshot::Receiver<BatchResult>, DeskError> {
         let (reply, rx) = oneshot::channel();
         let mailbox = mailbox.to_owned();
         let fetched = std::time::Instant::now();
         self.jobs
-            .send(writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply })
+            .send(writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session })
             .await
             .map_err(|_| DeskError::Stopped)?;
         Ok(rx)
@@ -221,7 +224,10 @@ impl Desk {
     pub async fn ingest_with(&self, mailbox: &str, uid_validity: u32, items: Vec<Item>, mode: Mode) -> BatchResult {
         let mailbox = mailbox.to_owned();
         let fetched = std::time::Instant::now();
-        match self.ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply }).await {
+        match self
+            .ask(|reply| writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session: 0 })
+            .await
+        {
             Ok(r) => r,
             Err(e) => BatchResult { done: Vec::new(), error: Some(e.to_string()) },
         }

@@ -45,6 +45,10 @@ pub(super) enum Job {
         /// When the batch left the IMAP worker (for the latency histogram).
         fetched: std::time::Instant,
         mode: Mode,
+        /// The worker's connection (0: not a worker). After a batch of a
+        /// session fails, the session's later batches are refused: their
+        /// UIDs must not move the cursor past the mail that failed.
+        session: u64,
         reply: oneshot::Sender<BatchResult>,
     },
     Acked {
@@ -130,6 +134,8 @@ pub(super) struct Writer {
     failing: bool,
     /// Post-actions known done, to record with the next commit.
     acks: std::collections::BTreeMap<String, (u32, u32)>,
+    /// Worker connections with a failed batch: their later batches are refused.
+    failed_sessions: std::collections::HashSet<(String, u64)>,
     pub(super) health: Health,
     /// Backups copying blobs right now: retention deletes none meanwhile.
     pub(super) blob_copies: Arc<std::sync::atomic::AtomicUsize>,
@@ -163,6 +169,7 @@ impl Writer {
             queued: false,
             failing: false,
             acks: Default::default(),
+            failed_sessions: Default::default(),
             health,
             blob_copies: Default::default(),
         }
@@ -194,13 +201,25 @@ impl Writer {
         let mut tx = Tx::new(&store);
         let mut finish: Vec<Finish> = Vec::new();
         let mut stop = false;
+        let mut sessions: Vec<(String, u64)> = Vec::new();
         for job in jobs {
             match job {
-                Job::Ingest { mailbox, uid_validity, items, reply, mode, .. } if self.is_careful(&mailbox) => {
+                Job::Ingest { mailbox, session, reply, .. }
+                    if session != 0 && self.failed_sessions.contains(&(mailbox.clone(), session)) =>
+                {
+                    let _ = reply.send(BatchResult {
+                        done: Vec::new(),
+                        error: Some("an earlier batch of this connection was not stored; fetching again".into()),
+                    });
+                }
+                Job::Ingest { mailbox, uid_validity, items, reply, mode, session, .. } if self.is_careful(&mailbox) => {
                     // Alone and committed message by message: flush the group first.
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
                     self.commit(earlier, std::mem::take(&mut finish));
                     let r = self.ingest_careful(&mailbox, uid_validity, &items, mode);
+                    if r.error.is_some() && session != 0 {
+                        self.failed_sessions.insert((mailbox.clone(), session));
+                    }
                     crate::failpoint::hit("flushed");
                     self.wake_sender();
                     let _ = reply.send(r);
@@ -226,7 +245,14 @@ impl Writer {
                     self.commit(earlier, std::mem::take(&mut finish));
                     let _ = reply.send(self.snapshot(&dir));
                 }
-                job => finish.push(self.handle(&mut tx, job)),
+                job => {
+                    if let Job::Ingest { mailbox, session, .. } = &job
+                        && *session != 0
+                    {
+                        sessions.push((mailbox.clone(), *session));
+                    }
+                    finish.push(self.handle(&mut tx, job))
+                }
             }
         }
         if !finish.is_empty() {
@@ -236,13 +262,16 @@ impl Writer {
                 }
             }
         }
-        self.commit(tx, finish);
+        if !self.commit(tx, finish) {
+            self.failed_sessions.extend(sessions);
+        }
         stop
     }
 
-    fn commit(&mut self, tx: Tx<'_>, finish: Vec<Finish>) {
+    /// False when the commit failed (every job of it was told).
+    fn commit(&mut self, tx: Tx<'_>, finish: Vec<Finish>) -> bool {
         if finish.is_empty() && tx.is_empty() {
-            return;
+            return true;
         }
         let r = self.store.commit(tx.into_writes());
         crate::failpoint::hit("flushed");
@@ -255,6 +284,7 @@ impl Writer {
             f(err.as_deref());
         }
         self.wake_sender();
+        err.is_none()
     }
 
     fn wake_sender(&mut self) {
@@ -303,10 +333,13 @@ impl Writer {
             r
         };
         match job {
-            Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply } => {
+            Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session } => {
                 let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items, mode);
                 let error = error.map(|e| {
                     self.commit_failed(&e);
+                    if session != 0 {
+                        self.failed_sessions.insert((mailbox.clone(), session));
+                    }
                     e.to_string()
                 });
                 let health = self.health.clone();

@@ -53,6 +53,9 @@ struct FirstContact {
     quiet_until: Option<u32>,
 }
 
+/// Worker connections, numbered from 1 (0 means "not a worker").
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// How often a login that keeps failing is mentioned again at WARN.
 const LOGIN_REMINDER: Duration = Duration::from_secs(3600);
 
@@ -135,6 +138,8 @@ impl Worker {
 
     async fn session(&self, backoff: &mut Backoff, link: &mut Link) -> Result<(), ImapError> {
         let mb = &self.mb;
+        // Names this connection to the writer (see `Desk::submit`).
+        let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut s = tokio::select! {
             r = connect(mb) => r?,
             _ = self.shutdown.cancelled() => return Ok(()),
@@ -184,7 +189,7 @@ impl Worker {
         let health = self.desk.health();
         loop {
             health.link(&mb.name, LinkState::Fetching, None, None);
-            last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post, first).await?;
+            last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post, first, session).await?;
             health.fetched(&mb.name);
             health.link(&mb.name, LinkState::Idle, None, None);
             if *link != Link::Up {
@@ -239,6 +244,7 @@ impl Worker {
         mut last_uid: u32,
         post: &PostAction,
         first: FirstContact,
+        session: u64,
     ) -> Result<u32, ImapError> {
         let mb = &self.mb;
         let skip_until = first.skip_seen_until.filter(|u| *u > last_uid);
@@ -291,21 +297,21 @@ impl Worker {
             }
             crate::failpoint::hit("fetched");
             items.sort_by_key(Item::uid);
-            // The previous batch was being committed while this one was
-            // fetched; its post-action now, then this one goes to the writer.
-            if let Some(prev) = inflight.take() {
-                last_uid = self.finish(s, uid_validity, last_uid, post, prev).await?;
-                if self.shutdown.is_cancelled() {
-                    return Ok(last_uid);
-                }
-            }
+            // Queued behind the previous batch, so the writer goes straight
+            // on to it while the previous one is marked processed on IMAP.
             // Bounded: when the writer is busy the worker waits; nothing is dropped.
             let reply = self
                 .desk
-                .submit(&mb.name, uid_validity, items, mode)
+                .submit(&mb.name, uid_validity, items, mode, session)
                 .await
                 .map_err(|e| ImapError::Ingest(e.to_string()))?;
-            inflight = Some(InFlight { reply, skipped: skipped.iter().map(|(u, _)| *u).collect() });
+            let next = InFlight { reply, skipped: skipped.iter().map(|(u, _)| *u).collect() };
+            if let Some(prev) = inflight.replace(next) {
+                last_uid = self.finish(s, uid_validity, last_uid, post, prev).await?;
+                if self.shutdown.is_cancelled() {
+                    break;
+                }
+            }
         }
         if let Some(prev) = inflight.take() {
             last_uid = self.finish(s, uid_validity, last_uid, post, prev).await?;

@@ -60,6 +60,7 @@ impl Sender {
                 }
             };
             if let Some(hold) = hold {
+                debug!(?hold, "SMTP unavailable: holding the outbox");
                 tokio::select! {
                     _ = tokio::time::sleep(hold) => {}
                     _ = self.shutdown.cancelled() => break,
@@ -89,6 +90,7 @@ impl Sender {
         let store = self.desk.store();
         loop {
             let due = store.due(Utc::now(), 32)?;
+            debug!(due = due.len(), "outbox round");
             if due.is_empty() {
                 return Ok(false);
             }

@@ -475,7 +475,7 @@ impl Store {
                 break;
             }
             let Some(e) = self.outbox_entry(seq)? else { continue };
-            if !tickets.insert(e.mail.ticket) {
+            if tickets.contains(&e.mail.ticket) {
                 continue;
             }
             let first = self
@@ -484,9 +484,12 @@ impl Store {
                 .next()
                 .transpose()?
                 .and_then(|(k, _)| from_be(&k[8..]));
+            // Not the ticket's oldest pending mail: that one goes first,
+            // when it is due (it may come later in this scan).
             if first.is_some_and(|f| f != seq) {
                 continue;
             }
+            tickets.insert(e.mail.ticket);
             out.push((seq, e));
             if out.len() >= limit {
                 break;

@@ -75,3 +75,47 @@ fn recent_counts_stay_small_however_busy_the_key() {
     assert_eq!(one.count(t0 + chrono::Duration::minutes(59)), 1);
     assert_eq!(one.count(t0 + chrono::Duration::minutes(61)), 0);
 }
+
+#[test]
+fn a_tickets_oldest_mail_goes_first_even_when_a_later_one_is_due_earlier() {
+    use crate::outbound::{OutKind, OutMail, OutState, OutboxEntry};
+    use chrono::TimeZone;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_path(&dir.path().join("db"), &dir.path().join("att"), 8 << 20).unwrap();
+    let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap();
+    let entry = |ticket: u64, at: chrono::DateTime<chrono::Utc>| OutboxEntry {
+        mail: OutMail {
+            ticket,
+            kind: OutKind::Ack,
+            from_address: "s@x.test".into(),
+            from_name: "S".into(),
+            to: vec!["c@x.test".into()],
+            subject: "s".into(),
+            body: "b".into(),
+            message_id: format!("m{ticket}.{}@x.test", at.timestamp()),
+            in_reply_to: None,
+            references: vec![],
+            attachments: vec![],
+            internal_lines: vec![],
+        },
+        state: OutState::Queued,
+        attempts: 0,
+        next_attempt: at,
+        last_error: None,
+        created: t0,
+        done_rcpts: vec![],
+        failed_rcpts: vec![],
+    };
+    let mut w = WriteSet::default();
+    // Ticket 1: seq 1 retries at +10s; seq 2 is due at once. Ticket 2: seq 3 due at once.
+    for (seq, e) in [(1, entry(1, t0 + chrono::Duration::seconds(10))), (2, entry(1, t0)), (3, entry(2, t0))] {
+        w.put(Table::Outbox, be(seq), json(&e));
+        w.put(Table::OutboxDue, keys::due(e.next_attempt.timestamp(), seq), vec![]);
+        w.put(Table::OutboxTickets, keys::ticket_seq(e.mail.ticket, seq), vec![]);
+    }
+    store.commit(w).unwrap();
+    let seqs = |now| store.due(now, 10).unwrap().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(seqs(t0), vec![3], "ticket 1's later mail waits behind its retrying first one");
+    assert_eq!(seqs(t0 + chrono::Duration::seconds(10)), vec![3, 1], "then the first one goes too, once due");
+    assert_eq!(store.next_due_at().unwrap(), Some(t0));
+}

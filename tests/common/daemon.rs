@@ -15,6 +15,12 @@ pub struct Daemon {
     child: Option<Child>,
 }
 
+/// The binary under test; `TICKETD_BIN` picks another build (e.g. one with
+/// symbols, for profiling a benchmark).
+fn binary() -> std::path::PathBuf {
+    std::env::var_os("TICKETD_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_ticketd").into())
+}
+
 /// The first value of a header in a raw message (unfolded).
 pub fn header(raw: &str, name: &str) -> Option<String> {
     let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
@@ -121,7 +127,7 @@ impl Daemon {
     pub fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0) as usize;
-        let child = Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        let child = Command::new(binary())
             .arg("--config")
             .arg(&self.config)
             .arg("run")
