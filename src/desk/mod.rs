@@ -234,9 +234,13 @@ impl Desk {
     }
 
     /// The post-action for everything up to `uid` is done.
+    /// Does not wait for the writer (which may be in the middle of the next
+    /// batch): the note rides along with a later commit, and losing it only
+    /// means redoing an idempotent post-action.
     pub async fn acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), DeskError> {
         let mailbox = mailbox.to_owned();
-        self.ask(|reply| writer::Job::Acked { mailbox, uid_validity, uid, reply }).await?
+        let (reply, _ignored) = oneshot::channel();
+        self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid, reply }).await.map_err(|_| DeskError::Stopped)
     }
 
     /// Starts a mailbox over after a UIDVALIDITY change; dedupe keeps the

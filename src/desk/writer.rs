@@ -273,7 +273,10 @@ impl Writer {
         if finish.is_empty() && tx.is_empty() {
             return true;
         }
-        let r = self.store.commit(tx.into_writes());
+        let writes = tx.into_writes();
+        let (n, started) = (writes.ops.len(), std::time::Instant::now());
+        let r = self.store.commit(writes);
+        tracing::trace!(writes = n, us = started.elapsed().as_micros() as u64, "committed");
         crate::failpoint::hit("flushed");
         match &r {
             Ok(()) => self.commit_succeeded(),

@@ -271,7 +271,9 @@ impl Worker {
             let mut items: Vec<Item> = skipped.iter().map(|(uid, _)| Item::Skip { uid: *uid }).collect();
             if !small.is_empty() {
                 let set = uid_set(small.iter().map(|(u, _)| *u));
+                let started = std::time::Instant::now();
                 let fetched = fetch(s, &set, "(UID BODY.PEEK[])", mb.timeout).await?;
+                tracing::trace!(count = fetched.len(), us = started.elapsed().as_micros() as u64, "fetched");
                 if fetched.len() < small.len() {
                     // A short answer may be a silent NO or a clean EOF. Moving the
                     // cursor past a message that still exists would lose it.
@@ -329,12 +331,16 @@ impl Worker {
         f: InFlight,
     ) -> Result<u32, ImapError> {
         let mb = &self.mb;
+        let started = std::time::Instant::now();
         let result = f.reply.await.map_err(|_| ImapError::Ingest("the desk is stopping".into()))?;
+        tracing::trace!(us = started.elapsed().as_micros() as u64, "waited for the writer");
         // Skipped history keeps its flags and its folder.
         let act_on: Vec<u32> = result.done.iter().copied().filter(|u| f.skipped.binary_search(u).is_err()).collect();
         if !result.done.is_empty() {
             if !act_on.is_empty() {
+                let started = std::time::Instant::now();
                 post.apply(s, &act_on).await?;
+                tracing::trace!(count = act_on.len(), us = started.elapsed().as_micros() as u64, "post-action done");
             }
             crate::failpoint::hit("post-action");
             last_uid = last_uid.max(*result.done.iter().max().unwrap_or(&0));
