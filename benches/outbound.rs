@@ -258,7 +258,8 @@ async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &s
         "batch_size = 50",
         "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000",
     );
-    daemon.env = vec![("TICKETD_LOG".into(), "warn,ticketd::daemon=info".into())];
+    let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
+    daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
     daemon.spawn();
     let msgs: Vec<Vec<u8>> = (0..tickets)
         .map(|i| {
@@ -270,23 +271,49 @@ async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &s
     daemon.stop_ok();
     lab.start_smtp();
     drain_queue(lab).await;
+    // The mail the sender tried during the outage waits for its retry time
+    // (and holds back its ticket's later mail): that is the backoff, not the
+    // sender's speed, so the drain is timed over the mail due at the start.
+    let out = daemon.cli(&["outbox", "--json"]);
+    assert!(out.status.success(), "outbox --json: {}", String::from_utf8_lossy(&out.stderr));
+    let pending: Vec<serde_json::Value> =
+        out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(pending.len(), n, "every mail waits in the outbox");
+    let now = Utc::now();
+    let held: std::collections::HashSet<u64> = pending
+        .iter()
+        .filter(|e| e["next_attempt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).is_some_and(|t| t > now))
+        .map(|e| e["ticket"].as_u64().unwrap())
+        .collect();
+    let waiting = pending.iter().filter(|e| held.contains(&e["ticket"].as_u64().unwrap())).count();
+    let due = n - waiting;
     let before = accepted_from_support(lab);
     daemon.spawn();
     let t = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while accepted_from_support(lab) < before + n {
+    while accepted_from_support(lab) < before + due {
         assert!(Instant::now() < deadline, "the outbox did not drain");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ours = t.elapsed();
+    // The held ones go too, once their retry time comes.
+    while accepted_from_support(lab) < before + n {
+        assert!(Instant::now() < deadline, "the mail deferred during the outage was never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = t.elapsed();
     daemon.stop_ok();
+    if let Ok(keep) = std::env::var("TICKETD_BENCH_KEEP_LOG") {
+        std::fs::write(keep, daemon.log_text()).unwrap();
+    }
     drain_queue(lab).await;
     let plain = plain_round(script, manifest, lab.smtp_port);
+    let plain_rate = rate(n, plain);
     println!(
-        "\ndaemon outbox: {n} mails ({tickets} new tickets) drained at {:.1} msg/s (each outcome durable before the next send); smtplib {:.1} msg/s in the same run; ratio {:.2} (target ≥ 0.8)",
-        rate(n, ours),
-        rate(n, plain),
-        plain.as_secs_f64() / ours.as_secs_f64()
+        "\ndaemon outbox: {n} mails ({tickets} new tickets) queued during an SMTP outage; after the restart the {due} due ones drained at {:.1} msg/s (each outcome durable before the next send); smtplib {plain_rate:.1} msg/s in the same run; ratio {:.2} (target ≥ 0.8). The {waiting} mails of the tickets tried during the outage went at their retry time, {:.1} s after the restart.",
+        rate(due, ours),
+        rate(due, ours) / plain_rate,
+        all.as_secs_f64()
     );
 }
 

@@ -20,6 +20,8 @@ bash scripts/lab.sh start "$dir" >/dev/null
 # shellcheck disable=SC1091
 source "$dir/lab.env"
 echo "lab: Dovecot IMAP on 127.0.0.1:$IMAP_PORT, Postfix SMTP on 127.0.0.1:$SMTP_PORT ($dir)"
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+(umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/api-token")
 
 cat >"$dir/ticketd.toml" <<TOML
 [store]
@@ -29,8 +31,9 @@ attachments_dir = "$dir/attachments"
 [desk]
 display_name = "Example Support"
 
-[attachments]
-base_url = "http://127.0.0.1:8080/attachments"
+[api]
+listen = "127.0.0.1:$api_port"
+token_file = "$dir/api-token"
 
 [smtp]
 host = "127.0.0.1"
@@ -86,13 +89,23 @@ while time.time() < deadline:
 sys.exit("no acknowledgement arrived within 60s")
 PY
 
+# The daemon is running: the CLI reads the desk through the local API.
+echo
+echo "the ticket, read from the running daemon (ticketd tickets show 1):"
+"$bin" --config "$dir/ticketd.toml" tickets show 1
+echo
+"$bin" --config "$dir/ticketd.toml" tickets show 1 --json | tee "$dir/ticket.json"
+url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["attachments"][0]["url"])' "$dir/ticket.json")
+echo
+echo "the attachment's url serves the stored bytes:"
+curl -sS --fail -H "Authorization: Bearer $(cat "$dir/api-token")" "$url" | sed 's/^/  /'
+echo
+echo "readiness (GET /readyz):"
+curl -sS "http://127.0.0.1:$api_port/readyz" | sed 's/^/  /'
+echo
 kill -TERM "$daemon_pid"
 wait "$daemon_pid"
 daemon_pid=
 echo
 echo "daemon log:"
 sed 's/^/  /' "$dir/ticketd.log"
-echo
-"$bin" --config "$dir/ticketd.toml" tickets show 1
-echo
-"$bin" --config "$dir/ticketd.toml" tickets show 1 --json

@@ -9,10 +9,11 @@ set -euo pipefail
 
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}"
 readonly MAIL_USER=ticketd-lab
-# python3: the demo sends and reads mail with smtplib/imaplib.
+# python3: the demo sends and reads mail with smtplib/imaplib; curl fetches
+# from the API in the demo.
 # prometheus: its promtool checks a real /metrics scrape (tests/api.rs); the
 # Prometheus server itself is neither configured nor started.
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus)
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl)
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -33,7 +34,7 @@ fail() {
 
 missing() {
     local b
-    for b in dovecot doveadm postfix postconf openssl python3 promtool; do
+    for b in dovecot doveadm postfix postconf openssl python3 promtool curl; do
         command -v "$b" >/dev/null 2>&1 || return 0
     done
     # Binaries of dovecot-imapd, dovecot-lmtpd and dovecot-sieve.

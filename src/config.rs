@@ -742,10 +742,10 @@ impl RawConfig {
                     .get("store.attachments_dir", s.attachments_dir)
                     .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join("attachments"));
                 let cache_bytes = match c.get("store.cache_capacity", s.cache_capacity) {
-                    None => 16 << 20,
+                    None => 8 << 20,
                     Some(v) => parse_size(&v).unwrap_or_else(|| {
                         c.err("store.cache_capacity", format!("invalid size {v:?}; write e.g. \"64MiB\""));
-                        16 << 20
+                        8 << 20
                     }),
                 };
                 let retention_days = c.get("store.retention_days", s.retention_days).unwrap_or(0);

@@ -108,6 +108,11 @@ async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
         s.append("Tickets", None, None, m).await.unwrap();
     }
     s.append("Tickets", None, None, mail("customer+9@example.test", "Uv new", "uv9@c.test", "", "x")).await.unwrap();
+    // Read mail ticketd never stored (history, e.g. brought by a migration):
+    // skipped, not answered.
+    s.append("Tickets", Some("(\\Seen)"), None, mail("old@example.test", "Uv history", "uvh@c.test", "", "x"))
+        .await
+        .unwrap();
     s.logout().await.unwrap();
 
     let mut daemon = daemon.restart();
@@ -116,6 +121,9 @@ async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
     assert!(daemon.log_text().contains("UIDVALIDITY changed"), "{}", daemon.log_text());
     assert_eq!(daemon.tickets_json().len(), 4, "the re-read created only the new ticket");
     assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap(), 4, "no acknowledgement twice");
+    let titles: Vec<String> =
+        daemon.tickets_json().iter().map(|t| t["title"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(!titles.iter().any(|t| t == "Uv history"), "read history became a ticket: {titles:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,14 +243,8 @@ impl Desk {
         self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid, reply }).await.map_err(|_| DeskError::Stopped)
     }
 
-    /// Starts a mailbox over after a UIDVALIDITY change; dedupe keeps the
-    /// re-read from duplicating anything.
-    pub async fn reset_cursor(&self, mailbox: &str, uid_validity: u32) -> Result<(), DeskError> {
-        let cursor = crate::store::Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() };
-        self.set_cursor(mailbox, cursor).await
-    }
-
-    /// Where a mailbox stands (first contact decides it, see `initial`).
+    /// Where a mailbox stands (first contact decides it, see `initial`; a
+    /// UIDVALIDITY change starts it over).
     pub async fn set_cursor(&self, mailbox: &str, cursor: crate::store::Cursor) -> Result<(), DeskError> {
         let mailbox = mailbox.to_owned();
         self.ask(|reply| writer::Job::SetCursor { mailbox, cursor, reply }).await?

@@ -98,10 +98,17 @@ impl Sender {
                 if self.shutdown.is_cancelled() {
                     return Ok(false);
                 }
+                let started = std::time::Instant::now();
                 match self.send_one(client, entry).await {
                     Ok(reports) => {
                         let retry_for = reports.iter().any(|r| matches!(r, Delivery::Retry { .. }));
+                        let sent = started.elapsed();
                         self.desk.delivery(*seq, reports).await?;
+                        tracing::trace!(
+                            send_us = sent.as_micros() as u64,
+                            record_us = (started.elapsed() - sent).as_micros() as u64,
+                            "outcome recorded"
+                        );
                         if !retry_for && *failing {
                             info!("SMTP delivery works again");
                             *failing = false;
@@ -147,6 +154,7 @@ impl Sender {
         let store = self.desk.store().clone();
         let mail = entry.mail.clone();
         let opts = BuildOptions::new(entry.created);
+        let started = std::time::Instant::now();
         // Building a large mail is CPU work: off the runtime.
         let built = tokio::task::spawn_blocking(move || {
             let mut load = |a: &super::OutAttachment| -> std::io::Result<Vec<u8>> {
@@ -158,6 +166,7 @@ impl Sender {
             build(&mail, &mut load, &opts)
         })
         .await;
+        tracing::trace!(us = started.elapsed().as_micros() as u64, "built");
         let bytes = match built {
             Ok(Ok(b)) => b,
             Ok(Err(e)) if e.is_permanent() => return failed(format!("cannot build the message: {e}")),

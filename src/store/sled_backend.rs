@@ -315,7 +315,9 @@ impl Backend for SledBackend {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         let inner = self.inner()?;
         // Blob bytes first: nothing may name bytes a crash could lose.
+        let t0 = std::time::Instant::now();
         let staged = self.segments.sync()?;
+        let t1 = std::time::Instant::now();
         let mut batch = sled::Batch::default();
         for (kind, sha, loc) in &staged {
             batch.insert(blob_key(*kind, sha), &loc.encode()[..]);
@@ -327,7 +329,14 @@ impl Backend for SledBackend {
             }
         }
         let applied = inner.desk.apply_batch(batch).map_err(StoreError::from).and_then(|()| {
+            let t2 = std::time::Instant::now();
             inner.db.flush()?;
+            tracing::trace!(
+                sync_us = (t1 - t0).as_micros() as u64,
+                apply_us = (t2 - t1).as_micros() as u64,
+                flush_us = t2.elapsed().as_micros() as u64,
+                "sled commit"
+            );
             Ok(())
         });
         if applied.is_err() {
