@@ -276,13 +276,22 @@ async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &s
     // sender's speed, so the drain is timed over the mail due at the start.
     let out = daemon.cli(&["outbox", "--json"]);
     assert!(out.status.success(), "outbox --json: {}", String::from_utf8_lossy(&out.stderr));
-    let pending: Vec<serde_json::Value> =
-        out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let pending: Vec<serde_json::Value> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
     assert_eq!(pending.len(), n, "every mail waits in the outbox");
     let now = Utc::now();
     let held: std::collections::HashSet<u64> = pending
         .iter()
-        .filter(|e| e["next_attempt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).is_some_and(|t| t > now))
+        .filter(|e| {
+            e["next_attempt"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t > now)
+        })
         .map(|e| e["ticket"].as_u64().unwrap())
         .collect();
     let waiting = pending.iter().filter(|e| held.contains(&e["ticket"].as_u64().unwrap())).count();

@@ -161,7 +161,13 @@ impl Worker {
                 // it): answering it now would flood its senders.
                 warn!(mailbox = %mb.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed: re-reading the folder's unread mail; Message-ID and content dedupe prevent duplicates, read mail is skipped as history");
                 let top = self.top_uid(&mut s, selected.uid_next).await?;
-                let c = Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), skip_seen_until: Some(top), ..Default::default() };
+                let c = Cursor {
+                    uid_validity,
+                    last_uid: 0,
+                    acked_uid: Some(0),
+                    skip_seen_until: Some(top),
+                    ..Default::default()
+                };
                 self.desk.set_cursor(&mb.name, c).await.map_err(desk_err)?;
                 c
             }
