@@ -272,6 +272,20 @@ fn unbuildable_entries_are_typed_permanent_errors() {
     assert!(!build(&m, &mut busy, &opts()).unwrap_err().is_permanent());
 }
 
+/// Found by the property test below: a body with lone CRs (old Mac line
+/// ends) put bare CRs on the wire.
+#[test]
+fn lone_carriage_returns_in_a_body_become_line_breaks() {
+    for body in ["\r", "one\rtwo\r\nthree\n\rfour\n", "\r\r\n\n", "end\r"] {
+        let m = OutMail { body: body.to_owned(), ..mail() };
+        let raw = built(&m);
+        assert_wire_clean(&raw);
+    }
+    let m = OutMail { body: "one\rtwo".to_owned(), ..mail() };
+    let raw = String::from_utf8(built(&m)).unwrap();
+    assert!(raw.contains("one\r\ntwo"), "{raw}");
+}
+
 #[test]
 fn a_twenty_mib_body_builds_and_stays_within_line_limits() {
     let line = "Ünïcode line with = signs and a few words, long enough to need wrapping later on. ";

@@ -138,7 +138,15 @@ pub fn build(
     if mail.kind.is_automatic() {
         m = m.header("Auto-Submitted", Raw::new("auto-replied")).header("X-Auto-Response-Suppress", Raw::new("All"));
     }
-    let text = MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(mail.body.as_str())));
+    // A lone CR would reach the wire bare (RFC 5322 forbids it): the
+    // builder fixes lone LFs only. Stored text is clean already; a body
+    // from elsewhere (a template, an API client) may not be.
+    let body_text: Cow<'_, str> = if mail.body.contains('\r') {
+        Cow::Owned(mail.body.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        Cow::Borrowed(mail.body.as_str())
+    };
+    let text = MimePart::new("text/plain", BodyPart::Text(body_text));
     let body = if mail.attachments.is_empty() {
         text
     } else {
