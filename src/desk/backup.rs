@@ -505,6 +505,11 @@ pub fn verify(file: &Path) -> Result<Manifest, BackupError> {
                 io::copy(&mut e, &mut w).map_err(damaged)?;
                 let sha = hex::encode(w.sha.finalize());
                 if sha != name {
+                    // A name that is a SHA-256 is a promise about the content:
+                    // no manifest entry excuses breaking it.
+                    if crate::store::is_sha256_name(&name) {
+                        return Err(BackupError::Damaged(format!("{path}: its content does not match its name")));
+                    }
                     renamed.insert(path, sha);
                 }
                 let b = blobs.entry(kind_name(kind)).or_insert_with(|| BlobEntry {
@@ -698,6 +703,9 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
                 let mut bytes = Vec::with_capacity(e.header().size().unwrap_or(0).min(64 << 20) as usize);
                 let mut e = e;
                 e.read_to_end(&mut bytes).map_err(damaged)?;
+                // Checked in the first pass; the file may have changed since.
+                crate::store::verify_blob(kind, &name, &bytes)
+                    .map_err(|_| BackupError::Damaged(format!("blob {name}: its content does not match its name")))?;
                 store.backend().put_blob(kind, &name, &bytes)?;
                 b.blob_written(bytes.len())?;
             }

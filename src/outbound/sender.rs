@@ -160,7 +160,13 @@ impl Sender {
             let mut load = |a: &super::OutAttachment| -> std::io::Result<Vec<u8>> {
                 store
                     .attachment(&a.sha256)
-                    .map_err(std::io::Error::other)?
+                    .map_err(|e| match e {
+                        // Damaged bytes will not heal by waiting: never sent.
+                        e @ crate::store::StoreError::BlobMismatch { .. } => {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+                        }
+                        e => std::io::Error::other(e),
+                    })?
                     .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not in the attachment store"))
             };
             build(&mail, &mut load, &opts)

@@ -18,6 +18,7 @@ pub fn run(root: &Path, open: Opener<'_>) {
         ("tables are separate", tables_are_separate),
         ("scans are ordered and resumable", scans_are_ordered_and_resumable),
         ("blobs are content-addressed", blobs_are_content_addressed),
+        ("blobs that do not match their name are refused", blobs_that_do_not_match_their_name_are_refused),
         ("commits survive a reopen", commits_survive_a_reopen),
         ("reopen keeps everything", reopen_keeps_everything),
     ];
@@ -118,9 +119,13 @@ fn scans_are_ordered_and_resumable(dir: &Path, open: Opener<'_>) {
     assert_eq!(ff.len(), 2, "a prefix of 0xff bytes has no successor and still works");
 }
 
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
 fn blobs_are_content_addressed(dir: &Path, open: Opener<'_>) {
     let b = open(dir);
-    let sha = "ab".repeat(32);
+    let sha = sha(b"hello");
     for kind in [BlobKind::Raw, BlobKind::Attachment] {
         assert_eq!(b.get_blob(kind, &sha).unwrap(), None);
         b.put_blob(kind, &sha, b"hello").unwrap();
@@ -135,25 +140,37 @@ fn blobs_are_content_addressed(dir: &Path, open: Opener<'_>) {
     b.commit(WriteSet::default()).unwrap();
     assert_eq!(b.get_blob(BlobKind::Attachment, &sha).unwrap(), None, "deleted, and deleting twice is fine");
     let big = vec![7u8; 3 << 20];
-    b.put_blob(BlobKind::Raw, &"cd".repeat(32), &big).unwrap();
+    let big_sha = self::sha(&big);
+    b.put_blob(BlobKind::Raw, &big_sha, &big).unwrap();
     b.commit(WriteSet::default()).unwrap();
-    assert_eq!(b.get_blob(BlobKind::Raw, &"cd".repeat(32)).unwrap().map(|v| v.len()), Some(big.len()));
+    assert_eq!(b.get_blob(BlobKind::Raw, &big_sha).unwrap().map(|v| v.len()), Some(big.len()));
     let raws: Vec<String> = b.blobs(BlobKind::Raw).map(|r| r.unwrap().0).collect();
-    assert_eq!(raws, vec![sha.clone(), "cd".repeat(32)], "in hash order");
+    let mut want = vec![sha.clone(), big_sha];
+    want.sort();
+    assert_eq!(raws, want, "in hash order");
+}
+
+fn blobs_that_do_not_match_their_name_are_refused(dir: &Path, open: Opener<'_>) {
+    let b = open(dir);
+    let named = sha(b"what the name promises");
+    b.put_blob(BlobKind::Attachment, &named, b"other bytes").unwrap();
+    b.commit(WriteSet::default()).unwrap();
+    let err = b.get_blob(BlobKind::Attachment, &named).expect_err("bytes that do not hash to their name");
+    assert!(err.to_string().contains(&named), "the error names the blob: {err}");
 }
 
 fn commits_survive_a_reopen(dir: &Path, open: Opener<'_>) {
-    let sha = "ef".repeat(32);
+    let (att, raw) = (sha(b"attached"), sha(b"raw mail"));
     {
         let b = open(dir);
-        b.put_blob(BlobKind::Attachment, &sha, b"attached").unwrap();
-        b.put_blob(BlobKind::Raw, &sha, b"raw mail").unwrap();
+        b.put_blob(BlobKind::Attachment, &att, b"attached").unwrap();
+        b.put_blob(BlobKind::Raw, &raw, b"raw mail").unwrap();
         b.commit(one(Table::Cursors, b"support", b"{}")).unwrap();
     }
     let b = open(dir);
     assert_eq!(b.get(Table::Cursors, b"support").unwrap().as_deref(), Some(&b"{}"[..]));
-    assert_eq!(b.get_blob(BlobKind::Attachment, &sha).unwrap().as_deref(), Some(&b"attached"[..]));
-    assert_eq!(b.get_blob(BlobKind::Raw, &sha).unwrap().as_deref(), Some(&b"raw mail"[..]));
+    assert_eq!(b.get_blob(BlobKind::Attachment, &att).unwrap().as_deref(), Some(&b"attached"[..]));
+    assert_eq!(b.get_blob(BlobKind::Raw, &raw).unwrap().as_deref(), Some(&b"raw mail"[..]));
     assert!(b.size_on_disk().unwrap() > 0);
 }
 

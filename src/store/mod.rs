@@ -36,6 +36,10 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("blob store {path}: {source}")]
     Blob { path: PathBuf, source: std::io::Error },
+    #[error(
+        "stored {kind} {sha256} does not match its checksum: the store is damaged (restore it from a backup); it is not served"
+    )]
+    BlobMismatch { kind: &'static str, sha256: String },
     #[error("stale write to {what}: it changed since it was read")]
     Conflict { what: String },
     #[error("the database is closed (a reopen after an I/O error failed)")]
@@ -133,6 +137,31 @@ pub enum BlobKind {
     Raw,
     /// A decoded attachment, served at its URL.
     Attachment,
+}
+
+impl BlobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobKind::Raw => "raw mail",
+            BlobKind::Attachment => "attachment",
+        }
+    }
+}
+
+/// Whether `name` is a SHA-256 in hex, as every blob written since content
+/// addressing is named (older stores may hold others).
+pub fn is_sha256_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Blobs are named by the SHA-256 of their content: bytes that do not hash
+/// to their name are never handed out (a damaged segment, a misplaced
+/// offset), whoever asks — a download, a relay, a backup.
+pub fn verify_blob(kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    if is_sha256_name(sha256) && hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)) != sha256 {
+        return Err(StoreError::BlobMismatch { kind: kind.name(), sha256: sha256.to_owned() });
+    }
+    Ok(())
 }
 
 /// Writes applied together by [`Backend::commit`]; later writes to a key win.

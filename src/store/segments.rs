@@ -140,7 +140,20 @@ impl Segments {
         let c = cur.as_mut().expect("a segment is open");
         let loc = Loc { segment: c.id, offset: c.len, len: bytes.len() as u64, codec };
         let path = segment_path(&self.dir, c.id);
-        c.file.write_all(bytes).map_err(err(&path))?;
+        if let Err(e) = c.file.write_all(bytes) {
+            // Part of the bytes may have landed (a full disk): the file must
+            // end where `c.len` says, or every later blob of this segment
+            // would be recorded short of where it really is. If it cannot be
+            // cut back, the segment is retired and the next put starts one.
+            if c.file.set_len(c.len).is_err() {
+                if let Some(old) = cur.take() {
+                    self.closed.lock().unwrap_or_else(|e| e.into_inner()).push(old.file);
+                }
+            } else {
+                c.dirty = true;
+            }
+            return Err(err(&path)(e));
+        }
         c.len += bytes.len() as u64;
         c.dirty = true;
         self.staged.lock().unwrap_or_else(|e| e.into_inner()).push((kind, sha256.to_owned(), loc));
@@ -156,7 +169,27 @@ impl Segments {
     /// Makes every appended byte durable and hands over what must be
     /// recorded with the commit.
     pub fn sync(&self) -> Result<Staged, StoreError> {
-        for f in self.closed.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let synced = self.sync_files();
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        match synced {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                // After a failed fsync the kernel may have dropped the dirty
+                // pages while the file keeps its length: nothing staged may
+                // be recorded. The segment is retired and the blobs are put
+                // again when their jobs are retried.
+                if let Some(old) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    drop(old);
+                }
+                self.closed.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn sync_files(&self) -> Result<(), StoreError> {
+        let closed = std::mem::take(&mut *self.closed.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in closed {
             f.sync_data().map_err(err(&self.dir))?;
         }
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,7 +200,7 @@ impl Segments {
             c.file.sync_data().map_err(err(&path))?;
             c.dirty = false;
         }
-        Ok(std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner())))
+        Ok(())
     }
 
     /// A commit failed: what it would have recorded is forgotten (the bytes

@@ -253,10 +253,14 @@ impl Backend for SledBackend {
     }
 
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.indexed(kind, sha256)? {
-            Some(loc) => Ok(Some(self.segments.read(loc)?)),
-            None => self.legacy_blob(kind, sha256),
+        let bytes = match self.indexed(kind, sha256)? {
+            Some(loc) => Some(self.segments.read(loc)?),
+            None => self.legacy_blob(kind, sha256)?,
+        };
+        if let Some(b) = &bytes {
+            super::verify_blob(kind, sha256, b)?;
         }
+        Ok(bytes)
     }
 
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_> {
