@@ -71,15 +71,7 @@ fn start_desk(cfg: Config) -> Desk {
 
 /// The API of `desk` on a free loopback port.
 async fn serve(desk: &Desk, shutdown: &CancellationToken) -> HttpClient {
-    let api = ApiConfig {
-        listen: Listen::Tcp("127.0.0.1:0".parse().unwrap()),
-        token_file: Default::default(),
-        agent_tokens: Vec::new(),
-        public_attachments: false,
-        timeout: Duration::from_secs(30),
-        max_upload_bytes: 64 << 20,
-        concurrency: 32,
-    };
+    let api = ApiConfig::with_defaults(Listen::Tcp("127.0.0.1:0".parse().unwrap()));
     let tokens = Tokens::from_values(vec![(Token::new(TOKEN), Principal::Admin)]);
     let server = Server::bind_with(desk.clone(), api, tokens).await.unwrap();
     let local = server.local().clone();

@@ -150,6 +150,15 @@ pub struct Config {
     pub warnings: Vec<Problem>,
 }
 
+/// Open API connections past which new ones are refused: well inside the
+/// unit's `LimitNOFILE` (8192), which also covers IMAP, SMTP and the store.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 512;
+pub const DEFAULT_API_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_API_MAX_UPLOAD_BYTES: u64 = 64 << 20;
+pub const DEFAULT_API_CONCURRENCY: usize = 32;
+
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -190,6 +199,17 @@ impl Listen {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub listen: Listen,
+    /// A unix socket served beside `listen`, for the CLI on this machine
+    /// (it prefers it: the socket's owner is checked, no port to squat).
+    pub socket: Option<PathBuf>,
+    /// Connections open at once; more are refused at once, not queued.
+    pub max_connections: usize,
+    /// A request's header must arrive within this (and an idle keep-alive
+    /// connection is closed after it).
+    pub header_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed
+    /// (a stalled upload, a reader that stopped reading).
+    pub idle_timeout: Duration,
     /// The admin's bearer token (read when the server or the CLI starts).
     pub token_file: PathBuf,
     /// Agent id → the file holding that agent's own token.
@@ -203,6 +223,26 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// Requests handled at once; more wait.
     pub concurrency: usize,
+}
+
+impl ApiConfig {
+    /// An API at `listen` with every other key at its default (tests,
+    /// benchmarks); the token files are left empty.
+    pub fn with_defaults(listen: Listen) -> ApiConfig {
+        ApiConfig {
+            listen,
+            socket: None,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_API_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_API_IDLE_TIMEOUT,
+            token_file: PathBuf::new(),
+            agent_tokens: Vec::new(),
+            public_attachments: false,
+            timeout: DEFAULT_API_TIMEOUT,
+            max_upload_bytes: DEFAULT_API_MAX_UPLOAD_BYTES,
+            concurrency: DEFAULT_API_CONCURRENCY,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -448,7 +488,11 @@ struct RawConfig {
 #[derive(Deserialize)]
 struct RawApi {
     listen: L<String>,
+    socket: L<PathBuf>,
     token_file: L<PathBuf>,
+    max_connections: L<usize>,
+    header_timeout: L<String>,
+    idle_timeout: L<String>,
     public_attachments: L<bool>,
     timeout: L<String>,
     max_upload_bytes: L<String>,
@@ -1095,22 +1139,39 @@ fn validate_api(
         agents.push((id, p));
     }
     let max_upload_bytes = match c.get("api.max_upload_bytes", a.max_upload_bytes) {
-        None => 64 << 20,
+        None => DEFAULT_API_MAX_UPLOAD_BYTES,
         Some(v) => parse_size(&v).filter(|n| *n > 0).unwrap_or_else(|| {
             c.err("api.max_upload_bytes", format!("invalid size {v:?}; write e.g. \"64MiB\""));
-            64 << 20
+            DEFAULT_API_MAX_UPLOAD_BYTES
         }),
     };
-    let concurrency = c.get("api.concurrency", a.concurrency).unwrap_or(32);
+    let concurrency = c.get("api.concurrency", a.concurrency).unwrap_or(DEFAULT_API_CONCURRENCY);
     if concurrency == 0 {
         c.err("api.concurrency", "must be at least 1");
     }
+    let socket = c.get("api.socket", a.socket);
+    if let Some(p) = &socket
+        && (!p.is_absolute() || p.as_os_str().len() > 107)
+    {
+        c.err("api.socket", format!("{}: a unix socket needs an absolute path of at most 107 bytes", p.display()));
+    }
+    if socket.is_some() && matches!(&listen, Listen::Unix(l) if Some(l) == socket.as_ref()) {
+        c.err("api.socket", "is the same socket as api.listen: leave it out");
+    }
+    let max_connections = c.get("api.max_connections", a.max_connections).unwrap_or(DEFAULT_API_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        c.err("api.max_connections", "must be at least 1");
+    }
     Some(ApiConfig {
         listen,
+        socket,
+        max_connections: max_connections.max(1),
+        header_timeout: c.duration("api.header_timeout", a.header_timeout, DEFAULT_API_HEADER_TIMEOUT),
+        idle_timeout: c.duration("api.idle_timeout", a.idle_timeout, DEFAULT_API_IDLE_TIMEOUT),
         token_file: token_file.unwrap_or_default(),
         agent_tokens: agents,
         public_attachments: c.get("api.public_attachments", a.public_attachments).unwrap_or(false),
-        timeout: c.duration("api.timeout", a.timeout, Duration::from_secs(30)),
+        timeout: c.duration("api.timeout", a.timeout, DEFAULT_API_TIMEOUT),
         max_upload_bytes,
         concurrency: concurrency.max(1),
     })

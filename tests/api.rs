@@ -432,7 +432,8 @@ async fn the_cli_prints_the_same_through_the_api_as_from_the_store() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nothing listens at api.listen"),
+        String::from_utf8_lossy(&out.stderr).contains("holds the store")
+            && String::from_utf8_lossy(&out.stderr).contains("cannot connect to the API at unix:"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

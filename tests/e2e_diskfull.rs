@@ -60,6 +60,7 @@ async fn a_full_disk_stops_acknowledging_and_recovers() {
     assert!(!flags[1].1.iter().any(|f| f == "\\Seen"), "nothing is marked processed that was not stored: {flags:?}");
     let log = daemon.log_text();
     assert_eq!(log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot store changes")).count(), 1, "{log}");
+    assert!(log.contains("cannot store changes (the disk is full)"), "the ERROR names the cause: {log}");
 
     // Space returns: the mail becomes a ticket without a restart.
     std::fs::remove_file(&filler).unwrap();

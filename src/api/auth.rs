@@ -84,6 +84,30 @@ pub struct Tokens {
     known: Vec<([u8; 32], Principal)>,
 }
 
+/// The header carrying the CLI's challenge to a daemon over TCP.
+pub const CHALLENGE: &str = "x-ticketd-challenge";
+
+/// What proves a daemon over TCP before the CLI sends it the admin token
+/// (anything may answer on a loopback port while the daemon is down): an
+/// HMAC, keyed with the SHA-256 of the admin token, of the CLI's fresh
+/// challenge and the address the connection reached. Bound to that
+/// address, an answer obtained through another listener of the daemon (a
+/// squatter relaying the challenge) does not fit.
+pub fn proof(token_digest: &[u8; 32], challenge: &str, local: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(token_digest).expect("HMAC takes any key length");
+    mac.update(b"ticketd api proof\n");
+    mac.update(challenge.as_bytes());
+    mac.update(b"\n");
+    mac.update(local.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The CLI's side of [`proof`].
+pub fn expected_proof(admin: &Token, challenge: &str, local: &str) -> String {
+    proof(&digest(admin.expose()), challenge, local)
+}
+
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tokens({} known)", self.known.len())
@@ -115,6 +139,12 @@ impl Tokens {
     /// For tests and the benchmark: tokens given directly.
     pub fn from_values(values: Vec<(Token, Principal)>) -> Tokens {
         Tokens { known: values.into_iter().map(|(t, p)| (digest(t.expose()), p)).collect() }
+    }
+
+    /// The daemon's answer to a challenge (see [`proof`]); none without an admin token.
+    pub fn prove(&self, challenge: &str, local: &str) -> Option<String> {
+        let (key, _) = self.known.iter().find(|(_, p)| *p == Principal::Admin)?;
+        Some(proof(key, challenge, local))
     }
 
     /// The principal of `presented`, looked at every known token.

@@ -1,6 +1,7 @@
-//! How the CLI reaches the desk: through the running daemon's API when its
-//! listener answers (sled lets one process open the store), else by opening
-//! the store itself. Both paths return the same view types and the same
+//! How the CLI reaches the desk: by opening the store itself when it can,
+//! else — the daemon holds it (sled lets one process open the store) —
+//! through the daemon's API, verified before any token is sent (see
+//! `http::Trust`). Both paths return the same view types and the same
 //! error words (the API sends the desk's own messages), so the output is
 //! the same either way. Each path needs only its own credentials: the API
 //! path reads `api.token_file` and nothing else; the local path needs the
@@ -14,9 +15,9 @@ use serde::de::DeserializeOwned;
 
 use super::auth::read_token;
 use super::error::ErrorBody;
-use super::http::{Body, HttpClient, HttpError, Reply};
+use super::http::{Body, HttpClient, HttpError, Reply, Trust};
 use super::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
-use crate::config::{ApiConfig, Config};
+use crate::config::{ApiConfig, Config, Listen};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload};
 use crate::outbound::templates::Templates;
@@ -53,36 +54,28 @@ pub struct Remote {
 const TAG_RETRIES: usize = 5;
 
 impl Access {
+    /// Whether the daemon runs is decided by the store, never by whoever
+    /// answers a port: a store this process can open is used directly
+    /// (nothing is sent anywhere); one the daemon holds is reached through
+    /// the daemon's API, verified before the admin token is sent.
     pub async fn open(cfg: Config) -> anyhow::Result<Access> {
-        let mut api_state = None;
-        if let Some(api) = &cfg.api {
-            let http = HttpClient::new(api.listen.clone());
-            match http.probe().await {
-                Ok(()) => return Ok(Access::Remote(Remote::connect(http, api).await?)),
-                Err(e) if e.nobody_listens() => {}
-                Err(e) => api_state = Some(e.to_string()),
-            }
-        }
         let cfg = Arc::new(cfg);
         let store = match Store::open(&cfg.store) {
             Ok(s) => s,
             Err(StoreError::Locked(path)) => {
-                return Err(match (&cfg.api, api_state) {
-                    (Some(api), Some(why)) => anyhow!(
-                        "the ticketd daemon holds the store {} but its API does not answer ({why}); check `systemctl status ticketd`",
-                        path.display()
-                    )
-                    .context(format!("api.listen = {}", api.listen)),
-                    (Some(api), None) => anyhow!(
-                        "the store {} is in use by another process, but nothing listens at api.listen ({}): is that process a ticketd with another config?",
-                        path.display(),
-                        api.listen
-                    ),
-                    (None, _) => anyhow!(
+                let Some(api) = &cfg.api else {
+                    return Err(anyhow!(
                         "the store {} is in use by the running daemon, and this config has no [api] section for the CLI to talk to it: add [api] (see the example config) and restart the daemon",
                         path.display()
-                    ),
-                });
+                    ));
+                };
+                let remote = Remote::connect(api, &cfg.store.path).await.map_err(|e| {
+                    anyhow!(
+                        "the ticketd daemon holds the store {}, but {e}; check `systemctl status ticketd`",
+                        path.display()
+                    )
+                })?;
+                return Ok(Access::Remote(remote));
             }
             Err(e) => return Err(e.into()),
         };
@@ -98,10 +91,6 @@ impl Access {
             daemon: false,
         })?;
         Ok(Access::Local(started.desk))
-    }
-
-    pub fn is_remote(&self) -> bool {
-        matches!(self, Access::Remote(_))
     }
 
     /// Lets a local writer finish what it was asked.
@@ -284,17 +273,43 @@ fn multipart(text: &str, uploads: &[Upload]) -> Body {
 }
 
 impl Remote {
-    /// The daemon answers: authenticate with the admin token, once, so a
-    /// wrong or unreadable token is one clear error up front.
-    async fn connect(http: HttpClient, api: &ApiConfig) -> anyhow::Result<Remote> {
-        let token = read_token(&api.token_file).map_err(|e| {
-            anyhow!(
-                "the ticketd daemon is running (its API answers at {}); the CLI talks to it with the admin token, but {e}",
-                api.listen
-            )
-        })?;
-        let remote = Remote { http: http.with_token(token), token_file: api.token_file.clone() };
-        remote.request(Method::GET, "/api/v1/tickets?limit=1", &[], None).await.map_err(|e| anyhow!("{e}"))?;
+    /// Reaches the daemon that holds the store: over the unix socket when
+    /// one is configured (served by the store's owner or root, checked on
+    /// the connection), else over TCP after the daemon proved it holds the
+    /// admin token; then authenticates once, so a wrong or unreadable token
+    /// is one clear error up front.
+    async fn connect(api: &ApiConfig, store_path: &std::path::Path) -> anyhow::Result<Remote> {
+        use std::os::unix::fs::MetadataExt;
+        let token =
+            read_token(&api.token_file).map_err(|e| anyhow!("the CLI talks to it with the admin token, but {e}"))?;
+        let socket = api.socket.clone().or(match &api.listen {
+            Listen::Unix(p) => Some(p.clone()),
+            Listen::Tcp(_) => None,
+        });
+        let mut failed = None;
+        if let Some(p) = socket {
+            let owner = std::fs::metadata(store_path).map(|m| m.uid()).unwrap_or(0);
+            let http =
+                HttpClient::new(Listen::Unix(p)).with_trust(Trust::PeerUid(vec![owner, 0])).with_token(token.clone());
+            match Remote::first_call(http, &api.token_file).await {
+                Ok(r) => return Ok(r),
+                // No socket (the daemon was started without one): TCP, with its proof.
+                Err(AccessError::Http(e)) if e.nobody_listens() && matches!(api.listen, Listen::Tcp(_)) => {
+                    failed = Some(e.to_string())
+                }
+                Err(e) => return Err(anyhow!("{e}")),
+            }
+        }
+        let http = HttpClient::new(api.listen.clone()).with_trust(Trust::Proof(token.clone())).with_token(token);
+        Remote::first_call(http, &api.token_file).await.map_err(|e| match failed {
+            Some(f) => anyhow!("{f}; and {e}"),
+            None => anyhow!("{e}"),
+        })
+    }
+
+    async fn first_call(http: HttpClient, token_file: &std::path::Path) -> Result<Remote, AccessError> {
+        let remote = Remote { http, token_file: token_file.to_owned() };
+        remote.request(Method::GET, "/api/v1/tickets?limit=1", &[], None).await?;
         Ok(remote)
     }
 
@@ -373,6 +388,11 @@ impl Remote {
         }
         out.sync_all().map_err(io)?;
         drop(out);
+        // What arrived must be a whole, sound backup, or it is not one.
+        if let Err(e) = crate::desk::backup::verify(&partial) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(AccessError::Unsupported(format!("the daemon's backup did not check out: {e}")));
+        }
         std::fs::rename(&partial, file).map_err(io)?;
         let n = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(crate::desk::backup::BackupSummary {

@@ -2,16 +2,24 @@
 //! API over tokio streams: no TLS, no pool — the API is local), for the
 //! CLI, the tests and the benchmark. One connection per request keeps it
 //! simple; on loopback that costs well under a millisecond.
+//!
+//! Whom it trusts with a token ([`Trust`]): the CLI never sends the admin
+//! token to a listener it has not verified — a unix socket must be served
+//! by the store's owner (or root), checked on the connected socket
+//! (`SO_PEERCRED`); over TCP the daemon must first answer a fresh challenge
+//! with a proof only the token's holder can make (`auth::proof`), on the
+//! same connection that then carries the token.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::auth::{ACT_AS, Token};
+use super::auth::{ACT_AS, CHALLENGE, Token, expected_proof};
 use crate::config::Listen;
 
 /// Largest response read (a big mbox, a long export page).
@@ -25,6 +33,10 @@ pub enum HttpError {
     Http { endpoint: String, message: String },
     #[error("the API at {endpoint} did not answer within {}s", timeout.as_secs())]
     Timeout { endpoint: String, timeout: Duration },
+    #[error(
+        "refusing to send the admin token to {endpoint}: {why} (while the daemon is down another program may listen there)"
+    )]
+    Untrusted { endpoint: String, why: String },
 }
 
 impl HttpError {
@@ -42,12 +54,25 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// What a listener must show before a request (and its token) is sent.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Whoever answers (tests and benchmarks talking to a daemon they
+    /// started themselves).
+    Any,
+    /// A unix socket whose serving process runs as one of these users.
+    PeerUid(Vec<u32>),
+    /// A daemon that proves it holds this admin token (TCP).
+    Proof(Token),
+}
+
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     endpoint: Listen,
     token: Option<Token>,
     act_as: Option<String>,
     timeout: Duration,
+    trust: Trust,
 }
 
 /// A request body and its type.
@@ -62,32 +87,27 @@ impl Body {
     }
 }
 
-async fn exchange<S>(stream: S, req: Request<Full<Bytes>>, endpoint: &str) -> Result<Reply, HttpError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let http = |e: hyper::Error| HttpError::Http { endpoint: endpoint.to_owned(), message: e.to_string() };
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-    let driver = tokio::spawn(conn);
-    let res = send.send_request(req).await.map_err(http)?;
-    let (parts, body) = res.into_parts();
-    let body = Limited::new(body, MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| HttpError::Http { endpoint: endpoint.to_owned(), message: format!("reading the answer: {e}") })?
-        .to_bytes();
-    drop(send);
-    let _ = driver.await;
-    Ok(Reply { status: parts.status, headers: parts.headers, body })
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An open, verified connection.
+struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
 }
 
 impl HttpClient {
     pub fn new(endpoint: Listen) -> HttpClient {
-        HttpClient { endpoint, token: None, act_as: None, timeout: Duration::from_secs(120) }
+        HttpClient { endpoint, token: None, act_as: None, timeout: Duration::from_secs(120), trust: Trust::Any }
     }
 
     pub fn with_token(mut self, token: Token) -> HttpClient {
         self.token = Some(token);
+        self
+    }
+
+    pub fn with_trust(mut self, trust: Trust) -> HttpClient {
+        self.trust = trust;
         self
     }
 
@@ -100,39 +120,111 @@ impl HttpClient {
         &self.endpoint
     }
 
-    /// Whether something accepts connections there, within two seconds.
-    pub async fn probe(&self) -> Result<(), HttpError> {
+    fn http_err(&self, message: impl Into<String>) -> HttpError {
+        HttpError::Http { endpoint: self.endpoint.to_string(), message: message.into() }
+    }
+
+    fn timeout_err(&self) -> HttpError {
+        HttpError::Timeout { endpoint: self.endpoint.to_string(), timeout: self.timeout }
+    }
+
+    fn untrusted(&self, why: impl Into<String>) -> HttpError {
+        HttpError::Untrusted { endpoint: self.endpoint.to_string(), why: why.into() }
+    }
+
+    /// Connects, checks whom it reached, and hands back a connection
+    /// ready for requests.
+    async fn open(&self) -> Result<Conn, HttpError> {
+        let endpoint = self.endpoint.to_string();
+        let connect_err = |source| HttpError::Connect { endpoint: endpoint.clone(), source };
         let connect = async {
-            match &self.endpoint {
-                Listen::Tcp(a) => tokio::net::TcpStream::connect(a).await.map(drop),
-                Listen::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
-            }
+            let (stream, peer): (Box<dyn Stream>, String) = match &self.endpoint {
+                Listen::Tcp(a) => {
+                    let s = tokio::net::TcpStream::connect(a).await.map_err(connect_err)?;
+                    let _ = s.set_nodelay(true);
+                    let peer = s.peer_addr().map_err(connect_err)?.to_string();
+                    (Box::new(s), peer)
+                }
+                Listen::Unix(p) => {
+                    let s = tokio::net::UnixStream::connect(p).await.map_err(connect_err)?;
+                    if let Trust::PeerUid(uids) = &self.trust {
+                        let uid = s.peer_cred().map_err(connect_err)?.uid();
+                        if !uids.contains(&uid) {
+                            return Err(self.untrusted(format!(
+                                "the socket is served by uid {uid}, not by the owner of the store (uid {})",
+                                uids.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(" or ")
+                            )));
+                        }
+                    }
+                    (Box::new(s), format!("unix:{}", p.display()))
+                }
+            };
+            Ok::<_, HttpError>((stream, peer))
         };
-        match tokio::time::timeout(Duration::from_secs(2), connect).await {
-            Ok(r) => r.map_err(|source| HttpError::Connect { endpoint: self.endpoint.to_string(), source }),
-            Err(_) => Err(HttpError::Timeout { endpoint: self.endpoint.to_string(), timeout: Duration::from_secs(2) }),
+        let (stream, peer) = tokio::time::timeout(self.timeout, connect).await.map_err(|_| self.timeout_err())??;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http_err(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let mut conn = Conn { send, driver };
+        if let Trust::Proof(admin) = &self.trust {
+            self.challenge(&mut conn, admin, &peer).await?;
+        }
+        Ok(conn)
+    }
+
+    /// Asks the daemon to prove it holds the admin token, on `conn`.
+    async fn challenge(&self, conn: &mut Conn, admin: &Token, peer: &str) -> Result<(), HttpError> {
+        let challenge = hex::encode(rand::random::<[u8; 32]>());
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri("/api/v1/proof")
+            .header(header::HOST, self.host())
+            .header(CHALLENGE, challenge.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.http_err(e.to_string()))?;
+        let res = conn.send.send_request(req).await.map_err(|e| self.http_err(e.to_string()))?;
+        let status = res.status();
+        let body = Limited::new(res.into_body(), 4096)
+            .collect()
+            .await
+            .map_err(|e| self.untrusted(format!("its answer to the challenge: {e}")))?
+            .to_bytes();
+        let answer: Option<String> = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_owned));
+        let want = expected_proof(admin, &challenge, peer);
+        let ok = answer.is_some_and(|a| {
+            use subtle::ConstantTimeEq;
+            bool::from(a.as_bytes().ct_eq(want.as_bytes()))
+        });
+        if !status.is_success() || !ok {
+            return Err(self.untrusted(format!(
+                "it could not prove it holds the admin token (answered {status} to the challenge)"
+            )));
+        }
+        conn.send.ready().await.map_err(|e| self.http_err(e.to_string()))?;
+        Ok(())
+    }
+
+    fn host(&self) -> String {
+        match &self.endpoint {
+            Listen::Tcp(a) => a.to_string(),
+            Listen::Unix(_) => "localhost".to_owned(),
         }
     }
 
-    /// One request; `path` includes the query string.
-    pub async fn send(
+    fn request(
         &self,
         method: Method,
         path: &str,
         extra: &[(HeaderName, String)],
         body: Option<Body>,
-    ) -> Result<Reply, HttpError> {
-        let endpoint = self.endpoint.to_string();
-        let bad = |message: String| HttpError::Http { endpoint: endpoint.clone(), message };
-        let mut req = Request::builder().method(method).uri(path);
-        let host = match &self.endpoint {
-            Listen::Tcp(a) => a.to_string(),
-            Listen::Unix(_) => "localhost".to_owned(),
-        };
-        req = req.header(header::HOST, host);
+    ) -> Result<Request<Full<Bytes>>, HttpError> {
+        let mut req = Request::builder().method(method).uri(path).header(header::HOST, self.host());
         if let Some(t) = &self.token {
             let v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                .map_err(|_| bad("the token is not a valid header value".into()))?;
+                .map_err(|_| self.http_err("the token is not a valid header value"))?;
             req = req.header(header::AUTHORIZATION, v);
         }
         if let Some(a) = &self.act_as {
@@ -148,27 +240,32 @@ impl HttpClient {
             }
             None => Vec::new(),
         };
-        let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| bad(e.to_string()))?;
+        req.body(Full::new(Bytes::from(bytes))).map_err(|e| self.http_err(e.to_string()))
+    }
+
+    /// One request; `path` includes the query string.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        extra: &[(HeaderName, String)],
+        body: Option<Body>,
+    ) -> Result<Reply, HttpError> {
+        let req = self.request(method, path, extra, body)?;
         let work = async {
-            match &self.endpoint {
-                Listen::Tcp(a) => {
-                    let s = tokio::net::TcpStream::connect(a)
-                        .await
-                        .map_err(|source| HttpError::Connect { endpoint: endpoint.clone(), source })?;
-                    let _ = s.set_nodelay(true);
-                    exchange(s, req, &endpoint).await
-                }
-                Listen::Unix(p) => {
-                    let s = tokio::net::UnixStream::connect(p)
-                        .await
-                        .map_err(|source| HttpError::Connect { endpoint: endpoint.clone(), source })?;
-                    exchange(s, req, &endpoint).await
-                }
-            }
+            let mut conn = self.open().await?;
+            let res = conn.send.send_request(req).await.map_err(|e| self.http_err(e.to_string()))?;
+            let (parts, body) = res.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| self.http_err(format!("reading the answer: {e}")))?
+                .to_bytes();
+            drop(conn.send);
+            let _ = conn.driver.await;
+            Ok(Reply { status: parts.status, headers: parts.headers, body })
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| HttpError::Timeout { endpoint: endpoint.clone(), timeout: self.timeout })?
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| self.timeout_err())?
     }
 
     pub async fn get(&self, path: &str) -> Result<Reply, HttpError> {
@@ -184,57 +281,28 @@ impl HttpClient {
         path: &str,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<(StatusCode, HeaderMap, Option<Bytes>), HttpError> {
-        let endpoint = self.endpoint.to_string();
-        let bad = |message: String| HttpError::Http { endpoint: endpoint.clone(), message };
-        let host = match &self.endpoint {
-            Listen::Tcp(a) => a.to_string(),
-            Listen::Unix(_) => "localhost".to_owned(),
-        };
-        let mut req = Request::builder().method(Method::GET).uri(path).header(header::HOST, host);
-        if let Some(t) = &self.token {
-            let v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                .map_err(|_| bad("the token is not a valid header value".into()))?;
-            req = req.header(header::AUTHORIZATION, v);
-        }
-        let req = req.body(Full::new(Bytes::new())).map_err(|e| bad(e.to_string()))?;
-        let http = |e: hyper::Error| HttpError::Http { endpoint: endpoint.clone(), message: e.to_string() };
-        let connect = async {
-            match &self.endpoint {
-                Listen::Tcp(a) => tokio::net::TcpStream::connect(a).await.map(|s| Box::new(s) as Box<dyn Stream>),
-                Listen::Unix(p) => tokio::net::UnixStream::connect(p).await.map(|s| Box::new(s) as Box<dyn Stream>),
-            }
-            .map_err(|source| HttpError::Connect { endpoint: endpoint.clone(), source })
-        };
-        let stream = tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| HttpError::Timeout { endpoint: endpoint.clone(), timeout: self.timeout })??;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-        let driver = tokio::spawn(conn);
-        let res = send.send_request(req).await.map_err(http)?;
+        let req = self.request(Method::GET, path, &[], None)?;
+        let mut conn = tokio::time::timeout(self.timeout, self.open()).await.map_err(|_| self.timeout_err())??;
+        let res = conn.send.send_request(req).await.map_err(|e| self.http_err(e.to_string()))?;
         let (parts, mut body) = res.into_parts();
         if !parts.status.is_success() {
-            let b = Limited::new(body, 1 << 20).collect().await.map_err(|e| bad(e.to_string()))?.to_bytes();
+            let b = Limited::new(body, 1 << 20).collect().await.map_err(|e| self.http_err(e.to_string()))?.to_bytes();
             return Ok((parts.status, parts.headers, Some(b)));
         }
         loop {
-            let frame = tokio::time::timeout(self.timeout, body.frame())
-                .await
-                .map_err(|_| HttpError::Timeout { endpoint: endpoint.clone(), timeout: self.timeout })?;
+            let frame = tokio::time::timeout(self.timeout, body.frame()).await.map_err(|_| self.timeout_err())?;
             match frame {
                 None => break,
                 Some(f) => {
-                    let f = f.map_err(http)?;
+                    let f = f.map_err(|e| self.http_err(e.to_string()))?;
                     if let Some(data) = f.data_ref() {
-                        out.write_all(data).map_err(|e| bad(format!("writing: {e}")))?;
+                        out.write_all(data).map_err(|e| self.http_err(format!("writing: {e}")))?;
                     }
                 }
             }
         }
-        drop(send);
-        let _ = driver.await;
+        drop(conn.send);
+        let _ = conn.driver.await;
         Ok((parts.status, parts.headers, None))
     }
 }
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}

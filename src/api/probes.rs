@@ -32,6 +32,9 @@ pub struct Readiness {
     pub writer: Check,
     pub mailboxes: BTreeMap<String, MailboxReadiness>,
     pub outbox: OutboxReadiness,
+    /// Each API listener: serving, or why not.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, Check>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +124,14 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         },
         Err(_) => OutboxReadiness { waiting: 0, oldest_age_seconds: None },
     };
-    let body = Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox };
+    let mut listeners = BTreeMap::new();
+    for (name, error) in st.listeners.snapshot() {
+        if let Some(e) = &error {
+            problems.push(format!("api listener {name}: {e}"));
+        }
+        listeners.insert(name, Check { ok: error.is_none(), error });
+    }
+    let body = Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox, listeners };
     let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

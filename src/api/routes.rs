@@ -459,6 +459,23 @@ pub async fn get_attachment(
     Ok(r)
 }
 
+/// The daemon proves itself to the CLI over TCP before it sends the admin
+/// token (see `auth::proof`). Open: the answer reveals nothing of the token.
+pub async fn proof(
+    State(st): State<AppState>,
+    arrival: Option<Extension<super::server::Arrival>>,
+    headers: HeaderMap,
+) -> R<Response> {
+    let challenge = headers
+        .get(super::auth::CHALLENGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ApiError::invalid("X-Ticketd-Challenge", "send 64 hex digits of fresh randomness"))?;
+    let local = arrival.map(|Extension(a)| a.local).unwrap_or_default();
+    let proof = st.tokens.prove(challenge, &local).ok_or_else(|| ApiError::not_found("no admin token is set"))?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "proof": proof, "listener": local })))
+}
+
 pub async fn openapi() -> Response {
     json(StatusCode::OK, &super::openapi::document())
 }

@@ -1,10 +1,19 @@
-//! The HTTP server: binds the listener before the daemon reports ready (so
-//! the CLI can use it at once and a taken port fails the start), builds
-//! the router from one route table (which the OpenAPI test checks), and
-//! drains on the daemon's shutdown token.
+//! The HTTP server: binds its listeners before the daemon reports ready
+//! (`api.listen`, and `api.socket` for the CLI on this machine), builds the
+//! router from one route table (which the OpenAPI test checks), serves
+//! each connection with hyper under bounds, and drains on the daemon's
+//! shutdown token.
 //!
-//! Who may call what: `/healthz`, `/readyz` and `/api/v1/openapi.json` are
-//! open (a liveness probe or a load balancer has no token, and none of them
+//! Connections are bounded: at most `api.max_connections` open (the rest
+//! are closed at once, never queued), a request's header within
+//! `api.header_timeout` (which also closes idle keep-alive connections),
+//! and a connection that moves no byte for `api.idle_timeout` is closed.
+//! A TCP address another process holds does not stop the daemon when a
+//! socket is configured: mail goes on, the bind is retried, `/readyz`
+//! names the listener.
+//!
+//! Who may call what: `/healthz`, `/readyz`, `/api/v1/proof` and
+//! `/api/v1/openapi.json` are open (a liveness probe or a load balancer has no token, and none of them
 //! shows a ticket); everything else needs a bearer token, `/metrics`
 //! included (Prometheus sends one with `authorization.credentials_file`).
 //! Attachments need the token too unless `api.public_attachments` is set,
@@ -44,6 +53,7 @@ pub struct AppState {
     pub desk: Desk,
     pub tokens: Arc<Tokens>,
     pub api: Arc<ApiConfig>,
+    pub listeners: Arc<Listeners>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +115,7 @@ fn table(upload_limit: usize) -> Table {
     t.add(Open, Method::GET, "/readyz", probes::readyz, json);
     t.add(Token, Method::GET, "/metrics", probes::metrics, json);
     t.add(Open, Method::GET, "/api/v1/openapi.json", routes::openapi, json);
+    t.add(Open, Method::GET, "/api/v1/proof", routes::proof, json);
     t.add(Token, Method::GET, "/api/v1/tickets", routes::list_tickets, json);
     t.add(Token, Method::GET, "/api/v1/tickets/{id}", routes::get_ticket, json);
     t.add(Token, Method::PATCH, "/api/v1/tickets/{id}", routes::patch_ticket, json);
@@ -212,18 +223,53 @@ pub fn router(st: AppState) -> Router {
         .with_state(st)
 }
 
+/// The listener a request came through, as the daemon names it
+/// (`127.0.0.1:8025`, `unix:/run/ticketd/api.sock`): a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub local: String,
+}
+
+/// What each configured listener is doing, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    state: std::sync::Mutex<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+impl Listeners {
+    fn set(&self, name: &str, error: Option<String>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), error);
+    }
+
+    /// Listener → the error that keeps it from serving (None: serving).
+    pub fn snapshot(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 enum Bound {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener, PathBuf),
 }
 
-type Serving = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+enum Slot {
+    Bound(Bound),
+    /// `api.listen` was taken when the daemon started (another process on
+    /// the port): mail goes on, the CLI uses the socket, and the bind is
+    /// tried again until it works.
+    Waiting(std::net::SocketAddr),
+}
 
 pub struct Server {
-    bound: Bound,
+    slots: Vec<Slot>,
     app: Router,
     local: Listen,
+    api: Arc<ApiConfig>,
+    listeners: Arc<Listeners>,
 }
+
+/// How often a taken TCP address is tried again.
+const REBIND_EVERY: Duration = Duration::from_secs(5);
 
 fn socket_err(path: &Path, why: impl Into<String>) -> ServerError {
     ServerError::Socket { path: path.to_owned(), why: why.into() }
@@ -262,6 +308,13 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
     Ok(listener)
 }
 
+fn listen_name(l: &Bound) -> String {
+    match l {
+        Bound::Tcp(t) => t.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        Bound::Unix(_, p) => format!("unix:{}", p.display()),
+    }
+}
+
 impl Server {
     /// The configured API, bound; `None` without an `[api]` section.
     pub async fn bind(desk: &Desk) -> Result<Option<Server>, ServerError> {
@@ -270,20 +323,40 @@ impl Server {
         Self::bind_with(desk.clone(), api, tokens).await.map(Some)
     }
 
+    /// Binds `api.listen` and `api.socket`. A unix socket that cannot be
+    /// made fails the start; a TCP address in use does not when a socket is
+    /// configured (it is retried, and `/readyz` says so).
     pub async fn bind_with(desk: Desk, api: ApiConfig, tokens: Tokens) -> Result<Server, ServerError> {
-        let (bound, local) = match &api.listen {
-            Listen::Tcp(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { listen: api.listen.to_string(), source })?;
-                let local =
-                    l.local_addr().map_err(|source| ServerError::Bind { listen: api.listen.to_string(), source })?;
-                (Bound::Tcp(l), Listen::Tcp(local))
+        let listeners = Arc::new(Listeners::default());
+        let mut slots = Vec::new();
+        let local = match &api.listen {
+            Listen::Tcp(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    let local = l
+                        .local_addr()
+                        .map_err(|source| ServerError::Bind { listen: api.listen.to_string(), source })?;
+                    slots.push(Slot::Bound(Bound::Tcp(l)));
+                    Listen::Tcp(local)
+                }
+                Err(source) if api.socket.is_some() && source.kind() == std::io::ErrorKind::AddrInUse => {
+                    error!(listen = %addr, "api.listen is taken by another process: serving the CLI on api.socket and trying again every {}s", REBIND_EVERY.as_secs());
+                    listeners.set(&addr.to_string(), Some(format!("not bound: {source}")));
+                    slots.push(Slot::Waiting(*addr));
+                    Listen::Tcp(*addr)
+                }
+                Err(source) => return Err(ServerError::Bind { listen: api.listen.to_string(), source }),
+            },
+            Listen::Unix(p) => {
+                slots.push(Slot::Bound(Bound::Unix(bind_unix(p)?, p.clone())));
+                Listen::Unix(p.clone())
             }
-            Listen::Unix(p) => (Bound::Unix(bind_unix(p)?, p.clone()), Listen::Unix(p.clone())),
         };
-        let app = router(AppState { desk, tokens: Arc::new(tokens), api: Arc::new(api) });
-        Ok(Server { bound, app, local })
+        if let Some(p) = &api.socket {
+            slots.push(Slot::Bound(Bound::Unix(bind_unix(p)?, p.clone())));
+        }
+        let api = Arc::new(api);
+        let app = router(AppState { desk, tokens: Arc::new(tokens), api: api.clone(), listeners: listeners.clone() });
+        Ok(Server { slots, app, local, api, listeners })
     }
 
     /// Where it listens (the real port when the config said 0).
@@ -294,32 +367,235 @@ impl Server {
     /// Serves until `shutdown`, then stops accepting and lets running
     /// requests finish (at most [`GRACE`]).
     pub async fn run(self, shutdown: CancellationToken) {
-        info!(listen = %self.local, "API listening");
-        let stop = shutdown.clone().cancelled_owned();
-        let (serve, socket) = match self.bound {
-            Bound::Tcp(l) => {
-                let f = axum::serve(l, self.app).with_graceful_shutdown(stop);
-                (Box::pin(f.into_future()) as Serving, None)
+        let shared = Arc::new(Shared {
+            app: self.app,
+            conns: Arc::new(tokio::sync::Semaphore::new(self.api.max_connections)),
+            graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+            api: self.api.clone(),
+            shutdown: shutdown.clone(),
+            refused_warned: std::sync::Mutex::new(None),
+        });
+        let mut loops = tokio::task::JoinSet::new();
+        let mut sockets = Vec::new();
+        for slot in self.slots {
+            let shared = shared.clone();
+            let listeners = self.listeners.clone();
+            match slot {
+                Slot::Bound(b) => {
+                    if let Bound::Unix(_, p) = &b {
+                        sockets.push(p.clone());
+                    }
+                    let name = listen_name(&b);
+                    info!(listen = %name, "API listening");
+                    listeners.set(&name, None);
+                    loops.spawn(accept_loop(b, shared));
+                }
+                Slot::Waiting(addr) => {
+                    loops.spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(REBIND_EVERY) => {}
+                                _ = shared.shutdown.cancelled() => return,
+                            }
+                            match tokio::net::TcpListener::bind(addr).await {
+                                Ok(l) => {
+                                    info!(listen = %addr, "API listening (the address is free again)");
+                                    listeners.set(&addr.to_string(), None);
+                                    return accept_loop(Bound::Tcp(l), shared).await;
+                                }
+                                Err(e) => listeners.set(&addr.to_string(), Some(format!("not bound: {e}"))),
+                            }
+                        }
+                    });
+                }
             }
-            Bound::Unix(l, p) => {
-                let f = axum::serve(l, self.app).with_graceful_shutdown(stop);
-                (Box::pin(f.into_future()) as Serving, Some(p))
-            }
-        };
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(GRACE).await;
-        };
-        tokio::select! {
-            r = serve => if let Err(e) = r {
-                error!(error = %e, "the API server stopped");
-            },
-            _ = deadline => warn!("API requests still running {}s after shutdown began; closing them", GRACE.as_secs()),
         }
-        if let Some(p) = socket {
+        while loops.join_next().await.is_some() {}
+        let Ok(shared) = Arc::try_unwrap(shared) else {
+            error!("the API's accept loops ended but their state is still shared");
+            return;
+        };
+        let draining = shared.graceful.shutdown();
+        if tokio::time::timeout(GRACE, draining).await.is_err() {
+            warn!("API requests still running {}s after shutdown began; closing them", GRACE.as_secs());
+        }
+        for p in sockets {
             let _ = std::fs::remove_file(p);
         }
         debug!("API stopped");
+    }
+}
+
+/// What every accept loop and connection of one server shares.
+struct Shared {
+    app: Router,
+    /// One permit per open connection.
+    conns: Arc<tokio::sync::Semaphore>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    api: Arc<ApiConfig>,
+    shutdown: CancellationToken,
+    /// When the last "connections refused" warning was logged.
+    refused_warned: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    /// One warning a minute about refusals, not one per connection.
+    fn warn_once_a_minute(&self, what: &str, detail: &str) {
+        let mut last = self.refused_warned.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            warn!(detail, "{what}");
+        }
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A connection and the address it reached (for TCP this connection's own
+/// local address, which is what its client connected to).
+async fn accept(b: &Bound, socket_name: &str) -> std::io::Result<(Box<dyn Io>, Arrival)> {
+    match b {
+        Bound::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            let local = s.local_addr()?.to_string();
+            Ok((Box::new(s), Arrival { local }))
+        }
+        Bound::Unix(l, _) => Ok((Box::new(l.accept().await?.0), Arrival { local: socket_name.to_owned() })),
+    }
+}
+
+async fn accept_loop(b: Bound, shared: Arc<Shared>) {
+    let name = listen_name(&b);
+    loop {
+        let accepted = tokio::select! {
+            a = accept(&b, &name) => a,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let (io, arrival) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset
+                // before it was taken: pause so the loop does not spin.
+                shared.warn_once_a_minute("the API cannot accept connections", &e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.conns.clone().try_acquire_owned() else {
+            // Past api.max_connections: closed at once, never queued, so
+            // idle or slow clients cannot hold the descriptors mail needs.
+            shared.warn_once_a_minute(
+                "API connections refused: api.max_connections are open",
+                &format!("{} connections", shared.api.max_connections),
+            );
+            drop(io);
+            continue;
+        };
+        serve_connection(io, arrival, permit, &shared);
+    }
+}
+
+fn serve_connection(io: Box<dyn Io>, arrival: Arrival, permit: tokio::sync::OwnedSemaphorePermit, shared: &Shared) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let activity = Arc::new(Activity::new());
+    let app = shared.app.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(arrival.clone());
+        tower::ServiceExt::oneshot(app.clone(), req)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(shared.api.header_timeout).keep_alive(true);
+    let conn = http.serve_connection(TokioIo::new(Watched { io, activity: activity.clone() }), svc);
+    let conn = shared.graceful.watch(conn);
+    let idle = shared.api.idle_timeout;
+    tokio::spawn(async move {
+        let _permit = permit;
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                debug!(error = %e, "API connection ended with an error");
+            },
+            _ = activity.idle_for(idle) => debug!(idle = ?idle, "closing an API connection that moved nothing"),
+        }
+    });
+}
+
+/// When a connection last moved a byte, as milliseconds since it opened.
+struct Activity {
+    opened: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { opened: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let quiet = self.opened.elapsed().saturating_sub(last);
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet + Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A connection's stream, noting every byte that moves.
+struct Watched {
+    io: Box<dyn Io>,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

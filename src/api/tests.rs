@@ -53,7 +53,12 @@ async fn world(api_extra: &str) -> World {
         (Token::new(ADMIN), Principal::Admin),
         (Token::new(ALICE), Principal::Agent("agent_alice".into())),
     ]);
-    let app = router(AppState { desk: desk.clone(), tokens: Arc::new(tokens), api: Arc::new(api) });
+    let app = router(AppState {
+        desk: desk.clone(),
+        tokens: Arc::new(tokens),
+        api: Arc::new(api),
+        listeners: Default::default(),
+    });
     World { _dir: dir, desk, app }
 }
 

@@ -307,7 +307,7 @@ impl Writer {
     pub(super) fn commit_failed(&mut self, e: &StoreError) {
         self.queued = false;
         if !self.failing {
-            error!(error = %e, "cannot store changes (disk full?); nothing is marked processed on IMAP until this is fixed; retrying");
+            error!(error = %e, cause = e.diagnosis(), "cannot store changes ({}); nothing is marked processed on IMAP until this is fixed; retrying", e.diagnosis());
             self.failing = true;
         } else {
             debug!(error = %e, "store still failing");

@@ -51,6 +51,36 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What an operator should read into this error, from the OS error
+    /// under it: a full disk and a process out of file descriptors look
+    /// alike from above but are fixed differently.
+    pub fn diagnosis(&self) -> &'static str {
+        let io = match self {
+            StoreError::Sled(sled::Error::Io(e)) => Some(e),
+            StoreError::Blob { source, .. } => Some(source),
+            _ => None,
+        };
+        // sled wraps the OS error in one of its own (same kind, no code).
+        let code = io.and_then(|e| {
+            e.raw_os_error()
+                .or_else(|| e.get_ref().and_then(|i| i.downcast_ref::<std::io::Error>()).and_then(|i| i.raw_os_error()))
+                .or(match e.kind() {
+                    std::io::ErrorKind::StorageFull => Some(28),
+                    std::io::ErrorKind::QuotaExceeded => Some(122),
+                    std::io::ErrorKind::ReadOnlyFilesystem => Some(30),
+                    _ => None,
+                })
+        });
+        match code {
+            Some(28) => "the disk is full",
+            Some(122) => "the disk quota is exhausted",
+            Some(24) | Some(23) => "too many open files: raise LimitNOFILE, or lower api.max_connections",
+            Some(30) => "the file system is read-only",
+            Some(5) => "an I/O error from the disk",
+            _ => "see the error",
+        }
+    }
+
     /// Errors after which the open database refuses further writes.
     pub fn needs_reopen(&self) -> bool {
         matches!(

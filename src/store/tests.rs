@@ -131,3 +131,16 @@ fn a_tickets_oldest_mail_goes_first_even_when_a_later_one_is_due_earlier() {
     assert_eq!(seqs(t0 + chrono::Duration::seconds(10)), vec![3, 1], "then the first one goes too, once due");
     assert_eq!(store.next_due_at().unwrap(), Some(t0));
 }
+
+#[test]
+fn a_store_error_says_whether_the_disk_is_full_or_the_process_is_out_of_descriptors() {
+    let blob = |code| StoreError::Blob { path: "/x".into(), source: std::io::Error::from_raw_os_error(code) };
+    assert_eq!(blob(28).diagnosis(), "the disk is full");
+    assert!(blob(24).diagnosis().contains("LimitNOFILE"), "EMFILE is not a full disk");
+    let wrapped = StoreError::Sled(sled::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        std::io::Error::from_raw_os_error(28),
+    )));
+    assert_eq!(wrapped.diagnosis(), "the disk is full");
+    assert_eq!(StoreError::Closed.diagnosis(), "see the error");
+}

@@ -12,6 +12,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Extra environment for the next spawn (e.g. TICKETD_CRASH_AT).
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under (e.g. `prlimit --nofile=128 --`).
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -115,7 +117,7 @@ impl Daemon {
         let config = dir.path().join("ticketd.toml");
         std::fs::write(&config, config_text(lab, dir.path(), mailbox_extra, desk_extra)).unwrap();
         let log = dir.path().join("daemon.log");
-        Daemon { dir, config, log, env: Vec::new(), child: None }
+        Daemon { dir, config, log, env: Vec::new(), wrapper: Vec::new(), child: None }
     }
 
     pub fn spawn(&mut self) {
@@ -127,7 +129,15 @@ impl Daemon {
     pub fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0) as usize;
-        let child = Command::new(binary())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("run")

@@ -1,0 +1,104 @@
+//! The API cannot be held open (the attack pass's third finding): 200
+//! connections that never send a request used to take every descriptor of
+//! a daemon under a 128-descriptor limit, and with them the API, the health
+//! probes, IMAP ingest and sending. Now connections past
+//! `api.max_connections` are closed at once, a header must arrive within
+//! `api.header_timeout`, and the mail work never notices.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{ApiAt, Daemon, Lab};
+
+/// Whether the server has closed `s` (EOF or reset) within `limit`,
+/// whatever it answered before.
+fn closed_within(s: &TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut b = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match (&mut &*s).read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_daemon() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
+    let text = std::fs::read_to_string(&daemon.config).unwrap();
+    std::fs::write(
+        &daemon.config,
+        text.replace("[api]\n", "[api]\nmax_connections = 48\nheader_timeout = \"2s\"\nidle_timeout = \"4s\"\n"),
+    )
+    .unwrap();
+    // The descriptor limit of the attack pass.
+    daemon.wrapper = vec!["prlimit".into(), "--nofile=128:128".into(), "--".into()];
+    daemon.spawn();
+    let addr = match daemon.listen() {
+        ticketd::config::Listen::Tcp(a) => a,
+        other => panic!("{other}"),
+    };
+
+    // 200 connections that send nothing.
+    let mut held: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    assert!(held.len() >= 150, "the kernel accepted the connections: {}", held.len());
+    let started = Instant::now();
+    // Past the cap they are closed at once, not queued.
+    let refused = held.iter_mut().rev().take(100).filter(|s| closed_within(s, Duration::from_millis(500))).count();
+    assert!(refused >= 100, "connections past api.max_connections are closed at once: {refused} of 100");
+
+    // Mail goes on meanwhile: a customer's mail is ingested and acknowledged.
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        b"From: customer@example.test\r\nTo: support@example.test\r\nSubject: During the flood\r\nMessage-ID: <flood@c.test>\r\n\r\nHello\r\n",
+    )
+    .await
+    .unwrap();
+    common::wait_for_text(&lab, "customer", "[Ticket #1] During the flood", Duration::from_secs(30)).await;
+
+    // The ones within the cap sent no header: closed after api.header_timeout.
+    let kept = &mut held[..48];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for s in kept.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        assert!(closed_within(s, left), "a connection without a header outlived the header timeout");
+    }
+    assert!(started.elapsed() < Duration::from_secs(12), "closed within the header timeout: {:?}", started.elapsed());
+    drop(held);
+
+    // A request that starts but never finishes its body is closed when nothing moves.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/v1/tickets/1/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"te",
+        common::ADMIN_TOKEN
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let t0 = Instant::now();
+    assert!(closed_within(&slow, Duration::from_secs(20)), "a stalled upload is cut off");
+    assert!(t0.elapsed() >= Duration::from_secs(3), "by the idle timeout, not at once: {:?}", t0.elapsed());
+
+    // The API answers at once afterwards, and the descriptors came back.
+    let r = daemon.api().get("/readyz").await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid())).unwrap().count();
+    assert!(fds < 80, "descriptors held after the flood: {fds}");
+    let log = daemon.log_text();
+    assert!(log.contains("API connections refused"), "the refusals are logged once a minute: {log}");
+    assert!(!log.contains("cannot store changes"), "the store never ran out of descriptors:\n{log}");
+    daemon.stop_ok();
+}
