@@ -107,6 +107,13 @@ pub struct Attachment {
     pub mime_type: String,
 }
 
+impl Attachment {
+    /// The content's SHA-256, which its URL carries (`…/<sha256>/<name>`).
+    pub fn sha256(&self) -> Option<&str> {
+        self.url.rsplit('/').nth(1).filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
 /// The public Support Ticket. Extra keys (`number`, `participants`) are
 /// additions the spec allows; they are omitted when empty so the seed object
 /// round-trips unchanged.

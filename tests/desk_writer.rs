@@ -161,15 +161,15 @@ async fn a_quarantine_retry_that_fails_again_keeps_an_entry() {
     assert_eq!(r.done, vec![1]);
     let q = w.desk.quarantine().unwrap();
     assert_eq!(q.len(), 1);
-    let again = w.desk.quarantine_retry(q[0].id).await.unwrap();
+    let again = w.desk.quarantine_retry(q[0].id, ticketd::desk::ActorRef::Admin).await.unwrap();
     assert!(matches!(again, ticketd::desk::RetryOutcome::Quarantined { .. }), "{again:?}");
     let after = w.desk.quarantine().unwrap();
     assert_eq!(after.len(), 1, "the mail is still kept: {after:?}");
     assert!(after[0].reason.contains("unparseable"));
-    w.desk.quarantine_drop(after[0].id).await.unwrap();
+    w.desk.quarantine_drop(after[0].id, ticketd::desk::ActorRef::Admin).await.unwrap();
     assert!(w.desk.quarantine().unwrap().is_empty());
     assert_eq!(
-        w.desk.quarantine_drop(after[0].id).await,
+        w.desk.quarantine_drop(after[0].id, ticketd::desk::ActorRef::Admin).await,
         Err(DeskError::NotFound(format!("quarantine entry {}", after[0].id)))
     );
 }

@@ -172,7 +172,7 @@ impl Access {
 
     pub async fn outbox_retry(&self, seq: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => Ok(d.outbox_retry(seq).await?),
+            Access::Local(d) => Ok(d.outbox_retry(seq, ActorRef::Admin).await?),
             Access::Remote(r) => {
                 r.request(Method::POST, &format!("/api/v1/outbox/{seq}/retry"), &[], None).await.map(drop)
             }
@@ -181,7 +181,7 @@ impl Access {
 
     pub async fn outbox_drop(&self, seq: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => Ok(d.outbox_drop(seq).await?),
+            Access::Local(d) => Ok(d.outbox_drop(seq, ActorRef::Admin).await?),
             Access::Remote(r) => r.request(Method::DELETE, &format!("/api/v1/outbox/{seq}"), &[], None).await.map(drop),
         }
     }
@@ -233,14 +233,14 @@ impl Access {
 
     pub async fn quarantine_retry(&self, id: u64) -> Result<RetryOutcome, AccessError> {
         match self {
-            Access::Local(d) => Ok(d.quarantine_retry(id).await?),
+            Access::Local(d) => Ok(d.quarantine_retry(id, ActorRef::Admin).await?),
             Access::Remote(r) => r.json(Method::POST, &format!("/api/v1/quarantine/{id}/retry"), None).await,
         }
     }
 
     pub async fn quarantine_drop(&self, id: u64) -> Result<(), AccessError> {
         match self {
-            Access::Local(d) => Ok(d.quarantine_drop(id).await?),
+            Access::Local(d) => Ok(d.quarantine_drop(id, ActorRef::Admin).await?),
             Access::Remote(r) => {
                 r.request(Method::DELETE, &format!("/api/v1/quarantine/{id}"), &[], None).await.map(drop)
             }

@@ -10,6 +10,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,6 +19,7 @@ use super::error::ApiError;
 use super::server::AppState;
 use super::wire::{self, Entries, QuarantineDetail, TextBody, TicketPatch, check_text};
 use crate::desk::{Desk, DeskError, Upload};
+use crate::store::BlobKind;
 use crate::ticket::{TicketRecord, parse_ticket_ref};
 use crate::triage::act::{Action, MAX_RESOLUTION_CHARS};
 
@@ -142,15 +144,38 @@ pub async fn get_ticket(State(st): State<AppState>, id: Result<Path<String>, Pat
     Ok(ticket_response(StatusCode::OK, &rec))
 }
 
+/// The ticket's original mails as mboxrd, streamed one mail at a time (a
+/// ticket may hold hundreds of large mails).
 pub async fn ticket_raw(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
     let n = ticket_number(id)?;
-    let mbox = blocking(&st, move |d| match d.ticket(n)? {
-        Some(_) => d.raw_mbox(n).map(Some),
+    let mails = blocking(&st, move |d| match d.ticket(n)? {
+        Some(_) => d.ticket_mails(n).map(Some),
         None => Ok(None),
     })
     .await?;
-    let mbox = mbox.ok_or_else(|| ApiError::not_found(format!("no ticket support_ticket_{n}")).field("id"))?;
-    Ok(([(header::CONTENT_TYPE, "application/mbox")], mbox).into_response())
+    let mails = mails.ok_or_else(|| ApiError::not_found(format!("no ticket support_ticket_{n}")).field("id"))?;
+    let desk = st.desk.clone();
+    let pieces = futures::stream::iter(mails).then(move |rec| {
+        let desk = desk.clone();
+        async move {
+            tokio::task::spawn_blocking(move || desk.mbox_entry(n, &rec))
+                .await
+                .map_err(std::io::Error::other)?
+                .map(Bytes::from)
+                .map_err(std::io::Error::other)
+        }
+    });
+    let mut r = Response::new(Body::from_stream(pieces));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/mbox"));
+    sandboxed(r.headers_mut());
+    Ok(r)
+}
+
+/// What a browser may do with bytes a stranger wrote: nothing. No type
+/// sniffing, no script, no plugin, no framing.
+pub fn sandboxed(h: &mut HeaderMap) {
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
 }
 
 /// The actions a PATCH asks for, in the order the CLI applies them.
@@ -339,15 +364,23 @@ pub async fn get_quarantine(State(st): State<AppState>, id: Result<Path<String>,
     Ok(json(StatusCode::OK, &QuarantineDetail { entry, raw_base64 }))
 }
 
-pub async fn retry_quarantine(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
+pub async fn retry_quarantine(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
     let n = entry_number(id, "quarantine entry")?;
-    let outcome = st.desk.quarantine_retry(n).await?;
+    let outcome = st.desk.quarantine_retry(n, caller.actor).await?;
     Ok(json(StatusCode::OK, &outcome))
 }
 
-pub async fn delete_quarantine(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
+pub async fn delete_quarantine(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
     let n = entry_number(id, "quarantine entry")?;
-    st.desk.quarantine_drop(n).await?;
+    st.desk.quarantine_drop(n, caller.actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -386,15 +419,23 @@ pub async fn list_outbox(State(st): State<AppState>, RawQuery(raw): RawQuery) ->
     Ok(json(StatusCode::OK, &Entries { entries }))
 }
 
-pub async fn retry_outbox(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
+pub async fn retry_outbox(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
     let n = entry_number(id, "outbox entry")?;
-    st.desk.outbox_retry(n).await?;
+    st.desk.outbox_retry(n, caller.actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn delete_outbox(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
+pub async fn delete_outbox(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
     let n = entry_number(id, "outbox entry")?;
-    st.desk.outbox_drop(n).await?;
+    st.desk.outbox_drop(n, caller.actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -433,27 +474,50 @@ pub async fn get_attachment(
     if !is_sha256(&sha) {
         return Err(ApiError::not_found("no such attachment"));
     }
+    let sha_for_check = sha.clone();
     let found = blocking(&st, move |d| {
-        let Some(a) = d.attachment_record(&sha, &filename)? else { return Ok(None) };
-        Ok(d.store().attachment(&sha)?.map(|bytes| (a, bytes)))
+        let Some(a) = d.attachment_record(&sha_for_check, &filename)? else { return Ok(None) };
+        // Checked whole before anything is sent: damaged bytes are an error
+        // naming the blob, never a 200.
+        Ok(d.store().verified_len(BlobKind::Attachment, &sha_for_check)?.map(|len| (a, len)))
     })
     .await?;
-    let Some((a, bytes)) = found else { return Err(ApiError::not_found("no such attachment")) };
+    let Some((a, len)) = found else { return Err(ApiError::not_found("no such attachment")) };
     let content_type = HeaderValue::from_str(&a.mime_type)
         .ok()
         .filter(|_| a.mime_type.contains('/') && !a.mime_type.is_empty())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let disposition =
         format!("attachment; filename=\"{}\"; filename*={}", ascii_fallback(&a.filename), ext_value(&a.filename));
-    let mut r = Response::new(Body::from(bytes));
+    // Streamed a piece at a time from the store: memory per download stays
+    // one piece whatever the file's size.
+    let store = st.desk.store().clone();
+    let pieces = futures::stream::try_unfold(0u64, move |offset| {
+        let (store, sha) = (store.clone(), sha.clone());
+        async move {
+            if offset >= len {
+                return Ok(None);
+            }
+            let piece = tokio::task::spawn_blocking(move || store.blob_chunk(BlobKind::Attachment, &sha, offset))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+            if piece.is_empty() {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the attachment ended early"));
+            }
+            let next = offset + piece.len() as u64;
+            Ok::<_, std::io::Error>(Some((Bytes::from(piece), next)))
+        }
+    });
+    let mut r = Response::new(Body::from_stream(pieces));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Whatever the file is, a browser that opens it runs nothing.
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    sandboxed(h);
     // Content-addressed, so it never changes; private because it may need a token.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400, immutable"));
     Ok(r)
@@ -480,21 +544,10 @@ pub async fn openapi() -> Response {
     json(StatusCode::OK, &super::openapi::document())
 }
 
-/// Store-wide operations are the admin's, not an agent's.
-fn admin_only(caller: &Caller) -> R<()> {
-    match caller.principal {
-        super::auth::Principal::Admin => Ok(()),
-        super::auth::Principal::Agent(_) => {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the admin token, not an agent's"))
-        }
-    }
-}
-
 /// A consistent snapshot of the whole desk as a tar (the format of
 /// `ticketd backup`). The writer takes it between two commits; the file is
 /// spooled to an unnamed temporary file, then streamed.
-pub async fn backup(State(st): State<AppState>, Extension(caller): Extension<Caller>) -> R<Response> {
-    admin_only(&caller)?;
+pub async fn backup(State(st): State<AppState>) -> R<Response> {
     let spool =
         tempfile::tempfile().map_err(|e| ApiError::internal(format!("no temporary space for the backup: {e}")))?;
     let (summary, spool) = st.desk.backup(spool).await.map_err(|e| ApiError::internal(e.to_string()))?;
@@ -517,8 +570,7 @@ pub async fn backup(State(st): State<AppState>, Extension(caller): Extension<Cal
 }
 
 /// What the store holds (`ticketd store stats`).
-pub async fn store_stats(State(st): State<AppState>, Extension(caller): Extension<Caller>) -> R<Response> {
-    admin_only(&caller)?;
+pub async fn store_stats(State(st): State<AppState>) -> R<Response> {
     let stats = blocking(&st, |d| d.stats()).await?;
     Ok(json(StatusCode::OK, &stats))
 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub api: Arc<ApiConfig>,
     pub listeners: Arc<Listeners>,
+    /// `api.concurrency` permits, each held until its response is sent.
+    pub permits: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +68,29 @@ pub enum ServerError {
     Socket { path: PathBuf, why: String },
 }
 
-/// Who may call a route.
+/// Who may call a route: the one place the roles are decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
     Open,
+    /// Any valid token: the admin's or an agent's.
     Token,
+    /// The admin token only: store-wide operations (the outbox, the
+    /// quarantine, metrics, backups, store stats) that are no agent's.
+    Admin,
     /// The token, unless `api.public_attachments`.
     Attachment,
+}
+
+impl Guard {
+    /// As the OpenAPI document names it (`x-ticketd-role`).
+    pub fn role(self) -> &'static str {
+        match self {
+            Guard::Open => "anyone",
+            Guard::Token => "agent",
+            Guard::Admin => "admin",
+            Guard::Attachment => "agent-or-public",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +103,7 @@ pub struct RouteSpec {
 struct Table {
     open: Router<AppState>,
     token: Router<AppState>,
+    admin: Router<AppState>,
     attachment: Router<AppState>,
     specs: Vec<RouteSpec>,
 }
@@ -100,6 +119,7 @@ impl Table {
         let r = match guard {
             Guard::Open => &mut self.open,
             Guard::Token => &mut self.token,
+            Guard::Admin => &mut self.admin,
             Guard::Attachment => &mut self.attachment,
         };
         *r = std::mem::take(r).route(path, mr);
@@ -109,11 +129,17 @@ impl Table {
 
 fn table(upload_limit: usize) -> Table {
     use Guard::*;
-    let mut t = Table { open: Router::new(), token: Router::new(), attachment: Router::new(), specs: Vec::new() };
+    let mut t = Table {
+        open: Router::new(),
+        token: Router::new(),
+        admin: Router::new(),
+        attachment: Router::new(),
+        specs: Vec::new(),
+    };
     let json = wire::MAX_JSON_BYTES;
     t.add(Open, Method::GET, "/healthz", probes::healthz, json);
     t.add(Open, Method::GET, "/readyz", probes::readyz, json);
-    t.add(Token, Method::GET, "/metrics", probes::metrics, json);
+    t.add(Admin, Method::GET, "/metrics", probes::metrics, json);
     t.add(Open, Method::GET, "/api/v1/openapi.json", routes::openapi, json);
     t.add(Open, Method::GET, "/api/v1/proof", routes::proof, json);
     t.add(Token, Method::GET, "/api/v1/tickets", routes::list_tickets, json);
@@ -122,16 +148,16 @@ fn table(upload_limit: usize) -> Table {
     t.add(Token, Method::GET, "/api/v1/tickets/{id}/raw", routes::ticket_raw, json);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/replies", routes::post_reply, upload_limit);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/notes", routes::post_note, json);
-    t.add(Token, Method::GET, "/api/v1/quarantine", routes::list_quarantine, json);
-    t.add(Token, Method::GET, "/api/v1/quarantine/{id}", routes::get_quarantine, json);
-    t.add(Token, Method::POST, "/api/v1/quarantine/{id}/retry", routes::retry_quarantine, json);
-    t.add(Token, Method::DELETE, "/api/v1/quarantine/{id}", routes::delete_quarantine, json);
-    t.add(Token, Method::GET, "/api/v1/outbox", routes::list_outbox, json);
-    t.add(Token, Method::POST, "/api/v1/outbox/{id}/retry", routes::retry_outbox, json);
-    t.add(Token, Method::DELETE, "/api/v1/outbox/{id}", routes::delete_outbox, json);
+    t.add(Admin, Method::GET, "/api/v1/quarantine", routes::list_quarantine, json);
+    t.add(Admin, Method::GET, "/api/v1/quarantine/{id}", routes::get_quarantine, json);
+    t.add(Admin, Method::POST, "/api/v1/quarantine/{id}/retry", routes::retry_quarantine, json);
+    t.add(Admin, Method::DELETE, "/api/v1/quarantine/{id}", routes::delete_quarantine, json);
+    t.add(Admin, Method::GET, "/api/v1/outbox", routes::list_outbox, json);
+    t.add(Admin, Method::POST, "/api/v1/outbox/{id}/retry", routes::retry_outbox, json);
+    t.add(Admin, Method::DELETE, "/api/v1/outbox/{id}", routes::delete_outbox, json);
     t.add(Attachment, Method::GET, "/attachments/{sha256}/{filename}", routes::get_attachment, json);
-    t.add(Token, Method::GET, "/api/v1/backup", routes::backup, json);
-    t.add(Token, Method::GET, "/api/v1/store/stats", routes::store_stats, json);
+    t.add(Admin, Method::GET, "/api/v1/backup", routes::backup, json);
+    t.add(Admin, Method::GET, "/api/v1/store/stats", routes::store_stats, json);
     t
 }
 
@@ -147,6 +173,18 @@ async fn require_token(State(st): State<AppState>, mut req: Request, next: Next)
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn require_admin(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match st.tokens.caller(req.headers(), st.desk.config()) {
+        Ok(caller) if caller.principal == super::auth::Principal::Admin => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Ok(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the admin token, not an agent's")
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -202,19 +240,81 @@ async fn method_not_allowed() -> Response {
         .into_response()
 }
 
+/// Holds a request to `api.concurrency` and `api.timeout` until its
+/// response is fully sent, not just until the handler returns: a download
+/// streams inside both, so slow readers queue instead of piling up bodies.
+async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = if req.uri().path() == BACKUP_PATH { BACKUP_TIMEOUT } else { st.api.timeout };
+    let deadline = tokio::time::Instant::now() + limit;
+    let permit = match tokio::time::timeout_at(deadline, st.permits.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => return timed_out(limit),
+    };
+    match tokio::time::timeout_at(deadline, next.run(req)).await {
+        Ok(r) => r.map(|body| {
+            axum::body::Body::new(Bounded {
+                body,
+                _permit: permit,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            })
+        }),
+        Err(_) => timed_out(limit),
+    }
+}
+
+fn timed_out(limit: Duration) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!("the request took longer than api.timeout ({}s); a change may still have been made", limit.as_secs()),
+    )
+    .into_response()
+}
+
+/// A response body that keeps its request's concurrency permit and ends
+/// (with an error, which closes the connection) at the request's deadline.
+struct Bounded {
+    body: axum::body::Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl axum::body::HttpBody for Bounded {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new("api.timeout passed while the answer was sent"))));
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The whole application, ready to serve (also used in-process by tests).
 pub fn router(st: AppState) -> Router {
     let upload = usize::try_from(st.api.max_upload_bytes).unwrap_or(usize::MAX);
     let t = table(upload);
-    let limit = tower::limit::GlobalConcurrencyLimitLayer::new(st.api.concurrency);
     let token = t.token.route_layer(middleware::from_fn_with_state(st.clone(), require_token));
+    let admin = t.admin.route_layer(middleware::from_fn_with_state(st.clone(), require_admin));
     let attachment = if st.api.public_attachments {
         t.attachment
     } else {
         t.attachment.route_layer(middleware::from_fn_with_state(st.clone(), require_token))
     };
     // Probes stay outside the concurrency limit: a busy API is still alive.
-    let busy = token.merge(attachment).route_layer(limit);
+    let busy = token.merge(admin).merge(attachment).route_layer(middleware::from_fn_with_state(st.clone(), bounded));
     t.open
         .merge(busy)
         .fallback(no_route)
@@ -355,7 +455,14 @@ impl Server {
             slots.push(Slot::Bound(Bound::Unix(bind_unix(p)?, p.clone())));
         }
         let api = Arc::new(api);
-        let app = router(AppState { desk, tokens: Arc::new(tokens), api: api.clone(), listeners: listeners.clone() });
+        let permits = Arc::new(tokio::sync::Semaphore::new(api.concurrency));
+        let app = router(AppState {
+            desk,
+            tokens: Arc::new(tokens),
+            api: api.clone(),
+            listeners: listeners.clone(),
+            permits,
+        });
         Ok(Server { slots, app, local, api, listeners })
     }
 

@@ -56,6 +56,7 @@ async fn world(api_extra: &str) -> World {
     let app = router(AppState {
         desk: desk.clone(),
         tokens: Arc::new(tokens),
+        permits: Arc::new(tokio::sync::Semaphore::new(api.concurrency)),
         api: Arc::new(api),
         listeners: Default::default(),
     });
@@ -281,6 +282,30 @@ async fn the_openapi_document_names_exactly_the_routes() {
     let routed: BTreeSet<(String, String)> =
         route_table().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
     assert_eq!(documented, routed);
+    // Each route says who may call it, and an agent's token is refused on
+    // every route that is the admin's.
+    for spec in route_table() {
+        let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
+        assert_eq!(op["x-ticketd-role"], spec.guard.role(), "{} {}", spec.method, spec.path);
+    }
+    let admin: Vec<_> = route_table().into_iter().filter(|r| r.guard == crate::api::server::Guard::Admin).collect();
+    for must in [
+        "/metrics",
+        "/api/v1/outbox",
+        "/api/v1/outbox/{id}",
+        "/api/v1/outbox/{id}/retry",
+        "/api/v1/quarantine",
+        "/api/v1/quarantine/{id}",
+        "/api/v1/quarantine/{id}/retry",
+        "/api/v1/backup",
+    ] {
+        assert!(admin.iter().any(|r| r.path == must), "{must} is the admin's");
+    }
+    for r in &admin {
+        let uri = r.path.replace("{id}", "1");
+        let (s, e) = w.call(r.method.clone(), &uri, Some(ALICE), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{} {uri} with an agent token: {e}", r.method);
+    }
     // And each is really wired: no request to one reaches the fallback.
     for (method, path) in &routed {
         let uri = path.replace("{id}", "1").replace("{sha256}", &"0".repeat(64)).replace("{filename}", "f");
@@ -325,4 +350,24 @@ async fn multipart_replies_carry_files_within_their_limits() {
     assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_field")), "{e}");
     let (s, e) = w.call(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), Some(json!({"text": "  "}))).await;
     assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("text")), "an empty reply is refused: {e}");
+}
+
+#[tokio::test]
+async fn the_outbox_is_the_admins_and_a_drop_names_who_dropped() {
+    let w = world("").await;
+    w.ingest().await;
+    let (s, page) = w.call(Method::GET, "/api/v1/outbox", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let seq = page["entries"][0]["seq"].as_u64().expect("the acknowledgement waits in the outbox");
+    let uri = format!("/api/v1/outbox/{seq}");
+    let (s, _) = w.call(Method::DELETE, &uri, Some(ALICE), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an agent cannot drop a customer's mail");
+    let (s, _, _) = w.raw(Method::DELETE, &uri, Some(ADMIN), &[("x-ticketd-act-as", "agent_bob")], None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, t) = w.call(Method::GET, "/api/v1/tickets/1", Some(ADMIN), None).await;
+    let texts: Vec<&str> = t["threads"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(
+        texts.iter().any(|m| m.contains("was dropped from the outbox by agent_bob, unsent")),
+        "the entry names the real actor: {texts:?}"
+    );
 }

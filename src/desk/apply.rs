@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use super::tx::Tx;
 use crate::mail::{InboundMail, normalise_id};
 use crate::outbound::{OutState, OutboxEntry};
-use crate::store::{BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys};
+use crate::store::{
+    AttachmentIndex, BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
+};
 use crate::ticket::{TicketRecord, client_id};
 use crate::triage::{Decision, Effect, Outcome};
 
@@ -58,9 +60,22 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
             }
         }
     }
+    index_attachments(tx, &rec)?;
     rec.version += 1;
     tx.put(Table::Tickets, be(rec.number), json(&rec));
     Ok(rec)
+}
+
+/// Records every attachment of `rec` the download index does not know yet.
+pub fn index_attachments(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<(), StoreError> {
+    for a in &rec.ticket.attachments {
+        let Some(sha) = a.sha256() else { continue };
+        if tx.attachment_index(sha, &a.filename)?.is_none() {
+            let entry = AttachmentIndex { mime_type: a.mime_type.clone(), size: a.size, ticket: rec.number };
+            tx.put(Table::Attachments, keys::attachment(sha, &a.filename), json(&entry));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a pending outbox entry and keeps the sender's schedule

@@ -596,7 +596,8 @@ fn why_not_empty(store: &Store) -> Result<Option<String>, BackupError> {
     }
     for item in store.backend().scan(Table::Meta, Scan::default()) {
         let (k, _) = item?;
-        if k != keys::SECRET && k != keys::RUNNING {
+        // What a fresh desk writes for itself on its first start.
+        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX {
             return Ok(Some(format!("meta key {:?}", String::from_utf8_lossy(&k))));
         }
     }
@@ -670,6 +671,7 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
     mark.put(Table::Meta, RESTORING, vec![1]);
     store.commit(mark)?;
     let mut b = Batcher { store, w: WriteSet::default(), bytes: 0 };
+    let mut indexed = false;
     let mut archive = open_archive(file)?;
     for e in archive.entries().map_err(damaged)? {
         let e = e.map_err(damaged)?;
@@ -696,6 +698,9 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
                     if table == Table::Meta && k == RESTORING {
                         continue;
                     }
+                    if table == Table::Meta && k == keys::ATTACHMENT_INDEX {
+                        indexed = true;
+                    }
                     b.put(table, k, v)?;
                 }
             }
@@ -712,6 +717,10 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
         }
     }
     b.w.delete(Table::Meta, RESTORING);
+    if !indexed {
+        // A backup from before the attachment index: built at the next start.
+        b.w.delete(Table::Meta, keys::ATTACHMENT_INDEX);
+    }
     b.commit()?;
     Ok(RestoreSummary {
         records: manifest.records(),

@@ -157,6 +157,7 @@ impl Desk {
             store.commit(w)?;
         }
         schedule_outbox(&store)?;
+        index_attachments(&store)?;
         let careful: BTreeSet<String> =
             if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
         let (jobs, rx) = mpsc::channel(QUEUE);
@@ -267,20 +268,20 @@ impl Desk {
         self.ask(|reply| writer::Job::Delivery { seq, reports, reply }).await?
     }
 
-    pub async fn quarantine_retry(&self, id: u64) -> Result<RetryOutcome, DeskError> {
-        self.ask(|reply| writer::Job::QuarantineRetry { id, reply }).await?
+    pub async fn quarantine_retry(&self, id: u64, actor: ActorRef) -> Result<RetryOutcome, DeskError> {
+        self.ask(|reply| writer::Job::QuarantineRetry { id, actor, reply }).await?
     }
 
-    pub async fn quarantine_drop(&self, id: u64) -> Result<(), DeskError> {
-        self.ask(|reply| writer::Job::QuarantineDrop { id, reply }).await?
+    pub async fn quarantine_drop(&self, id: u64, actor: ActorRef) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::QuarantineDrop { id, actor, reply }).await?
     }
 
-    pub async fn outbox_retry(&self, seq: u64) -> Result<(), DeskError> {
-        self.ask(|reply| writer::Job::OutboxRetry { seq, reply }).await?
+    pub async fn outbox_retry(&self, seq: u64, actor: ActorRef) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::OutboxRetry { seq, actor, reply }).await?
     }
 
-    pub async fn outbox_drop(&self, seq: u64) -> Result<(), DeskError> {
-        self.ask(|reply| writer::Job::OutboxDrop { seq, reply }).await?
+    pub async fn outbox_drop(&self, seq: u64, actor: ActorRef) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::OutboxDrop { seq, actor, reply }).await?
     }
 
     /// Records a clean stop and ends the writer; waits for its thread.
@@ -327,6 +328,20 @@ fn schedule_outbox(store: &Store) -> Result<(), StoreError> {
         w.put(Table::OutboxTickets, keys::ticket_seq(e.mail.ticket, seq), Vec::new());
     }
     if w.is_empty() { Ok(()) } else { store.commit(w) }
+}
+
+/// Stores from before the attachment index: index every ticket's
+/// attachments once, before the writer starts.
+fn index_attachments(store: &Store) -> Result<(), StoreError> {
+    if store.get_meta(keys::ATTACHMENT_INDEX)?.is_some() {
+        return Ok(());
+    }
+    let mut tx = tx::Tx::new(store);
+    for rec in store.tickets_from(None, false) {
+        apply::index_attachments(&mut tx, &rec?)?;
+    }
+    tx.put(Table::Meta, keys::ATTACHMENT_INDEX, vec![1]);
+    store.commit(tx.into_writes())
 }
 
 impl Store {

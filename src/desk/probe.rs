@@ -1,14 +1,12 @@
 //! What the HTTP API asks beyond the views: is the writer alive, how the
-//! outbox stands, and which recorded attachment a download URL names.
-//! Attachments have no index of their own (they are immutable and fetched
-//! rarely), so the lookup scans tickets newest first, skipping every record
-//! whose bytes do not even contain the hash before parsing it.
+//! outbox stands, and which recorded attachment a download URL names (from
+//! the attachment index, `Table::Attachments`).
 
 use chrono::{DateTime, Utc};
 
 use super::{Desk, DeskError};
-use crate::store::{Scan, Table, parse};
-use crate::ticket::{Attachment, TicketRecord};
+use crate::store::Records;
+use crate::ticket::Attachment;
 
 /// Waiting mail by state: `queued` (never tried) and `retrying` (tried,
 /// failed transiently, waiting for its next attempt).
@@ -48,25 +46,14 @@ impl Desk {
 
     /// The attachment recorded as `filename` with content `sha256` on some
     /// ticket, if any. Both must match, so a download URL reveals nothing
-    /// about a hash unless its file name is known too.
+    /// about a hash unless its file name is known too. One index read.
     pub fn attachment_record(&self, sha256: &str, filename: &str) -> Result<Option<Attachment>, DeskError> {
-        let needle = memchr::memmem::Finder::new(sha256.as_bytes());
-        let scan = Scan { reverse: true, ..Scan::default() };
-        for item in self.store().backend().scan(Table::Tickets, scan) {
-            let (_, v) = item?;
-            if needle.find(&v).is_none() {
-                continue;
-            }
-            let rec: TicketRecord = parse(Table::Tickets, &v)?;
-            let found = rec
-                .ticket
-                .attachments
-                .into_iter()
-                .find(|a| a.filename == filename && a.url.rsplit('/').nth(1) == Some(sha256));
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Ok(None)
+        let Some(found) = self.store().attachment_index(sha256, filename)? else { return Ok(None) };
+        Ok(Some(Attachment {
+            filename: filename.to_owned(),
+            url: crate::triage::attachment_url(&self.config().attachments.base_url, sha256, filename),
+            size: found.size,
+            mime_type: found.mime_type,
+        }))
     }
 }

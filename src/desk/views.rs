@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Desk, DeskError};
 use crate::outbound::{OutKind, OutState, OutboxEntry};
-use crate::store::{QuarantineEntry, Records};
+use crate::store::{IngestRecord, QuarantineEntry, Records};
 use crate::ticket::{Category, Priority, Status, Ticket, TicketRecord};
 
 /// Largest page a list returns.
@@ -100,23 +100,39 @@ impl Desk {
     /// The original mails of ticket `n`, unaltered, as an mboxrd file.
     pub fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, DeskError> {
         let mut out = Vec::new();
-        for (rec, raw) in self.store().raw_for_ticket(n)? {
-            let raw = match (raw, rec.pruned) {
-                (Some(raw), _) => raw,
-                (None, Some(at)) => super::retention::pruned_placeholder(n, &rec, at),
-                (None, None) => continue,
-            };
-            out.extend_from_slice(format!("From ticketd {}\n", rec.at.format("%a %b %e %H:%M:%S %Y")).as_bytes());
-            // mboxrd: quote "From " lines so the mailbox splits where it should.
-            for line in raw.split_inclusive(|b| *b == b'\n') {
-                let bare = line.iter().position(|b| *b != b'>').map_or(&line[line.len()..], |i| &line[i..]);
-                if bare.starts_with(b"From ") {
-                    out.push(b'>');
-                }
-                out.extend_from_slice(line);
-            }
-            out.push(b'\n');
+        for rec in self.ticket_mails(n)? {
+            out.extend(self.mbox_entry(n, &rec)?);
         }
+        Ok(out)
+    }
+
+    /// The records of the mails that went into ticket `n`, in the order
+    /// they came (the bytes are read one at a time by [`Desk::mbox_entry`]).
+    pub fn ticket_mails(&self, n: u64) -> Result<Vec<IngestRecord>, DeskError> {
+        Ok(self.store().ingest_records_for_ticket(n)?)
+    }
+
+    /// One mail of ticket `n` as an mboxrd entry (a placeholder where
+    /// retention pruned it; empty where its bytes are gone).
+    pub fn mbox_entry(&self, n: u64, rec: &IngestRecord) -> Result<Vec<u8>, DeskError> {
+        let raw = match rec.pruned {
+            Some(at) => super::retention::pruned_placeholder(n, rec, at),
+            None => match self.store().raw(&rec.raw_sha256)? {
+                Some(raw) => raw,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::with_capacity(raw.len() + 64);
+        out.extend_from_slice(format!("From ticketd {}\n", rec.at.format("%a %b %e %H:%M:%S %Y")).as_bytes());
+        // mboxrd: quote "From " lines so the mailbox splits where it should.
+        for line in raw.split_inclusive(|b| *b == b'\n') {
+            let bare = line.iter().position(|b| *b != b'>').map_or(&line[line.len()..], |i| &line[i..]);
+            if bare.starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        out.push(b'\n');
         Ok(out)
     }
 

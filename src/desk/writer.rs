@@ -37,6 +37,17 @@ pub enum ActorRef {
     System,
 }
 
+impl ActorRef {
+    /// How entries and logs name it.
+    pub fn label(&self) -> &str {
+        match self {
+            ActorRef::Agent(id) => id,
+            ActorRef::Admin => "admin",
+            ActorRef::System => "system",
+        }
+    }
+}
+
 pub(super) enum Job {
     Ingest {
         mailbox: String,
@@ -77,18 +88,22 @@ pub(super) enum Job {
     },
     QuarantineRetry {
         id: u64,
+        actor: ActorRef,
         reply: oneshot::Sender<Result<RetryOutcome, DeskError>>,
     },
     QuarantineDrop {
         id: u64,
+        actor: ActorRef,
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
     OutboxRetry {
         seq: u64,
+        actor: ActorRef,
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
     OutboxDrop {
         seq: u64,
+        actor: ActorRef,
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
     /// A clean stop: nothing is in hand.
@@ -377,16 +392,18 @@ impl Writer {
                 let r = guarded(tx, r);
                 done(reply, r)
             }
-            Job::QuarantineRetry { id, reply } => {
+            Job::QuarantineRetry { id, actor, reply } => {
+                info!(id, by = actor.label(), "quarantine entry retried");
                 let r = self.quarantine_retry(tx, id);
                 if r.is_err() {
                     tx.rollback(sp);
                 }
                 done(reply, r)
             }
-            Job::QuarantineDrop { id, reply } => {
+            Job::QuarantineDrop { id, actor, reply } => {
                 let r = match stopped(tx.quarantined(id)) {
                     Ok(Some(_)) => {
+                        info!(id, by = actor.label(), "quarantine entry dropped");
                         // Its dedupe record stays: it is not ingested again.
                         tx.delete(Table::Quarantine, be(id));
                         Ok(())
@@ -396,13 +413,14 @@ impl Writer {
                 };
                 done(reply, r)
             }
-            Job::OutboxRetry { seq, reply } => {
+            Job::OutboxRetry { seq, actor, reply } => {
+                info!(seq, by = actor.label(), "outbox entry retried");
                 let r = self.outbox_retry(tx, seq);
                 let r = guarded(tx, r);
                 done(reply, r)
             }
-            Job::OutboxDrop { seq, reply } => {
-                let r = self.outbox_drop(tx, seq);
+            Job::OutboxDrop { seq, actor, reply } => {
+                let r = self.outbox_drop(tx, seq, &actor);
                 let r = guarded(tx, r);
                 done(reply, r)
             }
@@ -585,7 +603,7 @@ impl Writer {
         Ok(())
     }
 
-    fn outbox_drop(&mut self, tx: &mut Tx<'_>, seq: u64) -> Result<(), DeskError> {
+    fn outbox_drop(&mut self, tx: &mut Tx<'_>, seq: u64, actor: &ActorRef) -> Result<(), DeskError> {
         let Some(mut e) = tx.outbox_entry(seq)? else {
             return Err(DeskError::NotFound(format!("queued outbox entry {seq}")));
         };
@@ -593,7 +611,8 @@ impl Writer {
         remove_pending(tx, seq)?;
         tx.put(Table::Sent, be(seq), json(&e));
         let to = e.mail.to.join(", ");
-        self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by the admin, unsent."))
+        let by = actor.label();
+        self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by {by}, unsent."))
     }
 
     /// Takes the entry out of quarantine and runs its raw mail through

@@ -122,6 +122,9 @@ pub enum Table {
     /// Ticket + sequence of each pending entry: a ticket's later mail waits
     /// for its earlier one.
     OutboxTickets,
+    /// Attachment SHA-256 + NUL + file name → [`AttachmentIndex`]: what a
+    /// download URL names, found without reading any ticket.
+    Attachments,
 }
 
 impl Table {
@@ -139,6 +142,7 @@ impl Table {
         Table::Quarantine,
         Table::OutboxDue,
         Table::OutboxTickets,
+        Table::Attachments,
     ];
 
     pub fn name(self) -> &'static str {
@@ -156,6 +160,7 @@ impl Table {
             Table::Quarantine => "quarantine",
             Table::OutboxDue => "outbox_due",
             Table::OutboxTickets => "outbox_tickets",
+            Table::Attachments => "attachments",
         }
     }
 }
@@ -240,6 +245,9 @@ pub trait Backend: Get + Send + Sync {
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every blob of a kind: (SHA-256, bytes it takes on disk), in hash order.
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_>;
+    /// Up to `max` bytes of a blob from `offset` (fewer at its end; empty
+    /// past it), unchecked: see [`Store::verified_len`]. None when absent.
+    fn blob_range(&self, kind: BlobKind, sha256: &str, offset: u64, max: usize) -> Result<Option<Vec<u8>>, StoreError>;
     /// Forgets a blob (retention); gone at the latest after the next commit.
     fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError>;
     /// Atomic (all or nothing) and durable when it returns Ok, together
@@ -304,6 +312,15 @@ pub struct IngestRecord {
     pub pruned: Option<DateTime<Utc>>,
 }
 
+/// One recorded attachment, as the download route needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentIndex {
+    pub mime_type: String,
+    pub size: u64,
+    /// A ticket that carries it (the first one recorded).
+    pub ticket: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
     pub id: u64,
@@ -336,6 +353,17 @@ pub mod keys {
         k.extend_from_slice(dedupe.as_bytes());
         k
     }
+
+    /// `Attachments` key: SHA-256, NUL, file name.
+    pub fn attachment(sha256: &str, filename: &str) -> Vec<u8> {
+        let mut k = sha256.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(filename.as_bytes());
+        k
+    }
+
+    /// Meta marker: the attachment index covers every ticket.
+    pub const ATTACHMENT_INDEX: &[u8] = b"index:attachments:1";
 
     pub fn in_hand(mailbox: &str) -> Vec<u8> {
         let mut k = b"inhand\0".to_vec();
@@ -417,6 +445,11 @@ pub trait Records: Get {
             Some(e) => Some((seq, e)),
             None => self.sent_entry(seq)?.map(|e| (seq, e)),
         })
+    }
+    fn attachment_index(&self, sha256: &str, filename: &str) -> Result<Option<AttachmentIndex>, StoreError> {
+        self.get(Table::Attachments, &keys::attachment(sha256, filename))?
+            .map(|v| parse(Table::Attachments, &v))
+            .transpose()
     }
     fn quarantined(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.get(Table::Quarantine, &be(id))?.map(|v| parse(Table::Quarantine, &v)).transpose()
@@ -571,27 +604,68 @@ impl Store {
         self.backend.get_blob(BlobKind::Attachment, sha256)
     }
 
+    /// Reads a blob through in [`CHUNK`]-sized pieces, checking it against
+    /// its name, and returns its length: the check before a download is
+    /// streamed, so damaged bytes are refused before a 200 goes out, in
+    /// bounded memory whatever the blob's size.
+    pub fn verified_len(&self, kind: BlobKind, sha256: &str) -> Result<Option<u64>, StoreError> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        let mut offset = 0u64;
+        loop {
+            let Some(piece) = self.backend.blob_range(kind, sha256, offset, CHUNK)? else { return Ok(None) };
+            hash.update(&piece);
+            offset += piece.len() as u64;
+            if piece.len() < CHUNK {
+                break;
+            }
+        }
+        if is_sha256_name(sha256) && hex::encode(hash.finalize()) != sha256 {
+            return Err(StoreError::BlobMismatch { kind: kind.name(), sha256: sha256.to_owned() });
+        }
+        Ok(Some(offset))
+    }
+
+    /// One piece of a blob, for streaming after [`Store::verified_len`].
+    pub fn blob_chunk(&self, kind: BlobKind, sha256: &str, offset: u64) -> Result<Vec<u8>, StoreError> {
+        Ok(self.backend.blob_range(kind, sha256, offset, CHUNK)?.unwrap_or_default())
+    }
+
     /// `<dir>/<sha[0:2]>/<sha>`.
     pub fn attachment_path(&self, sha256: &str) -> PathBuf {
         attachment_file(&self.attachments_dir, sha256)
+    }
+
+    /// The records of the mails that went into ticket `n`, in the order
+    /// they came.
+    pub fn ingest_records_for_ticket(&self, n: u64) -> Result<Vec<IngestRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.backend.scan(Table::Ingested, Scan::default()) {
+            let (_, v) = item?;
+            let rec: IngestRecord = parse(Table::Ingested, &v)?;
+            if rec.ticket == Some(n) {
+                out.push(rec);
+            }
+        }
+        out.sort_by_key(|r| r.at);
+        Ok(out)
     }
 
     /// The raw messages that went into ticket `n`, in the order they came;
     /// `None` where retention pruned the copy (or it is missing).
     pub fn raw_for_ticket(&self, n: u64) -> Result<Vec<TicketMail>, StoreError> {
         let mut out = Vec::new();
-        for item in self.backend.scan(Table::Ingested, Scan::default()) {
-            let (_, v) = item?;
-            let rec: IngestRecord = parse(Table::Ingested, &v)?;
-            if rec.ticket == Some(n) {
-                let raw = if rec.pruned.is_some() { None } else { self.raw(&rec.raw_sha256)? };
-                out.push((rec, raw));
-            }
+        for rec in self.ingest_records_for_ticket(n)? {
+            let raw = if rec.pruned.is_some() { None } else { self.raw(&rec.raw_sha256)? };
+            out.push((rec, raw));
         }
-        out.sort_by_key(|(r, _)| r.at);
         Ok(out)
     }
 }
+
+/// Blobs are streamed in pieces of this size: a download holds at most one
+/// in memory.
+pub const CHUNK: usize = 1 << 20;
 
 /// One mail of a ticket: its record and, unless pruned, its bytes.
 pub type TicketMail = (IngestRecord, Option<Vec<u8>>);

@@ -226,6 +226,16 @@ impl Segments {
         }
     }
 
+    /// Up to `max` bytes of a plain blob from `offset` within it.
+    pub fn read_range(&self, loc: Loc, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
+        let path = segment_path(&self.dir, loc.segment);
+        let file = File::open(&path).map_err(err(&path))?;
+        let len = loc.len.saturating_sub(offset).min(max as u64) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, loc.offset + offset.min(loc.len)).map_err(err(&path))?;
+        Ok(buf)
+    }
+
     /// Bytes of every segment file.
     pub fn size_on_disk(&self) -> u64 {
         std::fs::read_dir(&self.dir)

@@ -48,6 +48,7 @@ fn prefix(table: Table) -> u8 {
         Table::Quarantine => b'q',
         Table::OutboxDue => b'd',
         Table::OutboxTickets => b'k',
+        Table::Attachments => b'f',
     }
 }
 
@@ -261,6 +262,19 @@ impl Backend for SledBackend {
             super::verify_blob(kind, sha256, b)?;
         }
         Ok(bytes)
+    }
+
+    fn blob_range(&self, kind: BlobKind, sha256: &str, offset: u64, max: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let slice = |b: Vec<u8>| {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+            b[start..(start.saturating_add(max)).min(b.len())].to_vec()
+        };
+        match self.indexed(kind, sha256)? {
+            Some(loc) if loc.codec == PLAIN => Ok(Some(self.segments.read_range(loc, offset, max)?)),
+            // Compressed (raw mail): read whole; it is bounded by max_message_bytes.
+            Some(loc) => Ok(Some(slice(self.segments.read(loc)?))),
+            None => Ok(self.legacy_blob(kind, sha256)?.map(slice)),
+        }
     }
 
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_> {
