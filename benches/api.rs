@@ -48,7 +48,12 @@ fn message(i: usize, to: &str) -> Vec<u8> {
 
 fn config(lab: &common::Lab, dir: &std::path::Path) -> Config {
     let p = dir.join("ticketd.toml");
-    let text = common::daemon::config_text(lab, dir, "batch_size = 50", "acks_per_sender_per_hour = 100000");
+    let text = common::daemon::config_text(
+        lab,
+        dir,
+        "batch_size = 50",
+        "acks_per_sender_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
+    );
     std::fs::write(&p, text).unwrap();
     Config::load_with_env(&p, Some(Default::default())).unwrap()
 }

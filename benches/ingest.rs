@@ -171,7 +171,7 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
     let mut daemon = common::Daemon::prepare(
         lab,
         "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000",
+        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
     );
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = std::fs::read_to_string(&daemon.config)

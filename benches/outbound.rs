@@ -256,7 +256,7 @@ async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &s
     let mut daemon = common::Daemon::prepare(
         lab,
         "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000",
+        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
     );
     let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
     daemon.env = vec![("TICKETD_LOG".into(), log_filter)];

@@ -93,6 +93,32 @@ pub enum SecretError {
     Command(String),
 }
 
+/// Largest credential file read (a token, a password, the desk secret).
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// Reads a credential file: a regular file (after symlinks) of at most
+/// [`MAX_SECRET_FILE_BYTES`]. Opened without blocking, so a FIFO put
+/// there fails at once instead of hanging the start; `/dev/zero` and other
+/// devices are refused instead of read forever.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {MAX_SECRET_FILE_BYTES} bytes: not a credential"),
+        ));
+    }
+    Ok(buf)
+}
+
 impl Secret {
     pub fn is_oauth2(&self) -> bool {
         matches!(self, Secret::OAuth2Command(_))
@@ -102,10 +128,15 @@ impl Secret {
     pub async fn resolve(&self) -> Result<String, SecretError> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
-            Secret::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|source| SecretError::File { path: path.clone(), source }),
+            Secret::File(path) => {
+                let p = path.clone();
+                let read = tokio::task::spawn_blocking(move || read_secret_file(&p))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                read.and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|source| SecretError::File { path: path.clone(), source })
+            }
             Secret::Command(cmd) | Secret::OAuth2Command(cmd) => {
                 let run = tokio::process::Command::new("/bin/sh")
                     .arg("-c")
@@ -158,6 +189,8 @@ pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_API_MAX_UPLOAD_BYTES: u64 = 64 << 20;
 pub const DEFAULT_API_CONCURRENCY: usize = 32;
+pub const DEFAULT_NOTIFICATIONS_PER_AGENT_PER_HOUR: u32 = 60;
+pub const DEFAULT_CLOCK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +297,9 @@ pub struct DeskConfig {
     /// Agent notifications about one ticket per hour; more are not sent
     /// (the ticket still records every mail).
     pub notifications_per_ticket_per_hour: u32,
+    /// Notifications one agent gets an hour; past it they are held and
+    /// sent as one digest (a flood of new tickets never buries an inbox).
+    pub notifications_per_agent_per_hour: u32,
     /// An agent's reply proves who they are by quoting the notification's
     /// agent-only Message-ID for this many days after it was sent.
     pub agent_proof_days: u32,
@@ -272,6 +308,9 @@ pub struct DeskConfig {
     pub send_receipts: bool,
     /// Messages larger than this (RFC822.SIZE) are quarantined unread.
     pub max_message_bytes: u64,
+    /// How often time-based work (digests, response targets, timers) is
+    /// looked at.
+    pub clock_interval: Duration,
     /// Right-hand side of the Message-IDs we generate.
     pub message_id_domain: String,
     pub templates_dir: Option<PathBuf>,
@@ -514,11 +553,13 @@ struct RawDesk {
     secret_file: L<PathBuf>,
     acks_per_sender_per_hour: L<u32>,
     notifications_per_ticket_per_hour: L<u32>,
+    notifications_per_agent_per_hour: L<u32>,
     agent_proof_days: L<u32>,
     trust_from_header: L<bool>,
     trusted_authserv_id: L<String>,
     send_receipts: L<bool>,
     max_message_bytes: L<u64>,
+    clock_interval: L<String>,
     message_id_domain: L<String>,
     templates_dir: L<PathBuf>,
 }
@@ -700,7 +741,7 @@ impl Checker<'_> {
             Err(e) => self.err(path, format!("cannot read {}: {e}", p.display())),
             Ok(m) if !m.is_file() => self.err(path, format!("{} is not a file", p.display())),
             Ok(m) => {
-                if let Err(e) = std::fs::File::open(p) {
+                if let Err(e) = read_secret_file(p) {
                     self.err(path, format!("cannot read {}: {e}", p.display()));
                 } else if m.permissions().mode() & 0o044 != 0 {
                     self.warn(
@@ -870,8 +911,8 @@ impl RawConfig {
                 };
             let tags = c.get(&at("tags"), m.tags).unwrap_or_default();
             for (j, t) in tags.iter().enumerate() {
-                if let Err(e) = crate::triage::act::valid_tag(t) {
-                    c.err(format!("{p}.tags[{j}]"), e.message);
+                if let Err(e) = crate::ticket::parse_tag(t) {
+                    c.err(format!("{p}.tags[{j}]"), e.0);
                 }
             }
             mailboxes.push(MailboxConfig {
@@ -1007,8 +1048,8 @@ impl RawConfig {
                 v.parse().map_err(|e: crate::ticket::VocabError| c.err(format!("{p}.category"), e.to_string())).ok()
             });
             for (j, t) in tags.iter().enumerate() {
-                if let Err(e) = crate::triage::act::valid_tag(t) {
-                    c.err(format!("{p}.tags[{j}]"), e.message);
+                if let Err(e) = crate::ticket::parse_tag(t) {
+                    c.err(format!("{p}.tags[{j}]"), e.0);
                 }
             }
             rules.push(Rule {
@@ -1029,10 +1070,11 @@ impl RawConfig {
         let secret_file = c.get("desk.secret_file", d.secret_file).map(|p| c.credential(p));
         if let Some(p) = &secret_file {
             c.secret_file("desk.secret_file", p);
-            if let Ok(b) = std::fs::read(p)
-                && b.trim_ascii().len() < 16
-            {
-                c.err("desk.secret_file", "the secret must be at least 16 bytes");
+            match read_secret_file(p) {
+                Ok(b) if b.trim_ascii().len() < 16 => c.err("desk.secret_file", "the secret must be at least 16 bytes"),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => c.err("desk.secret_file", format!("{}: {e}", p.display())),
             }
         }
         let message_id_domain = c.get("desk.message_id_domain", d.message_id_domain).unwrap_or_else(|| {
@@ -1055,11 +1097,15 @@ impl RawConfig {
             notifications_per_ticket_per_hour: c
                 .get("desk.notifications_per_ticket_per_hour", d.notifications_per_ticket_per_hour)
                 .unwrap_or(20),
+            notifications_per_agent_per_hour: c
+                .get("desk.notifications_per_agent_per_hour", d.notifications_per_agent_per_hour)
+                .unwrap_or(DEFAULT_NOTIFICATIONS_PER_AGENT_PER_HOUR),
             agent_proof_days: c.get("desk.agent_proof_days", d.agent_proof_days).unwrap_or(30),
             trust_from_header: c.get("desk.trust_from_header", d.trust_from_header).unwrap_or(false),
             trusted_authserv_id,
             send_receipts: c.get("desk.send_receipts", d.send_receipts).unwrap_or(false),
             max_message_bytes: c.get("desk.max_message_bytes", d.max_message_bytes).unwrap_or(50 << 20),
+            clock_interval: c.duration("desk.clock_interval", d.clock_interval, DEFAULT_CLOCK_INTERVAL),
             message_id_domain,
             templates_dir: c.get("desk.templates_dir", d.templates_dir),
         };
@@ -1070,7 +1116,7 @@ impl RawConfig {
             base_url: match (base_url, &api) {
                 // Out of the box the ticket JSON's links lead to our own API.
                 (None, Some(api)) => format!("{}/attachments", api.listen.base_url()),
-                (b, _) => default_base_url(b, &store.attachments_dir),
+                (b, _) => default_base_url(b),
             },
             max_bytes: c.get("attachments.max_bytes", self.attachments.max_bytes).unwrap_or(25 << 20),
         };
@@ -1210,8 +1256,11 @@ fn bracket_indices(path: &str) -> String {
     out
 }
 
-fn default_base_url(configured: Option<String>, dir: &Path) -> String {
-    configured.map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| format!("file://{}", dir.display()))
+/// Without `[api]` and without `attachments.base_url`, a URL is the path
+/// the API serves it under (`/attachments/<sha256>/<name>`): blobs live in
+/// segment files, so a `file://` URL would lead nowhere.
+fn default_base_url(configured: Option<String>) -> String {
+    configured.map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| "/attachments".to_owned())
 }
 
 /// "64MiB", "512KiB", "1GB", "1048576".
@@ -1268,6 +1317,27 @@ password = "secret"
         assert_eq!(c.desk.acks_per_sender_per_hour, 5);
         assert_eq!(c.desk.message_id_domain, "example.test");
         assert_eq!(c.store.attachments_dir, PathBuf::from("/tmp/x/attachments"));
+    }
+
+    #[test]
+    fn a_secret_file_must_be_a_small_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let big = d.path().join("big");
+        std::fs::write(&big, vec![b'x'; (MAX_SECRET_FILE_BYTES + 1) as usize]).unwrap();
+        for p in [Path::new("/dev/zero"), fifo.as_path(), big.as_path()] {
+            let started = std::time::Instant::now();
+            let body = format!("[desk]\nsecret_file = \"{}\"\n{MINIMAL}", p.display());
+            let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err();
+            let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
+            assert!(problems.iter().any(|e| e.path == "desk.secret_file"), "{p:?}: {problems:?}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{p:?} must not hang the check");
+            assert!(read_secret_file(p).is_err(), "{p:?}");
+        }
+        let ok = d.path().join("ok");
+        std::fs::write(&ok, "0123456789abcdef0123\n").unwrap();
+        assert_eq!(read_secret_file(&ok).unwrap(), b"0123456789abcdef0123\n");
     }
 
     #[test]

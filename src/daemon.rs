@@ -27,7 +27,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 pub fn load_secret(cfg: &Config, store: &Store) -> anyhow::Result<Vec<u8>> {
     match &cfg.desk.secret_file {
         Some(p) => {
-            let s = std::fs::read(p).with_context(|| format!("reading desk.secret_file {}", p.display()))?;
+            let s = crate::config::read_secret_file(p)
+                .with_context(|| format!("reading desk.secret_file {}", p.display()))?;
             Ok(s.trim_ascii().to_vec())
         }
         None => Ok(store.secret()?),
@@ -83,6 +84,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(async move {
             crate::desk::retention::run_hourly(desk, stop).await;
             "retention"
+        });
+    }
+    {
+        // The clock: time-based work runs in the writer, from durable
+        // state, at the time this task reads (the rules never read a clock).
+        let desk = desk.clone();
+        let stop = shutdown.clone();
+        let every = cfg.desk.clock_interval;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                if let Err(e) = desk.tick(chrono::Utc::now()).await {
+                    warn!(error = %e, "time-based work failed; it is tried again at the next tick");
+                }
+            }
+            "clock"
         });
     }
     let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: wake.clone(), shutdown: shutdown.clone() };

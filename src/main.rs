@@ -81,6 +81,10 @@ enum Cmd {
         /// Only check the file against its checksums; write nothing.
         #[arg(long)]
         verify_only: bool,
+        /// Restore a backup this desk cannot check the signature of
+        /// (unsigned, another desk's, or no desk.secret_file here).
+        #[arg(long)]
+        trust: bool,
     },
     /// The store: what it holds; retention.
     Store {
@@ -166,10 +170,15 @@ enum TicketsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// The original mails of a ticket, unaltered, as an mbox.
+    /// The original mails of a ticket, unaltered, as an mbox (redirect it
+    /// to a file: a customer's bytes are not printed to a terminal).
     Raw {
         #[arg(value_parser = ticket_ref)]
         id: u64,
+        /// Print to a terminal anyway (escape sequences in a mail would act
+        /// on it: retitle the window, rewrite the screen, worse).
+        #[arg(long)]
+        force: bool,
     },
     /// Change status, priority, category, assignment, tags or resolution.
     Update {
@@ -250,12 +259,34 @@ fn init_logging(format: LogFormat, quiet: bool) {
     }
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(tty);
+    // A log line that cannot be written (stderr on a full disk, a closed
+    // pipe) is dropped: the work goes on. tracing-subscriber would report it
+    // with eprintln!, which panics when stderr itself is what failed.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LossyStderr)
+        .log_internal_errors(false)
+        .with_ansi(tty);
     match format {
         LogFormat::Json => b.json().init(),
         // journald stamps lines itself and shows no colours.
         LogFormat::Text if under_journal => b.without_time().with_ansi(false).init(),
         LogFormat::Text => b.init(),
+    }
+}
+
+/// stderr, where a failed write is a dropped log line, never an error.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
@@ -435,14 +466,31 @@ fn local_desk(cfg: Config) -> anyhow::Result<Desk> {
 /// Import, backup, restore, store: the operator's commands, on the local
 /// store. While the daemon runs, backup and stats belong to its API.
 async fn ops_command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCode> {
-    if let Cmd::Restore { file, verify_only } = command {
+    if let Cmd::Restore { file, verify_only, trust } = command {
+        // Only a secret from a file: a store's own secret is in the backup
+        // too, so it would prove nothing.
+        let secret = match &cfg.desk.secret_file {
+            Some(p) => Some(ticketd::config::read_secret_file(p)?.trim_ascii().to_vec()),
+            None => None,
+        };
         let m = if *verify_only {
-            backup::verify(file)?
+            let m = backup::verify(file)?;
+            let origin = match m.origin(secret.as_deref()) {
+                backup::Origin::Ours => "signed by this desk",
+                backup::Origin::Unsigned => "unsigned",
+                backup::Origin::Foreign if secret.is_none() => "signed (not checked: no desk.secret_file)",
+                backup::Origin::Foreign => "signed by ANOTHER desk",
+            };
+            println!("{}: {origin}", file.display());
+            m
         } else {
             let store = Store::open(&cfg.store)?;
             let path = cfg.store.path.clone();
             let file = file.clone();
-            let r = tokio::task::spawn_blocking(move || backup::restore(&store, &file, &path)).await??;
+            let trust = *trust;
+            let r =
+                tokio::task::spawn_blocking(move || backup::restore(&store, &file, &path, secret.as_deref(), trust))
+                    .await??;
             println!(
                 "restored the backup of {}: {} record(s), {} blob(s) ({} bytes)",
                 ticketd::ticket::rfc3339::format(&r.created),
@@ -627,7 +675,13 @@ async fn tickets(access: &ticketd::api::client::Access, cmd: &TicketsCmd) -> any
             }
             Ok(ExitCode::SUCCESS)
         }
-        TicketsCmd::Raw { id } => {
+        TicketsCmd::Raw { id, force } => {
+            use std::io::IsTerminal;
+            if !*force && std::io::stdout().is_terminal() {
+                return fail(format!(
+                    "not printing the raw mail of support_ticket_{id} to a terminal (it is a stranger's bytes, escape sequences included): redirect it (`> ticket.mbox`), or pass --force"
+                ));
+            }
             let mails = access.raw_mbox(*id).await?;
             if mails.is_empty() {
                 return fail(format!("no stored mail for support_ticket_{id}"));

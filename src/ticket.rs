@@ -107,6 +107,42 @@ pub struct Attachment {
     pub mime_type: String,
 }
 
+/// Most tags one ticket carries; more is an error, not a silent cut.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_LEN: usize = 64;
+
+/// Why a tag was refused (the same words on every channel).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TagError(pub String);
+
+/// A tag as tickets keep it: trimmed and lower-cased; one word with no
+/// spaces, commas, quotes or control characters; nothing invisible
+/// (zero-width, joiners, bidi controls) and one script only, so `invоice`
+/// with a Cyrillic `о` is refused rather than shown beside `invoice` as if
+/// it were the same tag.
+pub fn parse_tag(t: &str) -> Result<String, TagError> {
+    use unicode_security::MixedScript;
+    let t = t.trim().to_lowercase();
+    if t.is_empty() {
+        return Err(TagError("a tag cannot be empty".into()));
+    }
+    let shown = || crate::text::clean_line(&t.chars().take(20).collect::<String>());
+    if t.chars().count() > MAX_TAG_LEN {
+        return Err(TagError(format!("tag {:?}… is longer than {MAX_TAG_LEN} characters", shown())));
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == ',' || crate::text::is_invisible(c)) {
+        return Err(TagError(format!(
+            "invalid tag {:?}: no spaces, commas, quotes, control or invisible characters",
+            shown()
+        )));
+    }
+    if !t.as_str().is_single_script() {
+        return Err(TagError(format!("invalid tag {:?}: letters of one script only (no look-alikes)", shown())));
+    }
+    Ok(t)
+}
+
 impl Attachment {
     /// The content's SHA-256, which its URL carries (`…/<sha256>/<name>`).
     pub fn sha256(&self) -> Option<&str> {
@@ -231,6 +267,30 @@ pub mod rfc3339_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_one_visible_word_in_one_script() {
+        assert_eq!(parse_tag("  Billing ").unwrap(), "billing");
+        assert_eq!(parse_tag("café").unwrap(), "café");
+        assert_eq!(parse_tag("rechnung-2026").unwrap(), "rechnung-2026");
+        assert_eq!(parse_tag("日本語").unwrap(), "日本語");
+        for bad in [
+            "in\u{200B}voice", // zero-width space
+            "in\u{200D}voice", // zero-width joiner
+            "invoice\u{2060}", // word joiner
+            "in\u{00AD}voice", // soft hyphen
+            "\u{202E}eciovni", // bidi override
+            "inv\u{043E}ice",  // Cyrillic о among Latin letters
+            "\u{0430}dmin",    // Cyrillic а
+            "two words",
+            "a,b",
+            "",
+        ] {
+            assert!(parse_tag(bad).is_err(), "{bad:?} must be refused");
+        }
+        let e = parse_tag("in\u{200B}voice").unwrap_err().to_string();
+        assert!(!e.contains('\u{200B}'), "the error never carries the invisible character back: {e:?}");
+    }
 
     #[test]
     fn vocab_rejects_unknown_values_with_the_choices() {

@@ -177,3 +177,35 @@ async fn slow_readers_of_a_large_attachment_hold_little_memory() {
     assert!(r.body.as_ref() == file.as_slice());
     daemon.stop_ok();
 }
+
+/// A log line that cannot be written (stderr on a full disk) is dropped,
+/// and the daemon goes on: it used to panic in the middle of its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_stops_nothing() {
+    let lab = Lab::start();
+    let daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("run")
+        .env("TICKETD_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    daemon.eventually_json("/readyz", Duration::from_secs(30), |s, _| s == 200).await;
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        b"From: customer@example.test\r\nTo: support@example.test\r\nSubject: Logged nowhere\r\nMessage-ID: <full@c.test>\r\n\r\nHello\r\n",
+    )
+    .await
+    .unwrap();
+    common::wait_for_text(&lab, "customer", "[Ticket #1] Logged nowhere", Duration::from_secs(30)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the daemon is still running");
+    assert!(std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a clean stop although no log line could be written: {status}");
+}

@@ -64,7 +64,7 @@ struct Running {
 fn run_in_process(config: &Path) -> Running {
     let cfg = Arc::new(Config::load(config).unwrap());
     let store = Store::open(&cfg.store).unwrap();
-    let secret = store.secret().unwrap();
+    let secret = ticketd::daemon::load_secret(&cfg, &store).unwrap();
     let wake = Arc::new(Notify::new());
     let desk = Desk::start(Parts {
         cfg: cfg.clone(),
@@ -102,7 +102,15 @@ impl Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     let lab = Lab::start();
-    let a = Daemon::prepare(&lab, "", "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000");
+    // Both desks share a secret file, as a restore onto a new machine with
+    // the same /etc/ticketd/credentials would.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "a-desk-secret-0123456789abcdef\n").unwrap();
+    let desk = format!(
+        "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000\nsecret_file = \"{}\"",
+        secret.path().display()
+    );
+    let a = Daemon::prepare(&lab, "", &desk);
     let run = run_in_process(&a.config);
 
     let attachment = "Q1JBU0ggUkVQT1JUIDQyCg==\r\n".repeat(20);
@@ -166,7 +174,7 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     let raw = ok(&a.config, &["tickets", "raw", "1"]);
     assert_eq!(String::from_utf8_lossy(&export).lines().count(), 2);
 
-    let b = Daemon::prepare(&lab, "", "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000");
+    let b = Daemon::prepare(&lab, "", &desk);
     let restored = ok(&b.config, &["restore", file.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&restored).contains("restored the backup"));
     assert_eq!(ok(&b.config, &["export"]), export, "export is byte for byte the same");
@@ -213,10 +221,25 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     ok(&a.config, &["backup", second.to_str().unwrap()]);
     let verified = ok(&a.config, &["restore", "--verify-only", second.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&verified).contains("a whole backup"));
+    assert!(
+        String::from_utf8_lossy(&verified).contains("signed by this desk"),
+        "{}",
+        String::from_utf8_lossy(&verified)
+    );
+    // A desk without the secret cannot tell who made it: only with --trust.
     let c = Daemon::prepare(&lab, "", "");
-    ok(&c.config, &["restore", second.to_str().unwrap()]);
+    let refused = cli(&c.config, &["restore", second.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--trust"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(&c.config, &["restore", "--trust", second.to_str().unwrap()]);
     assert_eq!(ok(&c.config, &["export"]), export);
 }
+
+const SECRET: &[u8] = b"0123456789abcdef0123";
 
 fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
     let toml = format!(
@@ -231,7 +254,7 @@ fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
     let desk = Desk::start(Parts {
         cfg: cfg.clone(),
         store: store.clone(),
-        secret: b"0123456789abcdef0123".to_vec(),
+        secret: SECRET.to_vec(),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),
@@ -308,7 +331,7 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     for (i, f) in files.iter().enumerate() {
         let (cfg, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
         restored.join_when_last().await;
-        backup::restore(&store, f, &cfg.store.path).unwrap();
+        backup::restore(&store, f, &cfg.store.path, Some(SECRET), false).unwrap();
         sizes.push(check_one_state(&store));
     }
     assert!(sizes.iter().any(|n| *n > 0), "the snapshots were taken while tickets existed: {sizes:?}");
@@ -330,7 +353,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let fail = |name: &str, content: &[u8]| -> BackupError {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
-        let e = backup::restore(&target, &p, &cfg.store.path).unwrap_err();
+        let e = backup::restore(&target, &p, &cfg.store.path, Some(SECRET), false).unwrap_err();
         assert_eq!(target.tickets().unwrap().len(), 0, "{name}: nothing written");
         assert!(!backup::unfinished(&target).unwrap(), "{name}: not even the marker");
         e
@@ -345,10 +368,33 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     assert!(e.to_string().contains("damaged"), "{e}");
     let e = fail("notes.txt", b"just some text, not a tar at all\n");
     assert!(matches!(e, BackupError::NotABackup(_)), "{e}");
+    // A 37 KB-style bomb: an entry that claims 3 GiB (a GNU sparse one, or
+    // a plain one whose header lies) is refused before anything is read.
+    for kind in [tar::EntryType::GNUSparse, tar::EntryType::Regular] {
+        let mut bomb = bytes[..1024].to_vec();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("blobs/raw/".to_owned() + &"a".repeat(64)).unwrap();
+        h.set_size(3 << 30);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        bomb.extend_from_slice(h.as_bytes());
+        bomb.extend_from_slice(&[0u8; 1024 * 40]);
+        let started = std::time::Instant::now();
+        let e = fail("bomb.backup", &bomb);
+        assert!(matches!(e, BackupError::Damaged(_) | BackupError::Incomplete), "{kind:?}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{kind:?}: refused at once");
+    }
+    // Signed with another desk's secret: refused unless trusted.
+    let e = backup::restore(&target, &file, &cfg.store.path, Some(b"another-desk-secret-0000"), false).unwrap_err();
+    assert!(matches!(e, BackupError::Untrusted { .. }), "{e}");
+    assert!(e.to_string().contains("--trust"), "{e}");
+    assert_eq!(target.tickets().unwrap().len(), 0, "nothing written");
+    let e = backup::restore(&target, &file, &cfg.store.path, None, false).unwrap_err();
+    assert!(matches!(e, BackupError::Untrusted { has_secret: false, .. }), "{e}");
 
-    backup::restore(&target, &file, &cfg.store.path).unwrap();
+    backup::restore(&target, &file, &cfg.store.path, Some(SECRET), false).unwrap();
     assert_eq!(target.tickets().unwrap(), desk.store().tickets().unwrap());
-    let e = backup::restore(&target, &file, &cfg.store.path).unwrap_err();
+    let e = backup::restore(&target, &file, &cfg.store.path, Some(SECRET), false).unwrap_err();
     assert!(matches!(e, BackupError::NotEmpty { .. }), "{e}");
 
     // A restore that died half-way leaves a store no desk starts on.
@@ -357,7 +403,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let mut w = WriteSet::default();
     w.put(Table::Meta, backup::RESTORING, vec![1]);
     half.commit(w).unwrap();
-    let e = backup::restore(&half, &file, &cfg2.store.path).unwrap_err();
+    let e = backup::restore(&half, &file, &cfg2.store.path, Some(SECRET), false).unwrap_err();
     assert!(matches!(e, BackupError::Unfinished(_)), "{e}");
     drop(half);
     let out = cli(&dir.path().join("half/c.toml"), &["export"]);
@@ -387,9 +433,10 @@ async fn the_cli_backs_up_the_running_daemon_through_its_api() {
     daemon.stop_ok();
     let export = ok(&daemon.config, &["export"]);
 
-    // Into a fresh store: the same desk.
+    // Into a fresh store: the same desk (no secret file here to check the
+    // signature with, so the admin vouches for it).
     let fresh = Daemon::prepare(&lab, "", "");
-    let out = cli(&fresh.config, &["restore", file.to_str().unwrap()]);
+    let out = cli(&fresh.config, &["restore", "--trust", file.to_str().unwrap()]);
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(ok(&fresh.config, &["export"]), export, "export is byte-identical");
 }

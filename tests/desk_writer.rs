@@ -16,9 +16,13 @@ struct World {
 }
 
 fn world() -> World {
+    world_with("")
+}
+
+fn world_with(desk: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
+        "[desk]\n{desk}\n[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
         dir.path().display()
     );
     let p = dir.path().join("c.toml");
@@ -204,4 +208,58 @@ async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
         t.threads.iter().any(|e| e.kind == ThreadType::System && e.message.contains("boss@customer.test")),
         "{t:#?}"
     );
+}
+
+/// Two different mails that share a Message-ID (ServiceNow and Jira reuse
+/// them) are two mails, and the notifications about them are two mails
+/// with two Message-IDs, even on the same day.
+#[tokio::test]
+async fn two_mails_sharing_a_message_id_get_notifications_with_their_own_ids() {
+    let w = world();
+    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    let reply = |body: &str| mail("reused@c.test", "In-Reply-To: <m1@c.test>\r\n", body);
+    ingest(&w, 2, reply("Still smoking.")).await;
+    ingest(&w, 3, reply("Now it is on fire.")).await;
+    let t = w.desk.ticket(1).unwrap().unwrap().ticket;
+    let texts: Vec<&str> = t.threads.iter().map(|e| e.message.as_str()).collect();
+    assert!(texts.contains(&"Still smoking.") && texts.contains(&"Now it is on fire."), "{texts:?}");
+    let ids: Vec<String> = w
+        .desk
+        .outbox(true)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.to.contains(&"alice@example.test".to_owned()))
+        .map(|e| e.message_id)
+        .collect();
+    assert_eq!(ids.len(), 3, "one notification per mail: {ids:?}");
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 3, "every notification has its own Message-ID: {ids:?}");
+}
+
+/// The per-agent hourly limit: a flood of new tickets gives an agent at
+/// most `notifications_per_agent_per_hour` mails, and the rest in one
+/// digest, once, when the hour has passed.
+#[tokio::test]
+async fn an_agent_past_the_hourly_limit_gets_one_digest_of_the_rest() {
+    let w = world_with("notifications_per_agent_per_hour = 2");
+    for uid in 1..=5u32 {
+        let m = format!(
+            "From: c{uid}@customer.test\r\nTo: support@example.test\r\nSubject: Flood {uid}\r\nMessage-ID: <f{uid}@c.test>\r\n\r\nhi\r\n"
+        );
+        ingest(&w, uid, m.into_bytes()).await;
+    }
+    let to_alice = |w: &World| -> Vec<ticketd::desk::views::OutboxView> {
+        w.desk.outbox(true).unwrap().into_iter().filter(|e| e.to.contains(&"alice@example.test".to_owned())).collect()
+    };
+    let sent = to_alice(&w);
+    assert_eq!(sent.len(), 2, "two notifications, the limit: {sent:?}");
+    let now = chrono::Utc::now();
+    assert_eq!(w.desk.tick(now).await.unwrap(), 0, "still within the hour and over the limit: no digest yet");
+    let later = now + chrono::Duration::minutes(61);
+    assert_eq!(w.desk.tick(later).await.unwrap(), 1);
+    let all = to_alice(&w);
+    let digest = all.iter().find(|e| e.kind == ticketd::outbound::OutKind::Digest).expect("a digest");
+    assert!(digest.subject.contains("3 notifications held back"), "{}", digest.subject);
+    assert_eq!(w.desk.tick(later + chrono::Duration::minutes(1)).await.unwrap(), 0, "one digest, not a stream");
+    assert_eq!(to_alice(&w).len(), 3);
 }

@@ -264,3 +264,72 @@ fn bad_input_is_named_and_nothing_is_imported() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("tickets created     1"));
 }
+
+/// `import` stays inside the paths it is given and reads only regular
+/// files: a Maildir's symlinks (to another user's mail, to /etc) are not
+/// followed, and a FIFO neither hangs the run nor counts as mail.
+#[test]
+fn import_stays_inside_its_paths_and_never_hangs_on_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let secret =
+        |id: &str| mail(id, "x@x.test", "Mon, 01 Dec 2025 09:00:00 +0000", "SECRET ELSEWHERE", "", "private\r\n");
+    // Mail that is not the admin's to import, in a Maildir of its own.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("cur")).unwrap();
+    std::fs::write(elsewhere.join("cur/1.M1P1.x:2,S"), secret("s1@x.test")).unwrap();
+    std::fs::write(dir.path().join("lone.eml"), secret("s2@x.test")).unwrap();
+    let root = dir.path().join("Maildir");
+    write_maildir(&root);
+    std::os::unix::fs::symlink(&elsewhere, root.join(".Sneaky")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("lone.eml"), root.join("cur/1583229601.M9P1.x:2,S")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(root.join("cur/1583229602.M8P1.x")).status().unwrap().success());
+    let fifo = dir.path().join("pipe.mbox");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let run = |args: &[&Path]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("import")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ticketd import {args:?} hangs");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&[fifo.as_path()]);
+    assert!(!out.status.success(), "a FIFO is not an mbox");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[root.as_path()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["tickets", "list", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("Maildir question"), "{text}");
+    assert!(!text.contains("SECRET ELSEWHERE"), "nothing outside the Maildir was imported: {text}");
+}

@@ -324,3 +324,30 @@ async fn a_forged_delivery_report_is_ordinary_mail() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("\"state\":\"failed\""), "no mail marked failed: {text}");
 }
+
+/// A customer's escape sequences never reach an admin's terminal:
+/// `tickets raw` refuses a terminal (here a pseudo-terminal from `script`)
+/// unless told `--force`, and prints to a pipe or file as it always did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_mail_is_not_printed_to_a_terminal() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, "");
+    let evil = "From: customer@example.test\r\nTo: support@example.test\r\nSubject: Printer\r\nMessage-ID: <esc@c.test>\r\n\r\nHello \x1b]0;pwned\x07\x1b[2J world\r\n";
+    lab.smtp_send("customer@example.test", &["support@example.test"], evil.as_bytes()).await.unwrap();
+    ingested(&lab, "support", 1, Duration::from_secs(30)).await;
+    daemon.stop_ok();
+    let piped = daemon.cli(&["tickets", "raw", "1"]);
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert!(piped.stdout.windows(2).any(|w| w == b"\x1b]"), "to a pipe the bytes are unaltered");
+    let on_tty = |extra: &str| {
+        let cmd =
+            format!("{} --config {} tickets raw 1 {extra}", env!("CARGO_BIN_EXE_ticketd"), daemon.config.display());
+        std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap()
+    };
+    let refused = on_tty("");
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(text.contains("not printing the raw mail"), "{text}");
+    assert!(!refused.stdout.windows(2).any(|w| w == b"\x1b]"), "no escape sequence reached the terminal");
+    let forced = on_tty("--force");
+    assert!(forced.stdout.windows(2).any(|w| w == b"\x1b]"), "--force prints it");
+}

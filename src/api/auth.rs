@@ -58,7 +58,9 @@ pub enum TokenError {
 
 /// Reads a token file: one line, the trailing newline trimmed.
 pub fn read_token(path: &Path) -> Result<Token, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: path.to_owned(), source })?;
+    let bytes =
+        crate::config::read_secret_file(path).map_err(|source| TokenError::Read { path: path.to_owned(), source })?;
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::Malformed { path: path.to_owned() })?;
     let t = text.trim_end_matches(['\r', '\n']);
     if t.len() < MIN_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(TokenError::Malformed { path: path.to_owned() });

@@ -365,16 +365,10 @@ impl Remote {
 
     async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
         let io = |e: std::io::Error| AccessError::Unsupported(format!("{}: {e}", file.display()));
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
-        let partial = file.with_file_name(format!(".{name}.partial"));
-        let mut out = std::fs::File::create(&partial).map_err(io)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            out.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        }
+        let (partial, mut out) = crate::desk::backup::create_partial(file).map_err(io)?;
         let got = self.http.download("/api/v1/backup", &mut out).await;
-        let (status, headers, body) = match got {
-            Ok(r) => r,
+        let body = match got {
+            Ok((_, _, body)) => body,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
                 return Err(e.into());
@@ -383,22 +377,27 @@ impl Remote {
         if let Some(body) = body {
             let _ = std::fs::remove_file(&partial);
             let e: ErrorBody = serde_json::from_slice(&body)
-                .map_err(|_| AccessError::Unsupported(format!("the API answered {status}")))?;
+                .map_err(|_| AccessError::Unsupported("the API refused the backup".into()))?;
             return Err(AccessError::Api(e));
         }
         out.sync_all().map_err(io)?;
         drop(out);
         // What arrived must be a whole, sound backup, or it is not one.
-        if let Err(e) = crate::desk::backup::verify(&partial) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(AccessError::Unsupported(format!("the daemon's backup did not check out: {e}")));
-        }
+        let manifest = match crate::desk::backup::verify(&partial) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(AccessError::Unsupported(format!("the daemon's backup did not check out: {e}")));
+            }
+        };
         std::fs::rename(&partial, file).map_err(io)?;
-        let n = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if let Some(dir) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
         Ok(crate::desk::backup::BackupSummary {
-            records: n("x-ticketd-records"),
-            blobs: n("x-ticketd-blobs"),
-            blob_bytes: n("x-ticketd-blob-bytes"),
+            records: manifest.records(),
+            blobs: manifest.blob_count(),
+            blob_bytes: manifest.blob_bytes(),
         })
     }
 

@@ -281,7 +281,7 @@ impl HttpClient {
         path: &str,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<(StatusCode, HeaderMap, Option<Bytes>), HttpError> {
-        let req = self.request(Method::GET, path, &[], None)?;
+        let req = self.request(Method::GET, path, &[(header::TE, "trailers".to_owned())], None)?;
         let mut conn = tokio::time::timeout(self.timeout, self.open()).await.map_err(|_| self.timeout_err())??;
         let res = conn.send.send_request(req).await.map_err(|e| self.http_err(e.to_string()))?;
         let (parts, mut body) = res.into_parts();
@@ -297,6 +297,10 @@ impl HttpClient {
                     let f = f.map_err(|e| self.http_err(e.to_string()))?;
                     if let Some(data) = f.data_ref() {
                         out.write_all(data).map_err(|e| self.http_err(format!("writing: {e}")))?;
+                    }
+                    // The server broke off and said why.
+                    if let Some(why) = f.trailers_ref().and_then(|t| t.get("x-ticketd-error")) {
+                        return Err(self.http_err(format!("it broke off: {}", why.to_str().unwrap_or("(unreadable)"))));
                     }
                 }
             }

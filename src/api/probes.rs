@@ -75,7 +75,31 @@ struct StoreView {
     outbox: Result<OutboxSummary, String>,
 }
 
-pub async fn readyz(State(st): State<AppState>) -> Response {
+impl Readiness {
+    /// What anyone may see: ready or not, and up or down per mailbox and
+    /// check — no error text (it names accounts, hosts and paths), no
+    /// reasons beyond the names.
+    pub fn anonymous(mut self) -> Readiness {
+        self.problems = self.problems.iter().map(|p| p.split(": ").next().unwrap_or("").to_owned()).collect();
+        self.problems.dedup();
+        self.store.error = None;
+        self.writer.error = None;
+        for m in self.mailboxes.values_mut() {
+            m.state = if m.up { "up" } else { "down" }.to_owned();
+            m.since = None;
+            m.last_fetch = None;
+            m.last_error = None;
+        }
+        for l in self.listeners.values_mut() {
+            l.error = None;
+        }
+        self
+    }
+}
+
+/// Open, for probes; with a valid token it says what is wrong in full.
+pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let full = st.tokens.caller(&headers, st.desk.config()).is_ok();
     let desk = st.desk.clone();
     let view = tokio::task::spawn_blocking(move || StoreView {
         read: desk.store().backend().count(Table::Cursors).map(|_| ()).map_err(|e| e.to_string()),
@@ -132,6 +156,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         listeners.insert(name, Check { ok: error.is_none(), error });
     }
     let body = Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox, listeners };
+    let body = if full { body } else { body.anonymous() };
     let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }

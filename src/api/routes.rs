@@ -548,25 +548,77 @@ pub async fn openapi() -> Response {
 /// `ticketd backup`). The writer takes it between two commits; the file is
 /// spooled to an unnamed temporary file, then streamed.
 pub async fn backup(State(st): State<AppState>) -> R<Response> {
-    let spool =
-        tempfile::tempfile().map_err(|e| ApiError::internal(format!("no temporary space for the backup: {e}")))?;
-    let (summary, spool) = st.desk.backup(spool).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut file = tokio::fs::File::from_std(spool);
-    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(0))
-        .await
-        .map_err(|e| ApiError::internal(format!("reading the backup back: {e}")))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    for (name, v) in [
-        ("x-ticketd-records", summary.records),
-        ("x-ticketd-blobs", summary.blobs),
-        ("x-ticketd-blob-bytes", summary.blob_bytes),
-    ] {
-        h.insert(name, HeaderValue::from(v));
-    }
+    // Streamed as it is written: no copy of the archive in a temporary
+    // file, and a slow reader slows the writing (a bounded channel).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let desk = st.desk.clone();
+    tokio::spawn(async move {
+        let out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHANNEL_PIECE) };
+        match desk.backup(out).await {
+            // The last piece, from here: blocking sends belong to the
+            // blocking pool the archive was written on.
+            Ok((_, out)) if !out.buf.is_empty() => {
+                if tx.send(Ok(Bytes::from(out.buf))).await.is_err() {
+                    tracing::debug!("the backup's reader went away");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the backup failed");
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            }
+        }
+    });
+    // A failure half way (a damaged blob) ends the body with a trailer
+    // naming it (the CLI asks for trailers); the archive then has no
+    // manifest, so any reader can tell it is not whole.
+    let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|piece| {
+        Ok::<_, std::convert::Infallible>(match piece {
+            Ok(bytes) => http_body::Frame::data(bytes),
+            Err(e) => {
+                let mut t = HeaderMap::new();
+                let text = crate::text::clean_line(&e.to_string());
+                t.insert(BACKUP_ERROR, HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("failed")));
+                http_body::Frame::trailers(t)
+            }
+        })
+    });
+    let mut r = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    r.headers_mut().insert(header::TRAILER, HeaderValue::from_static(BACKUP_ERROR));
     Ok(r)
+}
+
+/// The trailer that says a backup stream broke off, and why.
+pub const BACKUP_ERROR: &str = "x-ticketd-error";
+
+const CHANNEL_PIECE: usize = 256 << 10;
+
+/// A blocking writer (the archive is written on the blocking pool) into
+/// the response's bounded channel.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHANNEL_PIECE {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHANNEL_PIECE)));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
 }
 
 /// What the store holds (`ticketd store stats`).

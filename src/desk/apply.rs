@@ -177,6 +177,12 @@ pub fn apply(
             Effect::Send(mail) => queued.push(queue_mail(tx, mail, now)?),
             Effect::CountAck { sender } => count(tx, sender, now)?,
             Effect::CountNotify { ticket } => count(tx, &crate::triage::notify_key(*ticket), now)?,
+            Effect::CountAgentNotify { agent } => count(tx, &crate::triage::agent_notify_key(agent), now)?,
+            Effect::HoldForDigest { agent, line } => {
+                let mut held = tx.held_digest(agent)?.unwrap_or_default();
+                held.hold(line.clone(), now);
+                tx.put(Table::Digests, agent.as_bytes(), json(&held));
+            }
             Effect::MarkSentFailed { message_id, recipient, reason } => {
                 if let Some(seq) = tx.outbox_seq(message_id)? {
                     let (table, entry) = match tx.outbox_entry(seq)? {

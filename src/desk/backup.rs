@@ -82,6 +82,19 @@ pub enum BackupError {
         .0.display()
     )]
     Unfinished(PathBuf),
+    #[error("{}", untrusted_text(*.origin, *.has_secret))]
+    Untrusted { origin: Origin, has_secret: bool },
+}
+
+fn untrusted_text(origin: Origin, has_secret: bool) -> String {
+    let why = match (origin, has_secret) {
+        (Origin::Unsigned, _) => "the backup is not signed (made by an older ticketd)",
+        (_, false) => "this desk has no desk.secret_file to check the backup's signature with",
+        _ => "the backup is signed with another desk's secret",
+    };
+    format!(
+        "{why}: restore it only if you know where it came from, with --trust (a restored desk sends mail from your support address)"
+    )
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BackupError {
@@ -115,9 +128,55 @@ pub struct Manifest {
     /// Entry → SHA-256 of its content, for blobs not named by theirs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checksums: BTreeMap<String, String>,
+    /// SHA-256 of the blob entries' paths, one per line in archive order:
+    /// with the tables' digests, the whole archive is named in here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_list_sha256: Option<String>,
+    /// HMAC-SHA256 under the desk secret of this manifest without the
+    /// signature (see [`Manifest::signed_bytes`]): who made the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
+/// What a backup's signature says about where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Signed under the secret at hand: made by this desk (or one sharing its secret).
+    Ours,
+    /// Signed under another secret, or not checked because no secret was at hand.
+    Foreign,
+    /// No signature (made by a ticketd from before signing).
+    Unsigned,
+}
+
+/// Largest single entry a restore reads (a blob, the manifest): an archive
+/// may claim anything in its headers.
+const MAX_ENTRY: u64 = 1 << 30;
+
 impl Manifest {
+    /// What the signature covers: this manifest, signature left out.
+    fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Manifest { signature: None, ..self.clone() }).expect("a manifest serialises")
+    }
+
+    fn sign(&mut self, secret: &[u8]) {
+        self.signature = Some(mac(secret, &self.signed_bytes()));
+    }
+
+    /// Whether the signature holds under `secret`.
+    pub fn origin(&self, secret: Option<&[u8]>) -> Origin {
+        use subtle::ConstantTimeEq;
+        match (&self.signature, secret) {
+            (None, _) => Origin::Unsigned,
+            (Some(sig), Some(secret))
+                if bool::from(mac(secret, &self.signed_bytes()).as_bytes().ct_eq(sig.as_bytes())) =>
+            {
+                Origin::Ours
+            }
+            (Some(_), _) => Origin::Foreign,
+        }
+    }
+
     pub fn records(&self) -> u64 {
         self.tables.iter().map(|t| t.records).sum()
     }
@@ -129,6 +188,14 @@ impl Manifest {
     pub fn blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|b| b.bytes).sum()
     }
+}
+
+fn mac(secret: &[u8], bytes: &[u8]) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(b"ticketd backup manifest 1\n");
+    m.update(bytes);
+    hex::encode(m.finalize().into_bytes())
 }
 
 fn kind_name(kind: BlobKind) -> &'static str {
@@ -292,7 +359,12 @@ fn header(size: u64, mtime: DateTime<Utc>) -> tar::Header {
     h
 }
 
-fn write_archive<W: Write>(store: &Store, snap: Snapshot, out: W) -> Result<(BackupSummary, W), BackupError> {
+fn write_archive<W: Write>(
+    store: &Store,
+    snap: Snapshot,
+    secret: &[u8],
+    out: W,
+) -> Result<(BackupSummary, W), BackupError> {
     let writing = || io_err("writing the backup");
     let mut tar = tar::Builder::new(out);
     let magic = format!("ticketd backup, format {FORMAT}\n");
@@ -304,7 +376,10 @@ fn write_archive<W: Write>(store: &Store, snap: Snapshot, out: W) -> Result<(Bac
         tables: Vec::new(),
         blobs: Vec::new(),
         checksums: BTreeMap::new(),
+        blob_list_sha256: None,
+        signature: None,
     };
+    let mut blob_list = Sha256::new();
     for t in &snap.tables {
         let file = std::fs::File::open(&t.path).map_err(io_err(format!("reading the spool {}", t.path.display())))?;
         let name = format!("tables/{}.jsonl", t.table.name());
@@ -322,6 +397,7 @@ fn write_archive<W: Write>(store: &Store, snap: Snapshot, out: W) -> Result<(Bac
             if sha != name {
                 manifest.checksums.insert(path.clone(), sha);
             }
+            blob_list.update(format!("{path}\n").as_bytes());
             tar.append_data(&mut header(bytes.len() as u64, snap.created), &path, bytes.as_slice())
                 .map_err(writing())?;
             entry.count += 1;
@@ -329,6 +405,8 @@ fn write_archive<W: Write>(store: &Store, snap: Snapshot, out: W) -> Result<(Bac
         }
         manifest.blobs.push(entry);
     }
+    manifest.blob_list_sha256 = Some(hex::encode(blob_list.finalize()));
+    manifest.sign(secret);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| writing()(e.into()))?;
     tar.append_data(&mut header(json.len() as u64, snap.created), MANIFEST, json.as_slice()).map_err(writing())?;
     let out = tar.into_inner().map_err(writing())?;
@@ -337,15 +415,65 @@ fn write_archive<W: Write>(store: &Store, snap: Snapshot, out: W) -> Result<(Bac
     Ok((summary, out))
 }
 
-/// Where a snapshot's tables wait while the archive is written: next to
-/// the store (the service may write there), else the temp directory.
+const SPOOL_PREFIX: &str = ".ticketd-backup-";
+
+fn spool_parent(store_path: &Path) -> &Path {
+    store_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Where a snapshot's tables wait while the archive is written: a private
+/// (0700) directory next to the store (the service may write there), else
+/// in the temp directory. Removed when the backup ends, and at the next
+/// start if a killed backup left one behind ([`clean_spools`]).
 fn spool_dir(store_path: &Path) -> Result<tempfile::TempDir, BackupError> {
-    let near = store_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     tempfile::Builder::new()
-        .prefix(".ticketd-backup-")
-        .tempdir_in(near)
-        .or_else(|_| tempfile::Builder::new().prefix("ticketd-backup-").tempdir())
+        .prefix(SPOOL_PREFIX)
+        .tempdir_in(spool_parent(store_path))
+        .or_else(|_| tempfile::Builder::new().prefix(&SPOOL_PREFIX[1..]).tempdir())
         .map_err(io_err("creating the backup spool directory"))
+}
+
+/// Removes what killed backups left beside the store: a copy of every
+/// table. Only while this process holds the store, so no backup of its own
+/// runs yet.
+pub fn clean_spools(store_path: &Path) {
+    let Ok(entries) = std::fs::read_dir(spool_parent(store_path)) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let is_spool = name.to_string_lossy().starts_with(SPOOL_PREFIX);
+        // Never follow a symlink someone put there.
+        if is_spool && e.file_type().is_ok_and(|t| t.is_dir()) {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!(path = %e.path().display(), "removed the spool of an interrupted backup"),
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove an old backup spool")
+                }
+            }
+        }
+    }
+}
+
+/// A file next to `file` that did not exist before and is nobody else's:
+/// created new (`O_EXCL`: a symlink or file planted under the name is never
+/// followed or reused), mode 0600, under a random name.
+pub fn create_partial(file: &Path) -> io::Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
+    for _ in 0..16 {
+        let partial = file.with_file_name(format!(".{name}.{}.partial", hex::encode(rand::random::<[u8; 6]>())));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&partial)
+        {
+            Ok(f) => return Ok((partial, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free name for the partial file"))
 }
 
 impl Desk {
@@ -357,8 +485,9 @@ impl Desk {
         let dir = spool.path().to_owned();
         let snap = self.ask(|reply| Job::Backup { dir, reply }).await??;
         let store = self.store().clone();
+        let secret = self.secret().to_vec();
         tokio::task::spawn_blocking(move || {
-            let r = write_archive(&store, snap, out);
+            let r = write_archive(&store, snap, &secret, out);
             drop(spool);
             r
         })
@@ -371,16 +500,7 @@ impl Desk {
 /// it holds mail and the desk's secret), synced, then renamed over it, so
 /// FILE is always a whole backup.
 pub async fn backup_to_file(desk: &Desk, file: &Path) -> Result<BackupSummary, BackupError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
-    let partial = file.with_file_name(format!(".{name}.partial"));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(io_err(format!("creating {}", partial.display())))?;
+    let (partial, f) = create_partial(file).map_err(io_err(format!("creating a file beside {}", file.display())))?;
     let finish = async {
         let (summary, w) = desk.backup(io::BufWriter::with_capacity(1 << 20, f)).await?;
         let f = w.into_inner().map_err(|e| io_err(format!("writing {}", partial.display()))(e.into_error()))?;
@@ -468,11 +588,13 @@ pub fn verify(file: &Path) -> Result<Manifest, BackupError> {
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let mut first = true;
+    let mut blob_list = Sha256::new();
     let entries = archive.entries().map_err(|_| BackupError::NotABackup(file.display().to_string()))?;
     for e in entries {
         let mut e =
             e.map_err(|err| if first { BackupError::NotABackup(file.display().to_string()) } else { damaged(err) })?;
         let path = entry_path(&e)?;
+        check_entry(&e, &path)?;
         if manifest.is_some() {
             return Err(BackupError::Damaged(format!("entry {path:?} after the manifest")));
         }
@@ -510,8 +632,9 @@ pub fn verify(file: &Path) -> Result<Manifest, BackupError> {
                     if crate::store::is_sha256_name(&name) {
                         return Err(BackupError::Damaged(format!("{path}: its content does not match its name")));
                     }
-                    renamed.insert(path, sha);
+                    renamed.insert(path.clone(), sha);
                 }
+                blob_list.update(format!("{path}\n").as_bytes());
                 let b = blobs.entry(kind_name(kind)).or_insert_with(|| BlobEntry {
                     kind: kind_name(kind).to_owned(),
                     count: 0,
@@ -568,7 +691,32 @@ pub fn verify(file: &Path) -> Result<Manifest, BackupError> {
             return Err(BackupError::Damaged(format!("{path}: its content does not match its checksum")));
         }
     }
+    if let Some(want) = &m.blob_list_sha256
+        && *want != hex::encode(blob_list.finalize())
+    {
+        return Err(BackupError::Damaged("the blobs are not the ones the manifest lists".into()));
+    }
+    if m.signature.is_some() && m.blob_list_sha256.is_none() {
+        return Err(BackupError::Damaged("a signed manifest without its list of blobs".into()));
+    }
     Ok(m)
+}
+
+/// Only plain files of believable size: a GNU sparse entry of 3 GiB in a
+/// 37 KB file, a link or a device is never a ticketd backup's.
+fn check_entry<R: Read>(e: &tar::Entry<'_, R>, path: &str) -> Result<(), BackupError> {
+    let h = e.header();
+    if h.entry_type() != tar::EntryType::Regular {
+        return Err(BackupError::Damaged(format!(
+            "{path}: a {:?} entry (only plain files belong here)",
+            h.entry_type()
+        )));
+    }
+    let size = h.size().map_err(damaged)?;
+    if size > MAX_ENTRY {
+        return Err(BackupError::Damaged(format!("{path}: {size} bytes, over the {MAX_ENTRY} an entry may hold")));
+    }
+    Ok(())
 }
 
 /// Counts lines; discards the bytes.
@@ -659,7 +807,17 @@ impl Batcher<'_> {
 
 /// Restores `file` into `store`, which must be empty (`store_path` names it
 /// in errors). Nothing else may use the store meanwhile.
-pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreSummary, BackupError> {
+/// `secret` is this desk's (`desk.secret_file`), if it has one to check
+/// with; a backup not signed under it is refused unless `trust` says the
+/// admin knows where it came from: a consistent archive anyone can forge,
+/// and a restored desk sends mail from the support address.
+pub fn restore(
+    store: &Store,
+    file: &Path,
+    store_path: &Path,
+    secret: Option<&[u8]>,
+    trust: bool,
+) -> Result<RestoreSummary, BackupError> {
     if unfinished(store)? {
         return Err(BackupError::Unfinished(store_path.to_owned()));
     }
@@ -667,6 +825,10 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
         return Err(BackupError::NotEmpty { why, path: store_path.to_owned() });
     }
     let manifest = verify(file)?;
+    let origin = manifest.origin(secret);
+    if origin != Origin::Ours && !trust {
+        return Err(BackupError::Untrusted { origin, has_secret: secret.is_some() });
+    }
     let mut mark = WriteSet::default();
     mark.put(Table::Meta, RESTORING, vec![1]);
     store.commit(mark)?;
@@ -676,6 +838,7 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
     for e in archive.entries().map_err(damaged)? {
         let e = e.map_err(damaged)?;
         let path = entry_path(&e)?;
+        check_entry(&e, &path)?;
         match part_of(&path)? {
             Part::Magic | Part::Manifest => {}
             Part::Table(table) => {
@@ -733,6 +896,38 @@ pub fn restore(store: &Store, file: &Path, store_path: &Path) -> Result<RestoreS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_files_are_new_private_and_never_a_planted_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("desk.tar");
+        // Whatever sits under the old fixed name is left alone.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join(".desk.tar.partial")).unwrap();
+        let (a, fa) = create_partial(&file).unwrap();
+        let (b, _) = create_partial(&file).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(fa.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+
+    #[test]
+    fn spools_of_killed_backups_are_removed_and_symlinks_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("db");
+        let stale = d.path().join(".ticketd-backup-abc");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("tickets.jsonl"), "a copy of every ticket").unwrap();
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x"), "keep").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d.path().join(".ticketd-backup-link")).unwrap();
+        clean_spools(&store);
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read_to_string(elsewhere.join("x")).unwrap(), "keep");
+    }
 
     #[test]
     fn table_lines_keep_every_byte() {

@@ -277,8 +277,27 @@ impl Source {
     }
 }
 
+/// A real directory, not a symlink to one: an import stays inside the
+/// paths it was given.
+fn real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
 fn is_maildir(dir: &Path) -> bool {
-    dir.join("cur").is_dir() || dir.join("new").is_dir()
+    real_dir(&dir.join("cur")) || real_dir(&dir.join("new"))
+}
+
+/// Opens a message file without following a symlink and without blocking
+/// (a FIFO would hang the import), and only when it is a regular file.
+fn open_regular(path: &Path, follow: bool) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NONBLOCK | if follow { 0 } else { libc::O_NOFOLLOW };
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file (a FIFO, device or socket)"));
+    }
+    Ok((f, m))
 }
 
 /// Delivery time first (the seconds that start a Maildir name), then name.
@@ -295,7 +314,8 @@ fn maildir_files(root: &Path) -> Result<Vec<MailFile>, ImportError> {
         let e = e.map_err(read_err(root))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.len() > 1 && name != ".." && is_maildir(&e.path()) {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && name.starts_with('.') && name.len() > 1 && name != ".." && is_maildir(&e.path()) {
             folders.push(e.path());
         }
     }
@@ -303,6 +323,9 @@ fn maildir_files(root: &Path) -> Result<Vec<MailFile>, ImportError> {
     for folder in &folders {
         for sub in ["cur", "new"] {
             let dir = folder.join(sub);
+            if !real_dir(&dir) {
+                continue;
+            }
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -313,9 +336,13 @@ fn maildir_files(root: &Path) -> Result<Vec<MailFile>, ImportError> {
                 if e.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
-                let meta = e.metadata().map_err(read_err(&e.path()))?;
-                if meta.is_file() {
+                // Symlinks (out of the Maildir) and special files are not mail.
+                let kind = e.file_type().map_err(read_err(&e.path()))?;
+                if kind.is_file() {
+                    let meta = e.metadata().map_err(read_err(&e.path()))?;
                     files.push(MailFile { path: e.path(), size: meta.len() });
+                } else if !kind.is_dir() {
+                    tracing::warn!(path = %e.path().display(), "not imported: a symlink or special file, not a message");
                 }
             }
         }
@@ -337,7 +364,7 @@ fn sources(paths: &[PathBuf], max: usize) -> Result<Vec<Source>, ImportError> {
             out.push(Source::Maildir { root: path.clone(), files: maildir_files(path)? });
             continue;
         }
-        let file = std::fs::File::open(path).map_err(read_err(path))?;
+        let (file, _) = open_regular(path, true).map_err(read_err(path))?;
         if MboxReader::open(io::BufReader::new(file), max).map_err(read_err(path))?.is_none() {
             return Err(ImportError::NotMbox { path: path.clone() });
         }
@@ -348,7 +375,7 @@ fn sources(paths: &[PathBuf], max: usize) -> Result<Vec<Source>, ImportError> {
 
 /// A Maildir message, whole, or only its header when over `max`.
 fn read_file(path: &Path, max: usize) -> io::Result<Body> {
-    let file = std::fs::File::open(path)?;
+    let (file, _) = open_regular(path, false)?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1).read_to_end(&mut bytes)?;
     if bytes.len() <= max {
@@ -428,7 +455,7 @@ impl Producer {
         for source in sources {
             match source {
                 Source::Mbox { path, .. } => {
-                    let file = std::fs::File::open(path).map_err(read_err(path))?;
+                    let (file, _) = open_regular(path, true).map_err(read_err(path))?;
                     let counted = Counted { inner: file, read: 0 };
                     let mut reader = MboxReader::open(io::BufReader::with_capacity(256 << 10, counted), self.max)
                         .map_err(read_err(path))?

@@ -17,7 +17,9 @@ use super::tx::Tx;
 use super::writer::Writer;
 use crate::mail::InboundMail;
 use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keys};
-use crate::triage::{Context, Decision, Effect, Outcome, Snapshot, ack_key, decide, identity, notify_key};
+use crate::triage::{
+    Context, Decision, Effect, Outcome, Snapshot, ack_key, agent_notify_key, decide, identity, notify_key,
+};
 
 /// Deaths with one message in hand (in careful mode) before it is
 /// quarantined unread. Two: one crash may be bad luck (a kill, a power cut),
@@ -139,6 +141,7 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
     }
     let snap = Snapshot {
         duplicate: duplicate_of.is_some(),
+        dedupe_key: dedupe_key.clone(),
         by_thread,
         by_token,
         sender_client: tx.client(sender)?,
@@ -149,6 +152,12 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
             Some(n) => recent(&notify_key(n))?,
             None => 0,
         },
+        agent_notifies_last_hour: w
+            .cfg
+            .agents
+            .iter()
+            .map(|a| Ok((a.id.clone(), recent(&agent_notify_key(&a.id))?)))
+            .collect::<Result<_, StoreError>>()?,
         own_mail,
         parent_mail,
         bounced_mail,
@@ -345,7 +354,14 @@ impl Writer {
                 if quiet {
                     // Belt and braces: history sends nothing, whatever it decided.
                     d.effects.retain(|e| {
-                        !matches!(e, Effect::Send(_) | Effect::CountAck { .. } | Effect::CountNotify { .. })
+                        !matches!(
+                            e,
+                            Effect::Send(_)
+                                | Effect::CountAck { .. }
+                                | Effect::CountNotify { .. }
+                                | Effect::CountAgentNotify { .. }
+                                | Effect::HoldForDigest { .. }
+                        )
                     });
                 }
                 Ok::<_, StoreError>((mail, found, d))

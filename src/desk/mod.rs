@@ -128,6 +128,8 @@ pub struct Parts {
 pub struct Desk {
     store: Store,
     cfg: Arc<Config>,
+    /// The desk's HMAC key (agent proofs, our Message-IDs, backup signatures).
+    secret: Arc<[u8]>,
     health: Health,
     jobs: mpsc::Sender<writer::Job>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -151,6 +153,7 @@ impl Desk {
         }
         let mut unclean = false;
         if daemon {
+            backup::clean_spools(&cfg.store.path);
             unclean = store.get_meta(keys::RUNNING)?.is_some();
             let mut w = WriteSet::default();
             w.put(Table::Meta, keys::RUNNING, vec![1]);
@@ -161,12 +164,16 @@ impl Desk {
         let careful: BTreeSet<String> =
             if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
         let (jobs, rx) = mpsc::channel(QUEUE);
+        let shared_secret: Arc<[u8]> = secret.clone().into();
         let w = writer::Writer::new(cfg.clone(), store.clone(), secret, templates, careful, wake, health.clone());
         let thread = std::thread::Builder::new()
             .name("desk-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
-        Ok(Started { desk: Desk { store, cfg, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) }, unclean })
+        Ok(Started {
+            desk: Desk { store, cfg, secret: shared_secret, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) },
+            unclean,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -175,6 +182,10 @@ impl Desk {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.cfg
+    }
+
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     pub fn health(&self) -> &Health {
@@ -282,6 +293,11 @@ impl Desk {
 
     pub async fn outbox_drop(&self, seq: u64, actor: ActorRef) -> Result<(), DeskError> {
         self.ask(|reply| writer::Job::OutboxDrop { seq, actor, reply }).await?
+    }
+
+    /// Runs the time-based work due at `now`; returns how much was done.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<usize, DeskError> {
+        self.ask(|reply| writer::Job::Tick { now, reply }).await?
     }
 
     /// Records a clean stop and ends the writer; waits for its thread.

@@ -115,6 +115,12 @@ pub(super) enum Job {
         dir: std::path::PathBuf,
         reply: oneshot::Sender<Result<super::backup::Snapshot, super::backup::BackupError>>,
     },
+    /// Time-based work due at `now` (the clock is the caller's): held
+    /// notifications' digests.
+    Tick {
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<usize, DeskError>>,
+    },
     /// One bounded run of retention.
     Prune {
         plan: super::retention::Plan,
@@ -425,6 +431,17 @@ impl Writer {
                 done(reply, r)
             }
             Job::Prune { plan, now, reply } => self.prune(tx, plan, now, reply),
+            Job::Tick { now, reply } => {
+                let r = self.tick(tx, now);
+                let r = match r {
+                    Ok(n) => Ok(n),
+                    Err(e) => {
+                        tx.rollback(sp);
+                        Err(e)
+                    }
+                };
+                done(reply, r)
+            }
             Job::EndRun { .. } | Job::Backup { .. } => unreachable!("handled in group()"),
         }
     }
@@ -613,6 +630,37 @@ impl Writer {
         let to = e.mail.to.join(", ");
         let by = actor.label();
         self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by {by}, unsent."))
+    }
+
+    /// Sends each held digest whose agent is under the hourly limit again,
+    /// or whose oldest line has waited an hour. Returns the digests queued.
+    fn tick(&mut self, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<usize, DeskError> {
+        let cfg = self.cfg.clone();
+        let Some(mailbox) = cfg.mailboxes.first() else { return Ok(0) };
+        let ctx = Context {
+            cfg: &cfg,
+            mailbox,
+            secret: &self.secret,
+            templates: &self.templates,
+            tokens: &self.tokens,
+            quiet: false,
+        };
+        let mut queued = 0;
+        for agent in &cfg.agents {
+            let Some(held) = tx.held_digest(&agent.id)? else { continue };
+            let sent = tx.recent(&crate::triage::agent_notify_key(&agent.id))?.count(now);
+            let waited = held.since.is_none_or(|s| now - s >= chrono::Duration::hours(1));
+            if sent >= cfg.desk.notifications_per_agent_per_hour && !waited {
+                continue;
+            }
+            let seed = format!("digest:{}:{}", agent.id, held.since.map(|s| s.timestamp()).unwrap_or(0));
+            let m = crate::triage::outgoing::digest(&ctx, agent, &held.lines, held.more, &seed, now);
+            queue_mail(tx, &m, now)?;
+            tx.delete(Table::Digests, agent.id.as_bytes());
+            self.queued = true;
+            queued += 1;
+        }
+        Ok(queued)
     }
 
     /// Takes the entry out of quarantine and runs its raw mail through

@@ -194,14 +194,6 @@ impl InboundMail {
         self.in_reply_to.iter().chain(self.references.iter().rev()).map(String::as_str)
     }
 
-    /// The key that makes a re-fetched copy of this mail a duplicate.
-    pub fn dedupe_key(&self) -> String {
-        match &self.message_id {
-            Some(id) => format!("id:{}", normalise_id(id)),
-            None => format!("sha256:{}", self.raw_sha256),
-        }
-    }
-
     /// Never panics; time and memory are linear in `raw.len()`.
     pub fn parse(raw: &[u8]) -> Result<InboundMail, MailError> {
         if raw.iter().all(u8::is_ascii_whitespace) {
@@ -801,7 +793,6 @@ References: <p0@x> <p1@x>\r\n\r\nHello\r\n";
         assert_eq!(m.to, vec!["support@example.test", "bob@example.test"]);
         assert_eq!(m.parent_ids().collect::<Vec<_>>(), vec!["p1@x", "p1@x", "p0@x"]);
         assert_eq!(m.body, "Hello");
-        assert_eq!(m.dedupe_key(), "id:abc@x");
         assert!(!m.auto.is_automatic());
     }
 

@@ -24,9 +24,26 @@ pub enum OutKind {
     CommandError,
     /// Optional receipt for applied commands.
     Receipt,
+    /// To an agent past `desk.notifications_per_agent_per_hour`: the
+    /// notifications held back, in one mail (about no single ticket).
+    Digest,
 }
 
 impl OutKind {
+    /// The one stable name of a kind: in logs, views, metrics and the seed
+    /// of its Message-ID (serde writes the same).
+    pub fn code(self) -> &'static str {
+        match self {
+            OutKind::Ack => "ack",
+            OutKind::AgentNotify => "agent_notify",
+            OutKind::Relay => "relay",
+            OutKind::Resolved => "resolved",
+            OutKind::CommandError => "command_error",
+            OutKind::Receipt => "receipt",
+            OutKind::Digest => "digest",
+        }
+    }
+
     /// Automatic notices carry RFC 3834 headers; human replies do not.
     pub fn is_automatic(self) -> bool {
         !matches!(self, OutKind::Relay)

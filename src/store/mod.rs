@@ -125,6 +125,9 @@ pub enum Table {
     /// Attachment SHA-256 + NUL + file name → [`AttachmentIndex`]: what a
     /// download URL names, found without reading any ticket.
     Attachments,
+    /// Agent id → [`HeldDigest`]: notifications held past the agent's
+    /// hourly limit, until their digest goes out.
+    Digests,
 }
 
 impl Table {
@@ -143,6 +146,7 @@ impl Table {
         Table::OutboxDue,
         Table::OutboxTickets,
         Table::Attachments,
+        Table::Digests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -161,6 +165,7 @@ impl Table {
             Table::OutboxDue => "outbox_due",
             Table::OutboxTickets => "outbox_tickets",
             Table::Attachments => "attachments",
+            Table::Digests => "digests",
         }
     }
 }
@@ -312,6 +317,30 @@ pub struct IngestRecord {
     pub pruned: Option<DateTime<Utc>>,
 }
 
+/// Notifications held for one agent's digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDigest {
+    /// When the first one was held.
+    pub since: Option<DateTime<Utc>>,
+    /// One line each, oldest first, at most [`HeldDigest::MAX_LINES`].
+    pub lines: Vec<String>,
+    /// Held beyond the lines kept.
+    pub more: u32,
+}
+
+impl HeldDigest {
+    pub const MAX_LINES: usize = 200;
+
+    pub fn hold(&mut self, line: String, now: DateTime<Utc>) {
+        self.since.get_or_insert(now);
+        if self.lines.len() < Self::MAX_LINES {
+            self.lines.push(line);
+        } else {
+            self.more = self.more.saturating_add(1);
+        }
+    }
+}
+
 /// One recorded attachment, as the download route needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentIndex {
@@ -450,6 +479,9 @@ pub trait Records: Get {
         self.get(Table::Attachments, &keys::attachment(sha256, filename))?
             .map(|v| parse(Table::Attachments, &v))
             .transpose()
+    }
+    fn held_digest(&self, agent: &str) -> Result<Option<HeldDigest>, StoreError> {
+        self.get(Table::Digests, agent.as_bytes())?.map(|v| parse(Table::Digests, &v)).transpose()
     }
     fn quarantined(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.get(Table::Quarantine, &be(id))?.map(|v| parse(Table::Quarantine, &v)).transpose()

@@ -49,6 +49,7 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxDue => b'd',
         Table::OutboxTickets => b'k',
         Table::Attachments => b'f',
+        Table::Digests => b'h',
     }
 }
 

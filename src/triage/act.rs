@@ -13,9 +13,7 @@ use crate::config::Agent;
 use crate::outbound::{OutAttachment, OutMail};
 use crate::ticket::{Attachment, Category, Priority, Status, ThreadType, TicketRecord};
 
-/// Most tags one ticket carries; more is an error, not a silent cut.
-pub const MAX_TAGS: usize = 50;
-pub const MAX_TAG_LEN: usize = 64;
+pub use crate::ticket::{MAX_TAG_LEN, MAX_TAGS};
 /// A resolution is a summary, not a document.
 pub const MAX_RESOLUTION_CHARS: usize = 4000;
 
@@ -84,22 +82,8 @@ pub struct Acted {
     pub mails: Vec<OutMail>,
 }
 
-pub(crate) fn valid_tag(t: &str) -> Result<String, ActError> {
-    let t = t.trim().to_lowercase();
-    let bad = |message: String| Err(ActError { field: "tags", message });
-    if t.is_empty() {
-        return bad("a tag cannot be empty".into());
-    }
-    if t.chars().count() > MAX_TAG_LEN {
-        return bad(format!(
-            "tag {:?}… is longer than {MAX_TAG_LEN} characters",
-            t.chars().take(20).collect::<String>()
-        ));
-    }
-    if t.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == ',' || crate::text::is_format(c)) {
-        return bad(format!("invalid tag {t:?}: no spaces, commas, quotes or control characters"));
-    }
-    Ok(t)
+fn valid_tag(t: &str) -> Result<String, ActError> {
+    crate::ticket::parse_tag(t).map_err(|e| ActError { field: "tags", message: e.0 })
 }
 
 fn join(v: &[String]) -> String {

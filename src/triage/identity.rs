@@ -16,27 +16,185 @@ use sha2::{Digest, Sha256};
 use crate::config::{Agent, Config};
 use crate::mail::{InboundMail, TraceKind, normalise_id};
 
-const PREFIX: &str = "ticketd.";
+/// Message-IDs of the first format (`ticketd.<n>.<kind>.<tag>@domain` and
+/// `ticketd.<n>.n.<agent>.<tag>.<day>.<mac>@domain`): still recognised as
+/// ours, and old notifications still prove an agent until they expire.
+const OLD_PREFIX: &str = "ticketd.";
 
-/// A deterministic tag for the mail we generate in answer to one inbound
-/// mail, so a re-run of the same ingest produces the same Message-IDs.
-pub fn tag(seed: &str, kind: &str, n: usize) -> String {
+/// The current format: `t` and 32 to 40 base32 characters of
+/// `[kind][number as LEB128][day u16][tag 4][mac 12]`, at most 64
+/// characters with the brackets for a domain of up to 24, so an
+/// `In-Reply-To:` line never has to be folded (Python's `email` folds it as
+/// an encoded word past 78 columns). Every id carries a MAC (96 bits) under
+/// the desk secret over its kind, ticket, day, tag and, for an agent
+/// notification, the agent: only someone who received the mail can name
+/// it, so a delivery report about it, or an agent's answer quoting it,
+/// proves it saw it.
+const PREFIX: &str = "t";
+const MAC_BYTES: usize = 12;
+const TAG_BYTES: usize = 4;
+
+/// What kind of mail an id names (part of the MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Ack = 1,
+    /// An agent notification: its MAC covers the agent too.
+    Notify = 2,
+    Relay = 3,
+    Resolved = 4,
+    CommandError = 5,
+    Receipt = 6,
+    /// Any other notice about a ticket (reminders, escalations, digests).
+    Notice = 7,
+}
+
+impl IdKind {
+    /// What the Message-ID of a mail of this kind says it is.
+    pub fn of(kind: crate::outbound::OutKind) -> IdKind {
+        use crate::outbound::OutKind;
+        match kind {
+            OutKind::Ack => IdKind::Ack,
+            OutKind::AgentNotify => IdKind::Notify,
+            OutKind::Relay => IdKind::Relay,
+            OutKind::Resolved => IdKind::Resolved,
+            OutKind::CommandError => IdKind::CommandError,
+            OutKind::Receipt => IdKind::Receipt,
+            OutKind::Digest => IdKind::Notice,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<IdKind> {
+        Some(match b {
+            1 => IdKind::Ack,
+            2 => IdKind::Notify,
+            3 => IdKind::Relay,
+            4 => IdKind::Resolved,
+            5 => IdKind::CommandError,
+            6 => IdKind::Receipt,
+            7 => IdKind::Notice,
+            _ => return None,
+        })
+    }
+}
+
+/// A deterministic tag for the mail we generate in answer to one change,
+/// from a seed that names the change (the inbound mail's dedupe key, an
+/// API change's ticket and version) and the mail's place in it.
+pub fn tag(seed: &str, kind: &str, n: usize) -> [u8; TAG_BYTES] {
     let d = Sha256::digest(format!("{seed}\n{kind}\n{n}").as_bytes());
-    hex::encode(&d[..6])
-}
-
-pub fn message_id(number: u64, kind: &str, tag: &str, domain: &str) -> String {
-    format!("{PREFIX}{number}.{kind}.{tag}@{domain}")
-}
-
-fn mac(secret: &[u8], number: u64, agent_id: &str, tag: &str, day: &str) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    m.update(format!("{number}:{}:{tag}:{day}", agent_id.to_ascii_lowercase()).as_bytes());
-    hex::encode(&m.finalize().into_bytes()[..12])
+    [d[0], d[1], d[2], d[3]]
 }
 
 fn day_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(86_400)
+}
+
+fn id_mac(secret: &[u8], kind: IdKind, number: u64, day: u16, tag: &[u8], agent: &str) -> [u8; MAC_BYTES] {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(b"ticketd message-id 1\n");
+    m.update(&[kind as u8]);
+    m.update(&number.to_be_bytes());
+    m.update(&day.to_be_bytes());
+    m.update(tag);
+    m.update(agent.to_ascii_lowercase().as_bytes());
+    let full = m.finalize().into_bytes();
+    let mut out = [0u8; MAC_BYTES];
+    out.copy_from_slice(&full[..MAC_BYTES]);
+    out
+}
+
+/// One of our Message-IDs, written at `issued`. `agent` is the recipient
+/// of an agent notification (and nothing for the other kinds).
+pub fn message_id(
+    secret: &[u8],
+    kind: IdKind,
+    number: u64,
+    tag: [u8; TAG_BYTES],
+    issued: DateTime<Utc>,
+    agent: &str,
+    domain: &str,
+) -> String {
+    let day = u16::try_from(day_of(issued).max(0)).unwrap_or(u16::MAX);
+    let mut b = vec![kind as u8];
+    let mut n = number;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            b.push(byte);
+            break;
+        }
+        b.push(byte | 0x80);
+    }
+    b.extend_from_slice(&day.to_be_bytes());
+    b.extend_from_slice(&tag);
+    b.extend_from_slice(&id_mac(secret, kind, number, day, &tag, agent));
+    let local = data_encoding::BASE32_NOPAD.encode(&b).to_ascii_lowercase();
+    format!("{PREFIX}{local}@{}", domain.to_ascii_lowercase())
+}
+
+/// The parts of an id of the current format, not yet checked.
+struct Parsed {
+    kind: IdKind,
+    number: u64,
+    day: u16,
+    tag: [u8; TAG_BYTES],
+    mac: [u8; MAC_BYTES],
+}
+
+fn parse_id(id: &str) -> Option<Parsed> {
+    let id = normalise_id(id);
+    let local = id.split('@').next()?.strip_prefix(PREFIX)?;
+    if !(30..=50).contains(&local.len()) {
+        return None;
+    }
+    let b = data_encoding::BASE32_NOPAD.decode(local.to_ascii_uppercase().as_bytes()).ok()?;
+    let kind = IdKind::from_byte(*b.first()?)?;
+    let (mut number, mut shift, mut i) = (0u64, 0u32, 1usize);
+    loop {
+        let byte = *b.get(i)?;
+        i += 1;
+        number |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let rest = b.get(i..)?;
+    if rest.len() != 2 + TAG_BYTES + MAC_BYTES {
+        return None;
+    }
+    let day = u16::from_be_bytes([rest[0], rest[1]]);
+    let tag = rest[2..2 + TAG_BYTES].try_into().ok()?;
+    let mac = rest[2 + TAG_BYTES..].try_into().ok()?;
+    Some(Parsed { kind, number, day, tag, mac })
+}
+
+fn mac_ok(secret: &[u8], p: &Parsed, agent: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    // Constant-time: the MAC is a credential.
+    bool::from(id_mac(secret, p.kind, p.number, p.day, &p.tag, agent).ct_eq(&p.mac))
+}
+
+/// The ticket and kind of a mail we really sent under `secret`, if `id`
+/// names one: the check a delivery report must pass before it counts.
+/// `agents` are the configured agent ids (a notification's MAC names one).
+pub fn verify_ours<'a>(secret: &[u8], id: &str, agents: impl IntoIterator<Item = &'a str>) -> Option<(u64, IdKind)> {
+    let p = parse_id(id)?;
+    let ok = match p.kind {
+        IdKind::Notify => agents.into_iter().any(|a| mac_ok(secret, &p, a)),
+        _ => mac_ok(secret, &p, ""),
+    };
+    ok.then_some((p.number, p.kind))
+}
+
+fn old_mac(secret: &[u8], number: u64, agent_id: &str, tag: &str, day: &str) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(format!("{number}:{}:{tag}:{day}", agent_id.to_ascii_lowercase()).as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..12])
 }
 
 /// The agent-only Message-ID of a notification sent at `issued`: only
@@ -46,13 +204,11 @@ pub fn agent_message_id(
     secret: &[u8],
     number: u64,
     agent_id: &str,
-    tag: &str,
+    tag: [u8; TAG_BYTES],
     issued: DateTime<Utc>,
     domain: &str,
 ) -> String {
-    let agent = agent_id.to_ascii_lowercase();
-    let day = format!("{:x}", day_of(issued));
-    format!("{PREFIX}{number}.n.{agent}.{tag}.{day}.{}@{domain}", mac(secret, number, &agent, tag, &day))
+    message_id(secret, IdKind::Notify, number, tag, issued, agent_id, domain)
 }
 
 /// Does `id` prove that `agent_id` received a notification for ticket
@@ -65,28 +221,35 @@ pub fn verify_agent_id(
     now: DateTime<Utc>,
     max_age_days: u32,
 ) -> bool {
+    let fresh = |issued: i64| (0..=i64::from(max_age_days)).contains(&(day_of(now) - issued));
+    if let Some(p) = parse_id(id) {
+        return p.kind == IdKind::Notify
+            && p.number == number
+            && fresh(i64::from(p.day))
+            && mac_ok(secret, &p, agent_id);
+    }
     let id = normalise_id(id);
-    let Some(local) = id.strip_prefix(PREFIX).and_then(|s| s.split('@').next()) else { return false };
+    let Some(local) = id.strip_prefix(OLD_PREFIX).and_then(|s| s.split('@').next()) else { return false };
     let parts: Vec<&str> = local.split('.').collect();
     let [n, "n", agent, tag, day, given] = parts.as_slice() else { return false };
     if n.parse::<u64>().ok() != Some(number) || !agent.eq_ignore_ascii_case(agent_id) {
         return false;
     }
     let Ok(issued) = i64::from_str_radix(day, 16) else { return false };
-    let age = day_of(now) - issued;
-    if !(0..=i64::from(max_age_days)).contains(&age) {
+    if !fresh(issued) {
         return false;
     }
-    let want = mac(secret, number, agent, tag, day);
-    // Constant-time: the MAC is a credential.
-    want.len() == given.len() && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    let want = old_mac(secret, number, agent, tag, day);
+    use subtle::ConstantTimeEq;
+    want.len() == given.len() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
 }
 
 /// A Message-ID that looks like one ticketd generates (under our domain);
 /// whether we really sent it is the store's to say.
 pub fn is_our_id(id: &str, domain: &str) -> bool {
     let id = normalise_id(id);
-    id.starts_with(PREFIX) && id.ends_with(&format!("@{}", domain.to_ascii_lowercase()))
+    let ours = id.starts_with(OLD_PREFIX) || parse_id(&id).is_some();
+    ours && id.ends_with(&format!("@{}", domain.to_ascii_lowercase()))
 }
 
 /// How an agent proved who they are.
@@ -332,22 +495,59 @@ mod tests {
     #[test]
     fn agent_ids_verify_only_for_their_ticket_agent_and_time() {
         let s = b"0123456789abcdef0123";
-        let id = agent_message_id(s, 42, "agent_Alice", "abc123", at(0), "example.test");
+        let t = tag("seed", "notify", 0);
+        let id = agent_message_id(s, 42, "agent_Alice", t, at(0), "example.test");
         assert!(verify_agent_id(s, &format!("<{id}>"), 42, "agent_alice", at(0), 30));
+        assert!(verify_agent_id(s, &id.to_uppercase(), 42, "agent_alice", at(0), 30), "ids are compared lower-cased");
         assert!(verify_agent_id(s, &id, 42, "agent_alice", at(30), 30));
         assert!(!verify_agent_id(s, &id, 42, "agent_alice", at(31), 30), "expired");
         assert!(!verify_agent_id(s, &id, 42, "agent_alice", at(-2), 30), "from the future");
         assert!(!verify_agent_id(s, &id, 43, "agent_alice", at(0), 30));
         assert!(!verify_agent_id(s, &id, 42, "agent_bob", at(0), 30));
         assert!(!verify_agent_id(b"another-secret-entirely", &id, 42, "agent_alice", at(0), 30));
-        let forged = id.replace(".n.agent_alice.abc123.", ".n.agent_alice.abc124.");
-        assert!(!verify_agent_id(s, &forged, 42, "agent_alice", at(0), 30));
+        // Any change to the id breaks it.
+        let local = id.split('@').next().unwrap();
+        for i in 1..local.len() {
+            let mut b = id.clone().into_bytes();
+            b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+            let forged = String::from_utf8(b).unwrap();
+            assert!(!verify_agent_id(s, &forged, 42, "agent_alice", at(0), 30), "{forged}");
+        }
         // Moving the date forward to escape the expiry breaks the MAC.
-        let day = format!("{:x}", day_of(at(0)));
-        let later = id.replace(&format!(".{day}."), &format!(".{:x}.", day_of(at(40))));
+        let later = agent_message_id(b"guess", 42, "agent_alice", t, at(40), "example.test");
         assert!(!verify_agent_id(s, &later, 42, "agent_alice", at(40), 30));
         assert!(is_our_id(&id, "EXAMPLE.test"));
-        assert!(!is_our_id("ticketd.1.ack.x@evil.test", "example.test"));
+        assert!(!is_our_id(&id.replace("example.test", "evil.test"), "example.test"));
+        assert!(!is_our_id("t123@example.test", "example.test"), "a look-alike is not ours");
+    }
+
+    #[test]
+    fn ids_fit_an_unfolded_in_reply_to_line_and_keep_their_proof() {
+        let s = b"0123456789abcdef0123";
+        for number in [1u64, 42, 99_999, 2_000_000, u64::from(u32::MAX)] {
+            let id = message_id(s, IdKind::Ack, number, tag("x", "ack", 0), at(0), "", "support.example.com");
+            let header = format!("In-Reply-To: <{id}>");
+            assert!(id.len() + 2 <= 64, "{} characters: {id}", id.len() + 2);
+            assert!(header.len() <= 78, "{header}");
+            assert_eq!(verify_ours(s, &id, []), Some((number, IdKind::Ack)));
+            assert_eq!(verify_ours(b"other-secret-0123456", &id, []), None, "a report about it proves it saw it");
+        }
+        let n = agent_message_id(s, 7, "agent_bob", tag("x", "notify", 1), at(0), "example.test");
+        assert_eq!(verify_ours(s, &n, ["agent_alice", "agent_bob"]), Some((7, IdKind::Notify)));
+        assert_eq!(verify_ours(s, &n, ["agent_alice"]), None);
+    }
+
+    #[test]
+    fn old_agent_ids_still_prove_until_they_expire() {
+        let s = b"0123456789abcdef0123";
+        let day = format!("{:x}", day_of(at(0)));
+        let mac = old_mac(s, 42, "agent_alice", "abc123", &day);
+        let id = format!("ticketd.42.n.agent_alice.abc123.{day}.{mac}@example.test");
+        assert!(verify_agent_id(s, &id, 42, "agent_alice", at(1), 30));
+        assert!(!verify_agent_id(s, &id, 42, "agent_alice", at(31), 30));
+        assert!(!verify_agent_id(s, &id.replace("abc123", "abc124"), 42, "agent_alice", at(1), 30));
+        assert!(is_our_id(&id, "example.test"));
+        assert_eq!(verify_ours(s, &id, ["agent_alice"]), None, "old ids prove nothing about a report");
     }
 
     fn mail(headers: &str) -> InboundMail {

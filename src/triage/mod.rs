@@ -32,8 +32,13 @@ pub const MAX_TITLE_CHARS: usize = 200;
 /// before calling [`decide`].
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The dedupe key (Message-ID, or SHA-256 of the raw bytes) was seen in this mailbox.
+    /// The dedupe key was seen before (this mail was ingested already).
     pub duplicate: bool,
+    /// The key this mail is (or will be) recorded under: its Message-ID,
+    /// told apart by content when another mail reused that id. Seeds the
+    /// Message-IDs of the mail ticketd sends about it, so two different
+    /// mails never give two notifications one Message-ID.
+    pub dedupe_key: String,
     /// The ticket one of In-Reply-To/References (or a bounce's original
     /// Message-ID) belongs to.
     pub by_thread: Option<TicketRecord>,
@@ -47,6 +52,8 @@ pub struct Snapshot {
     pub acks_last_hour: u32,
     /// Agent notifications about the ticket this mail joins, last hour.
     pub notifies_last_hour: u32,
+    /// Notifications each agent got in the last hour (all tickets).
+    pub agent_notifies_last_hour: Vec<(String, u32)>,
     /// The Message-ID is one of ours: a mail ticketd generated came back.
     pub own_mail: bool,
     /// The mail of ours this one answers (In-Reply-To, else the newest of
@@ -92,6 +99,16 @@ pub enum Effect {
     /// One more agent notification about this ticket.
     CountNotify {
         ticket: u64,
+    },
+    /// One more notification to this agent.
+    CountAgentNotify {
+        agent: String,
+    },
+    /// The agent is past their hourly limit: this notification waits for
+    /// their digest, as one line.
+    HoldForDigest {
+        agent: String,
+        line: String,
     },
     /// A delivery report: our mail `message_id` failed for `recipient`.
     MarkSentFailed {
@@ -184,6 +201,11 @@ pub fn notify_key(ticket: u64) -> String {
     format!("notify:{ticket}")
 }
 
+/// Notification-limit key of an agent.
+pub fn agent_notify_key(agent: &str) -> String {
+    format!("agent:{agent}")
+}
+
 pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
     if snap.duplicate {
         return Decision::only(Outcome::Duplicate);
@@ -208,14 +230,25 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
             let names_rcpt = |m: &OutMail| {
                 report.final_recipient.as_deref().is_some_and(|r| m.to.iter().any(|t| t.eq_ignore_ascii_case(r)))
             };
+            // And it names a Message-ID only a receiver of that mail knows
+            // (the MAC under our secret), not one computed from the outside.
+            let proves = |rec: &TicketRecord| {
+                report
+                    .original_message_id
+                    .as_deref()
+                    .and_then(|id| identity::verify_ours(ctx.secret, id, ctx.cfg.agents.iter().map(|a| a.id.as_str())))
+                    .is_some_and(|(n, _)| n == rec.number)
+            };
             return match (&snap.by_thread, ours) {
-                (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) => bounce(mail, report, rec, now),
+                (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) && proves(rec) => {
+                    bounce(mail, report, rec, now)
+                }
                 _ => quarantine("delivery report that references no mail of ours to that recipient"),
             };
         }
     }
 
-    let out = Composer { ctx, seed: mail.dedupe_key(), inbound_id: mail.message_id.clone(), now };
+    let out = Composer { ctx, seed: snap.dedupe_key.clone(), inbound_id: mail.message_id.clone(), now };
     let d = Decider { mail, snap, ctx, now, from, out, effects: Vec::new() };
     let automatic = mail.auto.is_automatic() || ctx.cfg.mailboxes.iter().any(|m| m.address == d.from.address);
 
@@ -424,13 +457,23 @@ impl Decider<'_> {
         self.effects.push(Effect::Send(Box::new(m)));
     }
 
-    /// Tells the agents, within the per-ticket hourly limit.
+    /// Tells the agents, within the per-ticket hourly limit; an agent past
+    /// their own hourly limit gets the news in their next digest instead.
     fn notify_agents(&mut self, rec: &TicketRecord, event: &str, message: &str) {
         if self.snap.notifies_last_hour >= self.ctx.cfg.desk.notifications_per_ticket_per_hour {
             return;
         }
-        for m in self.out.notify_agents(rec, event, message) {
-            self.send(m);
+        let cap = self.ctx.cfg.desk.notifications_per_agent_per_hour;
+        for (agent, m) in self.out.notify_agents(rec, event, message) {
+            let sent = self.snap.agent_notifies_last_hour.iter().find(|(a, _)| *a == agent).map_or(0, |(_, n)| *n);
+            if sent >= cap {
+                let title = crate::text::truncate_chars(&crate::text::clean_line(&rec.ticket.title), 80);
+                let line = format!("#{} {}: {title}", rec.number, crate::text::clean_line(event));
+                self.effects.push(Effect::HoldForDigest { agent, line });
+            } else {
+                self.send(m);
+                self.effects.push(Effect::CountAgentNotify { agent });
+            }
         }
         self.effects.push(Effect::CountNotify { ticket: rec.number });
     }
@@ -675,6 +718,17 @@ impl Decider<'_> {
             }
         };
         let mut rec = acted.rec;
+        if !notes.is_empty() && !note {
+            // The customer got the answer without them: the agent must know.
+            let why = format!(
+                "Your reply was sent to the customer WITHOUT these files:\n  {}\nSend them another way (a link, or smaller files).",
+                notes.join("\n  ")
+            );
+            let body = self.out.render(&self.ctx.templates.command_error, &rec, &[("errors", &why)]);
+            let mut m = self.out.mail_to(&rec, OutKind::CommandError, vec![agent.email.clone()], body, 4);
+            m.subject = format!("Sent without attachments: {}", m.subject);
+            self.send(m);
+        }
         for n in notes {
             rec.ticket.push_thread("system", ThreadType::System, n, self.now);
         }

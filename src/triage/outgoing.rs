@@ -75,15 +75,7 @@ impl Composer<'_> {
 
     pub fn mail_to(&self, rec: &TicketRecord, kind: OutKind, to: Vec<String>, body: String, n: usize) -> OutMail {
         let mb = self.mailbox_for(rec);
-        let tag = identity::tag(&self.seed, &format!("{kind:?}"), n);
-        let kind_code = match kind {
-            OutKind::Ack => "ack",
-            OutKind::AgentNotify => "notify",
-            OutKind::Relay => "r",
-            OutKind::Resolved => "resolved",
-            OutKind::CommandError => "err",
-            OutKind::Receipt => "receipt",
-        };
+        let tag = identity::tag(&self.seed, kind.code(), n);
         let mut references = self.references(rec);
         if let Some(id) = &self.inbound_id
             && !references.contains(id)
@@ -98,7 +90,15 @@ impl Composer<'_> {
             to,
             subject: self.subject(rec),
             body,
-            message_id: identity::message_id(rec.number, kind_code, &tag, &self.ctx.cfg.desk.message_id_domain),
+            message_id: identity::message_id(
+                self.ctx.secret,
+                identity::IdKind::of(kind),
+                rec.number,
+                tag,
+                self.now,
+                "",
+                &self.ctx.cfg.desk.message_id_domain,
+            ),
             in_reply_to: self.inbound_id.clone(),
             references,
             attachments: Vec::new(),
@@ -129,9 +129,10 @@ impl Composer<'_> {
         self.to_customer(rec, self.mail_to(rec, OutKind::Resolved, vec![rec.client_address.clone()], body, 1))
     }
 
-    /// Notifications to agents: the assignee if there is one, else everyone.
-    /// Each carries the agent-only Message-ID that proves a reply.
-    pub fn notify_agents(&self, rec: &TicketRecord, event: &str, message: &str) -> Vec<OutMail> {
+    /// Notifications to agents: the assignee if there is one, else everyone,
+    /// with the agent each is for. Each carries the agent-only Message-ID
+    /// that proves a reply.
+    pub fn notify_agents(&self, rec: &TicketRecord, event: &str, message: &str) -> Vec<(String, OutMail)> {
         let cfg = self.ctx.cfg;
         let agents: Vec<&Agent> = match &rec.ticket.assigned_to {
             Some(id) => cfg.agents.iter().filter(|a| &a.id == id).collect(),
@@ -155,19 +156,70 @@ impl Composer<'_> {
         let mut out = Vec::new();
         for (n, agent) in agents.into_iter().enumerate() {
             let mut m = self.mail_to(rec, OutKind::AgentNotify, vec![agent.email.clone()], body.clone(), n);
-            let tag = identity::tag(&self.seed, "notify", n);
+            let tag = identity::tag(&self.seed, OutKind::AgentNotify.code(), n);
             m.message_id = identity::agent_message_id(
                 self.ctx.secret,
                 rec.number,
                 &agent.id,
-                &tag,
+                tag,
                 self.now,
                 &cfg.desk.message_id_domain,
             );
             m.internal_lines = internal.clone();
-            out.push(m);
+            out.push((agent.id.clone(), m));
         }
         out
+    }
+}
+
+/// The notifications held back for an agent past their hourly limit, as
+/// one mail. About no single ticket (ticket 0); from the first mailbox.
+pub fn digest(
+    ctx: &Context<'_>,
+    agent: &Agent,
+    lines: &[String],
+    more: u32,
+    seed: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> OutMail {
+    let cfg = ctx.cfg;
+    let held = lines.len() as u64 + u64::from(more);
+    let mut body = format!(
+        "You were sent {} notifications in the last hour, the most an agent gets an hour \
+(desk.notifications_per_agent_per_hour); these {held} were held back:\n\n",
+        cfg.desk.notifications_per_agent_per_hour
+    );
+    for l in lines {
+        body.push_str(&format!("  {l}\n"));
+    }
+    if more > 0 {
+        body.push_str(&format!("  … and {more} more\n"));
+    }
+    body.push_str(
+        "\nEach ticket has the whole story. Answer a customer from a ticket's own notification or the console.\n",
+    );
+    let tag = identity::tag(seed, OutKind::Digest.code(), 0);
+    OutMail {
+        ticket: 0,
+        kind: OutKind::Digest,
+        from_address: ctx.mailbox.address.clone(),
+        from_name: ctx.mailbox.display_name.clone().unwrap_or_else(|| cfg.desk.display_name.clone()),
+        to: vec![agent.email.clone()],
+        subject: format!("[{}] {held} notifications held back", cfg.desk.subject_tag),
+        body,
+        message_id: identity::message_id(
+            ctx.secret,
+            identity::IdKind::Notice,
+            0,
+            tag,
+            now,
+            "",
+            &cfg.desk.message_id_domain,
+        ),
+        in_reply_to: None,
+        references: Vec::new(),
+        attachments: Vec::new(),
+        internal_lines: Vec::new(),
     }
 }
 

@@ -80,7 +80,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn snap() -> Snapshot {
-    Snapshot { next_client: 7, next_ticket: 42, ..Snapshot::default() }
+    Snapshot { next_client: 7, next_ticket: 42, dedupe_key: "id:test@x".into(), ..Snapshot::default() }
 }
 
 fn customer_mail(extra: &str, subject: &str, body: &str) -> String {
@@ -226,7 +226,11 @@ fn reply_by_references_joins_and_reopens() {
     let ids = &d.saved().unwrap().thread_ids;
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert_eq!((ids[0].as_str(), ids[2].as_str()), ("m1@customer.test", "m2@customer.test"));
-    assert!(ids[1].starts_with("ticketd.42.ack."), "our acknowledgement is part of the thread: {ids:?}");
+    assert_eq!(
+        identity::verify_ours(SECRET, &ids[1], []),
+        Some((42, identity::IdKind::Ack)),
+        "our acknowledgement is part of the thread: {ids:?}"
+    );
 }
 
 #[test]
@@ -265,7 +269,7 @@ fn a_forged_agent_cannot_act_as_agent() {
 }
 
 fn notify_id(agent: &str) -> String {
-    identity::agent_message_id(SECRET, 42, agent, "abc", now(), "example.test")
+    identity::agent_message_id(SECRET, 42, agent, identity::tag("abc", "agent_notify", 0), now(), "example.test")
 }
 
 fn agent_mail(agent: &str, body: &str) -> String {
@@ -386,21 +390,35 @@ fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
 #[test]
 fn bounces_attach_to_their_ticket_or_go_to_quarantine() {
     let w = World::new();
-    let raw = "From: MAILER-DAEMON@mx.test\nTo: support@example.test\nMessage-ID: <b1@mx.test>\nSubject: Undelivered\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n\n--B\nContent-Type: text/plain\n\nfailed\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.test\n\nFinal-Recipient: rfc822; carla@customer.test\nAction: failed\nStatus: 5.1.1\n--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: <ticketd.42.ack.abc@example.test>\nSubject: x\n--B--\n";
+    let ack_id = identity::message_id(
+        SECRET,
+        identity::IdKind::Ack,
+        42,
+        identity::tag("s", "ack", 0),
+        now(),
+        "",
+        "example.test",
+    );
+    let report = "From: MAILER-DAEMON@mx.test\nTo: support@example.test\nMessage-ID: <b1@mx.test>\nSubject: Undelivered\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n\n--B\nContent-Type: text/plain\n\nfailed\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.test\n\nFinal-Recipient: rfc822; carla@customer.test\nAction: failed\nStatus: 5.1.1\n--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: <ORIG>\nSubject: x\n--B--\n";
+    let raw = &report.replace("ORIG", &ack_id);
     let sent = notification_of(&w.decide(&customer_mail("", "Printer broken", "It smokes."), &snap()), "alice");
-    let ack = OutMail {
-        to: vec!["carla@customer.test".into()],
-        message_id: "ticketd.42.ack.abc@example.test".into(),
-        ..sent
-    };
+    let ack = OutMail { to: vec!["carla@customer.test".into()], message_id: ack_id.clone(), ..sent };
     let ours =
         Snapshot { by_thread: Some(existing(Status::Open)), bounced_mail: Some(Box::new(ack.clone())), ..snap() };
     let d = w.decide(raw, &ours);
     assert_eq!(d.outcome, Outcome::Bounce { ticket: 42 });
     assert!(d.saved().unwrap().ticket.threads.last().unwrap().message.contains("carla@customer.test"));
-    assert!(d.effects.iter().any(
-        |e| matches!(e, Effect::MarkSentFailed { message_id, .. } if message_id == "ticketd.42.ack.abc@example.test")
-    ));
+    assert!(d.effects.iter().any(|e| matches!(e, Effect::MarkSentFailed { message_id, .. } if *message_id == ack_id)));
+    // A report naming an id computed from the outside (no MAC under our
+    // secret, or the old MAC-less format) proves nothing: quarantined.
+    let mut flipped = ack_id.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'a' { b'b' } else { b'a' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for fake in ["ticketd.42.ack.abc@example.test", flipped.as_str()] {
+        let m = OutMail { message_id: fake.to_owned(), ..ack.clone() };
+        let d = w.decide(&report.replace("ORIG", fake), &Snapshot { bounced_mail: Some(Box::new(m)), ..ours.clone() });
+        assert_eq!(d.outcome, Outcome::Quarantined, "{fake}");
+    }
     assert!(d.outbox().next().is_none(), "bounces are never answered");
     let d = w.decide(raw, &snap());
     assert_eq!(d.outcome, Outcome::Quarantined);
@@ -515,4 +533,23 @@ fn agent_notifications_are_limited_per_ticket() {
     let d = w.decide(reply, &calm);
     assert!(d.outbox().any(|m| m.kind == OutKind::AgentNotify));
     assert!(d.effects.contains(&Effect::CountNotify { ticket: 42 }));
+}
+
+#[test]
+fn an_agent_whose_file_was_left_out_is_told() {
+    let w = World::new();
+    let s = Snapshot { by_thread: Some(existing(Status::Open)), ..snap() };
+    let big = "A".repeat(300);
+    let raw = format!(
+        "From: alice@example.test\nTo: support@example.test\nMessage-ID: <a2@example.test>\nIn-Reply-To: <{}>\nSubject: Re: [Ticket #42] Printer broken\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=X\n\n--X\nContent-Type: text/plain\n\nThe driver is attached.\n--X\nContent-Type: application/octet-stream; name=driver.bin\nContent-Disposition: attachment; filename=driver.bin\n\n{big}\n--X--\n",
+        notify_id("agent_alice")
+    );
+    let d = w.decide(&raw, &s);
+    assert_eq!(d.outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) });
+    let relay = d.outbox().find(|m| m.kind == OutKind::Relay).expect("the text is relayed");
+    assert!(relay.attachments.is_empty());
+    let told = d.outbox().find(|m| m.kind == OutKind::CommandError).expect("the agent is told");
+    assert_eq!(told.to, vec!["alice@example.test"]);
+    assert!(told.subject.starts_with("Sent without attachments"), "{}", told.subject);
+    assert!(told.body.contains("driver.bin"), "{}", told.body);
 }
