@@ -64,7 +64,7 @@ fn start_desk(cfg: Config) -> Desk {
     Desk::start(Parts {
         cfg,
         store,
-        secret: b"bench-secret-0123456789".to_vec(),
+        secret: Some(b"bench-secret-0123456789".to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),

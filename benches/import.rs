@@ -36,7 +36,7 @@ fn desk_for(config: &Path) -> (Arc<Config>, Store, Desk) {
     let desk = Desk::start(Parts {
         cfg: cfg.clone(),
         store: store.clone(),
-        secret: b"bench-secret-0123456789".to_vec(),
+        secret: Some(b"bench-secret-0123456789".to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),

@@ -24,14 +24,16 @@ use crate::store::Store;
 /// Under systemd's default TimeoutStopSec (90 s).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn load_secret(cfg: &Config, store: &Store) -> anyhow::Result<Vec<u8>> {
+/// The desk secret from `desk.secret_file`; None without one (the desk
+/// then keeps a generated one in the store).
+pub fn load_secret(cfg: &Config) -> anyhow::Result<Option<Vec<u8>>> {
     match &cfg.desk.secret_file {
         Some(p) => {
             let s = crate::config::read_secret_file(p)
                 .with_context(|| format!("reading desk.secret_file {}", p.display()))?;
-            Ok(s.trim_ascii().to_vec())
+            Ok(Some(s.trim_ascii().to_vec()))
         }
-        None => Ok(store.secret()?),
+        None => Ok(None),
     }
 }
 
@@ -46,7 +48,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!(host = %cfg.smtp.host, "smtp tls = \"none\" with AUTH: the password crosses the network in clear text");
     }
     let store = Store::open(&cfg.store)?;
-    let secret = load_secret(&cfg, &store)?;
+    let secret = load_secret(&cfg)?;
     let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
     let wake = Arc::new(Notify::new());
     let health = Health::default();

@@ -456,7 +456,7 @@ async fn desk_command(access: &ticketd::api::client::Access, command: &Cmd) -> a
 fn local_desk(cfg: Config) -> anyhow::Result<Desk> {
     let cfg = std::sync::Arc::new(cfg);
     let store = Store::open(&cfg.store)?;
-    let secret = ticketd::daemon::load_secret(&cfg, &store)?;
+    let secret = ticketd::daemon::load_secret(&cfg)?;
     let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
     let parts =
         Parts { cfg, store, secret, templates, wake: Default::default(), health: Default::default(), daemon: false };
@@ -484,13 +484,13 @@ async fn ops_command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCode> {
             println!("{}: {origin}", file.display());
             m
         } else {
-            let store = Store::open(&cfg.store)?;
-            let path = cfg.store.path.clone();
+            let desk = local_desk(cfg)?;
             let file = file.clone();
             let trust = *trust;
-            let r =
-                tokio::task::spawn_blocking(move || backup::restore(&store, &file, &path, secret.as_deref(), trust))
-                    .await??;
+            let d = desk.clone();
+            let r = tokio::task::spawn_blocking(move || backup::restore(&d, &file, secret.as_deref(), trust)).await;
+            desk.join_when_last().await;
+            let r = r??;
             println!(
                 "restored the backup of {}: {} record(s), {} blob(s) ({} bytes)",
                 ticketd::ticket::rfc3339::format(&r.created),

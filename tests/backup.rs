@@ -64,7 +64,7 @@ struct Running {
 fn run_in_process(config: &Path) -> Running {
     let cfg = Arc::new(Config::load(config).unwrap());
     let store = Store::open(&cfg.store).unwrap();
-    let secret = ticketd::daemon::load_secret(&cfg, &store).unwrap();
+    let secret = ticketd::daemon::load_secret(&cfg).unwrap();
     let wake = Arc::new(Notify::new());
     let desk = Desk::start(Parts {
         cfg: cfg.clone(),
@@ -241,6 +241,15 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
 
 const SECRET: &[u8] = b"0123456789abcdef0123";
 
+/// `backup::restore` through `desk`'s writer, on the blocking pool as the
+/// CLI runs it.
+async fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> Result<(), BackupError> {
+    let (desk, file, secret) = (desk.clone(), file.to_owned(), secret.map(|s| s.to_vec()));
+    tokio::task::spawn_blocking(move || backup::restore(&desk, &file, secret.as_deref(), trust).map(drop))
+        .await
+        .unwrap()
+}
+
 fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
     let toml = format!(
         "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
@@ -254,7 +263,7 @@ fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
     let desk = Desk::start(Parts {
         cfg: cfg.clone(),
         store: store.clone(),
-        secret: SECRET.to_vec(),
+        secret: Some(SECRET.to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),
@@ -329,9 +338,8 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     load.await.unwrap();
     let mut sizes = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let (cfg, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
-        restored.join_when_last().await;
-        backup::restore(&store, f, &cfg.store.path, Some(SECRET), false).unwrap();
+        let (_, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
+        restore(&restored, f, Some(SECRET), false).await.unwrap();
         sizes.push(check_one_state(&store));
     }
     assert!(sizes.iter().any(|n| *n > 0), "the snapshots were taken while tickets existed: {sizes:?}");
@@ -348,25 +356,24 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     backup::backup_to_file(&desk, &file).await.unwrap();
     let bytes = std::fs::read(&file).unwrap();
 
-    let (cfg, target, d) = quiet_world(&dir.path().join("target"));
-    d.join_when_last().await;
-    let fail = |name: &str, content: &[u8]| -> BackupError {
+    let (_, target, d) = quiet_world(&dir.path().join("target"));
+    let fail = async |name: &str, content: &[u8]| -> BackupError {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
-        let e = backup::restore(&target, &p, &cfg.store.path, Some(SECRET), false).unwrap_err();
+        let e = restore(&d, &p, Some(SECRET), false).await.unwrap_err();
         assert_eq!(target.tickets().unwrap().len(), 0, "{name}: nothing written");
         assert!(!backup::unfinished(&target).unwrap(), "{name}: not even the marker");
         e
     };
-    let e = fail("cut.backup", &bytes[..bytes.len() / 2]);
+    let e = fail("cut.backup", &bytes[..bytes.len() / 2]).await;
     assert!(matches!(e, BackupError::Incomplete | BackupError::Damaged(_)), "{e}");
     // The first "Question 3" is the ticket's title in tables/tickets.jsonl.
     let at = bytes.windows(10).position(|w| w == b"Question 3").unwrap();
     let mut flipped = bytes.clone();
     flipped[at] ^= 0x20;
-    let e = fail("flipped.backup", &flipped);
+    let e = fail("flipped.backup", &flipped).await;
     assert!(e.to_string().contains("damaged"), "{e}");
-    let e = fail("notes.txt", b"just some text, not a tar at all\n");
+    let e = fail("notes.txt", b"just some text, not a tar at all\n").await;
     assert!(matches!(e, BackupError::NotABackup(_)), "{e}");
     // A 37 KB-style bomb: an entry that claims 3 GiB (a GNU sparse one, or
     // a plain one whose header lies) is refused before anything is read.
@@ -380,32 +387,46 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
         bomb.extend_from_slice(h.as_bytes());
         bomb.extend_from_slice(&[0u8; 1024 * 40]);
         let started = std::time::Instant::now();
-        let e = fail("bomb.backup", &bomb);
+        let e = fail("bomb.backup", &bomb).await;
         assert!(matches!(e, BackupError::Damaged(_) | BackupError::Incomplete), "{kind:?}: {e}");
         assert!(started.elapsed() < Duration::from_secs(5), "{kind:?}: refused at once");
     }
     // Signed with another desk's secret: refused unless trusted.
-    let e = backup::restore(&target, &file, &cfg.store.path, Some(b"another-desk-secret-0000"), false).unwrap_err();
+    let e = restore(&d, &file, Some(b"another-desk-secret-0000"), false).await.unwrap_err();
     assert!(matches!(e, BackupError::Untrusted { .. }), "{e}");
     assert!(e.to_string().contains("--trust"), "{e}");
     assert_eq!(target.tickets().unwrap().len(), 0, "nothing written");
-    let e = backup::restore(&target, &file, &cfg.store.path, None, false).unwrap_err();
+    let e = restore(&d, &file, None, false).await.unwrap_err();
     assert!(matches!(e, BackupError::Untrusted { has_secret: false, .. }), "{e}");
 
-    backup::restore(&target, &file, &cfg.store.path, Some(SECRET), false).unwrap();
+    restore(&d, &file, Some(SECRET), false).await.unwrap();
     assert_eq!(target.tickets().unwrap(), desk.store().tickets().unwrap());
-    let e = backup::restore(&target, &file, &cfg.store.path, Some(SECRET), false).unwrap_err();
+    let e = restore(&d, &file, Some(SECRET), false).await.unwrap_err();
     assert!(matches!(e, BackupError::NotEmpty { .. }), "{e}");
 
-    // A restore that died half-way leaves a store no desk starts on.
+    // A restore that died half-way (its marker written, the process killed)
+    // leaves a store no desk starts on.
     let (cfg2, half, d) = quiet_world(&dir.path().join("half"));
     d.join_when_last().await;
-    let mut w = WriteSet::default();
-    w.put(Table::Meta, backup::RESTORING, vec![1]);
-    half.commit(w).unwrap();
-    let e = backup::restore(&half, &file, &cfg2.store.path, Some(SECRET), false).unwrap_err();
-    assert!(matches!(e, BackupError::Unfinished(_)), "{e}");
     drop(half);
+    {
+        let store = Store::open(&cfg2.store).unwrap();
+        let mut w = WriteSet::default();
+        w.put(Table::Meta, backup::RESTORING, vec![1]);
+        store.take_committer().unwrap().commit(w).unwrap();
+    }
+    let store = Store::open(&cfg2.store).unwrap();
+    let parts = Parts {
+        cfg: cfg2.clone(),
+        store,
+        secret: Some(SECRET.to_vec()),
+        templates: Templates::default(),
+        wake: Default::default(),
+        health: Default::default(),
+        daemon: false,
+    };
+    let e = Desk::start(parts).err().expect("no desk starts on a half-restored store");
+    assert!(e.to_string().contains("a restore into"), "{e}");
     let out = cli(&dir.path().join("half/c.toml"), &["export"]);
     assert!(!out.status.success());
     assert!(

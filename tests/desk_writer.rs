@@ -32,7 +32,7 @@ fn world_with(desk: &str) -> World {
     let desk = Desk::start(Parts {
         cfg,
         store,
-        secret: b"0123456789abcdef0123".to_vec(),
+        secret: Some(b"0123456789abcdef0123".to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),

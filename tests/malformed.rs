@@ -35,7 +35,7 @@ fn run(cfg: &Config, raw: &[u8]) -> Result<Decision, String> {
         tokens: &tokens,
         quiet: false,
     };
-    let snap = Snapshot { next_client: 1, next_ticket: 1, ..Snapshot::default() };
+    let snap = Snapshot { next_client: 1, next_ticket: 1, dedupe_key: "id:m@x".into(), ..Snapshot::default() };
     Ok(decide(&mail, &snap, &ctx, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()))
 }
 

@@ -79,7 +79,7 @@ impl Access {
             }
             Err(e) => return Err(e.into()),
         };
-        let secret = crate::daemon::load_secret(&cfg, &store)?;
+        let secret = crate::daemon::load_secret(&cfg)?;
         let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
         let started = Desk::start(Parts {
             cfg,

@@ -41,7 +41,7 @@ async fn world(api_extra: &str) -> World {
     let desk = Desk::start(Parts {
         cfg,
         store,
-        secret: b"0123456789abcdef0123".to_vec(),
+        secret: Some(b"0123456789abcdef0123".to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),

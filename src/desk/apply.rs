@@ -125,7 +125,6 @@ pub fn apply(
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<Vec<u64>, StoreError> {
-    let store = tx.store();
     if let Some(o) = origin {
         if o.advance_cursor {
             let mut cursor = match tx.cursor(o.mailbox)? {
@@ -149,7 +148,7 @@ pub fn apply(
             if let Effect::WriteAttachment { index } = e
                 && let Some(a) = mail.attachments.get(*index)
             {
-                store.backend().put_blob(BlobKind::Attachment, &a.sha256, &a.bytes)?;
+                tx.put_blob(BlobKind::Attachment, &a.sha256, &a.bytes);
             }
         }
     }
@@ -232,7 +231,7 @@ pub fn apply(
         }
     }
     if let Some(o) = origin {
-        store.backend().put_blob(BlobKind::Raw, &o.raw_sha256, o.raw)?;
+        tx.put_blob(BlobKind::Raw, &o.raw_sha256, o.raw);
         let rec = IngestRecord {
             raw_sha256: o.raw_sha256.clone(),
             ticket: if quarantined.is_some() { None } else { ticket_no },

@@ -772,15 +772,15 @@ pub struct RestoreSummary {
     pub created: DateTime<Utc>,
 }
 
-/// Commits a restore's writes in bounded pieces.
-struct Batcher<'s> {
-    store: &'s Store,
+/// Hands a restore's writes to the desk's writer in bounded pieces.
+struct Batcher<'d> {
+    desk: &'d Desk,
     w: WriteSet,
     bytes: usize,
 }
 
 impl Batcher<'_> {
-    fn put(&mut self, table: Table, k: Vec<u8>, v: Vec<u8>) -> Result<(), StoreError> {
+    fn put(&mut self, table: Table, k: Vec<u8>, v: Vec<u8>) -> Result<(), BackupError> {
         self.bytes += k.len() + v.len();
         self.w.put(table, k, v);
         if self.w.ops.len() >= COMMIT_OPS || self.bytes >= COMMIT_BYTES {
@@ -789,17 +789,17 @@ impl Batcher<'_> {
         Ok(())
     }
 
-    /// Blobs become durable with the next commit.
-    fn blob_written(&mut self, len: usize) -> Result<(), StoreError> {
-        self.bytes += len;
+    fn put_blob(&mut self, kind: BlobKind, sha256: &str, bytes: Vec<u8>) -> Result<(), BackupError> {
+        self.bytes += bytes.len();
+        self.w.put_blob(kind, sha256, bytes);
         if self.bytes >= COMMIT_BYTES {
             self.commit()?;
         }
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
-        self.store.commit(std::mem::take(&mut self.w))?;
+    fn commit(&mut self) -> Result<(), BackupError> {
+        self.desk.load_blocking(std::mem::take(&mut self.w))?;
         self.bytes = 0;
         Ok(())
     }
@@ -811,16 +811,12 @@ impl Batcher<'_> {
 /// with; a backup not signed under it is refused unless `trust` says the
 /// admin knows where it came from: a consistent archive anyone can forge,
 /// and a restored desk sends mail from the support address.
-pub fn restore(
-    store: &Store,
-    file: &Path,
-    store_path: &Path,
-    secret: Option<&[u8]>,
-    trust: bool,
-) -> Result<RestoreSummary, BackupError> {
-    if unfinished(store)? {
-        return Err(BackupError::Unfinished(store_path.to_owned()));
-    }
+///
+/// Through `desk`'s writer, like every write: call it on the blocking pool
+/// of a desk opened on the empty store (nothing else uses it meanwhile).
+pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> Result<RestoreSummary, BackupError> {
+    let store = desk.store();
+    let store_path = &desk.config().store.path;
     if let Some(why) = why_not_empty(store)? {
         return Err(BackupError::NotEmpty { why, path: store_path.to_owned() });
     }
@@ -829,10 +825,9 @@ pub fn restore(
     if origin != Origin::Ours && !trust {
         return Err(BackupError::Untrusted { origin, has_secret: secret.is_some() });
     }
-    let mut mark = WriteSet::default();
-    mark.put(Table::Meta, RESTORING, vec![1]);
-    store.commit(mark)?;
-    let mut b = Batcher { store, w: WriteSet::default(), bytes: 0 };
+    let mut b = Batcher { desk, w: WriteSet::default(), bytes: 0 };
+    b.w.put(Table::Meta, RESTORING, vec![1]);
+    b.commit()?;
     let mut indexed = false;
     let mut archive = open_archive(file)?;
     for e in archive.entries().map_err(damaged)? {
@@ -874,8 +869,7 @@ pub fn restore(
                 // Checked in the first pass; the file may have changed since.
                 crate::store::verify_blob(kind, &name, &bytes)
                     .map_err(|_| BackupError::Damaged(format!("blob {name}: its content does not match its name")))?;
-                store.backend().put_blob(kind, &name, &bytes)?;
-                b.blob_written(bytes.len())?;
+                b.put_blob(kind, &name, bytes)?;
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod backup;
 pub mod import;
 pub mod ingest;
+mod migrate;
 pub mod probe;
 pub mod query;
 pub mod retention;
@@ -15,7 +16,6 @@ pub mod tx;
 pub mod views;
 pub mod writer;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::Config;
 use crate::health::Health;
 use crate::outbound::templates::Templates;
-use crate::store::{Store, StoreError, Table, WriteSet, keys};
+use crate::store::{Store, StoreError, WriteSet};
 use crate::ticket::TicketRecord;
 use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
@@ -111,8 +111,9 @@ const QUEUE: usize = 64;
 pub struct Parts {
     pub cfg: Arc<Config>,
     pub store: Store,
-    /// HMAC key of the agent-only Message-IDs.
-    pub secret: Vec<u8>,
+    /// HMAC key of our Message-IDs and backups (`desk.secret_file`); None:
+    /// generated once and kept in the store.
+    pub secret: Option<Vec<u8>>,
     pub templates: Templates,
     /// Woken when mail is queued.
     pub wake: Arc<Notify>,
@@ -142,36 +143,19 @@ pub struct Started {
 }
 
 impl Desk {
-    /// Starts the writer.
+    /// Starts the writer (which takes the store's one committer).
     pub fn start(parts: Parts) -> Result<Started, StoreError> {
         let Parts { cfg, store, secret, templates, wake, health, daemon } = parts;
-        if backup::unfinished(&store)? {
-            return Err(StoreError::Internal(format!(
-                "a restore into {} did not finish: delete it (and the attachments directory) and run `ticketd restore` again",
-                cfg.store.path.display()
-            )));
-        }
-        let mut unclean = false;
-        if daemon {
-            backup::clean_spools(&cfg.store.path);
-            unclean = store.get_meta(keys::RUNNING)?.is_some();
-            let mut w = WriteSet::default();
-            w.put(Table::Meta, keys::RUNNING, vec![1]);
-            store.commit(w)?;
-        }
-        schedule_outbox(&store)?;
-        index_attachments(&store)?;
-        let careful: BTreeSet<String> =
-            if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
+        let writer::Opened { writer, unclean } =
+            writer::Writer::open(cfg.clone(), store.clone(), secret, templates, wake, health.clone(), daemon)?;
+        let secret: Arc<[u8]> = writer.secret().into();
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let shared_secret: Arc<[u8]> = secret.clone().into();
-        let w = writer::Writer::new(cfg.clone(), store.clone(), secret, templates, careful, wake, health.clone());
         let thread = std::thread::Builder::new()
             .name("desk-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Started {
-            desk: Desk { store, cfg, secret: shared_secret, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) },
+            desk: Desk { store, cfg, secret, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) },
             unclean,
         })
     }
@@ -295,6 +279,20 @@ impl Desk {
         self.ask(|reply| writer::Job::OutboxDrop { seq, actor, reply }).await?
     }
 
+    /// Commits `writes` as they are, through the writer, from a blocking
+    /// thread: a restore's batches (see `backup::restore`).
+    pub(crate) fn load_blocking(&self, writes: WriteSet) -> Result<(), DeskError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.blocking_send(writer::Job::Load { writes, reply }).map_err(|_| DeskError::Stopped)?;
+        rx.blocking_recv().map_err(|_| DeskError::Stopped)?
+    }
+
+    /// [`Desk::load_blocking`] for tests in this crate.
+    #[cfg(test)]
+    pub(crate) async fn load(&self, writes: WriteSet) -> Result<(), DeskError> {
+        self.ask(|reply| writer::Job::Load { writes, reply }).await?
+    }
+
     /// Runs the time-based work due at `now`; returns how much was done.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<usize, DeskError> {
         self.ask(|reply| writer::Job::Tick { now, reply }).await?
@@ -327,41 +325,5 @@ impl Desk {
         if let Some(t) = t {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-    }
-}
-
-/// Stores from before the outbox schedule existed have pending mail and
-/// no schedule: build it once, before the writer starts.
-fn schedule_outbox(store: &Store) -> Result<(), StoreError> {
-    use crate::store::Scan;
-    let backend = store.backend();
-    if backend.scan(Table::OutboxDue, Scan::default()).next().is_some() {
-        return Ok(());
-    }
-    let mut w = WriteSet::default();
-    for (seq, e) in store.pending_entries()? {
-        w.put(Table::OutboxDue, keys::due(e.next_attempt.timestamp(), seq), Vec::new());
-        w.put(Table::OutboxTickets, keys::ticket_seq(e.mail.ticket, seq), Vec::new());
-    }
-    if w.is_empty() { Ok(()) } else { store.commit(w) }
-}
-
-/// Stores from before the attachment index: index every ticket's
-/// attachments once, before the writer starts.
-fn index_attachments(store: &Store) -> Result<(), StoreError> {
-    if store.get_meta(keys::ATTACHMENT_INDEX)?.is_some() {
-        return Ok(());
-    }
-    let mut tx = tx::Tx::new(store);
-    for rec in store.tickets_from(None, false) {
-        apply::index_attachments(&mut tx, &rec?)?;
-    }
-    tx.put(Table::Meta, keys::ATTACHMENT_INDEX, vec![1]);
-    store.commit(tx.into_writes())
-}
-
-impl Store {
-    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        crate::store::Get::get(self, Table::Meta, key)
     }
 }

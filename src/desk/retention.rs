@@ -22,15 +22,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::tx::Tx;
-use super::writer::{Finish, Job, Writer};
+use super::writer::Job;
 use super::{Desk, DeskError};
 use crate::outbound::{OutState, OutboxEntry};
-use crate::store::{BlobKind, Get, IngestRecord, Records, Scan, Store, StoreError, Table, be, json, parse};
+use crate::store::{Get, IngestRecord, Records, Scan, Store, StoreError, Table, be, json, parse};
 use crate::ticket::{Status, TicketRecord};
 
 pub const TICKETS_PER_RUN: usize = 500;
@@ -203,87 +202,59 @@ fn prunable_sent(e: &OutboxEntry) -> bool {
     matches!(e.state, OutState::Sent | OutState::Dropped) && !e.mail.body.is_empty()
 }
 
-impl Writer {
-    pub(super) fn prune(
-        &mut self,
-        tx: &mut Tx<'_>,
-        plan: Plan,
-        now: DateTime<Utc>,
-        reply: oneshot::Sender<Result<PruneReport, DeskError>>,
-    ) -> Finish {
-        let sp = tx.savepoint();
-        let r = self.prune_writes(tx, plan, now);
-        if r.is_err() {
-            tx.rollback(sp);
-        }
-        let store = self.store.clone();
-        Box::new(move |err| {
-            let r = match (err, r) {
-                (Some(e), _) => Err(DeskError::Store(e.to_owned())),
-                (None, Err(e)) => Err(e),
-                (None, Ok((report, doomed))) => {
-                    for sha in doomed {
-                        if let Err(e) = store.backend().delete_blob(BlobKind::Raw, &sha) {
-                            warn!(sha, error = %e, "retention: could not delete a raw copy marked pruned; it stays");
-                        }
-                    }
-                    Ok(report)
-                }
-            };
-            let _ = reply.send(r);
-        })
-    }
-
-    fn prune_writes(
-        &mut self,
-        tx: &mut Tx<'_>,
-        plan: Plan,
-        now: DateTime<Utc>,
-    ) -> Result<(PruneReport, Vec<String>), DeskError> {
-        let mut report = PruneReport { more: plan.more, ..PruneReport::default() };
-        let mut doomed = BTreeSet::new();
-        if !plan.tickets.is_empty() && self.blob_copies.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            report.waiting = Some("a backup is copying stored mail; pruning waits for it".into());
-            report.more = true;
-        } else {
-            for t in plan.tickets {
-                let Some(rec) = tx.ticket(t.number)? else { continue };
-                if rec.version != t.version || rec.ticket.status != Status::Closed {
+/// One planned run's writes into the writer's unit of work; returns what
+/// was done and the raw copies that lose their last record (the caller
+/// deletes them in the same commit). Nothing is pruned while a backup is
+/// copying blobs (`copying`).
+pub(super) fn prune_writes(
+    tx: &mut Tx<'_>,
+    plan: Plan,
+    now: DateTime<Utc>,
+    copying: bool,
+) -> Result<(PruneReport, Vec<String>), DeskError> {
+    let mut report = PruneReport { more: plan.more, ..PruneReport::default() };
+    let mut doomed = BTreeSet::new();
+    if !plan.tickets.is_empty() && copying {
+        report.waiting = Some("a backup is copying stored mail; pruning waits for it".into());
+        report.more = true;
+    } else {
+        for t in plan.tickets {
+            let Some(rec) = tx.ticket(t.number)? else { continue };
+            if rec.version != t.version || rec.ticket.status != Status::Closed {
+                continue;
+            }
+            for (key, sha) in t.raws {
+                let Some(mut r) = tx.ingested(&key)? else { continue };
+                if r.ticket != Some(t.number) || r.pruned.is_some() || r.raw_sha256 != sha {
                     continue;
                 }
-                for (key, sha) in t.raws {
-                    let Some(mut r) = tx.ingested(&key)? else { continue };
-                    if r.ticket != Some(t.number) || r.pruned.is_some() || r.raw_sha256 != sha {
-                        continue;
-                    }
-                    r.pruned = Some(now);
-                    tx.put(Table::Ingested, key, json(&r));
-                    doomed.insert(sha);
-                    report.raw_copies += 1;
-                }
-                for seq in t.sent {
-                    let Some(mut e) = tx.sent_entry(seq)? else { continue };
-                    if e.mail.ticket != t.number || !prunable_sent(&e) {
-                        continue;
-                    }
-                    e.mail.body.clear();
-                    tx.put(Table::Sent, be(seq), json(&e));
-                    report.sent_records += 1;
-                }
-                tx.put(Table::Meta, mark_key(t.number), json(&Mark { version: t.version, at: now }));
-                report.tickets += 1;
+                r.pruned = Some(now);
+                tx.put(Table::Ingested, key, json(&r));
+                doomed.insert(sha);
+                report.raw_copies += 1;
             }
-        }
-        for key in plan.acks {
-            let Some(v) = tx.get(Table::Acks, &key)? else { continue };
-            let recent: crate::store::Recent = serde_json::from_slice(&v).unwrap_or_default();
-            if recent.count(now) == 0 {
-                tx.delete(Table::Acks, key);
-                report.stale_acks += 1;
+            for seq in t.sent {
+                let Some(mut e) = tx.sent_entry(seq)? else { continue };
+                if e.mail.ticket != t.number || !prunable_sent(&e) {
+                    continue;
+                }
+                e.mail.body.clear();
+                tx.put(Table::Sent, be(seq), json(&e));
+                report.sent_records += 1;
             }
+            tx.put(Table::Meta, mark_key(t.number), json(&Mark { version: t.version, at: now }));
+            report.tickets += 1;
         }
-        Ok((report, doomed.into_iter().collect()))
     }
+    for key in plan.acks {
+        let Some(v) = tx.get(Table::Acks, &key)? else { continue };
+        let recent: crate::store::Recent = serde_json::from_slice(&v).unwrap_or_default();
+        if recent.count(now) == 0 {
+            tx.delete(Table::Acks, key);
+            report.stale_acks += 1;
+        }
+    }
+    Ok((report, doomed.into_iter().collect()))
 }
 
 impl Desk {

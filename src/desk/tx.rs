@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::store::{Get, Store, StoreError, Table, WriteSet};
+use crate::store::{BlobKind, BlobWrite, Get, Store, StoreError, Table, WriteSet};
 
 type Key = (Table, Vec<u8>);
 
@@ -14,14 +14,26 @@ pub struct Tx<'s> {
     writes: HashMap<Key, Option<Vec<u8>>>,
     /// Overlay values before each write, newest last, for rollbacks.
     undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
+    /// Blobs to store or forget with the commit, in order.
+    blobs: Vec<BlobWrite>,
 }
 
+/// Where to roll back to: the record writes and the blobs staged so far.
 #[derive(Debug, Clone, Copy)]
-pub struct Savepoint(usize);
+pub struct Savepoint(usize, usize);
 
 impl<'s> Tx<'s> {
     pub fn new(base: &'s Store) -> Tx<'s> {
-        Tx { base, writes: HashMap::new(), undo: Vec::new() }
+        Tx { base, writes: HashMap::new(), undo: Vec::new(), blobs: Vec::new() }
+    }
+
+    /// Stores a blob with this unit of work (a no-op if it is stored).
+    pub fn put_blob(&mut self, kind: BlobKind, sha256: &str, bytes: &[u8]) {
+        self.blobs.push(BlobWrite::Put { kind, sha256: sha256.to_owned(), bytes: bytes.to_vec() });
+    }
+
+    pub fn delete_blob(&mut self, kind: BlobKind, sha256: &str) {
+        self.blobs.push(BlobWrite::Delete { kind, sha256: sha256.to_owned() });
     }
 
     pub fn store(&self) -> &'s Store {
@@ -43,11 +55,12 @@ impl<'s> Tx<'s> {
     }
 
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint(self.undo.len())
+        Savepoint(self.undo.len(), self.blobs.len())
     }
 
-    /// Forgets every write made since `sp`.
+    /// Forgets every write made since `sp`, blobs included.
     pub fn rollback(&mut self, sp: Savepoint) {
+        self.blobs.truncate(sp.1);
         while self.undo.len() > sp.0 {
             let Some((k, before)) = self.undo.pop() else { break };
             match before {
@@ -62,11 +75,11 @@ impl<'s> Tx<'s> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.blobs.is_empty()
     }
 
     pub fn into_writes(self) -> WriteSet {
-        let mut w = WriteSet::default();
+        let mut w = WriteSet { blobs: self.blobs, ..WriteSet::default() };
         for ((table, key), value) in self.writes {
             w.ops.push((table, key, value));
         }
@@ -91,20 +104,25 @@ mod tests {
     fn reads_see_writes_and_rollbacks_undo_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
+        let committer = store.take_committer().unwrap();
         let mut w = WriteSet::default();
         w.put(Table::Meta, b"k", b"committed".to_vec());
-        store.commit(w).unwrap();
+        committer.commit(w).unwrap();
         let mut tx = Tx::new(&store);
         assert_eq!(tx.get(Table::Meta, b"k").unwrap().as_deref(), Some(&b"committed"[..]));
         tx.put(Table::Meta, b"k".to_vec(), b"one".to_vec());
+        tx.put_blob(BlobKind::Attachment, "kept", b"kept");
         let sp = tx.savepoint();
         tx.put(Table::Meta, b"k".to_vec(), b"two".to_vec());
         tx.delete(Table::Meta, b"other".to_vec());
+        tx.put_blob(BlobKind::Attachment, "gone", b"gone");
         assert_eq!(tx.get(Table::Meta, b"k").unwrap().as_deref(), Some(&b"two"[..]));
         tx.rollback(sp);
         assert_eq!(tx.get(Table::Meta, b"k").unwrap().as_deref(), Some(&b"one"[..]));
         let w = tx.into_writes();
         assert_eq!(w.ops, vec![(Table::Meta, b"k".to_vec(), Some(b"one".to_vec()))], "the rolled-back delete is gone");
+        assert_eq!(w.blobs.len(), 1, "the blob staged by the rolled-back part is gone");
         assert_eq!(store.get(Table::Meta, b"k").unwrap().as_deref(), Some(&b"committed"[..]), "nothing until commit");
+        assert!(store.take_committer().is_err(), "a store has one committer");
     }
 }

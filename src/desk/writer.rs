@@ -22,7 +22,7 @@ use crate::health::Health;
 use crate::mail::{InboundMail, safe_filename};
 use crate::outbound::templates::Templates;
 use crate::outbound::{OutAttachment, OutState};
-use crate::store::{BlobKind, Cursor, Records, Store, StoreError, Table, be, json, keys};
+use crate::store::{BlobKind, Committer, Cursor, Get, Records, Store, StoreError, Table, be, json, keys};
 use crate::ticket::{Attachment, TicketRecord};
 use crate::triage::act::{Action, Actor, act};
 use crate::triage::outgoing::Composer;
@@ -110,6 +110,12 @@ pub(super) enum Job {
     EndRun {
         reply: oneshot::Sender<Result<(), DeskError>>,
     },
+    /// Writes as they are, without rules: a restore into an empty store
+    /// (`backup::restore`), the only caller.
+    Load {
+        writes: crate::store::WriteSet,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
     /// Copies every table of the committed state to `dir` (a backup).
     Backup {
         dir: std::path::PathBuf,
@@ -142,6 +148,8 @@ pub enum RetryOutcome {
 pub(super) struct Writer {
     pub(super) cfg: Arc<Config>,
     pub(super) store: Store,
+    /// The store's one writing handle: only the writer holds it.
+    pub(super) committer: Committer,
     pub(super) secret: Vec<u8>,
     pub(super) templates: Templates,
     pub(super) tokens: TokenMatcher,
@@ -168,10 +176,73 @@ fn stopped<T>(r: Result<T, StoreError>) -> Result<T, DeskError> {
     r.map_err(DeskError::from)
 }
 
+/// What opening the writer found.
+pub(super) struct Opened {
+    pub(super) writer: Writer,
+    /// The last run of the daemon did not stop cleanly.
+    pub(super) unclean: bool,
+}
+
 impl Writer {
-    pub(super) fn new(
+    /// Takes the store's committer and brings the store up to date before
+    /// any job runs: the secret (generated once when there is no
+    /// `desk.secret_file`), the daemon's running marker (an unclean stop is
+    /// noticed at the next start), and the indexes older stores lack. All
+    /// in one commit, by the writer.
+    pub(super) fn open(
         cfg: Arc<Config>,
         store: Store,
+        secret: Option<Vec<u8>>,
+        templates: Templates,
+        wake: Arc<Notify>,
+        health: Health,
+        daemon: bool,
+    ) -> Result<Opened, StoreError> {
+        if super::backup::unfinished(&store)? {
+            return Err(StoreError::Internal(format!(
+                "a restore into {} did not finish: delete it (and the attachments directory) and run `ticketd restore` again",
+                cfg.store.path.display()
+            )));
+        }
+        let committer = store.take_committer()?;
+        let mut tx = Tx::new(&store);
+        let secret = match secret {
+            Some(s) => s,
+            None => match tx.get(Table::Meta, keys::SECRET)? {
+                Some(s) => s,
+                None => {
+                    let fresh: [u8; 32] = rand::random();
+                    tx.put(Table::Meta, keys::SECRET, fresh.to_vec());
+                    fresh.to_vec()
+                }
+            },
+        };
+        let mut unclean = false;
+        if daemon {
+            super::backup::clean_spools(&cfg.store.path);
+            unclean = tx.get(Table::Meta, keys::RUNNING)?.is_some();
+            tx.put(Table::Meta, keys::RUNNING, vec![1]);
+        }
+        super::migrate::schedule_outbox(&mut tx)?;
+        super::migrate::index_attachments(&mut tx)?;
+        if !tx.is_empty() {
+            committer.commit(tx.into_writes())?;
+        }
+        let careful: BTreeSet<String> =
+            if unclean { cfg.mailboxes.iter().map(|m| m.name.clone()).collect() } else { BTreeSet::new() };
+        let writer = Writer::new(cfg, store, committer, secret, templates, careful, wake, health);
+        Ok(Opened { writer, unclean })
+    }
+
+    pub(super) fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cfg: Arc<Config>,
+        store: Store,
+        committer: Committer,
         secret: Vec<u8>,
         templates: Templates,
         careful: BTreeSet<String>,
@@ -182,6 +253,7 @@ impl Writer {
         Writer {
             cfg,
             store,
+            committer,
             secret,
             templates,
             tokens,
@@ -260,6 +332,12 @@ impl Writer {
                     }));
                     stop = true;
                 }
+                Job::Load { writes, reply } => {
+                    let earlier = std::mem::replace(&mut tx, Tx::new(&store));
+                    self.commit(earlier, std::mem::take(&mut finish));
+                    let r = self.committer.commit(writes).map_err(DeskError::from);
+                    let _ = reply.send(r);
+                }
                 Job::Backup { dir, reply } => {
                     // A copy of committed state: what this group holds is committed first.
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
@@ -296,7 +374,7 @@ impl Writer {
         }
         let writes = tx.into_writes();
         let (n, started) = (writes.ops.len(), std::time::Instant::now());
-        let r = self.store.commit(writes);
+        let r = self.committer.commit(writes);
         tracing::trace!(writes = n, us = started.elapsed().as_micros() as u64, "committed");
         crate::failpoint::hit("flushed");
         match &r {
@@ -332,11 +410,6 @@ impl Writer {
             self.failing = true;
         } else {
             debug!(error = %e, "store still failing");
-        }
-        if e.needs_reopen()
-            && let Err(re) = self.store.reopen()
-        {
-            debug!(error = %re, "reopen failed; will try again");
         }
     }
 
@@ -430,7 +503,22 @@ impl Writer {
                 let r = guarded(tx, r);
                 done(reply, r)
             }
-            Job::Prune { plan, now, reply } => self.prune(tx, plan, now, reply),
+            Job::Prune { plan, now, reply } => {
+                let copying = self.blob_copies.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                let r = super::retention::prune_writes(tx, plan, now, copying);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                // The raw copies go in the same commit as the records that
+                // stop naming them: all or nothing.
+                let r = r.map(|(report, doomed)| {
+                    for sha in doomed {
+                        tx.delete_blob(BlobKind::Raw, &sha);
+                    }
+                    report
+                });
+                done(reply, r)
+            }
             Job::Tick { now, reply } => {
                 let r = self.tick(tx, now);
                 let r = match r {
@@ -442,7 +530,7 @@ impl Writer {
                 };
                 done(reply, r)
             }
-            Job::EndRun { .. } | Job::Backup { .. } => unreachable!("handled in group()"),
+            Job::EndRun { .. } | Job::Backup { .. } | Job::Load { .. } => unreachable!("handled in group()"),
         }
     }
 
@@ -490,7 +578,7 @@ impl Writer {
             ActorRef::System => Actor::System,
         };
         if !uploads.is_empty() {
-            let files = self.store_uploads(&uploads)?;
+            let files = self.store_uploads(tx, &uploads)?;
             match actions.iter_mut().find(|a| matches!(a, Action::Reply { .. })) {
                 Some(Action::Reply { attachments, .. }) => attachments.extend(files),
                 _ => return Err(DeskError::invalid("attachments", "attachments go with a reply")),
@@ -508,7 +596,11 @@ impl Writer {
         Ok(saved)
     }
 
-    fn store_uploads(&self, uploads: &[Upload]) -> Result<Vec<(Attachment, OutAttachment)>, DeskError> {
+    fn store_uploads(
+        &self,
+        tx: &mut Tx<'_>,
+        uploads: &[Upload],
+    ) -> Result<Vec<(Attachment, OutAttachment)>, DeskError> {
         let max = self.cfg.attachments.max_bytes;
         let mut out = Vec::new();
         for u in uploads {
@@ -519,7 +611,7 @@ impl Writer {
                 ));
             }
             let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&u.bytes));
-            self.store.backend().put_blob(BlobKind::Attachment, &sha, &u.bytes)?;
+            tx.put_blob(BlobKind::Attachment, &sha, &u.bytes);
             let filename = safe_filename(&u.filename, "attachment.bin");
             let mime_type = u.mime_type.clone().unwrap_or_else(|| "application/octet-stream".into());
             out.push((

@@ -1,13 +1,13 @@
 //! The contract every [`Backend`] must keep, as a test suite a backend's
-//! tests call with a way to open an instance at a path (twice for the same
-//! path must see the same data once the first is dropped). Each check
-//! panics with what broke.
+//! tests call with a way to open an instance at a path (or on a database
+//! named by it): opening twice for the same path must see the same data
+//! once the first is dropped. Each check panics with what broke.
 
 use std::path::Path;
 
-use super::{Backend, BlobKind, Scan, Table, WriteSet, be};
+use super::{Backend, BlobKind, Scan, StoreError, Table, WriteSet, be};
 
-pub type Opener<'a> = &'a dyn Fn(&Path) -> Box<dyn Backend>;
+pub type Opener<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Backend>, StoreError>;
 type Check = fn(&Path, Opener<'_>);
 
 /// Runs every check, each in a fresh directory under `root`.
@@ -19,8 +19,9 @@ pub fn run(root: &Path, open: Opener<'_>) {
         ("scans are ordered and resumable", scans_are_ordered_and_resumable),
         ("blobs are content-addressed", blobs_are_content_addressed),
         ("blobs that do not match their name are refused", blobs_that_do_not_match_their_name_are_refused),
+        ("a failed commit writes nothing", a_failed_commit_writes_nothing),
         ("commits survive a reopen", commits_survive_a_reopen),
-        ("reopen keeps everything", reopen_keeps_everything),
+        ("a second instance never writes beside the first", a_second_instance_never_writes_beside_the_first),
     ];
     for (i, (name, check)) in checks.iter().enumerate() {
         let dir = root.join(format!("check-{i}"));
@@ -30,14 +31,28 @@ pub fn run(root: &Path, open: Opener<'_>) {
     }
 }
 
+fn opened(open: Opener<'_>, dir: &Path) -> Box<dyn Backend> {
+    open(dir).unwrap_or_else(|e| panic!("contract: opening {}: {e}", dir.display()))
+}
+
 fn one(table: Table, k: &[u8], v: &[u8]) -> WriteSet {
     let mut w = WriteSet::default();
     w.put(table, k, v.to_vec());
     w
 }
 
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+fn blob(kind: BlobKind, bytes: &[u8]) -> WriteSet {
+    let mut w = WriteSet::default();
+    w.put_blob(kind, &sha(bytes), bytes.to_vec());
+    w
+}
+
 fn point_reads_and_writes(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
+    let b = opened(open, dir);
     assert_eq!(b.get(Table::Tickets, b"k").unwrap(), None, "a missing key reads as None");
     b.commit(one(Table::Tickets, b"k", b"v1")).unwrap();
     assert_eq!(b.get(Table::Tickets, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
@@ -51,7 +66,7 @@ fn point_reads_and_writes(dir: &Path, open: Opener<'_>) {
 }
 
 fn later_writes_win(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
+    let b = opened(open, dir);
     let mut w = WriteSet::default();
     w.put(Table::Meta, b"a", b"1".to_vec());
     w.put(Table::Meta, b"a", b"2".to_vec());
@@ -66,7 +81,7 @@ fn later_writes_win(dir: &Path, open: Opener<'_>) {
 }
 
 fn tables_are_separate(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
+    let b = opened(open, dir);
     let mut w = WriteSet::default();
     for t in Table::ALL {
         w.put(*t, b"same-key", t.name().as_bytes().to_vec());
@@ -85,7 +100,7 @@ fn keys(b: &dyn Backend, scan: Scan) -> Vec<u64> {
 }
 
 fn scans_are_ordered_and_resumable(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
+    let b = opened(open, dir);
     let mut w = WriteSet::default();
     for n in [300u64, 2, 1, 256, 70000, 3] {
         w.put(Table::Tickets, be(n), vec![n as u8]);
@@ -119,66 +134,107 @@ fn scans_are_ordered_and_resumable(dir: &Path, open: Opener<'_>) {
     assert_eq!(ff.len(), 2, "a prefix of 0xff bytes has no successor and still works");
 }
 
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-}
-
 fn blobs_are_content_addressed(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
-    let sha = sha(b"hello");
+    let b = opened(open, dir);
+    let hello = sha(b"hello");
     for kind in [BlobKind::Raw, BlobKind::Attachment] {
-        assert_eq!(b.get_blob(kind, &sha).unwrap(), None);
-        b.put_blob(kind, &sha, b"hello").unwrap();
-        b.put_blob(kind, &sha, b"hello").unwrap();
-        b.commit(WriteSet::default()).unwrap();
-        assert_eq!(b.get_blob(kind, &sha).unwrap().as_deref(), Some(&b"hello"[..]), "{kind:?}");
+        assert_eq!(b.get_blob(kind, &hello).unwrap(), None);
+        let mut w = blob(kind, b"hello");
+        w.put_blob(kind, &hello, b"hello".to_vec());
+        b.commit(w).unwrap();
+        b.commit(blob(kind, b"hello")).unwrap();
+        assert_eq!(b.get_blob(kind, &hello).unwrap().as_deref(), Some(&b"hello"[..]), "{kind:?}");
+        assert_eq!(b.blob_range(kind, &hello, 1, 3).unwrap().as_deref(), Some(&b"ell"[..]), "{kind:?}");
+        assert_eq!(b.blob_range(kind, &hello, 4, 10).unwrap().as_deref(), Some(&b"o"[..]), "{kind:?}");
     }
     let listed: Vec<(String, u64)> = b.blobs(BlobKind::Attachment).collect::<Result<_, _>>().unwrap();
-    assert_eq!(listed, vec![(sha.clone(), 5)], "blobs lists what was put");
-    b.delete_blob(BlobKind::Attachment, &sha).unwrap();
-    b.delete_blob(BlobKind::Attachment, &sha).unwrap();
-    b.commit(WriteSet::default()).unwrap();
-    assert_eq!(b.get_blob(BlobKind::Attachment, &sha).unwrap(), None, "deleted, and deleting twice is fine");
+    assert_eq!(listed, vec![(hello.clone(), 5)], "stored once, listed once");
+    let mut w = WriteSet::default();
+    w.delete_blob(BlobKind::Attachment, &hello);
+    w.delete_blob(BlobKind::Attachment, &hello);
+    b.commit(w).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Attachment, &hello).unwrap(), None, "deleted, and deleting twice is fine");
+    assert!(b.get_blob(BlobKind::Raw, &hello).unwrap().is_some(), "the raw blob of the same hash stays");
     let big = vec![7u8; 3 << 20];
-    let big_sha = self::sha(&big);
-    b.put_blob(BlobKind::Raw, &big_sha, &big).unwrap();
-    b.commit(WriteSet::default()).unwrap();
+    let big_sha = sha(&big);
+    b.commit(blob(BlobKind::Raw, &big)).unwrap();
     assert_eq!(b.get_blob(BlobKind::Raw, &big_sha).unwrap().map(|v| v.len()), Some(big.len()));
     let raws: Vec<String> = b.blobs(BlobKind::Raw).map(|r| r.unwrap().0).collect();
-    let mut want = vec![sha.clone(), big_sha];
+    let mut want = vec![hello, big_sha];
     want.sort();
     assert_eq!(raws, want, "in hash order");
 }
 
 fn blobs_that_do_not_match_their_name_are_refused(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
+    let b = opened(open, dir);
     let named = sha(b"what the name promises");
-    b.put_blob(BlobKind::Attachment, &named, b"other bytes").unwrap();
-    b.commit(WriteSet::default()).unwrap();
-    let err = b.get_blob(BlobKind::Attachment, &named).expect_err("bytes that do not hash to their name");
+    let mut w = WriteSet::default();
+    w.put_blob(BlobKind::Attachment, &named, b"other bytes".to_vec());
+    let err = b.commit(w).expect_err("bytes that do not hash to their name are never stored");
+    assert!(matches!(err, StoreError::BlobMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&named), "the error names the blob: {err}");
+    assert_eq!(b.get_blob(BlobKind::Attachment, &named).unwrap(), None);
+}
+
+/// All or nothing: a commit refused for one of its blobs leaves no record
+/// and no other blob of it behind; the next commit goes on as if it never
+/// happened.
+fn a_failed_commit_writes_nothing(dir: &Path, open: Opener<'_>) {
+    let b = opened(open, dir);
+    b.commit(one(Table::Meta, b"counter", b"1")).unwrap();
+    let good = b"an attachment of the failed commit";
+    let mut w = blob(BlobKind::Attachment, good);
+    w.put(Table::Meta, b"counter", b"2".to_vec());
+    w.put(Table::Tickets, be(1), b"a ticket".to_vec());
+    w.delete(Table::Meta, b"counter-old");
+    w.put_blob(BlobKind::Raw, &sha(b"the name"), b"not the content".to_vec());
+    assert!(b.commit(w).is_err());
+    assert_eq!(b.get(Table::Meta, b"counter").unwrap().as_deref(), Some(&b"1"[..]), "no record changed");
+    assert_eq!(b.get(Table::Tickets, &be(1)).unwrap(), None, "no record added");
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha(good)).unwrap(), None, "no blob of it stored");
+    assert_eq!(b.blobs(BlobKind::Attachment).count(), 0);
+    b.commit(one(Table::Meta, b"counter", b"2")).unwrap();
+    b.commit(blob(BlobKind::Attachment, good)).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha(good)).unwrap().as_deref(), Some(&good[..]));
 }
 
 fn commits_survive_a_reopen(dir: &Path, open: Opener<'_>) {
     let (att, raw) = (sha(b"attached"), sha(b"raw mail"));
     {
-        let b = open(dir);
-        b.put_blob(BlobKind::Attachment, &att, b"attached").unwrap();
-        b.put_blob(BlobKind::Raw, &raw, b"raw mail").unwrap();
-        b.commit(one(Table::Cursors, b"support", b"{}")).unwrap();
+        let b = opened(open, dir);
+        let mut w = one(Table::Cursors, b"support", b"{}");
+        w.put_blob(BlobKind::Attachment, &att, b"attached".to_vec());
+        w.put_blob(BlobKind::Raw, &raw, b"raw mail".to_vec());
+        b.commit(w).unwrap();
     }
-    let b = open(dir);
+    let b = opened(open, dir);
     assert_eq!(b.get(Table::Cursors, b"support").unwrap().as_deref(), Some(&b"{}"[..]));
     assert_eq!(b.get_blob(BlobKind::Attachment, &att).unwrap().as_deref(), Some(&b"attached"[..]));
     assert_eq!(b.get_blob(BlobKind::Raw, &raw).unwrap().as_deref(), Some(&b"raw mail"[..]));
     assert!(b.size_on_disk().unwrap() > 0);
 }
 
-fn reopen_keeps_everything(dir: &Path, open: Opener<'_>) {
-    let b = open(dir);
-    b.commit(one(Table::Quarantine, &be(1), b"q")).unwrap();
-    b.reopen().unwrap();
-    assert_eq!(b.get(Table::Quarantine, &be(1)).unwrap().as_deref(), Some(&b"q"[..]));
-    b.commit(one(Table::Quarantine, &be(2), b"r")).unwrap();
-    assert_eq!(b.count(Table::Quarantine).unwrap(), 2);
+/// Two instances on one store: either the second cannot open it while the
+/// first lives (sled: one process), or once the second writes, every commit
+/// of the first is refused as fenced and writes nothing (a database shared
+/// by nodes: the newer writer wins, the deposed one can never land a write).
+fn a_second_instance_never_writes_beside_the_first(dir: &Path, open: Opener<'_>) {
+    let first = opened(open, dir);
+    first.commit(one(Table::Meta, b"who", b"first")).unwrap();
+    match open(dir) {
+        Err(StoreError::Locked(_)) => {
+            first.commit(one(Table::Meta, b"who", b"still first")).unwrap();
+        }
+        Err(e) => panic!("a second open fails only because the store is taken: {e}"),
+        Ok(second) => {
+            assert_eq!(second.get(Table::Meta, b"who").unwrap().as_deref(), Some(&b"first"[..]), "same data");
+            second.commit(one(Table::Meta, b"who", b"second")).unwrap();
+            let mut w = one(Table::Meta, b"who", b"deposed");
+            w.put(Table::Tickets, be(9), b"x".to_vec());
+            let err = first.commit(w).expect_err("the deposed writer's commit is refused");
+            assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+            assert_eq!(second.get(Table::Meta, b"who").unwrap().as_deref(), Some(&b"second"[..]));
+            assert_eq!(second.get(Table::Tickets, &be(9)).unwrap(), None, "nothing of it landed");
+        }
+    }
 }

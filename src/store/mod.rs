@@ -1,14 +1,21 @@
 //! Persistence behind a small trait. A [`Backend`] is a set of ordered
 //! key/value tables plus content-addressed blobs; its one write operation,
-//! [`Backend::commit`], applies a [`WriteSet`] atomically and is durable
-//! when it returns. Nothing else writes: the desk's single writer builds
+//! [`Backend::commit`], applies a [`WriteSet`] — records and blobs — all or
+//! nothing, and is durable when it returns. The desk's single writer builds
 //! every write set (see [`crate::desk`]), so the backend needs no
-//! transactions of its own and a second backend (PostgreSQL, later) only
-//! has to pass [`contract`].
+//! transactions of its own; a second backend (PostgreSQL) only has to pass
+//! [`contract`].
+//!
+//! One writer by type: reading needs only a [`Store`], writing needs the
+//! store's one [`Committer`], which [`Store::take_committer`] hands out once
+//! (the desk's writer takes it when it starts). A backend that can lose the
+//! right to write (another node took over) refuses a commit with
+//! [`StoreError::Fenced`].
 //!
 //! [`Store`] is the typed view every reader uses: tickets, indexes,
 //! cursors, outbox and quarantine records, all JSON in their tables.
 
+#[cfg(test)]
 pub mod contract;
 pub mod segments;
 pub mod sled_backend;
@@ -27,25 +34,28 @@ use crate::ticket::TicketRecord;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the database {0} is in use by another process (is the ticketd daemon running? stop it first: sled allows one process at a time)"
+        "the database {0} is in use by another process (is the ticketd daemon running? stop it first: the store allows one process at a time)"
     )]
     Locked(PathBuf),
+    /// The engine failed to read or write (the OS error, when there is one, is kept).
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// The engine refused, for a reason of its own.
     #[error("database error: {0}")]
-    Sled(#[from] sled::Error),
+    Backend(String),
     #[error("corrupt record in table {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
-    #[error("blob store {path}: {source}")]
-    Blob { path: PathBuf, source: std::io::Error },
     #[error(
         "stored {kind} {sha256} does not match its checksum: the store is damaged (restore it from a backup); it is not served"
     )]
     BlobMismatch { kind: &'static str, sha256: String },
     #[error("stale write to {what}: it changed since it was read")]
     Conflict { what: String },
+    /// This instance may no longer write: another node holds the store now.
+    #[error("refused: this node no longer holds the store ({0})")]
+    Fenced(String),
     #[error("the database is closed (a reopen after an I/O error failed)")]
     Closed,
-    #[error("the database could not be reopened: still in use")]
-    Busy,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,8 +66,7 @@ impl StoreError {
     /// alike from above but are fixed differently.
     pub fn diagnosis(&self) -> &'static str {
         let io = match self {
-            StoreError::Sled(sled::Error::Io(e)) => Some(e),
-            StoreError::Blob { source, .. } => Some(source),
+            StoreError::Io { source, .. } => Some(source),
             _ => None,
         };
         // sled wraps the OS error in one of its own (same kind, no code).
@@ -79,14 +88,6 @@ impl StoreError {
             Some(5) => "an I/O error from the disk",
             _ => "see the error",
         }
-    }
-
-    /// Errors after which the open database refuses further writes.
-    pub fn needs_reopen(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sled(sled::Error::Io(_)) | StoreError::Sled(sled::Error::ReportableBug(_)) | StoreError::Closed
-        )
     }
 }
 
@@ -204,10 +205,21 @@ pub fn verify_blob(kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), Sto
     Ok(())
 }
 
-/// Writes applied together by [`Backend::commit`]; later writes to a key win.
+/// A blob to store (if it is not stored yet) or to forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobWrite {
+    Put { kind: BlobKind, sha256: String, bytes: Vec<u8> },
+    Delete { kind: BlobKind, sha256: String },
+}
+
+/// Writes applied together by [`Backend::commit`]; later writes to a key
+/// win. Blobs are part of it: a commit that fails stores none of them, so
+/// no record ever names bytes that are not there and no bytes outlive the
+/// job that staged them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteSet {
     pub ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    pub blobs: Vec<BlobWrite>,
 }
 
 impl WriteSet {
@@ -217,8 +229,14 @@ impl WriteSet {
     pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
         self.ops.push((table, key.into(), None));
     }
+    pub fn put_blob(&mut self, kind: BlobKind, sha256: &str, bytes: Vec<u8>) {
+        self.blobs.push(BlobWrite::Put { kind, sha256: sha256.to_owned(), bytes });
+    }
+    pub fn delete_blob(&mut self, kind: BlobKind, sha256: &str) {
+        self.blobs.push(BlobWrite::Delete { kind, sha256: sha256.to_owned() });
+    }
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.blobs.is_empty()
     }
 }
 
@@ -244,25 +262,30 @@ pub trait Get {
 pub trait Backend: Get + Send + Sync {
     fn scan(&self, table: Table, scan: Scan) -> Entries<'_>;
     fn count(&self, table: Table) -> Result<u64, StoreError>;
-    /// Stores a blob; it is durable no later than the next commit returns.
-    /// Writing the same hash twice is a no-op.
-    fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A stored blob, checked against its name ([`verify_blob`]).
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every blob of a kind: (SHA-256, bytes it takes on disk), in hash order.
     fn blobs(&self, kind: BlobKind) -> Box<dyn Iterator<Item = Result<(String, u64), StoreError>> + Send + '_>;
     /// Up to `max` bytes of a blob from `offset` (fewer at its end; empty
     /// past it), unchecked: see [`Store::verified_len`]. None when absent.
     fn blob_range(&self, kind: BlobKind, sha256: &str, offset: u64, max: usize) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Forgets a blob (retention); gone at the latest after the next commit.
-    fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError>;
-    /// Atomic (all or nothing) and durable when it returns Ok, together
-    /// with every blob put before it.
+    /// Applies `writes`, records and blobs, all or nothing, durable when it
+    /// returns Ok. A blob put that is stored already is a no-op. Refused
+    /// with [`StoreError::Fenced`] when this instance may no longer write.
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk, tables and blobs.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
-    /// After an I/O error: close and open again (sled refuses every write
-    /// after one until reopened).
-    fn reopen(&self) -> Result<(), StoreError>;
+}
+
+/// The one handle that writes a store (see the module note).
+pub struct Committer {
+    backend: Arc<dyn Backend>,
+}
+
+impl Committer {
+    pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+        self.backend.commit(writes)
+    }
 }
 
 pub(crate) fn be(n: u64) -> [u8; 8] {
@@ -490,11 +513,12 @@ pub trait Records: Get {
 
 impl<T: Get + ?Sized> Records for T {}
 
-/// The open store: a backend and the place attachments live. Cheap to clone.
+/// The open store, for reading. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
-    attachments_dir: PathBuf,
+    /// Whether the committer was handed out (shared by every clone).
+    committer_taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Get for Store {
@@ -511,36 +535,24 @@ impl Store {
 
     pub fn open_path(path: &Path, attachments_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let backend = sled_backend::SledBackend::open(path, attachments_dir, cache_bytes)?;
-        Ok(Store { backend: Arc::new(backend), attachments_dir: attachments_dir.to_owned() })
+        Ok(Store::with_backend(Arc::new(backend)))
     }
 
-    pub fn with_backend(backend: Arc<dyn Backend>, attachments_dir: &Path) -> Store {
-        Store { backend, attachments_dir: attachments_dir.to_owned() }
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        Store { backend, committer_taken: Default::default() }
     }
 
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
-    pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        self.backend.commit(writes)
-    }
-
-    pub fn reopen(&self) -> Result<(), StoreError> {
-        self.backend.reopen()
-    }
-
-    /// The HMAC secret for agent-only ids when no `desk.secret_file` is
-    /// configured: generated once, kept in the store.
-    pub fn secret(&self) -> Result<Vec<u8>, StoreError> {
-        if let Some(s) = self.get(Table::Meta, keys::SECRET)? {
-            return Ok(s);
+    /// The store's one writing handle; a second call is refused. The desk's
+    /// writer takes it when it starts.
+    pub fn take_committer(&self) -> Result<Committer, StoreError> {
+        if self.committer_taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Internal("the store has a writer already; every change goes through it".into()));
         }
-        let fresh: [u8; 32] = rand::random();
-        let mut w = WriteSet::default();
-        w.put(Table::Meta, keys::SECRET, fresh.to_vec());
-        self.commit(w)?;
-        Ok(fresh.to_vec())
+        Ok(Committer { backend: self.backend.clone() })
     }
 
     /// Every ticket, in number order (or newest first), from `after` on.
@@ -661,11 +673,6 @@ impl Store {
     /// One piece of a blob, for streaming after [`Store::verified_len`].
     pub fn blob_chunk(&self, kind: BlobKind, sha256: &str, offset: u64) -> Result<Vec<u8>, StoreError> {
         Ok(self.backend.blob_range(kind, sha256, offset, CHUNK)?.unwrap_or_default())
-    }
-
-    /// `<dir>/<sha[0:2]>/<sha>`.
-    pub fn attachment_path(&self, sha256: &str) -> PathBuf {
-        attachment_file(&self.attachments_dir, sha256)
     }
 
     /// The records of the mails that went into ticket `n`, in the order

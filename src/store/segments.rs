@@ -1,12 +1,13 @@
 //! Blobs (raw mail, attachments) in append-only segment files next to the
-//! database: `<dir>/seg-00000001.dat`, … Writing one is an append without
-//! a sync; the next commit syncs the segment once and records where the
-//! blob lives in the same atomic batch as the records that name it. So a
-//! batch of mail costs one fsync of its bytes whatever its size, and a
-//! crash leaves at worst unreferenced bytes at a segment's end.
+//! database: `<dir>/seg-00000001.dat`, … The commit that stores a blob
+//! appends it, syncs the segment once, and records where the blob lives in
+//! the same atomic batch as the records that name it. So a batch of mail
+//! costs one fsync of its bytes whatever its size, and a crash or a failed
+//! commit leaves at worst unreferenced bytes at a segment's end.
 //!
 //! Blobs are content-addressed and immutable: a blob already stored is
 //! not written again, and readers never race a writer on the same bytes.
+//! Only the store's committer appends.
 
 use std::fs::File;
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{BlobKind, StoreError};
+use super::StoreError;
 
 /// A segment is closed (and a new one begun) past this size.
 const SEGMENT_BYTES: u64 = 256 << 20;
@@ -65,19 +66,15 @@ struct Current {
     dirty: bool,
 }
 
-/// Blobs appended but not yet recorded by a commit.
-pub type Staged = Vec<(BlobKind, String, Loc)>;
-
 pub struct Segments {
     dir: PathBuf,
     current: Mutex<Option<Current>>,
-    staged: Mutex<Staged>,
-    /// Segments closed since the last commit, to sync before it.
+    /// Segments closed since the last sync, to sync before the commit.
     closed: Mutex<Vec<File>>,
 }
 
 fn err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Blob { path: path.to_owned(), source }
+    move |source| StoreError::Io { what: format!("blob store {}", path.display()), source }
 }
 
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
@@ -87,12 +84,7 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf {
 impl Segments {
     pub fn open(dir: &Path) -> Result<Segments, StoreError> {
         std::fs::create_dir_all(dir).map_err(err(dir))?;
-        Ok(Segments {
-            dir: dir.to_owned(),
-            current: Mutex::new(None),
-            staged: Mutex::new(Vec::new()),
-            closed: Mutex::new(Vec::new()),
-        })
+        Ok(Segments { dir: dir.to_owned(), current: Mutex::new(None), closed: Mutex::new(Vec::new()) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -116,7 +108,7 @@ impl Segments {
 
     /// Appends `bytes`; returns where they are. Not durable until
     /// [`Segments::sync`], and not findable until the caller records it.
-    pub fn append(&self, kind: BlobKind, sha256: &str, bytes: &[u8], codec: u8) -> Result<Loc, StoreError> {
+    pub fn append(&self, bytes: &[u8], codec: u8) -> Result<Loc, StoreError> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if cur.as_ref().is_none_or(|c| c.len >= SEGMENT_BYTES) {
             let id = match cur.take() {
@@ -156,35 +148,20 @@ impl Segments {
         }
         c.len += bytes.len() as u64;
         c.dirty = true;
-        self.staged.lock().unwrap_or_else(|e| e.into_inner()).push((kind, sha256.to_owned(), loc));
         Ok(loc)
     }
 
-    /// A blob appended but not yet committed, if any.
-    pub fn staged(&self, kind: BlobKind, sha256: &str) -> Option<Loc> {
-        let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        staged.iter().rev().find(|(k, s, _)| *k == kind && s == sha256).map(|(_, _, l)| *l)
-    }
-
-    /// Makes every appended byte durable and hands over what must be
-    /// recorded with the commit.
-    pub fn sync(&self) -> Result<Staged, StoreError> {
-        let synced = self.sync_files();
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
-        match synced {
-            Ok(()) => Ok(staged),
-            Err(e) => {
-                // After a failed fsync the kernel may have dropped the dirty
-                // pages while the file keeps its length: nothing staged may
-                // be recorded. The segment is retired and the blobs are put
-                // again when their jobs are retried.
-                if let Some(old) = self.current.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    drop(old);
-                }
-                self.closed.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                Err(e)
-            }
+    /// Makes every appended byte durable. After a failed fsync the kernel
+    /// may have dropped the dirty pages while the file keeps its length:
+    /// the segment is retired, and the commit (which fails) records nothing
+    /// of it; its blobs are appended again when their jobs are retried.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let r = self.sync_files();
+        if r.is_err() {
+            drop(self.current.lock().unwrap_or_else(|e| e.into_inner()).take());
+            self.closed.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
+        r
     }
 
     fn sync_files(&self) -> Result<(), StoreError> {
@@ -201,12 +178,6 @@ impl Segments {
             c.dirty = false;
         }
         Ok(())
-    }
-
-    /// A commit failed: what it would have recorded is forgotten (the bytes
-    /// stay as dead space), so the next put writes them again.
-    pub fn forget(&self, staged: Staged) {
-        drop(staged);
     }
 
     pub fn read(&self, loc: Loc) -> Result<Vec<u8>, StoreError> {

@@ -1,21 +1,33 @@
 //! The sled backend: every table lives in one sled tree under a one-byte
-//! prefix, so a [`WriteSet`] is one atomic `apply_batch` (no transaction is
-//! needed: the desk has a single writer) followed by one flush. Blobs (raw
-//! mail, attachments) live outside sled in append-only segment files in
-//! `attachments_dir` ([`super::segments`]); the commit syncs them once and
-//! records their place in the same batch. sled holds only small records,
-//! so its page cache stays what `cache_capacity` says. Stores written
-//! before kept raw mail in a `raw` tree and attachments as files
-//! `<attachments_dir>/<sha[0:2]>/<sha>`; both are still read.
+//! prefix, so a [`WriteSet`]'s records are one atomic `apply_batch` (no
+//! transaction is needed: the store has one committer) followed by one
+//! flush. Blobs (raw mail, attachments) live outside sled in append-only
+//! segment files in `attachments_dir` ([`super::segments`]): the commit
+//! appends the new ones, syncs them once, and records their place in the
+//! same batch, so a failed commit names none of them. sled holds only
+//! small records, so its page cache stays what `cache_capacity` says.
+//! Stores written before kept raw mail in a `raw` tree and attachments as
+//! files `<attachments_dir>/<sha[0:2]>/<sha>`; both are still read.
 //!
 //! sled refuses every write after an I/O error (a full disk) until the
-//! database is reopened; [`SledBackend::reopen`] swaps in a fresh handle.
+//! database is reopened: a commit that fails so reopens it at once.
+//! sled's process lock is what makes this instance the store's only
+//! writer: a second process gets [`StoreError::Locked`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::segments::{LZ4, Loc, PLAIN, Segments};
-use super::{Backend, BlobKind, Entries, Get, Scan, StoreError, Table, WriteSet, attachment_file};
+use super::{Backend, BlobKind, BlobWrite, Entries, Get, Scan, StoreError, Table, WriteSet, attachment_file};
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(source) => StoreError::Io { what: "database".into(), source },
+            e => StoreError::Backend(e.to_string()),
+        }
+    }
+}
 
 /// Private prefix of the blob index (`B`, kind, sha → [`Loc`]).
 const BLOB_INDEX: u8 = b'B';
@@ -60,6 +72,11 @@ fn key(table: Table, k: &[u8]) -> Vec<u8> {
     out
 }
 
+enum Legacy {
+    Raw(String),
+    File(PathBuf),
+}
+
 struct Inner {
     db: sled::Db,
     desk: sled::Tree,
@@ -72,8 +89,6 @@ pub struct SledBackend {
     attachments_dir: PathBuf,
     cache_bytes: u64,
     segments: Segments,
-    /// Serialises puts of the same blob (the check and the append).
-    put: Mutex<()>,
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<Inner, StoreError> {
@@ -85,7 +100,7 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<Inner, StoreError> {
         .map_err(|e| match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_owned()),
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked(path.to_owned()),
-        e => StoreError::Sled(e),
+        e => StoreError::from(e),
     })?;
     let desk = db.open_tree("desk")?;
     let raw = db.open_tree("raw")?;
@@ -144,7 +159,6 @@ impl SledBackend {
             attachments_dir: attachments_dir.to_owned(),
             cache_bytes,
             segments: Segments::open(attachments_dir)?,
-            put: Mutex::new(()),
         })
     }
 
@@ -162,10 +176,124 @@ impl SledBackend {
     }
 
     fn indexed(&self, kind: BlobKind, sha256: &str) -> Result<Option<Loc>, StoreError> {
-        if let Some(l) = self.segments.staged(kind, sha256) {
-            return Ok(Some(l));
-        }
         Ok(self.inner()?.desk.get(blob_key(kind, sha256))?.and_then(|v| Loc::decode(&v)))
+    }
+
+    /// Whether a blob is stored (in a segment, or the old way).
+    fn has_blob(&self, inner: &Inner, kind: BlobKind, sha256: &str) -> Result<bool, StoreError> {
+        if inner.desk.contains_key(blob_key(kind, sha256))? {
+            return Ok(true);
+        }
+        Ok(match kind {
+            BlobKind::Raw => inner.raw.contains_key(sha256)?,
+            BlobKind::Attachment => attachment_file(&self.attachments_dir, sha256).is_file(),
+        })
+    }
+
+    /// Appends a blob's bytes: raw mail compressed (it is mostly text and
+    /// shrinks 3–5×), attachments as they are (usually compressed formats
+    /// already, and served often).
+    fn append_blob(&self, kind: BlobKind, bytes: &[u8]) -> Result<Loc, StoreError> {
+        if kind == BlobKind::Raw {
+            let packed = lz4_flex::compress_prepend_size(bytes);
+            if packed.len() < bytes.len() {
+                return self.segments.append(&packed, LZ4);
+            }
+        }
+        self.segments.append(bytes, PLAIN)
+    }
+
+    /// Closes the database and opens it again (after an I/O error). Blocks
+    /// for up to a few seconds while readers finish what they hold.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while weak.strong_count() > 0 {
+                if std::time::Instant::now() > deadline {
+                    *slot = weak.upgrade();
+                    return Err(StoreError::Internal("the database could not be reopened: still in use".into()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        // sled's flusher thread lets go of the file lock a moment after the Db.
+        let mut result = Err(StoreError::Closed);
+        for _ in 0..100 {
+            result = open_db(&self.path, self.cache_bytes);
+            if !matches!(result, Err(StoreError::Locked(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        *slot = Some(Arc::new(result?));
+        Ok(())
+    }
+
+    fn apply(&self, writes: WriteSet) -> Result<Vec<PathBuf>, StoreError> {
+        let inner = self.inner()?;
+        // Blob bytes first: nothing may name bytes a crash could lose.
+        let t0 = std::time::Instant::now();
+        let mut batch = sled::Batch::default();
+        let mut stored: std::collections::HashSet<(BlobKind, &str)> = std::collections::HashSet::new();
+        let mut gone = Vec::new();
+        // Nothing is written when any blob is not what its name promises.
+        for b in &writes.blobs {
+            if let BlobWrite::Put { kind, sha256, bytes } = b {
+                super::verify_blob(*kind, sha256, bytes)?;
+            }
+        }
+        for b in &writes.blobs {
+            match b {
+                BlobWrite::Put { kind, sha256, bytes } => {
+                    if stored.contains(&(*kind, sha256.as_str())) || self.has_blob(&inner, *kind, sha256)? {
+                        continue;
+                    }
+                    let loc = self.append_blob(*kind, bytes)?;
+                    batch.insert(blob_key(*kind, sha256), &loc.encode()[..]);
+                    stored.insert((*kind, sha256.as_str()));
+                }
+                BlobWrite::Delete { kind, sha256 } => {
+                    // The bytes stay in their segment as dead space.
+                    batch.remove(blob_key(*kind, sha256));
+                    stored.remove(&(*kind, sha256.as_str()));
+                    match kind {
+                        BlobKind::Raw => gone.push(Legacy::Raw(sha256.clone())),
+                        BlobKind::Attachment => gone.push(Legacy::File(attachment_file(&self.attachments_dir, sha256))),
+                    }
+                }
+            }
+        }
+        self.segments.sync()?;
+        let t1 = std::time::Instant::now();
+        for (table, k, v) in writes.ops {
+            match v {
+                Some(v) => batch.insert(key(table, &k), v),
+                None => batch.remove(key(table, &k)),
+            }
+        }
+        inner.desk.apply_batch(batch)?;
+        let t2 = std::time::Instant::now();
+        inner.db.flush()?;
+        tracing::trace!(
+            sync_us = (t1 - t0).as_micros() as u64,
+            apply_us = (t2 - t1).as_micros() as u64,
+            flush_us = t2.elapsed().as_micros() as u64,
+            "sled commit"
+        );
+        // Copies kept the old way go once the index no longer names them.
+        let mut files = Vec::new();
+        for g in gone {
+            match g {
+                Legacy::Raw(sha) => {
+                    inner.raw.remove(sha)?;
+                }
+                Legacy::File(p) => files.push(p),
+            }
+        }
+        Ok(files)
     }
 
     /// Written by an older version: the `raw` tree or an attachment file.
@@ -177,7 +305,7 @@ impl SledBackend {
                 match std::fs::read(&path) {
                     Ok(b) => Ok(Some(b)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(StoreError::Blob { path, source: e }),
+                    Err(e) => Err(StoreError::Io { what: format!("attachment file {}", path.display()), source: e }),
                 }
             }
         }
@@ -229,29 +357,6 @@ impl Backend for SledBackend {
     fn count(&self, table: Table) -> Result<u64, StoreError> {
         let inner = self.inner()?;
         Ok(inner.desk.scan_prefix([prefix(table)]).keys().count() as u64)
-    }
-
-    fn put_blob(&self, kind: BlobKind, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let _one_at_a_time = self.put.lock().unwrap_or_else(|e| e.into_inner());
-        if self.indexed(kind, sha256)?.is_some() {
-            return Ok(());
-        }
-        // Mail is mostly text and compresses 3–5×; attachments are stored as
-        // they are (usually compressed formats already, and served often).
-        match kind {
-            BlobKind::Raw => {
-                let packed = lz4_flex::compress_prepend_size(bytes);
-                if packed.len() < bytes.len() {
-                    self.segments.append(kind, sha256, &packed, LZ4)?;
-                } else {
-                    self.segments.append(kind, sha256, bytes, PLAIN)?;
-                }
-            }
-            BlobKind::Attachment => {
-                self.segments.append(kind, sha256, bytes, PLAIN)?;
-            }
-        }
-        Ok(())
     }
 
     fn get_blob(&self, kind: BlobKind, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -311,97 +416,40 @@ impl Backend for SledBackend {
         Box::new(found.into_iter().map(Ok))
     }
 
-    fn delete_blob(&self, kind: BlobKind, sha256: &str) -> Result<(), StoreError> {
-        let inner = self.inner()?;
-        // The bytes stay in their segment as dead space.
-        inner.desk.remove(blob_key(kind, sha256))?;
-        match kind {
-            BlobKind::Raw => {
-                inner.raw.remove(sha256)?;
-            }
-            BlobKind::Attachment => {
-                let path = attachment_file(&self.attachments_dir, sha256);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::Blob { path, source: e }),
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let inner = self.inner()?;
-        // Blob bytes first: nothing may name bytes a crash could lose.
-        let t0 = std::time::Instant::now();
-        let staged = self.segments.sync()?;
-        let t1 = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
-        for (kind, sha, loc) in &staged {
-            batch.insert(blob_key(*kind, sha), &loc.encode()[..]);
-        }
-        for (table, k, v) in writes.ops {
-            match v {
-                Some(v) => batch.insert(key(table, &k), v),
-                None => batch.remove(key(table, &k)),
+        match self.apply(writes) {
+            Ok(files) => {
+                for p in files {
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(path = %p.display(), error = %e, "an old attachment file stays"),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // sled refuses every write after an I/O error until it is
+                // reopened; if that fails too, the next use tries again.
+                if matches!(e, StoreError::Io { .. } | StoreError::Backend(_))
+                    && let Err(re) = self.reopen()
+                {
+                    tracing::debug!(error = %re, "reopening the database failed; tried again at the next use");
+                }
+                Err(e)
             }
         }
-        let applied = inner.desk.apply_batch(batch).map_err(StoreError::from).and_then(|()| {
-            let t2 = std::time::Instant::now();
-            inner.db.flush()?;
-            tracing::trace!(
-                sync_us = (t1 - t0).as_micros() as u64,
-                apply_us = (t2 - t1).as_micros() as u64,
-                flush_us = t2.elapsed().as_micros() as u64,
-                "sled commit"
-            );
-            Ok(())
-        });
-        if applied.is_err() {
-            self.segments.forget(staged);
-        }
-        applied
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         let db = self.inner()?.db.size_on_disk()?;
         Ok(db + dir_size(&self.attachments_dir))
     }
-
-    /// Closes the database and opens it again. Blocks for up to a few
-    /// seconds while readers finish what they hold.
-    fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = slot.take() {
-            let weak = Arc::downgrade(&old);
-            drop(old);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while weak.strong_count() > 0 {
-                if std::time::Instant::now() > deadline {
-                    *slot = weak.upgrade();
-                    return Err(StoreError::Busy);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        }
-        // sled's flusher thread lets go of the file lock a moment after the Db.
-        let mut result = Err(StoreError::Closed);
-        for _ in 0..100 {
-            result = open_db(&self.path, self.cache_bytes);
-            if !matches!(result, Err(StoreError::Locked(_))) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        *slot = Some(Arc::new(result?));
-        Ok(())
-    }
 }
 
 /// `(sha256, size)` of every attachment file under `dir/<xx>/`.
 fn attachment_files(dir: &Path) -> Result<Vec<(String, u64)>, StoreError> {
-    let err = |p: PathBuf| move |source| StoreError::Blob { path: p, source };
+    let err = |p: PathBuf| move |source| StoreError::Io { what: format!("attachment files {}", p.display()), source };
     let mut found = Vec::new();
     let Ok(dirs) = std::fs::read_dir(dir) else { return Ok(found) };
     for d in dirs {

@@ -9,7 +9,6 @@ use crate::triage::act::Action;
 
 struct World {
     _dir: tempfile::TempDir,
-    cfg: Arc<Config>,
     desk: Desk,
 }
 
@@ -24,16 +23,16 @@ fn world() -> World {
     let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
     let store = Store::open(&cfg.store).unwrap();
     let parts = Parts {
-        cfg: cfg.clone(),
+        cfg,
         store,
-        secret: b"0123456789abcdef0123".to_vec(),
+        secret: Some(b"0123456789abcdef0123".to_vec()),
         templates: Templates::default(),
         wake: Default::default(),
         health: Default::default(),
         daemon: false,
     };
     let desk = Desk::start(parts).unwrap().desk;
-    World { _dir: dir, cfg, desk }
+    World { _dir: dir, desk }
 }
 
 fn mail(id: &str, from: &str, extra: &str, body: &str) -> Vec<u8> {
@@ -85,7 +84,7 @@ async fn closed_tickets_lose_raw_copies_and_sent_bodies_but_nothing_dedupe_needs
     };
     let mut ws = WriteSet::default();
     ws.put(Table::Quarantine, be(99), json(&q));
-    store.commit(ws).unwrap();
+    w.desk.load(ws).await.unwrap();
     let tickets_before: Vec<_> = store.tickets().unwrap();
     let sent_before = store.sent_entries().unwrap();
     assert!(sent_before.iter().any(|(_, e)| e.mail.ticket == 1 && !e.mail.body.is_empty()));
@@ -152,25 +151,14 @@ async fn nothing_is_pruned_while_a_backup_copies_blobs_or_when_retention_is_off(
 
     assert!(plan(&store, 0, later).unwrap().tickets.is_empty(), "retention_days = 0 keeps everything");
 
-    let mut writer = Writer::new(
-        w.cfg.clone(),
-        store.clone(),
-        b"0123456789abcdef0123".to_vec(),
-        Templates::default(),
-        Default::default(),
-        Default::default(),
-        Default::default(),
-    );
-    let copy = crate::desk::backup::BlobCopy::start(&writer.blob_copies);
     let mut tx = Tx::new(&store);
-    let (report, doomed) = writer.prune_writes(&mut tx, plan(&store, 30, later).unwrap(), later).unwrap();
+    let (report, doomed) = prune_writes(&mut tx, plan(&store, 30, later).unwrap(), later, true).unwrap();
     assert!(report.waiting.is_some() && report.tickets == 0 && doomed.is_empty(), "{report:?}");
     for item in ingested(&store) {
         let (key, _) = item.unwrap();
         assert_eq!(tx.ingested(&key).unwrap().unwrap().pruned, None, "no record is marked while a copy runs");
     }
-    drop(copy);
     let mut tx = Tx::new(&store);
-    let (report, doomed) = writer.prune_writes(&mut tx, plan(&store, 30, later).unwrap(), later).unwrap();
+    let (report, doomed) = prune_writes(&mut tx, plan(&store, 30, later).unwrap(), later, false).unwrap();
     assert_eq!((report.tickets, doomed.len()), (1, 1), "{report:?}");
 }
