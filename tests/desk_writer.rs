@@ -263,3 +263,18 @@ async fn an_agent_past_the_hourly_limit_gets_one_digest_of_the_rest() {
     assert_eq!(w.desk.tick(later + chrono::Duration::minutes(1)).await.unwrap(), 0, "one digest, not a stream");
     assert_eq!(to_alice(&w).len(), 3);
 }
+
+/// The writer says what each durable commit changed: the console's live
+/// updates come from here, from every channel alike.
+#[tokio::test]
+async fn every_commit_tells_subscribers_what_changed() {
+    let w = world();
+    let mut changes = w.desk.subscribe();
+    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    let c = changes.recv().await.unwrap();
+    assert_eq!(c.tickets, vec![1]);
+    assert!(c.outbox, "the acknowledgement was queued");
+    w.desk.act(1, ActorRef::Admin, vec![Action::Note { text: "checked".into() }], vec![], None).await.unwrap();
+    let c = changes.recv().await.unwrap();
+    assert_eq!((c.tickets.as_slice(), c.outbox), (&[1u64][..], false), "{c:?}");
+}

@@ -259,10 +259,10 @@ impl Writer {
                 } else {
                     let mut marker = Tx::new(&store);
                     marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
-                    self.committer.commit(marker.into_writes())?;
+                    self.commit_writes(marker.into_writes())?;
                     self.ingest_one(&mut tx, mailbox, uid_validity, item, true, mode)?;
                 }
-                self.committer.commit(tx.into_writes())
+                self.commit_writes(tx.into_writes())
             })();
             match r {
                 Ok(()) => done.push(uid),

@@ -104,6 +104,41 @@ pub enum Delivery {
     Failed { error: String },
 }
 
+/// What one commit changed: the tickets (by number) and whether the
+/// queues moved. Published by the writer once the commit is durable
+/// ([`Desk::subscribe`]); a hint to re-read, never the data itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub tickets: Vec<u64>,
+    pub outbox: bool,
+    pub quarantine: bool,
+}
+
+impl Changes {
+    fn of(w: &WriteSet) -> Changes {
+        let mut c = Changes::default();
+        for (table, key, _) in &w.ops {
+            match table {
+                crate::store::Table::Tickets => {
+                    if let Some(n) = crate::store::from_be(key)
+                        && !c.tickets.contains(&n)
+                    {
+                        c.tickets.push(n);
+                    }
+                }
+                crate::store::Table::Outbox | crate::store::Table::Sent => c.outbox = true,
+                crate::store::Table::Quarantine => c.quarantine = true,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty() && !self.outbox && !self.quarantine
+    }
+}
+
 /// Capacity of the writer's queue: callers wait when it is full.
 const QUEUE: usize = 64;
 
@@ -133,6 +168,7 @@ pub struct Desk {
     secret: Arc<[u8]>,
     health: Health,
     jobs: mpsc::Sender<writer::Job>,
+    changes: tokio::sync::broadcast::Sender<Changes>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -149,13 +185,14 @@ impl Desk {
         let writer::Opened { writer, unclean } =
             writer::Writer::open(cfg.clone(), store.clone(), secret, templates, wake, health.clone(), daemon)?;
         let secret: Arc<[u8]> = writer.secret().into();
+        let changes = writer.changes();
         let (jobs, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("desk-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Started {
-            desk: Desk { store, cfg, secret, health, jobs, thread: Arc::new(Mutex::new(Some(thread))) },
+            desk: Desk { store, cfg, secret, health, jobs, changes, thread: Arc::new(Mutex::new(Some(thread))) },
             unclean,
         })
     }
@@ -170,6 +207,11 @@ impl Desk {
 
     pub fn secret(&self) -> &[u8] {
         &self.secret
+    }
+
+    /// What each commit from now on changed (see [`Changes`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Changes> {
+        self.changes.subscribe()
     }
 
     pub fn health(&self) -> &Health {

@@ -168,9 +168,15 @@ pub(super) struct Writer {
     pub(super) health: Health,
     /// Backups copying blobs right now: retention deletes none meanwhile.
     pub(super) blob_copies: Arc<std::sync::atomic::AtomicUsize>,
+    /// What each commit changed, for whoever subscribes.
+    changes: tokio::sync::broadcast::Sender<super::Changes>,
 }
 
 pub(super) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Change notices kept for subscribers that fall behind; one further back
+/// is told it lagged and re-reads everything.
+const CHANGES: usize = 256;
 
 fn stopped<T>(r: Result<T, StoreError>) -> Result<T, DeskError> {
     r.map_err(DeskError::from)
@@ -265,7 +271,12 @@ impl Writer {
             failed_sessions: Default::default(),
             health,
             blob_copies: Default::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES).0,
         }
+    }
+
+    pub(super) fn changes(&self) -> tokio::sync::broadcast::Sender<super::Changes> {
+        self.changes.clone()
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -335,7 +346,7 @@ impl Writer {
                 Job::Load { writes, reply } => {
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
                     self.commit(earlier, std::mem::take(&mut finish));
-                    let r = self.committer.commit(writes).map_err(DeskError::from);
+                    let r = self.commit_writes(writes).map_err(DeskError::from);
                     let _ = reply.send(r);
                 }
                 Job::Backup { dir, reply } => {
@@ -374,7 +385,7 @@ impl Writer {
         }
         let writes = tx.into_writes();
         let (n, started) = (writes.ops.len(), std::time::Instant::now());
-        let r = self.committer.commit(writes);
+        let r = self.commit_writes(writes);
         tracing::trace!(writes = n, us = started.elapsed().as_micros() as u64, "committed");
         crate::failpoint::hit("flushed");
         match &r {
@@ -387,6 +398,19 @@ impl Writer {
         }
         self.wake_sender();
         err.is_none()
+    }
+
+    /// Commits and, once durable, tells whoever watches (the console's
+    /// live updates) what changed. Every commit after the writer opened
+    /// goes through here.
+    pub(super) fn commit_writes(&mut self, writes: crate::store::WriteSet) -> Result<(), StoreError> {
+        let changes = super::Changes::of(&writes);
+        self.committer.commit(writes)?;
+        if !changes.is_empty() {
+            // Nobody listening is fine: the feed is a hint to re-read.
+            let _ = self.changes.send(changes);
+        }
+        Ok(())
     }
 
     fn wake_sender(&mut self) {
