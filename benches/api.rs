@@ -26,7 +26,7 @@ use ticketd::api::server::Server;
 use ticketd::config::{ApiConfig, Config, Listen};
 use ticketd::desk::{Desk, Item, Parts};
 use ticketd::imap::worker::Worker;
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::{Records, Store};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";

@@ -27,7 +27,7 @@ use ticketd::config::Config;
 use ticketd::desk::import::{self, Show};
 use ticketd::desk::{Desk, Parts};
 use ticketd::imap::worker::Worker;
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::{Records, Store};
 
 fn desk_for(config: &Path) -> (Arc<Config>, Store, Desk) {

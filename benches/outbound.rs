@@ -30,7 +30,7 @@ use chrono::Utc;
 use ticketd::config::{SmtpConfig, Tls};
 use ticketd::outbound::build::{BuildOptions, build};
 use ticketd::outbound::smtp::{RcptResult, SmtpClient, address};
-use ticketd::outbound::{OutKind, OutMail};
+use ticketd::outbox::{OutKind, OutMail};
 
 const PLAIN_CLIENT: &str = r#"
 import smtplib, sys, time

@@ -18,7 +18,7 @@ use crate::desk::{Desk, Parts};
 use crate::health::Health;
 use crate::imap::worker::Worker;
 use crate::outbound::sender::Sender;
-use crate::outbound::templates::Templates;
+use crate::outbox::templates::Templates;
 use crate::store::Store;
 
 /// Under systemd's default TimeoutStopSec (90 s).

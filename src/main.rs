@@ -6,7 +6,7 @@ use ticketd::api::client::AccessError;
 use ticketd::config::{Config, ConfigError, DEFAULT_PATH};
 use ticketd::desk::views::{OutboxView, QuarantineView, Sort, TicketQuery};
 use ticketd::desk::{ActorRef, Desk, Parts, RetryOutcome, Upload, backup, import};
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::Store;
 use ticketd::text::{clean_line, clean_text};
 use ticketd::ticket::{ThreadType, Ticket, parse_ticket_ref};

@@ -19,7 +19,7 @@ use ticketd::desk::backup::{self, BackupError};
 use ticketd::desk::{ActorRef, Desk, Item, Mode, Parts};
 use ticketd::imap::worker::Worker;
 use ticketd::outbound::sender::Sender;
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::{IngestRecord, Records, Scan, Store, Table, WriteSet, keys};
 use ticketd::triage::act::Action;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ticketd::config::Config;
 use ticketd::desk::{ActorRef, Delivery, Desk, DeskError, Item, Parts};
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::Store;
 use ticketd::ticket::{Status, ThreadType};
 use ticketd::triage::act::Action;
@@ -104,7 +104,7 @@ async fn every_channel_gets_the_same_rules_and_stale_writes_are_refused() {
         rec.ticket.threads.iter().filter(|e| e.kind == ThreadType::System).map(|e| e.message.as_str()).collect();
     assert_eq!(systems, vec!["status open → resolved by admin", "resolution set by admin: Fuser"]);
     let queued = w.desk.outbox(false).unwrap();
-    assert!(queued.iter().any(|e| e.kind == ticketd::outbound::OutKind::Resolved), "the customer is told");
+    assert!(queued.iter().any(|e| e.kind == ticketd::outbox::OutKind::Resolved), "the customer is told");
 
     // A write based on the old version is refused, and changes nothing.
     let stale = w.desk.act(1, ActorRef::Admin, vec![Action::Status(Status::Open)], vec![], Some(before.version)).await;
@@ -152,7 +152,7 @@ async fn every_channel_gets_the_same_rules_and_stale_writes_are_refused() {
     let json = serde_json::to_value(&rec.ticket).unwrap();
     assert_eq!(json["threads"].as_array().unwrap().last().unwrap()["internal"], true);
     let relays =
-        w.desk.outbox(false).unwrap().into_iter().filter(|e| e.kind == ticketd::outbound::OutKind::Relay).count();
+        w.desk.outbox(false).unwrap().into_iter().filter(|e| e.kind == ticketd::outbox::OutKind::Relay).count();
     assert_eq!(relays, 1, "the note went to no one");
     assert!(w.desk.act(99, ActorRef::Admin, vec![Action::Status(Status::Open)], vec![], None).await.is_err());
 }
@@ -192,8 +192,7 @@ async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
         )
         .await
         .unwrap();
-    let relay =
-        w.desk.outbox(false).unwrap().into_iter().find(|e| e.kind == ticketd::outbound::OutKind::Relay).unwrap();
+    let relay = w.desk.outbox(false).unwrap().into_iter().find(|e| e.kind == ticketd::outbox::OutKind::Relay).unwrap();
     assert_eq!(relay.to, vec!["carla@customer.test", "boss@customer.test"]);
     let dsn = format!(
         "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.customer.test\r\nTo: support@example.test\r\nSubject: Undelivered\r\nMessage-ID: <dsn1@mx.customer.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.test\r\n\r\nFinal-Recipient: rfc822; boss@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n--B--\r\n",
@@ -201,7 +200,7 @@ async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
     );
     ingest(&w, 2, dsn.into_bytes()).await;
     let after = w.desk.outbox(true).unwrap().into_iter().find(|e| e.seq == relay.seq).unwrap();
-    assert_eq!(after.state, ticketd::outbound::OutState::Queued, "still waits for the customer: {after:?}");
+    assert_eq!(after.state, ticketd::outbox::OutState::Queued, "still waits for the customer: {after:?}");
     assert_eq!(after.refused, vec!["boss@customer.test"]);
     let t = w.desk.ticket(1).unwrap().unwrap().ticket;
     assert!(
@@ -258,7 +257,7 @@ async fn an_agent_past_the_hourly_limit_gets_one_digest_of_the_rest() {
     let later = now + chrono::Duration::minutes(61);
     assert_eq!(w.desk.tick(later).await.unwrap(), 1);
     let all = to_alice(&w);
-    let digest = all.iter().find(|e| e.kind == ticketd::outbound::OutKind::Digest).expect("a digest");
+    let digest = all.iter().find(|e| e.kind == ticketd::outbox::OutKind::Digest).expect("a digest");
     assert!(digest.subject.contains("3 notifications held back"), "{}", digest.subject);
     assert_eq!(w.desk.tick(later + chrono::Duration::minutes(1)).await.unwrap(), 0, "one digest, not a stream");
     assert_eq!(to_alice(&w).len(), 3);

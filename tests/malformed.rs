@@ -8,7 +8,7 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use ticketd::config::Config;
 use ticketd::mail::InboundMail;
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::triage::token::TokenMatcher;
 use ticketd::triage::{Context, Decision, Outcome, Snapshot, decide};
 

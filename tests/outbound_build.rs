@@ -8,7 +8,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use proptest::prelude::*;
 
 use ticketd::outbound::build::{BuildError, BuildOptions, build};
-use ticketd::outbound::{OutAttachment, OutKind, OutMail};
+use ticketd::outbox::{OutAttachment, OutKind, OutMail};
 
 fn mail() -> OutMail {
     OutMail {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use ticketd::config::{Secret, SmtpConfig, Tls};
 use ticketd::outbound::build::{BuildOptions, build};
 use ticketd::outbound::smtp::{RcptResult, SendError, SmtpClient, address};
-use ticketd::outbound::{OutKind, OutMail};
+use ticketd::outbox::{OutKind, OutMail};
 
 const WAIT: Duration = Duration::from_secs(20);
 

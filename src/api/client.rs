@@ -20,7 +20,7 @@ use super::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query
 use crate::config::{ApiConfig, Config, Listen};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload};
-use crate::outbound::templates::Templates;
+use crate::outbox::templates::Templates;
 use crate::store::{Store, StoreError};
 use crate::ticket::Ticket;
 use crate::triage::act::Action;

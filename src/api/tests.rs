@@ -14,7 +14,7 @@ use super::auth::{Principal, Token, Tokens};
 use super::server::{AppState, route_table, router};
 use crate::config::Config;
 use crate::desk::{Desk, Item, Parts};
-use crate::outbound::templates::Templates;
+use crate::outbox::templates::Templates;
 use crate::store::Store;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -161,7 +161,7 @@ async fn patches_follow_the_rules_and_name_bad_fields() {
     assert!(texts.contains(&"tagged printer by agent_alice"), "{texts:?}");
     assert!(t["resolvedAt"].is_string());
     assert!(
-        w.desk.outbox(false).unwrap().iter().any(|o| o.kind == crate::outbound::OutKind::Resolved),
+        w.desk.outbox(false).unwrap().iter().any(|o| o.kind == crate::outbox::OutKind::Resolved),
         "the resolved notice is queued"
     );
 
@@ -337,7 +337,7 @@ async fn multipart_replies_carry_files_within_their_limits() {
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
     let t: Value = serde_json::from_slice(&b).unwrap();
     assert!(t["attachments"].as_array().unwrap().iter().any(|a| a["filename"] == "fix.txt" && a["size"] == 9), "{t:#}");
-    let relay = w.desk.outbox(false).unwrap().into_iter().find(|o| o.kind == crate::outbound::OutKind::Relay).unwrap();
+    let relay = w.desk.outbox(false).unwrap().into_iter().find(|o| o.kind == crate::outbox::OutKind::Relay).unwrap();
     assert_eq!(relay.to, vec!["carla@customer.test".to_owned()]);
 
     let (ct, body) = multipart(&[("text", None, b"x"), ("files", Some("big.bin"), &[0u8; 17])]);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::tx::Tx;
 use crate::mail::{InboundMail, normalise_id};
-use crate::outbound::{OutState, OutboxEntry};
+use crate::outbox::{Delivery, OutboxEntry};
 use crate::store::{
     AttachmentIndex, BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
 };
@@ -100,21 +100,59 @@ pub fn remove_pending(tx: &mut Tx<'_>, seq: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn queue_mail(tx: &mut Tx<'_>, mail: &crate::outbound::OutMail, now: DateTime<Utc>) -> Result<u64, StoreError> {
+pub fn queue_mail(tx: &mut Tx<'_>, mail: &crate::outbox::OutMail, now: DateTime<Utc>) -> Result<u64, StoreError> {
     let seq = take_counter(tx, keys::NEXT_OUTBOX)?;
-    let entry = OutboxEntry {
-        mail: mail.clone(),
-        state: OutState::Queued,
-        attempts: 0,
-        next_attempt: now,
-        last_error: None,
-        created: now,
-        done_rcpts: Vec::new(),
-        failed_rcpts: Vec::new(),
-    };
+    let entry = OutboxEntry::queued(mail.clone(), now);
     put_pending(tx, seq, &entry)?;
     tx.put(Table::OutboxIds, normalise_id(&mail.message_id).into_bytes(), be(seq).to_vec());
     Ok(seq)
+}
+
+/// Stores an entry where it now belongs: waiting (with its place in the
+/// sender's schedule) or finished.
+pub fn store_entry(
+    tx: &mut Tx<'_>,
+    seq: u64,
+    e: &OutboxEntry,
+    was_finished: bool,
+    finished: bool,
+) -> Result<(), StoreError> {
+    match (was_finished, finished) {
+        (false, false) => put_pending(tx, seq, e),
+        (false, true) => {
+            remove_pending(tx, seq)?;
+            tx.put(Table::Sent, be(seq), json(e));
+            Ok(())
+        }
+        (true, true) => {
+            tx.put(Table::Sent, be(seq), json(e));
+            Ok(())
+        }
+        (true, false) => {
+            tx.delete(Table::Sent, be(seq));
+            put_pending(tx, seq, e)
+        }
+    }
+}
+
+/// Records a report on outbox entry `seq` by the entry's own rules; returns
+/// the note its ticket gets, if any.
+pub fn record_delivery(
+    tx: &mut Tx<'_>,
+    seq: u64,
+    report: Delivery,
+    now: DateTime<Utc>,
+) -> Result<Option<(u64, String)>, StoreError> {
+    let (mut e, finished) = match tx.outbox_entry(seq)? {
+        Some(e) => (e, false),
+        None => match tx.sent_entry(seq)? {
+            Some(e) => (e, true),
+            None => return Ok(None),
+        },
+    };
+    let r = e.record(report, finished, now);
+    store_entry(tx, seq, &e, finished, r.finished)?;
+    Ok(r.note.map(|n| (e.mail.ticket, n)))
 }
 
 /// Applies every effect; returns the outbox sequences queued.
@@ -184,36 +222,8 @@ pub fn apply(
             }
             Effect::MarkSentFailed { message_id, recipient, reason } => {
                 if let Some(seq) = tx.outbox_seq(message_id)? {
-                    let (table, entry) = match tx.outbox_entry(seq)? {
-                        Some(e) => (Table::Outbox, Some(e)),
-                        None => (Table::Sent, tx.sent_entry(seq)?),
-                    };
-                    if let Some(mut e) = entry {
-                        // Only the recipient the report names failed; mail
-                        // still queued for the others keeps waiting.
-                        let rcpt = recipient.to_ascii_lowercase();
-                        if !e.done_rcpts.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
-                            e.done_rcpts.push(rcpt.clone());
-                        }
-                        if !e.failed_rcpts.iter().any(|r| r.eq_ignore_ascii_case(&rcpt)) {
-                            e.failed_rcpts.push(rcpt);
-                        }
-                        e.last_error = Some(reason.clone());
-                        let all_failed =
-                            e.mail.to.iter().all(|t| e.failed_rcpts.iter().any(|f| f.eq_ignore_ascii_case(t)));
-                        let all_done = e.mail.to.iter().all(|t| e.done_rcpts.iter().any(|d| d.eq_ignore_ascii_case(t)));
-                        if all_failed {
-                            e.state = OutState::Failed;
-                        }
-                        if table == Table::Outbox && all_done {
-                            remove_pending(tx, seq)?;
-                            tx.put(Table::Sent, be(seq), json(&e));
-                        } else if table == Table::Outbox {
-                            put_pending(tx, seq, &e)?;
-                        } else {
-                            tx.put(table, be(seq), json(&e));
-                        }
-                    }
+                    let report = Delivery::Bounced { rcpt: recipient.clone(), reason: reason.clone() };
+                    record_delivery(tx, seq, report, now)?;
                 }
             }
             Effect::Quarantine { reason } => {

@@ -24,7 +24,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::health::Health;
-use crate::outbound::templates::Templates;
+pub use crate::outbox::Delivery;
+use crate::outbox::templates::Templates;
 use crate::store::{Store, StoreError, WriteSet};
 use crate::ticket::TicketRecord;
 use crate::triage::act::{ActError, Action};
@@ -86,22 +87,6 @@ pub struct Upload {
     pub filename: String,
     pub mime_type: Option<String>,
     pub bytes: Vec<u8>,
-}
-
-/// What the SMTP sender reports about one outbox entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// One recipient accepted the mail.
-    Accepted { rcpt: String },
-    /// One recipient refused for good: recorded on the ticket; the others
-    /// still get the mail.
-    Refused { rcpt: String, error: String },
-    /// Every recipient handled: the entry leaves the queue.
-    Done,
-    /// A transient failure: try again at `next`.
-    Retry { error: String, next: DateTime<Utc> },
-    /// It can never be sent: it leaves the queue and the ticket says why.
-    Failed { error: String },
 }
 
 /// What one commit changed: the tickets (by number) and whether the

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use super::tx::Tx;
 use super::writer::Job;
 use super::{Desk, DeskError};
-use crate::outbound::{OutState, OutboxEntry};
+use crate::outbox::{OutState, OutboxEntry};
 use crate::store::{Get, IngestRecord, Records, Scan, Store, StoreError, Table, be, json, parse};
 use crate::ticket::{Status, TicketRecord};
 

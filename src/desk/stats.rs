@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Desk, DeskError};
-use crate::outbound::{OutState, OutboxEntry};
+use crate::outbox::{OutState, OutboxEntry};
 use crate::store::{BlobKind, Cursor, Scan, Table, parse};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Desk, DeskError};
-use crate::outbound::{OutKind, OutState, OutboxEntry};
+use crate::outbox::{OutKind, OutState, OutboxEntry};
 use crate::store::{IngestRecord, QuarantineEntry, Records};
 use crate::ticket::{Category, Priority, Status, Ticket, TicketRecord};
 

@@ -13,15 +13,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::apply::{Origin, apply, put_pending, queue_mail, remove_pending, save_ticket};
+use super::apply::{Origin, apply, queue_mail, record_delivery, save_ticket, store_entry};
 use super::ingest::{BatchResult, Item, Mode};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
 use crate::config::Config;
 use crate::health::Health;
 use crate::mail::{InboundMail, safe_filename};
-use crate::outbound::templates::Templates;
-use crate::outbound::{OutAttachment, OutState};
+use crate::outbox::OutAttachment;
+use crate::outbox::templates::Templates;
 use crate::store::{BlobKind, Committer, Cursor, Get, Records, Store, StoreError, Table, be, json, keys};
 use crate::ticket::{Attachment, TicketRecord};
 use crate::triage::act::{Action, Actor, act};
@@ -662,76 +662,29 @@ impl Writer {
         Ok(())
     }
 
-    /// What the sender reports about one outbox entry.
+    /// What the sender reports about one outbox entry: the entry's own
+    /// rules decide (`OutboxEntry::record`), the ticket gets their notes.
     fn delivery(&mut self, tx: &mut Tx<'_>, seq: u64, reports: Vec<Delivery>) -> Result<(), DeskError> {
-        let Some(mut e) = tx.outbox_entry(seq)? else { return Ok(()) };
         let now: DateTime<Utc> = Utc::now().trunc_subsecs(0);
         for report in reports {
-            match report {
-                Delivery::Accepted { rcpt } => {
-                    if !e.done_rcpts.contains(&rcpt) {
-                        e.done_rcpts.push(rcpt);
-                    }
-                }
-                Delivery::Refused { rcpt, error } => {
-                    if !e.done_rcpts.contains(&rcpt) {
-                        e.done_rcpts.push(rcpt.clone());
-                    }
-                    e.failed_rcpts.push(rcpt.clone());
-                    e.last_error = Some(error.clone());
-                    self.system_note(tx, e.mail.ticket, format!("Mail to {rcpt} could not be delivered: {error}"))?;
-                }
-                Delivery::Done => {
-                    // Every recipient refused: nothing went out.
-                    let all_refused = !e.mail.to.is_empty() && e.failed_rcpts.len() >= e.mail.to.len();
-                    e.state = if all_refused { OutState::Failed } else { OutState::Sent };
-                    e.attempts += 1;
-                    e.next_attempt = now;
-                    remove_pending(tx, seq)?;
-                    tx.put(Table::Sent, be(seq), json(&e));
-                    return Ok(());
-                }
-                Delivery::Retry { error, next } => {
-                    e.attempts += 1;
-                    e.last_error = Some(error);
-                    e.next_attempt = next;
-                }
-                Delivery::Failed { error } => {
-                    e.state = OutState::Failed;
-                    e.attempts += 1;
-                    e.last_error = Some(error.clone());
-                    let to: Vec<&String> = e.mail.to.iter().filter(|r| !e.done_rcpts.contains(r)).collect();
-                    let to = if to.is_empty() { e.mail.to.iter().collect() } else { to };
-                    let names = to.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-                    self.system_note(tx, e.mail.ticket, format!("Mail to {names} could not be delivered: {error}"))?;
-                    remove_pending(tx, seq)?;
-                    tx.put(Table::Sent, be(seq), json(&e));
-                    return Ok(());
-                }
+            if let Some((ticket, note)) = record_delivery(tx, seq, report, now)? {
+                self.system_note(tx, ticket, note)?;
             }
         }
-        put_pending(tx, seq, &e)?;
         Ok(())
     }
 
     fn outbox_retry(&mut self, tx: &mut Tx<'_>, seq: u64) -> Result<(), DeskError> {
         let now = Utc::now().trunc_subsecs(0);
-        if let Some(mut e) = tx.outbox_entry(seq)? {
-            e.next_attempt = now;
-            put_pending(tx, seq, &e)?;
-        } else if let Some(mut e) = tx.sent_entry(seq)? {
-            if e.state != OutState::Failed {
-                return Err(DeskError::invalid("seq", format!("outbox entry {seq} was sent already")));
-            }
-            e.state = OutState::Queued;
-            e.next_attempt = now;
-            e.done_rcpts.clear();
-            e.failed_rcpts.clear();
-            tx.delete(Table::Sent, be(seq));
-            put_pending(tx, seq, &e)?;
-        } else {
-            return Err(DeskError::NotFound(format!("outbox entry {seq}")));
-        }
+        let (mut e, finished) = match tx.outbox_entry(seq)? {
+            Some(e) => (e, false),
+            None => match tx.sent_entry(seq)? {
+                Some(e) => (e, true),
+                None => return Err(DeskError::NotFound(format!("outbox entry {seq}"))),
+            },
+        };
+        e.retry_now(finished, now).map_err(|why| DeskError::invalid("seq", format!("outbox entry {seq}: {why}")))?;
+        store_entry(tx, seq, &e, finished, false)?;
         self.queued = true;
         Ok(())
     }
@@ -740,12 +693,12 @@ impl Writer {
         let Some(mut e) = tx.outbox_entry(seq)? else {
             return Err(DeskError::NotFound(format!("queued outbox entry {seq}")));
         };
-        e.state = OutState::Dropped;
-        remove_pending(tx, seq)?;
-        tx.put(Table::Sent, be(seq), json(&e));
-        let to = e.mail.to.join(", ");
-        let by = actor.label();
-        self.system_note(tx, e.mail.ticket, format!("Mail to {to} was dropped from the outbox by {by}, unsent."))
+        let r = e.drop_unsent(actor.label());
+        store_entry(tx, seq, &e, false, r.finished)?;
+        match r.note {
+            Some(note) => self.system_note(tx, e.mail.ticket, note),
+            None => Ok(()),
+        }
     }
 
     /// Sends each held digest whose agent is under the hourly limit again,

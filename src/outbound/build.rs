@@ -40,7 +40,7 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart};
 
-use super::{OutAttachment, OutMail};
+use crate::outbox::{OutAttachment, OutMail};
 
 /// Subject characters kept after the `[Ticket #N]` token.
 pub const MAX_SUBJECT_CHARS: usize = 200;

@@ -17,9 +17,9 @@ use tracing::{debug, error, info, warn};
 
 use super::build::{BuildOptions, build};
 use super::smtp::{RcptResult, SmtpClient, address};
-use super::{OutboxEntry, retry_delay};
 use crate::config::SmtpConfig;
 use crate::desk::{Delivery, Desk, DeskError};
+use crate::outbox::{OutboxEntry, retry_delay};
 
 pub struct Sender {
     pub smtp: SmtpConfig,
@@ -157,7 +157,7 @@ impl Sender {
         let started = std::time::Instant::now();
         // Building a large mail is CPU work: off the runtime.
         let built = tokio::task::spawn_blocking(move || {
-            let mut load = |a: &super::OutAttachment| -> std::io::Result<Vec<u8>> {
+            let mut load = |a: &crate::outbox::OutAttachment| -> std::io::Result<Vec<u8>> {
                 store
                     .attachment(&a.sha256)
                     .map_err(|e| match e {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::StoreConfig;
 use crate::mail::normalise_id;
-use crate::outbound::OutboxEntry;
+use crate::outbox::OutboxEntry;
 use crate::ticket::TicketRecord;
 
 #[derive(Debug, thiserror::Error)]

@@ -91,7 +91,7 @@ fn recent_counts_stay_small_however_busy_the_key() {
 
 #[test]
 fn a_tickets_oldest_mail_goes_first_even_when_a_later_one_is_due_earlier() {
-    use crate::outbound::{OutKind, OutMail, OutState, OutboxEntry};
+    use crate::outbox::{OutKind, OutMail, OutState, OutboxEntry};
     use chrono::TimeZone;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_path(&dir.path().join("db"), &dir.path().join("att"), 8 << 20).unwrap();

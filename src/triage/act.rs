@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::outgoing::Composer;
 use crate::config::Agent;
-use crate::outbound::{OutAttachment, OutMail};
+use crate::outbox::{OutAttachment, OutMail};
 use crate::ticket::{Attachment, Category, Priority, Status, ThreadType, TicketRecord};
 
 pub use crate::ticket::{MAX_TAG_LEN, MAX_TAGS};

@@ -50,8 +50,8 @@ pub enum IdKind {
 
 impl IdKind {
     /// What the Message-ID of a mail of this kind says it is.
-    pub fn of(kind: crate::outbound::OutKind) -> IdKind {
-        use crate::outbound::OutKind;
+    pub fn of(kind: crate::outbox::OutKind) -> IdKind {
+        use crate::outbox::OutKind;
         match kind {
             OutKind::Ack => IdKind::Ack,
             OutKind::AgentNotify => IdKind::Notify,

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Agent, Config, MailboxConfig};
 use crate::mail::{InboundMail, MailAddress, normalise_id, parent, quote};
-use crate::outbound::templates::Templates;
-use crate::outbound::{OutAttachment, OutKind, OutMail};
+use crate::outbox::templates::Templates;
+use crate::outbox::{OutAttachment, OutKind, OutMail};
 use crate::ticket::{Attachment, Status, ThreadType, Ticket, TicketRecord, client_id, ticket_id};
 use act::{Action, Actor};
 use commands::Command;

@@ -5,8 +5,8 @@
 use super::Context;
 use super::identity;
 use crate::config::{Agent, MailboxConfig};
-use crate::outbound::templates::render;
-use crate::outbound::{OutAttachment, OutKind, OutMail};
+use crate::outbox::templates::render;
+use crate::outbox::{OutAttachment, OutKind, OutMail};
 use crate::ticket::TicketRecord;
 
 /// Notifications carry at most this much of the customer's text; the rest

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::Config;
 use crate::desk::{ActorRef, Delivery, Item, Parts};
-use crate::outbound::templates::Templates;
+use crate::outbox::templates::Templates;
 use crate::store::{QuarantineEntry, WriteSet};
 use crate::triage::act::Action;
 
