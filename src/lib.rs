@@ -27,4 +27,5 @@ pub mod outbox;
 pub mod store;
 pub mod text;
 pub mod ticket;
+pub mod tls;
 pub mod triage;

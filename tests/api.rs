@@ -376,7 +376,7 @@ async fn the_served_openapi_document_matches_the_routes() {
         }
     }
     let routed: BTreeSet<(String, String)> =
-        ticketd::api::server::route_table().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
+        ticketd::api::routes::route_table().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
     assert_eq!(documented, routed, "every route documented, nothing documented that is not routed");
     for (method, path) in &routed {
         let uri = path.replace("{id}", "1").replace("{sha256}", &"0".repeat(64)).replace("{filename}", "f");

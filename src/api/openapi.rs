@@ -166,11 +166,11 @@ pub fn document() -> Value {
     let mut doc = paths_and_schemas();
     // Who may call each route comes from the route table, the one place
     // roles are decided, so the document cannot disagree with the server.
-    for spec in super::server::route_table() {
+    for spec in super::routes::route_table() {
         let method = spec.method.as_str().to_ascii_lowercase();
         if let Some(op) = doc["paths"][spec.path].get_mut(&method) {
             op["x-ticketd-role"] = json!(spec.guard.role());
-            if spec.guard == super::server::Guard::Admin {
+            if spec.guard == super::routes::Guard::Admin {
                 op["responses"]["403"] = err("An agent's token: this is the admin's");
                 let summary = op["summary"].as_str().unwrap_or_default().to_owned();
                 op["summary"] = json!(format!("{summary} (admin token only)"));

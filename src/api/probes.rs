@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::error::ApiError;
 use super::metrics::{self, Scrape};
-use super::server::AppState;
 use crate::desk::probe::OutboxSummary;
 use crate::health::LinkState;
 use crate::store::Table;

@@ -5,23 +5,152 @@
 //! stalls the runtime.
 
 use axum::Extension;
+use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
 use futures::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::server::AppState;
+use super::guard::{bounded, frame, method_not_allowed, no_route, require_admin, require_token};
 use super::wire::{self, Entries, QuarantineDetail, TextBody, TicketPatch, check_text};
+use super::{AppState, probes};
 use crate::desk::{Desk, DeskError, Upload};
 use crate::store::BlobKind;
 use crate::ticket::{TicketRecord, parse_ticket_ref};
 use crate::triage::act::{Action, MAX_RESOLUTION_CHARS};
+
+/// Who may call a route: the one place the roles are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    Open,
+    /// Any valid token: the admin's or an agent's.
+    Token,
+    /// The admin token only: store-wide operations (the outbox, the
+    /// quarantine, metrics, backups, store stats) that are no agent's.
+    Admin,
+    /// The token, unless `api.public_attachments`.
+    Attachment,
+}
+
+impl Guard {
+    /// As the OpenAPI document names it (`x-ticketd-role`).
+    pub fn role(self) -> &'static str {
+        match self {
+            Guard::Open => "anyone",
+            Guard::Token => "agent",
+            Guard::Admin => "admin",
+            Guard::Attachment => "agent-or-public",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub guard: Guard,
+}
+
+struct Table {
+    open: Router<AppState>,
+    token: Router<AppState>,
+    admin: Router<AppState>,
+    attachment: Router<AppState>,
+    specs: Vec<RouteSpec>,
+}
+
+impl Table {
+    fn add<H, T>(&mut self, guard: Guard, method: Method, path: &'static str, h: H, body_limit: usize)
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
+        let mr = on(filter, h).layer(DefaultBodyLimit::max(body_limit));
+        let r = match guard {
+            Guard::Open => &mut self.open,
+            Guard::Token => &mut self.token,
+            Guard::Admin => &mut self.admin,
+            Guard::Attachment => &mut self.attachment,
+        };
+        *r = std::mem::take(r).route(path, mr);
+        self.specs.push(RouteSpec { method, path, guard });
+    }
+}
+
+/// The route table: every route, its handler and who may call it, in one
+/// place (the OpenAPI test and document read it too).
+fn table(upload_limit: usize) -> Table {
+    use Guard::*;
+    let mut t = Table {
+        open: Router::new(),
+        token: Router::new(),
+        admin: Router::new(),
+        attachment: Router::new(),
+        specs: Vec::new(),
+    };
+    let json = wire::MAX_JSON_BYTES;
+    t.add(Open, Method::GET, "/healthz", probes::healthz, json);
+    t.add(Open, Method::GET, "/readyz", probes::readyz, json);
+    t.add(Admin, Method::GET, "/metrics", probes::metrics, json);
+    t.add(Open, Method::GET, "/api/v1/openapi.json", openapi, json);
+    t.add(Open, Method::GET, "/api/v1/proof", proof, json);
+    t.add(Token, Method::GET, "/api/v1/tickets", list_tickets, json);
+    t.add(Token, Method::GET, "/api/v1/tickets/{id}", get_ticket, json);
+    t.add(Token, Method::PATCH, "/api/v1/tickets/{id}", patch_ticket, json);
+    t.add(Token, Method::GET, "/api/v1/tickets/{id}/raw", ticket_raw, json);
+    t.add(Token, Method::POST, "/api/v1/tickets/{id}/replies", post_reply, upload_limit);
+    t.add(Token, Method::POST, "/api/v1/tickets/{id}/notes", post_note, json);
+    t.add(Admin, Method::GET, "/api/v1/quarantine", list_quarantine, json);
+    t.add(Admin, Method::GET, "/api/v1/quarantine/{id}", get_quarantine, json);
+    t.add(Admin, Method::POST, "/api/v1/quarantine/{id}/retry", retry_quarantine, json);
+    t.add(Admin, Method::DELETE, "/api/v1/quarantine/{id}", delete_quarantine, json);
+    t.add(Admin, Method::GET, "/api/v1/outbox", list_outbox, json);
+    t.add(Admin, Method::POST, "/api/v1/outbox/{id}/retry", retry_outbox, json);
+    t.add(Admin, Method::DELETE, "/api/v1/outbox/{id}", delete_outbox, json);
+    t.add(Attachment, Method::GET, "/attachments/{sha256}/{filename}", get_attachment, json);
+    t.add(Admin, Method::GET, "/api/v1/backup", backup, json);
+    t.add(Admin, Method::GET, "/api/v1/store/stats", store_stats, json);
+    t
+}
+
+/// Every route the server answers: what `/api/v1/openapi.json` must
+/// document, no more and no less.
+pub fn route_table() -> Vec<RouteSpec> {
+    table(wire::MAX_JSON_BYTES).specs
+}
+
+/// The whole application, ready to serve (also used in-process by tests).
+pub fn router(st: AppState) -> Router {
+    let upload = usize::try_from(st.api.max_upload_bytes).unwrap_or(usize::MAX);
+    let t = table(upload);
+    let token = t.token.route_layer(middleware::from_fn_with_state(st.clone(), require_token));
+    let admin = t.admin.route_layer(middleware::from_fn_with_state(st.clone(), require_admin));
+    let attachment = if st.api.public_attachments {
+        t.attachment
+    } else {
+        t.attachment.route_layer(middleware::from_fn_with_state(st.clone(), require_token))
+    };
+    // Probes stay outside the concurrency limit: a busy API is still alive.
+    let busy = token.merge(admin).merge(attachment).route_layer(middleware::from_fn_with_state(st.clone(), bounded));
+    t.open
+        .merge(busy)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(st.clone(), frame))
+        .with_state(st)
+}
 
 type R<T> = Result<T, ApiError>;
 
@@ -527,7 +656,7 @@ pub async fn get_attachment(
 /// token (see `auth::proof`). Open: the answer reveals nothing of the token.
 pub async fn proof(
     State(st): State<AppState>,
-    arrival: Option<Extension<super::server::Arrival>>,
+    arrival: Option<Extension<super::Arrival>>,
     headers: HeaderMap,
 ) -> R<Response> {
     let challenge = headers

@@ -1,8 +1,7 @@
 //! The HTTP server: binds its listeners before the daemon reports ready
-//! (`api.listen`, and `api.socket` for the CLI on this machine), builds the
-//! router from one route table (which the OpenAPI test checks), serves
+//! (`api.listen`, and `api.socket` for the CLI on this machine), serves
 //! each connection with hyper under bounds, and drains on the daemon's
-//! shutdown token.
+//! shutdown token. What it serves is [`super::routes::router`].
 //!
 //! Connections are bounded: at most `api.max_connections` open (the rest
 //! are closed at once, never queued), a request's header within
@@ -11,52 +10,23 @@
 //! A TCP address another process holds does not stop the daemon when a
 //! socket is configured: mail goes on, the bind is retried, `/readyz`
 //! names the listener.
-//!
-//! Who may call what: `/healthz`, `/readyz`, `/api/v1/proof` and
-//! `/api/v1/openapi.json` are open (a liveness probe or a load balancer has no token, and none of them
-//! shows a ticket); everything else needs a bearer token, `/metrics`
-//! included (Prometheus sends one with `authorization.credentials_file`).
-//! Attachments need the token too unless `api.public_attachments` is set,
-//! which makes their URLs (a SHA-256 and the exact file name) the
-//! capability, for links opened in a browser.
-//!
-//! Limits: JSON bodies at most 1 MiB, a multipart reply at most
-//! `api.max_upload_bytes` (each file within `attachments.max_bytes`), every
-//! request within `api.timeout`, at most `api.concurrency` requests at
-//! once (the rest wait), query strings at most 4 KiB.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, on};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::auth::{TokenError, Tokens};
-use super::error::ApiError;
-use super::{probes, routes, wire};
+use super::routes::router;
+use super::{AppState, Arrival, Listeners};
 use crate::config::{ApiConfig, Listen};
 use crate::desk::Desk;
 
 /// After shutdown starts, requests still running get this long.
 const GRACE: Duration = Duration::from_secs(10);
-
-#[derive(Clone)]
-pub struct AppState {
-    pub desk: Desk,
-    pub tokens: Arc<Tokens>,
-    pub api: Arc<ApiConfig>,
-    pub listeners: Arc<Listeners>,
-    /// `api.concurrency` permits, each held until its response is sent.
-    pub permits: Arc<tokio::sync::Semaphore>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -66,285 +36,6 @@ pub enum ServerError {
     Bind { listen: String, source: std::io::Error },
     #[error("api.listen unix:{}: {why}", path.display())]
     Socket { path: PathBuf, why: String },
-}
-
-/// Who may call a route: the one place the roles are decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    Open,
-    /// Any valid token: the admin's or an agent's.
-    Token,
-    /// The admin token only: store-wide operations (the outbox, the
-    /// quarantine, metrics, backups, store stats) that are no agent's.
-    Admin,
-    /// The token, unless `api.public_attachments`.
-    Attachment,
-}
-
-impl Guard {
-    /// As the OpenAPI document names it (`x-ticketd-role`).
-    pub fn role(self) -> &'static str {
-        match self {
-            Guard::Open => "anyone",
-            Guard::Token => "agent",
-            Guard::Admin => "admin",
-            Guard::Attachment => "agent-or-public",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub method: Method,
-    pub path: &'static str,
-    pub guard: Guard,
-}
-
-struct Table {
-    open: Router<AppState>,
-    token: Router<AppState>,
-    admin: Router<AppState>,
-    attachment: Router<AppState>,
-    specs: Vec<RouteSpec>,
-}
-
-impl Table {
-    fn add<H, T>(&mut self, guard: Guard, method: Method, path: &'static str, h: H, body_limit: usize)
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
-        let mr = on(filter, h).layer(DefaultBodyLimit::max(body_limit));
-        let r = match guard {
-            Guard::Open => &mut self.open,
-            Guard::Token => &mut self.token,
-            Guard::Admin => &mut self.admin,
-            Guard::Attachment => &mut self.attachment,
-        };
-        *r = std::mem::take(r).route(path, mr);
-        self.specs.push(RouteSpec { method, path, guard });
-    }
-}
-
-fn table(upload_limit: usize) -> Table {
-    use Guard::*;
-    let mut t = Table {
-        open: Router::new(),
-        token: Router::new(),
-        admin: Router::new(),
-        attachment: Router::new(),
-        specs: Vec::new(),
-    };
-    let json = wire::MAX_JSON_BYTES;
-    t.add(Open, Method::GET, "/healthz", probes::healthz, json);
-    t.add(Open, Method::GET, "/readyz", probes::readyz, json);
-    t.add(Admin, Method::GET, "/metrics", probes::metrics, json);
-    t.add(Open, Method::GET, "/api/v1/openapi.json", routes::openapi, json);
-    t.add(Open, Method::GET, "/api/v1/proof", routes::proof, json);
-    t.add(Token, Method::GET, "/api/v1/tickets", routes::list_tickets, json);
-    t.add(Token, Method::GET, "/api/v1/tickets/{id}", routes::get_ticket, json);
-    t.add(Token, Method::PATCH, "/api/v1/tickets/{id}", routes::patch_ticket, json);
-    t.add(Token, Method::GET, "/api/v1/tickets/{id}/raw", routes::ticket_raw, json);
-    t.add(Token, Method::POST, "/api/v1/tickets/{id}/replies", routes::post_reply, upload_limit);
-    t.add(Token, Method::POST, "/api/v1/tickets/{id}/notes", routes::post_note, json);
-    t.add(Admin, Method::GET, "/api/v1/quarantine", routes::list_quarantine, json);
-    t.add(Admin, Method::GET, "/api/v1/quarantine/{id}", routes::get_quarantine, json);
-    t.add(Admin, Method::POST, "/api/v1/quarantine/{id}/retry", routes::retry_quarantine, json);
-    t.add(Admin, Method::DELETE, "/api/v1/quarantine/{id}", routes::delete_quarantine, json);
-    t.add(Admin, Method::GET, "/api/v1/outbox", routes::list_outbox, json);
-    t.add(Admin, Method::POST, "/api/v1/outbox/{id}/retry", routes::retry_outbox, json);
-    t.add(Admin, Method::DELETE, "/api/v1/outbox/{id}", routes::delete_outbox, json);
-    t.add(Attachment, Method::GET, "/attachments/{sha256}/{filename}", routes::get_attachment, json);
-    t.add(Admin, Method::GET, "/api/v1/backup", routes::backup, json);
-    t.add(Admin, Method::GET, "/api/v1/store/stats", routes::store_stats, json);
-    t
-}
-
-/// Every route the server answers: what `/api/v1/openapi.json` must
-/// document, no more and no less.
-pub fn route_table() -> Vec<RouteSpec> {
-    table(wire::MAX_JSON_BYTES).specs
-}
-
-async fn require_token(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    match st.tokens.caller(req.headers(), st.desk.config()) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn require_admin(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    match st.tokens.caller(req.headers(), st.desk.config()) {
-        Ok(caller) if caller.principal == super::auth::Principal::Admin => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Ok(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs the admin token, not an agent's")
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Bounds and logs every request: the time it may take and the length of
-/// its URI. Only the method, path and status are logged, never headers
-/// (tokens) or bodies.
-async fn frame(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = crate::text::truncate_chars(req.uri().path(), 200);
-    if req.uri().query().is_some_and(|q| q.len() > wire::MAX_QUERY_BYTES) {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!("the query string is longer than {} bytes", wire::MAX_QUERY_BYTES),
-        )
-        .into_response();
-    }
-    // A backup takes as long as the store is big; it is the admin's.
-    let limit = if path == BACKUP_PATH { BACKUP_TIMEOUT } else { st.api.timeout };
-    let response = match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!(
-                "the request took longer than api.timeout ({}s); a change may still have been made",
-                limit.as_secs()
-            ),
-        )
-        .into_response(),
-    };
-    let status = response.status();
-    let ms = started.elapsed().as_millis() as u64;
-    if status.is_server_error() {
-        warn!(%method, path, status = status.as_u16(), ms, "API request failed");
-    } else {
-        debug!(%method, path, status = status.as_u16(), ms, "API request");
-    }
-    response
-}
-
-const BACKUP_PATH: &str = "/api/v1/backup";
-const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-
-async fn no_route() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint (see /api/v1/openapi.json)").into_response()
-}
-
-async fn method_not_allowed() -> Response {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
-        .into_response()
-}
-
-/// Holds a request to `api.concurrency` and `api.timeout` until its
-/// response is fully sent, not just until the handler returns: a download
-/// streams inside both, so slow readers queue instead of piling up bodies.
-async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = if req.uri().path() == BACKUP_PATH { BACKUP_TIMEOUT } else { st.api.timeout };
-    let deadline = tokio::time::Instant::now() + limit;
-    let permit = match tokio::time::timeout_at(deadline, st.permits.clone().acquire_owned()).await {
-        Ok(Ok(p)) => p,
-        _ => return timed_out(limit),
-    };
-    match tokio::time::timeout_at(deadline, next.run(req)).await {
-        Ok(r) => r.map(|body| {
-            axum::body::Body::new(Bounded {
-                body,
-                _permit: permit,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            })
-        }),
-        Err(_) => timed_out(limit),
-    }
-}
-
-fn timed_out(limit: Duration) -> Response {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "timeout",
-        format!("the request took longer than api.timeout ({}s); a change may still have been made", limit.as_secs()),
-    )
-    .into_response()
-}
-
-/// A response body that keeps its request's concurrency permit and ends
-/// (with an error, which closes the connection) at the request's deadline.
-struct Bounded {
-    body: axum::body::Body,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl axum::body::HttpBody for Bounded {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(Some(Err(axum::Error::new("api.timeout passed while the answer was sent"))));
-        }
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// The whole application, ready to serve (also used in-process by tests).
-pub fn router(st: AppState) -> Router {
-    let upload = usize::try_from(st.api.max_upload_bytes).unwrap_or(usize::MAX);
-    let t = table(upload);
-    let token = t.token.route_layer(middleware::from_fn_with_state(st.clone(), require_token));
-    let admin = t.admin.route_layer(middleware::from_fn_with_state(st.clone(), require_admin));
-    let attachment = if st.api.public_attachments {
-        t.attachment
-    } else {
-        t.attachment.route_layer(middleware::from_fn_with_state(st.clone(), require_token))
-    };
-    // Probes stay outside the concurrency limit: a busy API is still alive.
-    let busy = token.merge(admin).merge(attachment).route_layer(middleware::from_fn_with_state(st.clone(), bounded));
-    t.open
-        .merge(busy)
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(st.clone(), frame))
-        .with_state(st)
-}
-
-/// The listener a request came through, as the daemon names it
-/// (`127.0.0.1:8025`, `unix:/run/ticketd/api.sock`): a request extension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Arrival {
-    pub local: String,
-}
-
-/// What each configured listener is doing, for `/readyz`.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    state: std::sync::Mutex<std::collections::BTreeMap<String, Option<String>>>,
-}
-
-impl Listeners {
-    fn set(&self, name: &str, error: Option<String>) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), error);
-    }
-
-    /// Listener → the error that keeps it from serving (None: serving).
-    pub fn snapshot(&self) -> Vec<(String, Option<String>)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 enum Bound {

@@ -10,8 +10,9 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use super::AppState;
 use super::auth::{Principal, Token, Tokens};
-use super::server::{AppState, route_table, router};
+use super::routes::{route_table, router};
 use crate::config::Config;
 use crate::desk::{Desk, Item, Parts};
 use crate::outbox::templates::Templates;
@@ -288,7 +289,7 @@ async fn the_openapi_document_names_exactly_the_routes() {
         let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
         assert_eq!(op["x-ticketd-role"], spec.guard.role(), "{} {}", spec.method, spec.path);
     }
-    let admin: Vec<_> = route_table().into_iter().filter(|r| r.guard == crate::api::server::Guard::Admin).collect();
+    let admin: Vec<_> = route_table().into_iter().filter(|r| r.guard == crate::api::routes::Guard::Admin).collect();
     for must in [
         "/metrics",
         "/api/v1/outbox",

@@ -7,7 +7,6 @@ pub mod worker;
 
 use std::fmt::Debug;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -82,30 +81,9 @@ impl From<std::io::Error> for ImapError {
     }
 }
 
-/// rustls with the ring provider, Mozilla's roots, plus an optional private CA.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
 async fn tls_wrap(tcp: TcpStream, host: &str, ca: Option<&Path>) -> Result<ImapConn, ImapError> {
     let tls_err = |detail: String| ImapError::Tls { host: host.to_owned(), detail };
-    let cfg = tls_config(ca).map_err(tls_err)?;
+    let cfg = crate::tls::client_config(ca).map_err(tls_err)?;
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| tls_err(e.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.map_err(|e| tls_err(e.to_string()))?;
     Ok(Box::new(stream))

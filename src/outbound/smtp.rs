@@ -279,7 +279,7 @@ impl SmtpClient {
         };
         let mut conn = match cfg.tls {
             Tls::Implicit => {
-                let tls = crate::imap::tls_config(cfg.ca_file.as_deref()).map_err(SendError::Setup)?;
+                let tls = crate::tls::client_config(cfg.ca_file.as_deref()).map_err(SendError::Setup)?;
                 let name =
                     rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| tls_err(e.to_string()))?;
                 let stream = timed("TLS handshake", step, tokio_rustls::TlsConnector::from(tls).connect(name, tcp))
