@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use ticketd::api::auth::{Principal, Token, Tokens};
-use ticketd::api::http::HttpClient;
 use ticketd::api::server::Server;
+use ticketd::cli::http::HttpClient;
 use ticketd::config::{ApiConfig, Config, Listen};
 use ticketd::desk::{Desk, Item, Parts};
 use ticketd::imap::worker::Worker;
@@ -80,7 +80,7 @@ async fn serve(desk: &Desk, shutdown: &CancellationToken) -> HttpClient {
     let tokens = Tokens::from_values(vec![(Token::new(TOKEN), Principal::Admin)]);
     let server = Server::bind_with(desk.clone(), api, tokens).await.unwrap();
     let local = server.local().clone();
-    tokio::spawn(server.run(shutdown.clone()));
+    tokio::spawn(server.run(shutdown.clone(), Default::default()));
     HttpClient::new(local).with_token(Token::new(TOKEN))
 }
 

@@ -1,43 +1,56 @@
-//! `ticketd run`: opens the store, starts one worker per mailbox, the
-//! ingest task and the SMTP sender, tells systemd when it is ready, and
-//! drains cleanly on SIGTERM/SIGINT.
+//! `ticketd run`: opens the desk (its writer thread owns the store), starts
+//! one IMAP worker per mailbox, the SMTP sender, retention, the clock that
+//! drives time-based work, the status/watchdog loop and the API; tells
+//! systemd when it is ready; and drains when [`Control::stop`] is called.
+//! Signals are main's: here they arrive as intents, so a test can run the
+//! daemon in-process and stop it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Tls};
-use crate::desk::{Desk, Parts};
-use crate::health::Health;
+use crate::desk::Desk;
 use crate::imap::worker::Worker;
 use crate::outbound::sender::Sender;
-use crate::outbox::templates::Templates;
-use crate::store::Store;
 
-/// Under systemd's default TimeoutStopSec (90 s).
+/// Well under the unit's TimeoutStopSec (60 s): the drain ends first.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The desk secret from `desk.secret_file`; None without one (the desk
-/// then keeps a generated one in the store).
-pub fn load_secret(cfg: &Config) -> anyhow::Result<Option<Vec<u8>>> {
-    match &cfg.desk.secret_file {
-        Some(p) => {
-            let s = crate::config::read_secret_file(p)
-                .with_context(|| format!("reading desk.secret_file {}", p.display()))?;
-            Ok(Some(s.trim_ascii().to_vec()))
-        }
-        None => Ok(None),
+/// What the process asks of a running daemon (main maps signals to it).
+#[derive(Clone, Default)]
+pub struct Control {
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+}
+
+impl Control {
+    /// Drain and stop.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Re-read what may change without a restart (the API's token files).
+    pub fn reload(&self) {
+        self.reload.notify_waiters();
+    }
+
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await
     }
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs the daemon until `control` says stop (or a task fails).
+pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     for m in &cfg.mailboxes {
         if m.tls == Tls::None {
@@ -47,24 +60,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.smtp.tls == Tls::None && cfg.smtp.username.is_some() {
         warn!(host = %cfg.smtp.host, "smtp tls = \"none\" with AUTH: the password crosses the network in clear text");
     }
-    let store = Store::open(&cfg.store)?;
-    let secret = load_secret(&cfg)?;
-    let templates = Templates::load(cfg.desk.templates_dir.as_deref()).context("loading templates")?;
-    let wake = Arc::new(Notify::new());
-    let health = Health::default();
-    let started = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret,
-        templates,
-        wake: wake.clone(),
-        health: health.clone(),
-        daemon: true,
-    })?;
+    let started = Desk::open(cfg.clone(), true)?;
     let desk = started.desk;
+    let health = desk.health().clone();
+    let wake = desk.wake().clone();
     if started.unclean {
         warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
     }
+    // The tasks' own token: cancelled by Control, or when a task fails.
     let shutdown = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
@@ -109,7 +112,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "clock"
         });
     }
-    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: wake.clone(), shutdown: shutdown.clone() };
+    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake, shutdown: shutdown.clone() };
     tasks.spawn(async move {
         sender.run().await;
         "smtp sender"
@@ -152,11 +155,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "status"
         });
     }
-    // Bound before READY: the CLI can use it at once, and a taken port fails the start.
+    // Bound before READY: the CLI can use it at once.
     if let Some(api) = crate::api::server::Server::bind(&desk).await? {
         let stop = shutdown.clone();
+        let reload = control.reload.clone();
         tasks.spawn(async move {
-            api.run(stop).await;
+            api.run(stop, reload).await;
             "api server"
         });
     }
@@ -165,12 +169,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!(mailboxes = cfg.mailboxes.len(), db = %cfg.store.path.display(), "ticketd ready");
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut failed = false;
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing the message in hand, then stopping"),
-        _ = int.recv() => info!("SIGINT: finishing the message in hand, then stopping"),
+        _ = control.stopped() => {}
         _ = desk.writer_stopped() => {
             error!("the desk writer stopped unexpectedly; shutting down");
             failed = true;

@@ -14,6 +14,7 @@
 //! + Message-ID and content dedupe; our Message-IDs are deterministic).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod desk;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderName, Method, header};
 use serde_json::{Value, json};
 use ticketd::api::auth::Token;
-use ticketd::api::http::{Body, HttpClient, Reply};
+use ticketd::cli::http::{Body, HttpClient, Reply};
 
 use common::{ALICE_TOKEN, ApiAt, Daemon, Lab, all_seen, header as mail_header, wait_for_text};
 

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use common::{Daemon, Lab};
@@ -63,20 +62,9 @@ struct Running {
 
 fn run_in_process(config: &Path) -> Running {
     let cfg = Arc::new(Config::load(config).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let secret = ticketd::daemon::load_secret(&cfg).unwrap();
-    let wake = Arc::new(Notify::new());
-    let desk = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret,
-        templates: Templates::default(),
-        wake: wake.clone(),
-        health: Default::default(),
-        daemon: true,
-    })
-    .unwrap()
-    .desk;
+    let desk = Desk::open(cfg.clone(), true).unwrap().desk;
+    let store = desk.store().clone();
+    let wake = desk.wake().clone();
     let shutdown = CancellationToken::new();
     let worker = Worker {
         mb: cfg.mailboxes[0].clone(),

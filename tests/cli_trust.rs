@@ -133,7 +133,7 @@ async fn a_squatter_on_the_api_port_never_gets_the_admin_token() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let sock = ticketd::config::Listen::Unix(daemon.dir.path().join("cli.sock"));
-    let api = ticketd::api::http::HttpClient::new(sock);
+    let api = ticketd::cli::http::HttpClient::new(sock);
     let ready: serde_json::Value = serde_json::from_slice(&api.get("/readyz").await.unwrap().body).unwrap();
     let name = format!("127.0.0.1:{port}");
     assert_eq!(ready["listeners"][&name]["ok"], false, "{ready:#}");

@@ -116,7 +116,7 @@ fn fill_leaving(dir: &std::path::Path, free: u64) -> std::path::PathBuf {
     filler
 }
 
-async fn mailbox_state(api: &ticketd::api::http::HttpClient) -> String {
+async fn mailbox_state(api: &ticketd::cli::http::HttpClient) -> String {
     let r = api.get("/readyz").await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     v["mailboxes"]["support"]["state"].as_str().unwrap_or("").to_owned()

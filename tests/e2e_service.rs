@@ -95,3 +95,51 @@ async fn systemd_hears_ready_and_stopping() {
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// Signals are the process's intents: SIGHUP reads the token files again
+/// (a rotated agent token works without a restart, the old one stops
+/// working); a second SIGTERM while the first drains quits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_tokens_and_a_second_sigterm_quits_at_once() {
+    use std::io::Write;
+    let lab = Lab::start();
+    let mut daemon = Daemon::start_api(&lab, common::ApiAt::Tcp);
+    let listen = daemon.listen();
+    let as_alice = |token: &str| {
+        ticketd::cli::http::HttpClient::new(listen.clone()).with_token(ticketd::api::auth::Token::new(token))
+    };
+    assert_eq!(as_alice(common::ALICE_TOKEN).get("/api/v1/tickets").await.unwrap().status, 200);
+    let rotated = "alice-rotated-token-0123456789abcdef";
+    std::fs::write(daemon.dir.path().join("api-alice"), format!("{rotated}\n")).unwrap();
+    let hup = std::process::Command::new("kill").arg("-HUP").arg(daemon.pid().to_string()).status().unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while as_alice(rotated).get("/api/v1/tickets").await.unwrap().status != 200 {
+        assert!(std::time::Instant::now() < deadline, "the rotated token never worked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(as_alice(common::ALICE_TOKEN).get("/api/v1/tickets").await.unwrap().status, 401, "the old one is gone");
+    assert!(daemon.running(), "SIGHUP stops nothing");
+
+    // A request that never finishes keeps the drain busy (up to its grace).
+    let addr = match daemon.listen() {
+        ticketd::config::Listen::Tcp(a) => a,
+        other => panic!("{other}"),
+    };
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/v1/tickets/1/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        common::ADMIN_TOKEN
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = daemon.pid().to_string();
+    let term = || std::process::Command::new("kill").arg("-TERM").arg(&pid).status().unwrap();
+    assert!(term().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(daemon.running(), "the first SIGTERM drains");
+    assert!(term().success());
+    let status = daemon.wait(Duration::from_secs(5)).expect("the second SIGTERM quits at once");
+    assert!(!status.success(), "quitting without a drain is not a clean stop: {status}");
+    assert!(daemon.log_text().contains("again: quitting now"), "{}", daemon.log_text());
+}

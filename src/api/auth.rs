@@ -83,7 +83,8 @@ pub struct Caller {
 }
 
 pub struct Tokens {
-    known: Vec<([u8; 32], Principal)>,
+    /// Swapped whole when the files are read again (SIGHUP).
+    known: std::sync::RwLock<Vec<([u8; 32], Principal)>>,
 }
 
 /// The header carrying the CLI's challenge to a daemon over TCP.
@@ -112,7 +113,7 @@ pub fn expected_proof(admin: &Token, challenge: &str, local: &str) -> String {
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tokens({} known)", self.known.len())
+        write!(f, "Tokens({} known)", self.known.read().unwrap_or_else(|e| e.into_inner()).len())
     }
 }
 
@@ -123,6 +124,17 @@ fn digest(s: &str) -> [u8; 32] {
 impl Tokens {
     /// Reads the admin token and every agent's.
     pub fn load(api: &ApiConfig) -> Result<Tokens, TokenError> {
+        Ok(Tokens { known: std::sync::RwLock::new(Self::read_all(api)?) })
+    }
+
+    /// Reads the token files again; on any error the old tokens stay.
+    pub fn reload(&self, api: &ApiConfig) -> Result<(), TokenError> {
+        let fresh = Self::read_all(api)?;
+        *self.known.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn read_all(api: &ApiConfig) -> Result<Vec<([u8; 32], Principal)>, TokenError> {
         let mut files = vec![(api.token_file.clone(), Principal::Admin)];
         files.extend(api.agent_tokens.iter().map(|(id, p)| (p.clone(), Principal::Agent(id.clone()))));
         let mut known: Vec<([u8; 32], Principal)> = Vec::new();
@@ -135,17 +147,18 @@ impl Tokens {
             known.push((d, who));
             paths.push(path);
         }
-        Ok(Tokens { known })
+        Ok(known)
     }
 
     /// For tests and the benchmark: tokens given directly.
     pub fn from_values(values: Vec<(Token, Principal)>) -> Tokens {
-        Tokens { known: values.into_iter().map(|(t, p)| (digest(t.expose()), p)).collect() }
+        Tokens { known: std::sync::RwLock::new(values.into_iter().map(|(t, p)| (digest(t.expose()), p)).collect()) }
     }
 
     /// The daemon's answer to a challenge (see [`proof`]); none without an admin token.
     pub fn prove(&self, challenge: &str, local: &str) -> Option<String> {
-        let (key, _) = self.known.iter().find(|(_, p)| *p == Principal::Admin)?;
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        let (key, _) = known.iter().find(|(_, p)| *p == Principal::Admin)?;
         Some(proof(key, challenge, local))
     }
 
@@ -153,7 +166,7 @@ impl Tokens {
     pub fn check(&self, presented: &str) -> Option<Principal> {
         let d = digest(presented);
         let mut found = None;
-        for (k, who) in &self.known {
+        for (k, who) in self.known.read().unwrap_or_else(|e| e.into_inner()).iter() {
             if bool::from(k.ct_eq(&d)) {
                 found = Some(who.clone());
             }

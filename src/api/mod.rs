@@ -6,10 +6,8 @@
 //! and answer shapes the CLI's client reads too.
 
 pub mod auth;
-pub mod client;
 pub mod error;
 pub mod guard;
-pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod probes;

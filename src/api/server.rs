@@ -54,6 +54,7 @@ enum Slot {
 pub struct Server {
     slots: Vec<Slot>,
     app: Router,
+    tokens: Arc<Tokens>,
     local: Listen,
     api: Arc<ApiConfig>,
     listeners: Arc<Listeners>,
@@ -147,14 +148,9 @@ impl Server {
         }
         let api = Arc::new(api);
         let permits = Arc::new(tokio::sync::Semaphore::new(api.concurrency));
-        let app = router(AppState {
-            desk,
-            tokens: Arc::new(tokens),
-            api: api.clone(),
-            listeners: listeners.clone(),
-            permits,
-        });
-        Ok(Server { slots, app, local, api, listeners })
+        let tokens = Arc::new(tokens);
+        let st = AppState { desk, tokens: tokens.clone(), api: api.clone(), listeners: listeners.clone(), permits };
+        Ok(Server { slots, app: router(st), tokens, local, api, listeners })
     }
 
     /// Where it listens (the real port when the config said 0).
@@ -164,7 +160,24 @@ impl Server {
 
     /// Serves until `shutdown`, then stops accepting and lets running
     /// requests finish (at most [`GRACE`]).
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken, reload: Arc<tokio::sync::Notify>) {
+        {
+            // SIGHUP: the token files are read again (a new agent, a
+            // rotated token) without a restart.
+            let (tokens, api, stop) = (self.tokens.clone(), self.api.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = reload.notified() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    match tokens.reload(&api) {
+                        Ok(()) => info!("API token files read again"),
+                        Err(e) => error!(error = %e, "reading the API token files again failed; the old tokens stay"),
+                    }
+                }
+            });
+        }
         let shared = Arc::new(Shared {
             app: self.app,
             conns: Arc::new(tokio::sync::Semaphore::new(self.api.max_connections)),

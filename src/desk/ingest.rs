@@ -17,9 +17,7 @@ use super::tx::Tx;
 use super::writer::Writer;
 use crate::mail::InboundMail;
 use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keys};
-use crate::triage::{
-    Context, Decision, Effect, Outcome, Snapshot, ack_key, agent_notify_key, decide, identity, notify_key,
-};
+use crate::triage::{Context, Decision, Effect, Outcome, Snapshot, ack_key, agent_notify_key, decide, notify_key};
 
 /// Deaths with one message in hand (in careful mode) before it is
 /// quarantined unread. Two: one crash may be bad luck (a kill, a power cut),
@@ -104,16 +102,14 @@ fn dedupe(tx: &Tx<'_>, mail: &InboundMail) -> Result<(String, Option<IngestRecor
 
 pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<Utc>) -> Result<Lookup, StoreError> {
     let (dedupe_key, duplicate_of) = dedupe(tx, mail)?;
-    let domain = &w.cfg.desk.message_id_domain;
-    let own_mail = match &mail.message_id {
-        Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.is_some(),
-        _ => false,
+    // Which ids to ask about, and in which order, is triage's.
+    let q = crate::triage::thread::questions(mail, &w.tokens, &w.cfg.desk.message_id_domain);
+    let own_mail = match q.own_id {
+        Some(id) => tx.our_mail(id)?.is_some(),
+        None => false,
     };
-    // A report's embedded Message-ID counts only when a mail system sent it.
-    let from_daemon = mail.auto.null_return_path || mail.auto.daemon_sender;
-    let bounced = mail.report.as_ref().filter(|_| from_daemon).and_then(|r| r.original_message_id.as_deref());
     let mut by_thread = None;
-    for id in bounced.into_iter().chain(mail.parent_ids()) {
+    for id in &q.thread {
         if let Some(n) = tx.ticket_by_message_id(id)? {
             by_thread = tx.ticket(n)?;
             if by_thread.is_some() {
@@ -121,19 +117,19 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
             }
         }
     }
-    let by_token = match w.tokens.find(&mail.subject) {
+    let by_token = match q.token {
         Some(n) if by_thread.as_ref().is_none_or(|t| t.number != n) => tx.ticket(n)?,
         _ => None,
     };
     let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
     let recent = |key: &str| -> Result<u32, StoreError> { Ok(tx.recent(key)?.count(now)) };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
-    let bounced_mail = match bounced {
-        Some(id) if identity::is_our_id(id, domain) => tx.our_mail(id)?.map(|(_, e)| Box::new(e.mail)),
-        _ => None,
+    let bounced_mail = match q.bounced {
+        Some(id) => tx.our_mail(id)?.map(|(_, e)| Box::new(e.mail)),
+        None => None,
     };
     let mut parent_mail = None;
-    for id in mail.parent_ids().filter(|id| identity::is_our_id(id, domain)) {
+    for id in &q.ours {
         if let Some((_, e)) = tx.our_mail(id)? {
             parent_mail = Some(Box::new(e.mail));
             break;
@@ -163,17 +159,6 @@ pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<
         bounced_mail,
     };
     Ok(Lookup { snap, dedupe_key, duplicate_of })
-}
-
-fn quarantine(reason: String) -> Decision {
-    Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason }] }
-}
-
-/// Mail quarantined unread is known only by its bytes: the same bytes again
-/// (an import run twice, a mailbox read anew after a UIDVALIDITY change)
-/// are a copy, not a second quarantine entry.
-fn copy() -> Decision {
-    Decision { outcome: Outcome::Duplicate, effects: Vec::new() }
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -254,7 +239,7 @@ impl Writer {
                     let reason = format!(
                         "ticketd stopped unexpectedly {deaths} times while handling this message; it is kept here unread so the mailbox can go on"
                     );
-                    apply(&mut tx, Some(&origin), None, &quarantine(reason), Utc::now().trunc_subsecs(0))?;
+                    apply(&mut tx, Some(&origin), None, &Decision::quarantine(reason), Utc::now().trunc_subsecs(0))?;
                     self.health.count_message(mailbox, Outcome::Quarantined.code());
                 } else {
                     let mut marker = Tx::new(&store);
@@ -299,7 +284,13 @@ impl Writer {
                 );
                 let raw_sha256 = sha256_hex(header);
                 let dedupe_key = format!("toolarge:{raw_sha256}");
-                let decision = if tx.ingested(dedupe_key.as_bytes())?.is_some() { copy() } else { quarantine(reason) };
+                // Known only by its bytes: the same bytes again (an import
+                // run twice, a mailbox read anew) are a copy.
+                let decision = if tx.ingested(dedupe_key.as_bytes())?.is_some() {
+                    Decision::duplicate()
+                } else {
+                    Decision::quarantine(reason)
+                };
                 let origin = Origin {
                     mailbox,
                     uid_validity,
@@ -370,11 +361,11 @@ impl Writer {
         let (mail, found, decision) = match read {
             Ok(Ok(Ok((mail, found, d)))) => (Some(mail), Some(found), d),
             Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => (None, None, quarantine(format!("unparseable: {e}"))),
+            Ok(Err(e)) => (None, None, Decision::quarantine(format!("unparseable: {e}"))),
             Err(panic) => {
                 let what = panic_text(panic.as_ref());
                 error!(mailbox, uid, panic = %what, "internal error while reading a message: quarantined, the mailbox goes on");
-                (None, None, quarantine(format!("internal error while reading this message: {what}")))
+                (None, None, Decision::quarantine(format!("internal error while reading this message: {what}")))
             }
         };
         // Parsing hashed the bytes already.
@@ -383,7 +374,11 @@ impl Writer {
             Some(f) => f.dedupe_key.clone(),
             None => format!("sha256:{raw_sha256}"),
         };
-        let decision = if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() { copy() } else { decision };
+        let decision = if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() {
+            Decision::duplicate()
+        } else {
+            decision
+        };
         let origin = Origin {
             mailbox,
             uid_validity,

@@ -152,9 +152,21 @@ pub struct Desk {
     /// The desk's HMAC key (agent proofs, our Message-IDs, backup signatures).
     secret: Arc<[u8]>,
     health: Health,
+    /// Woken when mail was queued (the SMTP sender waits on it).
+    wake: Arc<Notify>,
     jobs: mpsc::Sender<writer::Job>,
     changes: tokio::sync::broadcast::Sender<Changes>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading desk.secret_file {}: {source}", path.display())]
+    Secret { path: std::path::PathBuf, source: std::io::Error },
+    #[error("loading the templates: {0}")]
+    Templates(String),
 }
 
 pub struct Started {
@@ -164,11 +176,33 @@ pub struct Started {
 }
 
 impl Desk {
+    /// Opens the store `cfg` names and starts the desk on it, with the
+    /// secret of `desk.secret_file` (else the store's own) and the
+    /// templates: the one wiring the daemon and the CLI share. `daemon`
+    /// marks the store in use, so an unclean stop is noticed at the next start.
+    pub fn open(cfg: Arc<Config>, daemon: bool) -> Result<Started, OpenError> {
+        let secret = match &cfg.desk.secret_file {
+            Some(p) => Some(
+                crate::config::read_secret_file(p)
+                    .map_err(|source| OpenError::Secret { path: p.clone(), source })?
+                    .trim_ascii()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        let templates =
+            Templates::load(cfg.desk.templates_dir.as_deref()).map_err(|e| OpenError::Templates(e.to_string()))?;
+        let store = Store::open(&cfg.store)?;
+        let parts =
+            Parts { cfg, store, secret, templates, wake: Default::default(), health: Health::default(), daemon };
+        Ok(Desk::start(parts)?)
+    }
+
     /// Starts the writer (which takes the store's one committer).
     pub fn start(parts: Parts) -> Result<Started, StoreError> {
         let Parts { cfg, store, secret, templates, wake, health, daemon } = parts;
         let writer::Opened { writer, unclean } =
-            writer::Writer::open(cfg.clone(), store.clone(), secret, templates, wake, health.clone(), daemon)?;
+            writer::Writer::open(cfg.clone(), store.clone(), secret, templates, wake.clone(), health.clone(), daemon)?;
         let secret: Arc<[u8]> = writer.secret().into();
         let changes = writer.changes();
         let (jobs, rx) = mpsc::channel(QUEUE);
@@ -177,7 +211,7 @@ impl Desk {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Started {
-            desk: Desk { store, cfg, secret, health, jobs, changes, thread: Arc::new(Mutex::new(Some(thread))) },
+            desk: Desk { store, cfg, secret, health, wake, jobs, changes, thread: Arc::new(Mutex::new(Some(thread))) },
             unclean,
         })
     }
@@ -201,6 +235,11 @@ impl Desk {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Notified when mail was queued.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
     }
 
     /// Resolves when the writer has stopped (after [`Desk::end_run`], or

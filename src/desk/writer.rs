@@ -775,11 +775,7 @@ impl Writer {
                 advance_cursor: false,
                 clear_in_hand: false,
             };
-            let d = crate::triage::Decision {
-                outcome: crate::triage::Outcome::Quarantined,
-                effects: vec![crate::triage::Effect::Quarantine { reason }],
-            };
-            apply(tx, Some(&origin), None, &d, now)?;
+            apply(tx, Some(&origin), None, &crate::triage::Decision::quarantine(reason), now)?;
             return outcome_of(tx, before);
         };
         let found = super::ingest::lookup(self, tx, &mail, now)?;

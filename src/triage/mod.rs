@@ -8,6 +8,7 @@ pub mod act;
 pub mod commands;
 pub mod identity;
 pub mod outgoing;
+pub mod thread;
 pub mod token;
 
 use chrono::{DateTime, Utc};
@@ -172,6 +173,17 @@ impl Decision {
         Decision { outcome, effects: Vec::new() }
     }
 
+    /// Kept raw with the reason, to be looked at (and retried) by a person:
+    /// the one way a quarantine is decided.
+    pub fn quarantine(reason: impl Into<String>) -> Decision {
+        Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason: reason.into() }] }
+    }
+
+    /// A copy of a mail already handled: nothing to do beyond moving on.
+    pub fn duplicate() -> Decision {
+        Decision::only(Outcome::Duplicate)
+    }
+
     pub fn outbox(&self) -> impl Iterator<Item = &OutMail> {
         self.effects.iter().filter_map(|e| match e {
             Effect::Send(m) => Some(m.as_ref()),
@@ -208,7 +220,7 @@ pub fn agent_notify_key(agent: &str) -> String {
 
 pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
     if snap.duplicate {
-        return Decision::only(Outcome::Duplicate);
+        return Decision::duplicate();
     }
     // Only a Message-ID we really generated is our mail; a look-alike from
     // outside is ordinary mail.
@@ -217,15 +229,14 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
     }
     let Some(from) = mail.from.clone() else {
         let why = mail.from_problem.as_deref().unwrap_or("no usable From address");
-        return quarantine(&format!("no usable sender: {why}"));
+        return Decision::quarantine(format!("no usable sender: {why}"));
     };
     if let Some(report) = &mail.report {
         // Believed only when it looks like a real one: from a mail system
         // (null return path, MAILER-DAEMON/postmaster) about a mail we sent
         // to the very recipient it names. Anything else is ordinary mail:
         // nobody writes "system" entries by sending a multipart/report.
-        let from_daemon = mail.auto.null_return_path || mail.auto.daemon_sender;
-        if from_daemon {
+        if thread::from_mail_system(mail) {
             let ours = snap.bounced_mail.as_deref();
             let names_rcpt = |m: &OutMail| {
                 report.final_recipient.as_deref().is_some_and(|r| m.to.iter().any(|t| t.eq_ignore_ascii_case(r)))
@@ -243,7 +254,7 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
                 (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) && proves(rec) => {
                     bounce(mail, report, rec, now)
                 }
-                _ => quarantine("delivery report that references no mail of ours to that recipient"),
+                _ => Decision::quarantine("delivery report that references no mail of ours to that recipient"),
             };
         }
     }
@@ -291,10 +302,6 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
         return d.new_ticket(false, Some(rec));
     }
     d.user_reply(rec, automatic)
-}
-
-fn quarantine(reason: &str) -> Decision {
-    Decision { outcome: Outcome::Quarantined, effects: vec![Effect::Quarantine { reason: reason.to_owned() }] }
 }
 
 fn bounce(

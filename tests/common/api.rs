@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ticketd::api::auth::Token;
-use ticketd::api::http::HttpClient;
+use ticketd::cli::http::HttpClient;
 use ticketd::config::{Config, Listen};
 
 use super::{Daemon, Lab, config_text_with};

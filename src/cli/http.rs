@@ -19,7 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::auth::{ACT_AS, CHALLENGE, Token, expected_proof};
+use crate::api::auth::{ACT_AS, CHALLENGE, Token, expected_proof};
 use crate::config::Listen;
 
 /// Largest response read (a big mbox, a long export page).

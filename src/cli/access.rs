@@ -13,15 +13,14 @@ use anyhow::anyhow;
 use axum::http::{HeaderName, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use super::auth::read_token;
-use super::error::ErrorBody;
 use super::http::{Body, HttpClient, HttpError, Reply, Trust};
-use super::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
+use crate::api::auth::read_token;
+use crate::api::error::ErrorBody;
+use crate::api::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
 use crate::config::{ApiConfig, Config, Listen};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
-use crate::desk::{ActorRef, Desk, DeskError, Parts, RetryOutcome, Upload};
-use crate::outbox::templates::Templates;
-use crate::store::{Store, StoreError};
+use crate::desk::{ActorRef, Desk, DeskError, OpenError, RetryOutcome, Upload};
+use crate::store::StoreError;
 use crate::ticket::Ticket;
 use crate::triage::act::Action;
 
@@ -60,9 +59,9 @@ impl Access {
     /// the daemon's API, verified before the admin token is sent.
     pub async fn open(cfg: Config) -> anyhow::Result<Access> {
         let cfg = Arc::new(cfg);
-        let store = match Store::open(&cfg.store) {
-            Ok(s) => s,
-            Err(StoreError::Locked(path)) => {
+        match Desk::open(cfg.clone(), false) {
+            Ok(started) => Ok(Access::Local(started.desk)),
+            Err(OpenError::Store(StoreError::Locked(path))) => {
                 let Some(api) = &cfg.api else {
                     return Err(anyhow!(
                         "the store {} is in use by the running daemon, and this config has no [api] section for the CLI to talk to it: add [api] (see the example config) and restart the daemon",
@@ -75,22 +74,10 @@ impl Access {
                         path.display()
                     )
                 })?;
-                return Ok(Access::Remote(remote));
+                Ok(Access::Remote(remote))
             }
-            Err(e) => return Err(e.into()),
-        };
-        let secret = crate::daemon::load_secret(&cfg)?;
-        let templates = Templates::load(cfg.desk.templates_dir.as_deref())?;
-        let started = Desk::start(Parts {
-            cfg,
-            store,
-            secret,
-            templates,
-            wake: Default::default(),
-            health: Default::default(),
-            daemon: false,
-        })?;
-        Ok(Access::Local(started.desk))
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Lets a local writer finish what it was asked.
