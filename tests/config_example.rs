@@ -1,8 +1,11 @@
 //! `config/ticketd.example.toml` documents every key: loading it, with
 //! every commented-out key switched on, finds no unknown key, and the only
 //! complaints are the credential files that do not exist on a test machine.
+//! Where a key's comment states its default, the value written is the one
+//! ticketd uses without it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 
 use ticketd::config::{Config, ConfigError};
 use ticketd::ticket::{Category, Priority};
@@ -67,21 +70,41 @@ fn check_config_prints_every_problem_and_fails() {
     assert!(err.contains("6 problem(s)"), "{err}");
 }
 
-/// The example's rules as ticketd compiles them. The credential files the
-/// example names are made in a temp dir standing in for
-/// /etc/ticketd/credentials/, so the file loads without a problem.
-fn example_rules() -> Vec<ticketd::config::Rule> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ticketd.example.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let creds = dir.path().join("credentials");
-    std::fs::create_dir(&creds).unwrap();
-    for name in ["smtp", "imap-support", "secret"] {
-        std::fs::write(creds.join(name), "0123456789abcdef0123456789abcdef").unwrap();
+/// `config/ticketd.example.toml`, with the credential files it names made in
+/// a temp dir standing in for /etc/ticketd/credentials/, so it loads
+/// without a problem.
+struct Example {
+    dir: tempfile::TempDir,
+    text: String,
+}
+
+impl Example {
+    fn new() -> Example {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/ticketd.example.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        std::fs::create_dir(&creds).unwrap();
+        for name in ["smtp", "imap-support", "secret", "api-token"] {
+            std::fs::write(creds.join(name), "0123456789abcdef0123456789abcdef").unwrap();
+            std::fs::set_permissions(creds.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let text = text.replace("/etc/ticketd/credentials/", &format!("{}/", creds.display()));
+        Example { dir, text }
     }
-    let text = text.replace("/etc/ticketd/credentials/", &format!("{}/", creds.display()));
-    let path = dir.path().join("ticketd.toml");
-    std::fs::write(&path, text).unwrap();
-    Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}")).rules
+
+    /// `text` (the example, or the example changed) as ticketd loads it.
+    fn load(&self, text: &str) -> Config {
+        let path = self.dir.path().join("ticketd.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(&path, Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// The example's rules as ticketd compiles them.
+fn example_rules() -> Vec<ticketd::config::Rule> {
+    let example = Example::new();
+    example.load(&example.text).rules
 }
 
 /// What one example rule sets, subjects it must match, subjects it must not.
@@ -144,4 +167,98 @@ fn the_example_rules_match_whole_words_only() {
     };
     assert!(!urgent("Cannot download my invoice"));
     assert!(urgent("Site is down"));
+}
+
+/// A key written in the example (not commented out) under a comment that
+/// states its default: `line` is its index in the file.
+struct Documented {
+    path: String,
+    line: usize,
+}
+
+/// `key` of an active `key = value` line.
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once(" = ")?;
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).then_some(key)
+}
+
+/// "Default 5.", "Default: the address.", `"tls" (default)`; not "Defaults for".
+fn states_default(comment: &str) -> bool {
+    let lower = comment.to_ascii_lowercase();
+    lower.match_indices("default").any(|(i, w)| {
+        let before = lower[..i].chars().next_back();
+        let after = lower[i + w.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphabetic()) && !after.is_some_and(|c| c.is_ascii_alphabetic())
+    })
+}
+
+/// Every active key whose comment block (the `#` lines right above it, up to
+/// a blank line or a commented-out key) states a default.
+fn documented_defaults(text: &str) -> Vec<Documented> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut section = String::new();
+    let mut entries: HashMap<String, usize> = HashMap::new();
+    let mut found = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let count = entries.entry(name.to_owned()).or_default();
+            section = format!("{name}[{count}]");
+            *count += 1;
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let Some(key) = key_of(line) else { continue };
+        let mut comment = lines[..n]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#') && l.strip_prefix("# ").and_then(key_of).is_none());
+        if comment.any(|l| states_default(l)) {
+            found.push(Documented { path: format!("{section}.{key}"), line: n });
+        }
+    }
+    found
+}
+
+/// The lines of `a` that `b` lacks.
+fn only<'a>(a: &'a str, b: &str) -> Vec<&'a str> {
+    a.lines().filter(|l| !b.lines().any(|m| m == *l)).map(str::trim).collect()
+}
+
+/// Where two `{:#?}` of a config differ, side by side.
+fn differences(written: &str, default: &str) -> String {
+    format!("  as written: {:?}\n  without it: {:?}", only(written, default), only(default, written))
+}
+
+#[test]
+fn the_example_writes_each_documented_default() {
+    let example = Example::new();
+    let documented = documented_defaults(&example.text);
+    assert!(!documented.is_empty(), "no key of the example states a default: the comment parser is broken");
+    let lines: Vec<&str> = example.text.lines().collect();
+    let written = format!("{:#?}", example.load(&example.text));
+    let without = |drop: &[usize]| {
+        let kept: Vec<&str> = lines.iter().enumerate().filter(|(n, _)| !drop.contains(n)).map(|(_, l)| *l).collect();
+        format!("{:#?}", example.load(&kept.join("\n")))
+    };
+    let mut wrong = Vec::new();
+    for d in &documented {
+        let default = without(&[d.line]);
+        if default != written {
+            wrong.push(format!(
+                "{} (line {}: {}) is not ticketd's default:\n{}",
+                d.path,
+                d.line + 1,
+                lines[d.line],
+                differences(&written, &default)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "the example and the code disagree:\n{}", wrong.join("\n"));
+    let all: Vec<usize> = documented.iter().map(|d| d.line).collect();
+    assert_eq!(without(&all), written, "the example without every documented default loads as the example");
+    let paths: Vec<&str> = documented.iter().map(|d| d.path.as_str()).collect();
+    eprintln!("{} documented defaults compared: {}", paths.len(), paths.join(", "));
 }
