@@ -25,6 +25,7 @@ pub mod imap;
 pub mod mail;
 pub mod outbound;
 pub mod outbox;
+pub mod sla;
 pub mod store;
 pub mod text;
 pub mod ticket;
