@@ -23,6 +23,7 @@ pub mod health;
 pub mod imap;
 pub mod mail;
 pub mod outbound;
+pub mod spam;
 pub mod store;
 pub mod text;
 pub mod ticket;
