@@ -13,7 +13,9 @@ readonly MAIL_USER=ticketd-lab
 # from the API in the demo.
 # prometheus: its promtool checks a real /metrics scrape (tests/api.rs); the
 # Prometheus server itself is neither configured nor started.
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl)
+# rspamd: scripts/rspamd-lab.sh runs a private one for the spam tests
+# (tests/spam_rspamd.rs); the system rspamd is neither configured nor started.
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl rspamd)
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -34,9 +36,11 @@ fail() {
 
 missing() {
     local b
-    for b in dovecot doveadm postfix postconf openssl python3 promtool curl; do
+    for b in dovecot doveadm postfix postconf openssl python3 promtool curl rspamd; do
         command -v "$b" >/dev/null 2>&1 || return 0
     done
+    # The lab runs rspamd as the package's user.
+    id -u _rspamd >/dev/null 2>&1 || return 0
     # Binaries of dovecot-imapd, dovecot-lmtpd and dovecot-sieve.
     [[ -x /usr/lib/dovecot/imap && -x /usr/lib/dovecot/lmtp ]] || return 0
     [[ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ]] || return 0
@@ -67,10 +71,10 @@ if missing; then
     [[ -n $ok ]] || fail "apt-get install ${PACKAGES[*]} failed:"
     if missing; then fail "packages installed but binaries still missing:"; fi
     # Under systemd the new units would still start at boot (and hold ports
-    # 25/143/993): the labs need none of that. A system MTA that was there
+    # 25/143/993/11333): the labs need none of that. A system MTA that was there
     # before this script is left alone.
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-        systemctl disable --now dovecot.service postfix.service prometheus.service >>"$log" 2>&1 || true
+        systemctl disable --now dovecot.service postfix.service prometheus.service rspamd.service >>"$log" 2>&1 || true
     fi
 fi
 

@@ -26,6 +26,7 @@ pub mod mail;
 pub mod outbound;
 pub mod outbox;
 pub mod sla;
+pub mod spam;
 pub mod store;
 pub mod text;
 pub mod ticket;

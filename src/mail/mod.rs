@@ -46,10 +46,62 @@ pub const MAX_AUTH_RESULTS: usize = 20;
 /// Received and Authentication-Results headers kept, from the top.
 pub const MAX_TRACE: usize = 100;
 
+/// Verdict headers kept per header name (the topmost), for [`crate::spam`].
+pub const MAX_VERDICT_HEADERS: usize = 10;
+/// Bytes of a verdict header's raw value kept; the verdict and the score
+/// stand at its start.
+pub const MAX_VERDICT_VALUE: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceKind {
     Received,
     AuthResults,
+    /// A spam filter's verdict header; which of them count is
+    /// [`crate::spam::verdict`]'s to decide from where they stand.
+    Verdict(VerdictHeader),
+}
+
+/// The verdict headers of SpamAssassin and rspamd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictHeader {
+    /// `X-Spam-Flag: YES` (SpamAssassin, spam only).
+    SpamFlag,
+    /// `X-Spam-Status: Yes, score=7.3 required=5.0 tests=...` (SpamAssassin; rspamd optionally).
+    SpamStatus,
+    /// `X-Spam-Score: 7.3` (SpamAssassin when configured, amavis).
+    SpamScore,
+    /// `X-Spam: Yes` (rspamd's milter for "add header").
+    Spam,
+    /// `X-Spamd-Result: default: True [12.40 / 15.00]; SYMBOL(1.00)...` (rspamd).
+    SpamdResult,
+    /// `X-Rspamd-Action: add header` (rspamd).
+    RspamdAction,
+}
+
+impl VerdictHeader {
+    pub const ALL: [VerdictHeader; 6] = [
+        VerdictHeader::SpamFlag,
+        VerdictHeader::SpamStatus,
+        VerdictHeader::SpamScore,
+        VerdictHeader::Spam,
+        VerdictHeader::SpamdResult,
+        VerdictHeader::RspamdAction,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictHeader::SpamFlag => "X-Spam-Flag",
+            VerdictHeader::SpamStatus => "X-Spam-Status",
+            VerdictHeader::SpamScore => "X-Spam-Score",
+            VerdictHeader::Spam => "X-Spam",
+            VerdictHeader::SpamdResult => "X-Spamd-Result",
+            VerdictHeader::RspamdAction => "X-Rspamd-Action",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<VerdictHeader> {
+        VerdictHeader::ALL.into_iter().find(|h| h.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// One trace header: who handled the mail, or what they found.
@@ -168,7 +220,8 @@ pub struct InboundMail {
     pub report: Option<DeliveryReport>,
     /// Raw values of every `Authentication-Results` header, top first.
     pub auth_results: Vec<String>,
-    /// `Received` and `Authentication-Results` headers in order, top first.
+    /// `Received`, `Authentication-Results` and spam verdict headers in
+    /// order, top first.
     pub trace: Vec<Trace>,
     /// The `X-Ticketd-Ticket` header we put on our own mail.
     pub ticketd_header: Option<String>,
@@ -249,22 +302,36 @@ impl InboundMail {
         };
 
         // Received and Authentication-Results in order, top first: which
-        // results our own border added is told by where they stand.
+        // results our own border added is told by where they stand. The
+        // spam verdict headers go in between where they stand, under their
+        // own bound per name, so a flood of one kind never pushes out
+        // another.
+        let mut kept = (0usize, [0usize; VerdictHeader::ALL.len()]);
         let trace: Vec<Trace> = msg
             .headers()
             .iter()
             .filter_map(|h| {
-                let kind = if h.name().eq_ignore_ascii_case("Authentication-Results") {
-                    TraceKind::AuthResults
+                let (kind, limit, max_value) = if h.name().eq_ignore_ascii_case("Authentication-Results") {
+                    (TraceKind::AuthResults, MAX_TRACE, usize::MAX)
                 } else if h.name().eq_ignore_ascii_case("Received") {
-                    TraceKind::Received
+                    (TraceKind::Received, MAX_TRACE, usize::MAX)
+                } else if let Some(v) = VerdictHeader::from_name(h.name()) {
+                    (TraceKind::Verdict(v), MAX_VERDICT_HEADERS, MAX_VERDICT_VALUE)
                 } else {
                     return None;
                 };
+                let count = match kind {
+                    TraceKind::Verdict(v) => &mut kept.1[v as usize],
+                    TraceKind::Received | TraceKind::AuthResults => &mut kept.0,
+                };
+                if *count >= limit {
+                    return None;
+                }
                 let raw = header.get(h.offset_start() as usize..h.offset_end() as usize)?;
+                let raw = &raw[..raw.len().min(max_value)];
+                *count += 1;
                 Some(Trace { kind, value: clean_line(&String::from_utf8_lossy(raw)) })
             })
-            .take(MAX_TRACE)
             .collect();
         let mut auth_results: Vec<String> =
             trace.iter().filter(|t| t.kind == TraceKind::AuthResults).map(|t| t.value.clone()).collect();
