@@ -42,7 +42,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::writer::{Job, Writer};
+use super::writer::Job;
 use super::{Desk, DeskError};
 use crate::store::{BlobKind, Get, Scan, Store, StoreError, Table, WriteSet, keys};
 
@@ -302,44 +302,47 @@ pub struct Snapshot {
     _copy: BlobCopy,
 }
 
-impl Writer {
-    /// Copies every table to `dir` (the writer's job: no commit can come
-    /// between two tables).
-    pub(super) fn snapshot(&self, dir: &Path) -> Result<Snapshot, BackupError> {
-        let copy = BlobCopy::start(&self.blob_copies);
-        let created = Utc::now().trunc_subsecs(0);
-        let mut tables = Vec::new();
-        let mut seen = 0u64;
-        for table in Table::ALL.iter().copied() {
-            let path = dir.join(format!("{}.jsonl", table.name()));
-            let what = format!("spooling table {} to {}", table.name(), path.display());
-            let file = std::fs::File::create(&path).map_err(io_err(what.clone()))?;
-            let mut w = Hashing { inner: io::BufWriter::new(file), sha: Sha256::new(), bytes: 0 };
-            let mut records = 0;
-            for item in self.store.backend().scan(table, Scan::default()) {
-                let (k, v) = item?;
-                if table == Table::Meta && k == keys::RUNNING {
-                    continue;
-                }
-                serde_json::to_writer(&mut w, &Line::of(&k, &v)).map_err(|e| io_err(what.clone())(e.into()))?;
-                w.write_all(b"\n").map_err(io_err(what.clone()))?;
-                records += 1;
-                seen += 1;
-                if seen.is_multiple_of(BUSY_EVERY) {
-                    self.health.writer_busy(true);
-                }
+/// Copies every table to `dir`. The writer runs it between two commits, so
+/// no commit comes between two tables: one committed state.
+pub(super) fn snapshot(
+    store: &Store,
+    health: &crate::health::Health,
+    blob_copies: &Arc<AtomicUsize>,
+    dir: &Path,
+) -> Result<Snapshot, BackupError> {
+    let copy = BlobCopy::start(blob_copies);
+    let created = Utc::now().trunc_subsecs(0);
+    let mut tables = Vec::new();
+    let mut seen = 0u64;
+    for table in Table::ALL.iter().copied() {
+        let path = dir.join(format!("{}.jsonl", table.name()));
+        let what = format!("spooling table {} to {}", table.name(), path.display());
+        let file = std::fs::File::create(&path).map_err(io_err(what.clone()))?;
+        let mut w = Hashing { inner: io::BufWriter::new(file), sha: Sha256::new(), bytes: 0 };
+        let mut records = 0;
+        for item in store.backend().scan(table, Scan::default()) {
+            let (k, v) = item?;
+            if table == Table::Meta && k == keys::RUNNING {
+                continue;
             }
-            w.flush().map_err(io_err(what))?;
-            let entry = TableEntry {
-                table: table.name().to_owned(),
-                records,
-                bytes: w.bytes,
-                sha256: hex::encode(w.sha.finalize()),
-            };
-            tables.push(Spooled { table, path, entry });
+            serde_json::to_writer(&mut w, &Line::of(&k, &v)).map_err(|e| io_err(what.clone())(e.into()))?;
+            w.write_all(b"\n").map_err(io_err(what.clone()))?;
+            records += 1;
+            seen += 1;
+            if seen.is_multiple_of(BUSY_EVERY) {
+                health.writer_busy(true);
+            }
         }
-        Ok(Snapshot { created, tables, _copy: copy })
+        w.flush().map_err(io_err(what))?;
+        let entry = TableEntry {
+            table: table.name().to_owned(),
+            records,
+            bytes: w.bytes,
+            sha256: hex::encode(w.sha.finalize()),
+        };
+        tables.push(Spooled { table, path, entry });
     }
+    Ok(Snapshot { created, tables, _copy: copy })
 }
 
 /// What a backup holds.

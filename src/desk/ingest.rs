@@ -12,12 +12,13 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use tracing::{error, info, warn};
 
+use super::Rules;
 use super::apply::{Origin, apply};
 use super::tx::Tx;
-use super::writer::Writer;
+use crate::health::Health;
 use crate::mail::InboundMail;
-use crate::store::{InHand, IngestRecord, Records, StoreError, Table, json, keys};
-use crate::triage::{Context, Decision, Effect, Outcome, Snapshot, ack_key, agent_notify_key, decide, notify_key};
+use crate::store::{IngestRecord, Records, StoreError, Table, json, keys};
+use crate::triage::{Decision, Effect, Outcome, Snapshot, ack_key, agent_notify_key, decide, notify_key};
 
 /// Deaths with one message in hand (in careful mode) before it is
 /// quarantined unread. Two: one crash may be bad luck (a kill, a power cut),
@@ -100,7 +101,7 @@ fn dedupe(tx: &Tx<'_>, mail: &InboundMail) -> Result<(String, Option<IngestRecor
     }
 }
 
-pub(super) fn lookup(w: &Writer, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<Utc>) -> Result<Lookup, StoreError> {
+pub(super) fn lookup(w: &Rules, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<Utc>) -> Result<Lookup, StoreError> {
     let (dedupe_key, duplicate_of) = dedupe(tx, mail)?;
     // Which ids to ask about, and in which order, is triage's.
     let q = crate::triage::thread::questions(mail, &w.tokens, &w.cfg.desk.message_id_domain);
@@ -168,255 +169,215 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-impl Writer {
-    pub(super) fn is_careful(&self, mailbox: &str) -> bool {
-        self.careful.contains(mailbox)
-    }
-
-    /// One batch in the group's unit of work. Returns the UIDs handled and
-    /// the error that stopped the batch early, if any; whether mail was
-    /// queued is recorded for waking the sender.
-    pub(super) fn ingest_batch(
-        &mut self,
-        tx: &mut Tx<'_>,
-        mailbox: &str,
-        uid_validity: u32,
-        items: &[Item],
-        mode: Mode,
-    ) -> (Vec<u32>, Option<StoreError>) {
-        let mut done = Vec::with_capacity(items.len());
-        for item in items {
-            match self.ingest_one(tx, mailbox, uid_validity, item, false, mode) {
-                Ok(()) => done.push(item.uid()),
-                Err(e) => return (done, Some(e)),
+/// One batch in the group's unit of work. Returns the UIDs handled, the
+/// error that stopped the batch early (if any), and whether mail was queued.
+pub(super) fn ingest_batch(
+    rules: &Rules,
+    health: &Health,
+    tx: &mut Tx<'_>,
+    mailbox: &str,
+    uid_validity: u32,
+    items: &[Item],
+    mode: Mode,
+) -> (Vec<u32>, Option<StoreError>, bool) {
+    let mut done = Vec::with_capacity(items.len());
+    let mut queued = false;
+    for item in items {
+        match ingest_one(rules, health, tx, mailbox, uid_validity, item, false, mode) {
+            Ok(q) => {
+                queued |= q;
+                done.push(item.uid());
             }
+            Err(e) => return (done, Some(e), queued),
         }
-        (done, None)
     }
+    (done, None, queued)
+}
 
-    /// The careful path after an unclean stop: each message is marked in
-    /// hand and committed on its own. Commits as it goes.
-    pub(super) fn ingest_careful(
-        &mut self,
-        mailbox: &str,
-        uid_validity: u32,
-        items: &[Item],
-        mode: Mode,
-    ) -> BatchResult {
-        info!(
-            mailbox,
-            count = items.len(),
-            "the last run stopped uncleanly: handling this batch one message at a time"
-        );
-        let store = self.store.clone();
-        let mut done = Vec::new();
-        for item in items {
-            let uid = item.uid();
-            let r = (|| -> Result<(), StoreError> {
-                let deaths = match store.in_hand(mailbox)? {
-                    Some(h) if h.uid_validity == uid_validity && h.uid == uid => h.deaths + 1,
-                    _ => 0,
-                };
-                let mut tx = Tx::new(&store);
-                if deaths >= POISON_DEATHS {
-                    error!(mailbox, uid, deaths, "a message keeps stopping ticketd: quarantined without reading it");
-                    let raw: &[u8] = match item {
-                        Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } => raw,
-                        Item::Skip { .. } => &[],
-                    };
-                    let raw_sha256 = sha256_hex(raw);
-                    let origin = Origin {
-                        mailbox,
-                        uid_validity,
-                        uid,
-                        raw,
-                        dedupe_key: format!("poison:{raw_sha256}"),
-                        raw_sha256,
-                        content_sha256: None,
-                        advance_cursor: true,
-                        clear_in_hand: true,
-                    };
-                    let reason = format!(
-                        "ticketd stopped unexpectedly {deaths} times while handling this message; it is kept here unread so the mailbox can go on"
-                    );
-                    apply(&mut tx, Some(&origin), None, &Decision::quarantine(reason), Utc::now().trunc_subsecs(0))?;
-                    self.health.count_message(mailbox, Outcome::Quarantined.code());
-                } else {
-                    let mut marker = Tx::new(&store);
-                    marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
-                    self.commit_writes(marker.into_writes())?;
-                    self.ingest_one(&mut tx, mailbox, uid_validity, item, true, mode)?;
-                }
-                self.commit_writes(tx.into_writes())
-            })();
-            match r {
-                Ok(()) => done.push(uid),
-                Err(e) => {
-                    self.commit_failed(&e);
-                    return BatchResult { done, error: Some(e.to_string()) };
-                }
-            }
-        }
-        self.careful.remove(mailbox);
-        self.commit_succeeded();
-        BatchResult { done, error: None }
-    }
+/// A message that was in hand when ticketd died [`POISON_DEATHS`] times:
+/// quarantined without being read again, so the mailbox goes on.
+pub(super) fn quarantine_unread(
+    health: &Health,
+    tx: &mut Tx<'_>,
+    mailbox: &str,
+    uid_validity: u32,
+    item: &Item,
+    deaths: u32,
+) -> Result<(), StoreError> {
+    let uid = item.uid();
+    error!(mailbox, uid, deaths, "a message keeps stopping ticketd: quarantined without reading it");
+    let raw: &[u8] = match item {
+        Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } => raw,
+        Item::Skip { .. } => &[],
+    };
+    let raw_sha256 = sha256_hex(raw);
+    let origin = Origin {
+        mailbox,
+        uid_validity,
+        uid,
+        raw,
+        dedupe_key: format!("poison:{raw_sha256}"),
+        raw_sha256,
+        content_sha256: None,
+        advance_cursor: true,
+        clear_in_hand: true,
+    };
+    let reason = format!(
+        "ticketd stopped unexpectedly {deaths} times while handling this message; it is kept here unread so the mailbox can go on"
+    );
+    apply(tx, Some(&origin), None, &Decision::quarantine(reason), Utc::now().trunc_subsecs(0))?;
+    health.count_message(mailbox, Outcome::Quarantined.code());
+    Ok(())
+}
 
-    fn ingest_one(
-        &mut self,
-        tx: &mut Tx<'_>,
-        mailbox: &str,
-        uid_validity: u32,
-        item: &Item,
-        clear_in_hand: bool,
-        mode: Mode,
-    ) -> Result<(), StoreError> {
-        // Whole seconds, as in the ticket object's examples.
-        let now = Utc::now().trunc_subsecs(0);
-        let quiet = mode == Mode::Quiet;
-        let cfg = self.cfg.clone();
-        let mb = cfg.mailbox(mailbox).unwrap_or(&cfg.mailboxes[0]);
-        let (uid, raw) = match item {
-            Item::TooLarge { uid, size, header } => {
-                let reason = format!(
-                    "message of {size} bytes is over desk.max_message_bytes ({}); only its header was kept",
-                    cfg.desk.max_message_bytes
-                );
-                let raw_sha256 = sha256_hex(header);
-                let dedupe_key = format!("toolarge:{raw_sha256}");
-                // Known only by its bytes: the same bytes again (an import
-                // run twice, a mailbox read anew) are a copy.
-                let decision = if tx.ingested(dedupe_key.as_bytes())?.is_some() {
-                    Decision::duplicate()
-                } else {
-                    Decision::quarantine(reason)
-                };
-                let origin = Origin {
-                    mailbox,
-                    uid_validity,
-                    uid: *uid,
-                    raw: header,
-                    dedupe_key,
-                    raw_sha256,
-                    content_sha256: None,
-                    advance_cursor: true,
-                    clear_in_hand,
-                };
-                let sp = tx.savepoint();
-                apply(tx, Some(&origin), None, &decision, now).inspect_err(|_| tx.rollback(sp))?;
-                self.health.count_message(mailbox, decision.outcome.code());
-                if decision.outcome == Outcome::Quarantined {
-                    warn!(mailbox, uid, size, "message too large: quarantined");
-                }
-                return Ok(());
+/// One message into the unit of work: parse, look up, decide, apply.
+/// Returns whether mail was queued (to wake the sender).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn ingest_one(
+    rules: &Rules,
+    health: &Health,
+    tx: &mut Tx<'_>,
+    mailbox: &str,
+    uid_validity: u32,
+    item: &Item,
+    clear_in_hand: bool,
+    mode: Mode,
+) -> Result<bool, StoreError> {
+    // Whole seconds, as in the ticket object's examples.
+    let now = Utc::now().trunc_subsecs(0);
+    let quiet = mode == Mode::Quiet;
+    let cfg = rules.cfg.clone();
+    let mb = rules.mailbox(mailbox);
+    let (uid, raw) = match item {
+        Item::TooLarge { uid, size, header } => {
+            let reason = format!(
+                "message of {size} bytes is over desk.max_message_bytes ({}); only its header was kept",
+                cfg.desk.max_message_bytes
+            );
+            let raw_sha256 = sha256_hex(header);
+            let dedupe_key = format!("toolarge:{raw_sha256}");
+            // Known only by its bytes: the same bytes again (an import
+            // run twice, a mailbox read anew) are a copy.
+            let decision = if tx.ingested(dedupe_key.as_bytes())?.is_some() {
+                Decision::duplicate()
+            } else {
+                Decision::quarantine(reason)
+            };
+            let origin = Origin {
+                mailbox,
+                uid_validity,
+                uid: *uid,
+                raw: header,
+                dedupe_key,
+                raw_sha256,
+                content_sha256: None,
+                advance_cursor: true,
+                clear_in_hand,
+            };
+            let sp = tx.savepoint();
+            apply(tx, Some(&origin), None, &decision, now).inspect_err(|_| tx.rollback(sp))?;
+            health.count_message(mailbox, decision.outcome.code());
+            if decision.outcome == Outcome::Quarantined {
+                warn!(mailbox, uid, size, "message too large: quarantined");
             }
-            Item::Mail { uid, raw } => (*uid, raw.as_slice()),
-            Item::Skip { uid } => {
-                let mut cursor = match tx.cursor(mailbox)? {
-                    Some(c) if c.uid_validity == uid_validity => c,
-                    _ => crate::store::Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() },
-                };
-                cursor.last_uid = cursor.last_uid.max(*uid);
-                // Nothing to do on IMAP for it either.
-                cursor.acked_uid = Some(cursor.acked_uid.unwrap_or(0).max(*uid));
-                tx.put(Table::Cursors, mailbox.as_bytes(), json(&cursor));
-                if clear_in_hand {
-                    tx.delete(Table::Meta, keys::in_hand(mailbox));
-                }
-                self.health.count_message(mailbox, "skipped");
-                return Ok(());
-            }
-        };
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::failpoint::poison(raw);
-            InboundMail::parse(raw).map(|mail| {
-                let found = lookup(self, tx, &mail, now)?;
-                let ctx = Context {
-                    cfg: &cfg,
-                    mailbox: mb,
-                    secret: &self.secret,
-                    templates: &self.templates,
-                    tokens: &self.tokens,
-                    quiet,
-                };
-                // History keeps its own dates (never later than now).
-                let when = if quiet { mail.date.filter(|d| *d <= now).unwrap_or(now) } else { now };
-                let mut d = decide(&mail, &found.snap, &ctx, when);
-                if quiet {
-                    // Belt and braces: history sends nothing, whatever it decided.
-                    d.effects.retain(|e| {
-                        !matches!(
-                            e,
-                            Effect::Send(_)
-                                | Effect::CountAck { .. }
-                                | Effect::CountNotify { .. }
-                                | Effect::CountAgentNotify { .. }
-                                | Effect::HoldForDigest { .. }
-                        )
-                    });
-                }
-                Ok::<_, StoreError>((mail, found, d))
-            })
-        }));
-        let (mail, found, decision) = match read {
-            Ok(Ok(Ok((mail, found, d)))) => (Some(mail), Some(found), d),
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => (None, None, Decision::quarantine(format!("unparseable: {e}"))),
-            Err(panic) => {
-                let what = panic_text(panic.as_ref());
-                error!(mailbox, uid, panic = %what, "internal error while reading a message: quarantined, the mailbox goes on");
-                (None, None, Decision::quarantine(format!("internal error while reading this message: {what}")))
-            }
-        };
-        // Parsing hashed the bytes already.
-        let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
-        let dedupe_key = match &found {
-            Some(f) => f.dedupe_key.clone(),
-            None => format!("sha256:{raw_sha256}"),
-        };
-        let decision = if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() {
-            Decision::duplicate()
-        } else {
-            decision
-        };
-        let origin = Origin {
-            mailbox,
-            uid_validity,
-            uid,
-            raw,
-            raw_sha256,
-            dedupe_key,
-            content_sha256: mail.as_ref().map(|m| content_of(m).to_owned()),
-            advance_cursor: true,
-            clear_in_hand,
-        };
-        let sp = tx.savepoint();
-        let queued = apply(tx, Some(&origin), mail.as_ref(), &decision, now).inspect_err(|_| tx.rollback(sp))?;
-        crate::failpoint::hit("committed");
-        self.queued |= !queued.is_empty();
-        let message_id = mail.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
-        self.health.count_message(mailbox, decision.outcome.code());
-        match &decision.outcome {
-            Outcome::Created { ticket, follow_up_of } => {
-                info!(mailbox, uid, message_id, ticket, ?follow_up_of, "new ticket")
-            }
-            Outcome::Replied { ticket, agent } => info!(mailbox, uid, message_id, ticket, ?agent, "reply added"),
-            Outcome::Rejected { ticket } => info!(mailbox, uid, message_id, ticket, "agent command rejected"),
-            Outcome::Bounce { ticket } => info!(mailbox, uid, message_id, ticket, "bounce recorded"),
-            Outcome::Quarantined => warn!(mailbox, uid, message_id, "message quarantined"),
-            Outcome::Duplicate => {
-                let first = found.as_ref().and_then(|f| f.duplicate_of.as_ref());
-                info!(
-                    mailbox,
-                    uid,
-                    message_id,
-                    first_uid = first.map(|r| r.uid),
-                    ticket = first.and_then(|r| r.ticket),
-                    "skipped: a copy of a mail already ingested (same Message-ID and content)"
-                )
-            }
-            Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
+            return Ok(false);
         }
-        Ok(())
+        Item::Mail { uid, raw } => (*uid, raw.as_slice()),
+        Item::Skip { uid } => {
+            let mut cursor = match tx.cursor(mailbox)? {
+                Some(c) if c.uid_validity == uid_validity => c,
+                _ => crate::store::Cursor { uid_validity, last_uid: 0, acked_uid: Some(0), ..Default::default() },
+            };
+            cursor.last_uid = cursor.last_uid.max(*uid);
+            // Nothing to do on IMAP for it either.
+            cursor.acked_uid = Some(cursor.acked_uid.unwrap_or(0).max(*uid));
+            tx.put(Table::Cursors, mailbox.as_bytes(), json(&cursor));
+            if clear_in_hand {
+                tx.delete(Table::Meta, keys::in_hand(mailbox));
+            }
+            health.count_message(mailbox, "skipped");
+            return Ok(false);
+        }
+    };
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::failpoint::poison(raw);
+        InboundMail::parse(raw).map(|mail| {
+            let found = lookup(rules, tx, &mail, now)?;
+            let ctx = rules.context(mb, quiet);
+            // History keeps its own dates (never later than now).
+            let when = if quiet { mail.date.filter(|d| *d <= now).unwrap_or(now) } else { now };
+            let mut d = decide(&mail, &found.snap, &ctx, when);
+            if quiet {
+                // Belt and braces: history sends nothing, whatever it decided.
+                d.effects.retain(|e| {
+                    !matches!(
+                        e,
+                        Effect::Send(_)
+                            | Effect::CountAck { .. }
+                            | Effect::CountNotify { .. }
+                            | Effect::CountAgentNotify { .. }
+                            | Effect::HoldForDigest { .. }
+                    )
+                });
+            }
+            Ok::<_, StoreError>((mail, found, d))
+        })
+    }));
+    let (mail, found, decision) = match read {
+        Ok(Ok(Ok((mail, found, d)))) => (Some(mail), Some(found), d),
+        Ok(Ok(Err(e))) => return Err(e),
+        Ok(Err(e)) => (None, None, Decision::quarantine(format!("unparseable: {e}"))),
+        Err(panic) => {
+            let what = panic_text(panic.as_ref());
+            error!(mailbox, uid, panic = %what, "internal error while reading a message: quarantined, the mailbox goes on");
+            (None, None, Decision::quarantine(format!("internal error while reading this message: {what}")))
+        }
+    };
+    // Parsing hashed the bytes already.
+    let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
+    let dedupe_key = match &found {
+        Some(f) => f.dedupe_key.clone(),
+        None => format!("sha256:{raw_sha256}"),
+    };
+    let decision =
+        if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() { Decision::duplicate() } else { decision };
+    let origin = Origin {
+        mailbox,
+        uid_validity,
+        uid,
+        raw,
+        raw_sha256,
+        dedupe_key,
+        content_sha256: mail.as_ref().map(|m| content_of(m).to_owned()),
+        advance_cursor: true,
+        clear_in_hand,
+    };
+    let sp = tx.savepoint();
+    let queued = apply(tx, Some(&origin), mail.as_ref(), &decision, now).inspect_err(|_| tx.rollback(sp))?;
+    crate::failpoint::hit("committed");
+    let queued = !queued.is_empty();
+    let message_id = mail.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
+    health.count_message(mailbox, decision.outcome.code());
+    match &decision.outcome {
+        Outcome::Created { ticket, follow_up_of } => {
+            info!(mailbox, uid, message_id, ticket, ?follow_up_of, "new ticket")
+        }
+        Outcome::Replied { ticket, agent } => info!(mailbox, uid, message_id, ticket, ?agent, "reply added"),
+        Outcome::Rejected { ticket } => info!(mailbox, uid, message_id, ticket, "agent command rejected"),
+        Outcome::Bounce { ticket } => info!(mailbox, uid, message_id, ticket, "bounce recorded"),
+        Outcome::Quarantined => warn!(mailbox, uid, message_id, "message quarantined"),
+        Outcome::Duplicate => {
+            let first = found.as_ref().and_then(|f| f.duplicate_of.as_ref());
+            info!(
+                mailbox,
+                uid,
+                message_id,
+                first_uid = first.map(|r| r.uid),
+                ticket = first.and_then(|r| r.ticket),
+                "skipped: a copy of a mail already ingested (same Message-ID and content)"
+            )
+        }
+        Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
     }
+    Ok(queued)
 }

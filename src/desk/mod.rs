@@ -124,6 +124,45 @@ impl Changes {
     }
 }
 
+/// What the rules need besides the mail and the store: the config, the
+/// desk's secret, the templates, the subject-token matcher. The writer owns
+/// one; ingest and the other jobs borrow it to build a [`Context`].
+pub(crate) struct Rules {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) secret: Vec<u8>,
+    pub(crate) templates: Templates,
+    pub(crate) tokens: crate::triage::token::TokenMatcher,
+}
+
+impl Rules {
+    pub(crate) fn new(cfg: Arc<Config>, secret: Vec<u8>, templates: Templates) -> Rules {
+        let tokens = crate::triage::token::TokenMatcher::new(&cfg.desk.subject_tag);
+        Rules { cfg, secret, templates, tokens }
+    }
+
+    /// The mailbox named `name`; one removed from the config since is
+    /// answered for by the first (its tickets still get their mail).
+    pub(crate) fn mailbox(&self, name: &str) -> &crate::config::MailboxConfig {
+        self.cfg.mailbox(name).unwrap_or(&self.cfg.mailboxes[0])
+    }
+
+    /// The rules' context for mail of `mailbox` (quiet: history, not live mail).
+    pub(crate) fn context<'a>(
+        &'a self,
+        mailbox: &'a crate::config::MailboxConfig,
+        quiet: bool,
+    ) -> crate::triage::Context<'a> {
+        crate::triage::Context {
+            cfg: &self.cfg,
+            mailbox,
+            secret: &self.secret,
+            templates: &self.templates,
+            tokens: &self.tokens,
+            quiet,
+        }
+    }
+}
+
 /// Capacity of the writer's queue: callers wait when it is full.
 const QUEUE: usize = 64;
 

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::apply::{Origin, apply, queue_mail, record_delivery, save_ticket, store_entry};
-use super::ingest::{BatchResult, Item, Mode};
+use super::ingest::{BatchResult, Item, Mode, POISON_DEATHS, ingest_batch, ingest_one, quarantine_unread};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
 use crate::config::Config;
@@ -22,11 +22,10 @@ use crate::health::Health;
 use crate::mail::{InboundMail, safe_filename};
 use crate::outbox::OutAttachment;
 use crate::outbox::templates::Templates;
-use crate::store::{BlobKind, Committer, Cursor, Get, Records, Store, StoreError, Table, be, json, keys};
+use crate::store::{BlobKind, Committer, Cursor, Get, InHand, Records, Store, StoreError, Table, be, json, keys};
 use crate::ticket::{Attachment, TicketRecord};
 use crate::triage::act::{Action, Actor, act};
 use crate::triage::outgoing::Composer;
-use crate::triage::token::TokenMatcher;
 use crate::triage::{Context, attachment_url};
 
 /// Who asks for a change, by name (resolved against the config here).
@@ -146,28 +145,25 @@ pub enum RetryOutcome {
 }
 
 pub(super) struct Writer {
-    pub(super) cfg: Arc<Config>,
-    pub(super) store: Store,
+    rules: super::Rules,
+    store: Store,
     /// The store's one writing handle: only the writer holds it.
-    pub(super) committer: Committer,
-    pub(super) secret: Vec<u8>,
-    pub(super) templates: Templates,
-    pub(super) tokens: TokenMatcher,
+    committer: Committer,
     /// Mailboxes whose next batch is handled one message at a time.
-    pub(super) careful: BTreeSet<String>,
+    careful: BTreeSet<String>,
     /// Wakes the SMTP sender when mail was queued.
-    pub(super) wake: Arc<Notify>,
+    wake: Arc<Notify>,
     /// Mail was queued in the group being built.
-    pub(super) queued: bool,
+    queued: bool,
     /// Commits are failing: log the change of state once, not every retry.
     failing: bool,
     /// Post-actions known done, to record with the next commit.
     acks: std::collections::BTreeMap<String, (u32, u32)>,
     /// Worker connections with a failed batch: their later batches are refused.
     failed_sessions: std::collections::HashSet<(String, u64)>,
-    pub(super) health: Health,
+    health: Health,
     /// Backups copying blobs right now: retention deletes none meanwhile.
-    pub(super) blob_copies: Arc<std::sync::atomic::AtomicUsize>,
+    blob_copies: Arc<std::sync::atomic::AtomicUsize>,
     /// What each commit changed, for whoever subscribes.
     changes: tokio::sync::broadcast::Sender<super::Changes>,
 }
@@ -241,7 +237,7 @@ impl Writer {
     }
 
     pub(super) fn secret(&self) -> &[u8] {
-        &self.secret
+        &self.rules.secret
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -255,14 +251,10 @@ impl Writer {
         wake: Arc<Notify>,
         health: Health,
     ) -> Writer {
-        let tokens = TokenMatcher::new(&cfg.desk.subject_tag);
         Writer {
-            cfg,
+            rules: super::Rules::new(cfg, secret, templates),
             store,
             committer,
-            secret,
-            templates,
-            tokens,
             careful,
             wake,
             queued: false,
@@ -353,7 +345,7 @@ impl Writer {
                     // A copy of committed state: what this group holds is committed first.
                     let earlier = std::mem::replace(&mut tx, Tx::new(&store));
                     self.commit(earlier, std::mem::take(&mut finish));
-                    let _ = reply.send(self.snapshot(&dir));
+                    let _ = reply.send(super::backup::snapshot(&self.store, &self.health, &self.blob_copies, &dir));
                 }
                 job => {
                     if let Job::Ingest { mailbox, session, .. } = &job
@@ -403,7 +395,7 @@ impl Writer {
     /// Commits and, once durable, tells whoever watches (the console's
     /// live updates) what changed. Every commit after the writer opened
     /// goes through here.
-    pub(super) fn commit_writes(&mut self, writes: crate::store::WriteSet) -> Result<(), StoreError> {
+    fn commit_writes(&mut self, writes: crate::store::WriteSet) -> Result<(), StoreError> {
         let changes = super::Changes::of(&writes);
         self.committer.commit(writes)?;
         if !changes.is_empty() {
@@ -419,7 +411,7 @@ impl Writer {
         }
     }
 
-    pub(super) fn commit_succeeded(&mut self) {
+    fn commit_succeeded(&mut self) {
         if std::mem::take(&mut self.failing) {
             info!("the store accepts writes again; resuming");
         }
@@ -427,7 +419,7 @@ impl Writer {
 
     /// Nothing of a failed commit is acknowledged anywhere: mail is fetched
     /// again after a backoff, API callers get the error.
-    pub(super) fn commit_failed(&mut self, e: &StoreError) {
+    fn commit_failed(&mut self, e: &StoreError) {
         self.queued = false;
         if !self.failing {
             error!(error = %e, cause = e.diagnosis(), "cannot store changes ({}); nothing is marked processed on IMAP until this is fixed; retrying", e.diagnosis());
@@ -455,7 +447,9 @@ impl Writer {
         };
         match job {
             Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session } => {
-                let (done_uids, error) = self.ingest_batch(tx, &mailbox, uid_validity, &items, mode);
+                let (done_uids, error, queued) =
+                    ingest_batch(&self.rules, &self.health, tx, &mailbox, uid_validity, &items, mode);
+                self.queued |= queued;
                 let error = error.map(|e| {
                     self.commit_failed(&e);
                     if session != 0 {
@@ -558,16 +552,55 @@ impl Writer {
         }
     }
 
-    fn ctx_for<'a>(&'a self, rec: &TicketRecord) -> Context<'a> {
-        let mailbox = self.cfg.mailbox(&rec.mailbox).unwrap_or(&self.cfg.mailboxes[0]);
-        Context {
-            cfg: &self.cfg,
+    fn is_careful(&self, mailbox: &str) -> bool {
+        self.careful.contains(mailbox)
+    }
+
+    /// The careful path after an unclean stop: each message is marked in
+    /// hand (durably, before the work starts) and committed on its own; a
+    /// message found in hand [`POISON_DEATHS`] times is quarantined unread.
+    fn ingest_careful(&mut self, mailbox: &str, uid_validity: u32, items: &[Item], mode: Mode) -> BatchResult {
+        info!(
             mailbox,
-            secret: &self.secret,
-            templates: &self.templates,
-            tokens: &self.tokens,
-            quiet: false,
+            count = items.len(),
+            "the last run stopped uncleanly: handling this batch one message at a time"
+        );
+        let store = self.store.clone();
+        let mut done = Vec::new();
+        for item in items {
+            let uid = item.uid();
+            let r = (|| -> Result<(), StoreError> {
+                let deaths = match store.in_hand(mailbox)? {
+                    Some(h) if h.uid_validity == uid_validity && h.uid == uid => h.deaths + 1,
+                    _ => 0,
+                };
+                let mut tx = Tx::new(&store);
+                if deaths >= POISON_DEATHS {
+                    quarantine_unread(&self.health, &mut tx, mailbox, uid_validity, item, deaths)?;
+                } else {
+                    let mut marker = Tx::new(&store);
+                    marker.put(Table::Meta, keys::in_hand(mailbox), json(&InHand { uid_validity, uid, deaths }));
+                    self.commit_writes(marker.into_writes())?;
+                    self.queued |=
+                        ingest_one(&self.rules, &self.health, &mut tx, mailbox, uid_validity, item, true, mode)?;
+                }
+                self.commit_writes(tx.into_writes())
+            })();
+            match r {
+                Ok(()) => done.push(uid),
+                Err(e) => {
+                    self.commit_failed(&e);
+                    return BatchResult { done, error: Some(e.to_string()) };
+                }
+            }
         }
+        self.careful.remove(mailbox);
+        self.commit_succeeded();
+        BatchResult { done, error: None }
+    }
+
+    fn ctx_for<'a>(&'a self, rec: &TicketRecord) -> Context<'a> {
+        self.rules.context(self.rules.mailbox(&rec.mailbox), false)
     }
 
     /// Runs the shared rules for one change and saves the result.
@@ -587,7 +620,7 @@ impl Writer {
         {
             return Err(DeskError::Conflict { current: rec.version });
         }
-        let cfg = self.cfg.clone();
+        let cfg = self.rules.cfg.clone();
         let agent;
         let actor = match actor {
             ActorRef::Agent(id) => {
@@ -625,7 +658,7 @@ impl Writer {
         tx: &mut Tx<'_>,
         uploads: &[Upload],
     ) -> Result<Vec<(Attachment, OutAttachment)>, DeskError> {
-        let max = self.cfg.attachments.max_bytes;
+        let max = self.rules.cfg.attachments.max_bytes;
         let mut out = Vec::new();
         for u in uploads {
             if u.bytes.len() as u64 > max {
@@ -641,7 +674,7 @@ impl Writer {
             out.push((
                 Attachment {
                     filename: filename.clone(),
-                    url: attachment_url(&self.cfg.attachments.base_url, &sha, &filename),
+                    url: attachment_url(&self.rules.cfg.attachments.base_url, &sha, &filename),
                     size: u.bytes.len() as u64,
                     mime_type: mime_type.clone(),
                 },
@@ -704,16 +737,9 @@ impl Writer {
     /// Sends each held digest whose agent is under the hourly limit again,
     /// or whose oldest line has waited an hour. Returns the digests queued.
     fn tick(&mut self, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<usize, DeskError> {
-        let cfg = self.cfg.clone();
+        let cfg = self.rules.cfg.clone();
         let Some(mailbox) = cfg.mailboxes.first() else { return Ok(0) };
-        let ctx = Context {
-            cfg: &cfg,
-            mailbox,
-            secret: &self.secret,
-            templates: &self.templates,
-            tokens: &self.tokens,
-            quiet: false,
-        };
+        let ctx = self.rules.context(mailbox, false);
         let mut queued = 0;
         for agent in &cfg.agents {
             let Some(held) = tx.held_digest(&agent.id)? else { continue };
@@ -746,8 +772,7 @@ impl Writer {
             tx.delete(Table::Ingested, k.clone());
         }
         let now = Utc::now().trunc_subsecs(0);
-        let cfg = self.cfg.clone();
-        let mb = cfg.mailbox(&q.mailbox).unwrap_or(&cfg.mailboxes[0]);
+        let mb = self.rules.mailbox(&q.mailbox);
         let raw_sha256 = q.raw_sha256.clone();
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(&raw)));
         let outcome_of = |tx: &Tx<'_>, before: u64| -> Result<RetryOutcome, DeskError> {
@@ -778,15 +803,8 @@ impl Writer {
             apply(tx, Some(&origin), None, &crate::triage::Decision::quarantine(reason), now)?;
             return outcome_of(tx, before);
         };
-        let found = super::ingest::lookup(self, tx, &mail, now)?;
-        let ctx = Context {
-            cfg: &cfg,
-            mailbox: mb,
-            secret: &self.secret,
-            templates: &self.templates,
-            tokens: &self.tokens,
-            quiet: false,
-        };
+        let found = super::ingest::lookup(&self.rules, tx, &mail, now)?;
+        let ctx = self.rules.context(mb, false);
         let d = crate::triage::decide(&mail, &found.snap, &ctx, now);
         let origin = Origin {
             mailbox: &q.mailbox,
