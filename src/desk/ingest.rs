@@ -378,6 +378,7 @@ pub(super) fn ingest_one(
             )
         }
         Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
+        Outcome::Acted { ticket, .. } => info!(mailbox, uid, message_id, ticket, "changed"),
     }
     Ok(queued)
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::apply::{Origin, apply, queue_mail, record_delivery, save_ticket, store_entry};
+use super::apply::{Origin, apply, queue_mail, record_delivery, store_entry};
 use super::ingest::{BatchResult, Item, Mode, POISON_DEATHS, ingest_batch, ingest_one, quarantine_unread};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
@@ -643,14 +643,9 @@ impl Writer {
         }
         let ctx = self.ctx_for(&rec);
         let out = Composer { ctx: &ctx, seed: format!("act:{ticket}:{}", rec.version), inbound_id: None, now };
-        let acted = act(&rec, actor, &actions, &out, now).map_err(DeskError::Invalid)?;
-        let saved = save_ticket(tx, &acted.rec)?;
-        for m in &acted.mails {
-            tx.put(Table::MessageIds, crate::mail::normalise_id(&m.message_id).into_bytes(), be(ticket).to_vec());
-            queue_mail(tx, m, now)?;
-            self.queued = true;
-        }
-        Ok(saved)
+        let decision = act(&rec, actor, &actions, &out, now).map_err(DeskError::Invalid)?;
+        self.queued |= !apply(tx, None, None, &decision, now)?.is_empty();
+        tx.ticket(ticket)?.ok_or_else(|| DeskError::NotFound(format!("ticket {ticket}")))
     }
 
     fn store_uploads(
@@ -690,8 +685,8 @@ impl Writer {
         let now = Utc::now().trunc_subsecs(0);
         let ctx = self.ctx_for(&rec);
         let out = Composer { ctx: &ctx, seed: format!("system:{ticket}:{}", rec.version), inbound_id: None, now };
-        let acted = act(&rec, Actor::System, &[Action::System(text)], &out, now).map_err(DeskError::Invalid)?;
-        save_ticket(tx, &acted.rec)?;
+        let decision = act(&rec, Actor::System, &[Action::System(text)], &out, now).map_err(DeskError::Invalid)?;
+        apply(tx, None, None, &decision, now)?;
         Ok(())
     }
 

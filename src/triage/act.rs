@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::outgoing::Composer;
+use super::{Decision, Effect, Outcome};
 use crate::config::Agent;
 use crate::outbox::{OutAttachment, OutMail};
 use crate::ticket::{Attachment, Category, Priority, Status, ThreadType, TicketRecord};
@@ -90,9 +91,37 @@ fn join(v: &[String]) -> String {
     v.join(", ")
 }
 
-/// Applies `actions` in order. Any invalid action refuses the whole call
-/// (nothing changes) with every problem listed.
+impl Acted {
+    /// The decision to record: the ticket saved, the mail queued and its
+    /// Message-IDs made to lead back to the ticket — the same effects
+    /// `decide` hands the desk for mail.
+    pub fn into_decision(self) -> Decision {
+        let ticket = self.rec.number;
+        let mut effects = Vec::with_capacity(1 + 2 * self.mails.len());
+        effects.push(Effect::SaveTicket(Box::new(self.rec)));
+        for m in self.mails {
+            effects.push(Effect::IndexMessageId { id: crate::mail::normalise_id(&m.message_id), ticket });
+            effects.push(Effect::Send(Box::new(m)));
+        }
+        Decision { outcome: Outcome::Acted { ticket, changes: self.changes }, effects }
+    }
+}
+
+/// Applies `actions` in order and returns what to record, as
+/// [`super::decide`] does for mail. Any invalid action refuses the whole
+/// call (nothing changes) with every problem listed.
 pub fn act(
+    rec: &TicketRecord,
+    actor: Actor<'_>,
+    actions: &[Action],
+    out: &Composer<'_>,
+    now: DateTime<Utc>,
+) -> Result<Decision, Vec<ActError>> {
+    changes(rec, actor, actions, out, now).map(Acted::into_decision)
+}
+
+/// [`act`], with its parts apart (an agent's mail reply builds on them).
+pub(super) fn changes(
     rec: &TicketRecord,
     actor: Actor<'_>,
     actions: &[Action],

@@ -145,6 +145,12 @@ pub enum Outcome {
         ticket: u64,
     },
     Quarantined,
+    /// A change from the API, the CLI or the system (not from mail), with
+    /// the system entries it wrote.
+    Acted {
+        ticket: u64,
+        changes: Vec<String>,
+    },
 }
 
 impl Outcome {
@@ -158,6 +164,7 @@ impl Outcome {
             Outcome::Rejected { .. } => "rejected",
             Outcome::Bounce { .. } => "bounce",
             Outcome::Quarantined => "quarantined",
+            Outcome::Acted { .. } => "acted",
         }
     }
 }
@@ -716,7 +723,7 @@ impl Decider<'_> {
                 actions.push(Action::Reply { text: parsed.rest.clone(), attachments: files });
             }
         }
-        let acted = match act::act(rec, Actor::Agent(agent), &actions, &self.out, self.now) {
+        let acted = match act::changes(rec, Actor::Agent(agent), &actions, &self.out, self.now) {
             Ok(a) => a,
             Err(errors) => {
                 let errors = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
