@@ -14,9 +14,11 @@ use super::AppState;
 use super::auth::{Principal, Token, Tokens};
 use super::routes::{route_table, router};
 use crate::config::Config;
+use crate::desk::ActorRef;
 use crate::desk::{Desk, Item, Parts};
 use crate::outbox::templates::Templates;
 use crate::store::Store;
+use crate::triage::act::Action;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const ALICE: &str = "alice-token-0123456789abcdef";
@@ -371,4 +373,28 @@ async fn the_outbox_is_the_admins_and_a_drop_names_who_dropped() {
         texts.iter().any(|m| m.contains("was dropped from the outbox by agent_bob, unsent")),
         "the entry names the real actor: {texts:?}"
     );
+}
+
+/// Validation has one home, the rule set: an API PATCH and a change through
+/// the desk (the CLI's, an email command's path) get the same words.
+#[tokio::test]
+async fn a_bad_value_gets_the_same_words_on_every_channel() {
+    let w = world("").await;
+    w.ingest().await;
+    for (body, field) in [
+        (json!({"tags": ["a\u{7}b"]}), "tags"),
+        (json!({"tags": ["in\u{200B}voice"]}), "tags"),
+        (json!({"resolution": "done\u{1b}[2J"}), "resolution"),
+        (json!({"assignedTo": "agent_zed"}), "assignedTo"),
+    ] {
+        let (s, e) = w.call(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), Some(body.clone())).await;
+        assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {e}");
+        let action = match field {
+            "tags" => Action::SetTags(vec![body["tags"][0].as_str().unwrap().to_owned()]),
+            "resolution" => Action::Resolution(Some(body["resolution"].as_str().unwrap().to_owned())),
+            _ => Action::Assign(Some("agent_zed".into())),
+        };
+        let direct = w.desk.act(1, ActorRef::Admin, vec![action], vec![], None).await.unwrap_err().to_string();
+        assert!(direct.ends_with(e["message"].as_str().unwrap()), "{direct:?} and {:?} say the same", e["message"]);
+    }
 }

@@ -83,6 +83,25 @@ pub struct Acted {
     pub mails: Vec<OutMail>,
 }
 
+/// Text from a person (a reply, a note, a resolution): any length up to
+/// `max`, line breaks and tabs allowed where `multiline`, and no other
+/// control or bidi-format character — refused, named, on every channel.
+fn check_text(field: &'static str, s: &str, multiline: bool, max_chars: usize) -> Result<(), ActError> {
+    let bad = s
+        .chars()
+        .find(|c| crate::text::is_format(*c) || (c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t'))));
+    if let Some(c) = bad {
+        return Err(ActError { field, message: format!("{field} contains the control character U+{:04X}", c as u32) });
+    }
+    if s.chars().count() > max_chars {
+        return Err(ActError { field, message: format!("{field} is longer than {max_chars} characters") });
+    }
+    Ok(())
+}
+
+/// A reply or a note: a generous bound (a mail body is cut far below it).
+pub const MAX_TEXT_CHARS: usize = 1 << 20;
+
 fn valid_tag(t: &str) -> Result<String, ActError> {
     crate::ticket::parse_tag(t).map_err(|e| ActError { field: "tags", message: e.0 })
 }
@@ -216,14 +235,11 @@ pub(super) fn changes(
                 }
             }
             Action::Resolution(r) => {
-                let r = r.as_deref().map(crate::text::clean_text).filter(|r| !r.trim().is_empty());
-                if r.as_ref().is_some_and(|r| r.chars().count() > MAX_RESOLUTION_CHARS) {
-                    errors.push(ActError {
-                        field: "resolution",
-                        message: format!("longer than {MAX_RESOLUTION_CHARS} characters"),
-                    });
+                if let Some(Err(e)) = r.as_deref().map(|r| check_text("resolution", r, true, MAX_RESOLUTION_CHARS)) {
+                    errors.push(e);
                     continue;
                 }
+                let r = r.as_deref().map(crate::text::clean_text).filter(|r| !r.trim().is_empty());
                 if t.resolution != r {
                     t.resolution = r.clone();
                     match r {
@@ -233,6 +249,10 @@ pub(super) fn changes(
                 }
             }
             Action::Reply { text, attachments } => {
+                if let Err(e) = check_text("text", text, true, MAX_TEXT_CHARS) {
+                    errors.push(e);
+                    continue;
+                }
                 if text.trim().is_empty() && attachments.is_empty() {
                     errors.push(ActError { field: "text", message: "a reply needs text or attachments".into() });
                     continue;
@@ -246,6 +266,10 @@ pub(super) fn changes(
                 replies.push((body, attachments.iter().map(|(_, o)| o.clone()).collect()));
             }
             Action::Note { text } => {
+                if let Err(e) = check_text("text", text, true, MAX_TEXT_CHARS) {
+                    errors.push(e);
+                    continue;
+                }
                 if text.trim().is_empty() {
                     errors.push(ActError { field: "text", message: "a note needs text".into() });
                     continue;
