@@ -148,9 +148,7 @@ impl PgSettings {
     /// weaker modes (`allow`, `prefer`, `require`, `verify-ca`) are refused
     /// rather than quietly accepting an unverified server.
     pub fn from_url(url: &str, node: &str) -> Result<PgSettings, StoreError> {
-        if node.is_empty()
-            || node.len() > 40
-            || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        if node.is_empty() || node.len() > 40 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(StoreError::Backend(format!(
                 "cluster.node {node:?}: 1 to 40 letters, digits, '.', '_' or '-'"
@@ -258,7 +256,7 @@ impl PgSettings {
 
     pub(crate) fn config_for(&self, role: Role) -> tokio_postgres::Config {
         let mut c = self.config.clone();
-        c.application_name(&self.app_name(role));
+        c.application_name(self.app_name(role));
         c
     }
 
@@ -334,9 +332,7 @@ impl PgSettings {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
                 let sql = sql.clone();
-                Box::pin(async move {
-                    client.batch_execute(&sql).await.map_err(deadpool_postgres::HookError::Backend)
-                })
+                Box::pin(async move { client.batch_execute(&sql).await.map_err(deadpool_postgres::HookError::Backend) })
             }))
             .build()
             .map_err(|e| StoreError::Internal(format!("database pool: {e}")))
@@ -432,13 +428,29 @@ pub(crate) fn store_error(what: &str, e: tokio_postgres::Error) -> StoreError {
         };
     }
     if connection_lost(&e) {
-        let text = e.to_string();
+        let text = chain(&e);
         let kind = std::error::Error::source(&e)
             .and_then(|s| s.downcast_ref::<std::io::Error>())
             .map_or(std::io::ErrorKind::ConnectionAborted, |io| io.kind());
         return StoreError::Io { what: what.to_owned(), source: std::io::Error::new(kind, text) };
     }
-    StoreError::Backend(format!("{what}: {e}"))
+    StoreError::Backend(format!("{what}: {}", chain(&e)))
+}
+
+/// An error and its causes, one after the other (tokio-postgres keeps the
+/// interesting part, such as why a certificate was refused, in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 pub(crate) fn pool_error(what: &str, e: deadpool_postgres::PoolError) -> StoreError {
@@ -471,7 +483,8 @@ mod tests {
         let s = PgSettings::from_url("postgres://u:hunter2@db.example:5433/desk", "n1").unwrap();
         assert!(s.tls(), "a TCP host gets verified TLS by default");
         assert_eq!(s.describe(), "u@db.example:5433/desk (TLS, server verified)");
-        let s = PgSettings::from_url("postgres://u:pw@db.example/desk?sslmode=disable&connect_timeout=3", "n1").unwrap();
+        let s =
+            PgSettings::from_url("postgres://u:pw@db.example/desk?sslmode=disable&connect_timeout=3", "n1").unwrap();
         assert!(!s.tls());
         assert_eq!(s.config.get_connect_timeout(), Some(&Duration::from_secs(3)), "other keys pass through");
         let s = PgSettings::from_url("postgresql://u@%2Frun%2Fpostgresql/desk", "n1").unwrap();

@@ -54,7 +54,8 @@ impl PgLab {
         let path = dir.path().to_str().ok_or_else(|| io::Error::other("temp dir is not UTF-8"))?.to_owned();
         let out = run(&["start", &path, &std::process::id().to_string()])?;
         let env: HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
-        let get = |k: &str| env.get(k).map(|v| v.to_string()).ok_or_else(|| io::Error::other(format!("pg.env has no {k}")));
+        let get =
+            |k: &str| env.get(k).map(|v| v.to_string()).ok_or_else(|| io::Error::other(format!("pg.env has no {k}")));
         let port = get("PGLAB_PORT")?.parse().map_err(io::Error::other)?;
         Ok(PgLab {
             port,

@@ -165,7 +165,9 @@ impl Lease {
             );
             match tokio::time::timeout(limit, beat).await {
                 Ok(Ok(1)) => Ok(()),
-                Ok(Ok(_)) => Err(HeartbeatError::Lost(format!("another node took the lease after epoch {}", inner.epoch))),
+                Ok(Ok(_)) => {
+                    Err(HeartbeatError::Lost(format!("another node took the lease after epoch {}", inner.epoch)))
+                }
                 Ok(Err(e)) if connection_lost(&e) => {
                     Err(HeartbeatError::Lost(format!("the lock session ended: {}", store_error("heartbeat", e))))
                 }

@@ -48,7 +48,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 
 pub use conn::{PgSettings, Role};
-pub use lease::{Deposed, HeartbeatError, Lease, LeaderInfo};
+pub use lease::{Deposed, HeartbeatError, LeaderInfo, Lease};
 
 use self::conn::{connection_lost, pool_error, store_error, timed_out, wait};
 use super::{Backend, BlobKind, BlobWrite, Entries, Get, Scan, StoreError, Table, WriteSet, verify_blob};
@@ -98,7 +98,10 @@ pub struct PostgresBackend {
 
 impl std::fmt::Debug for PostgresBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresBackend").field("settings", &self.shared.settings).field("epoch", &self.epoch()).finish()
+        f.debug_struct("PostgresBackend")
+            .field("settings", &self.shared.settings)
+            .field("epoch", &self.epoch())
+            .finish()
     }
 }
 
@@ -286,11 +289,12 @@ impl Iterator for PgScan {
     type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() && !self.done {
-            if let Err(e) = self.fetch() {
-                self.done = true;
-                return Some(Err(e));
-            }
+        if self.buf.is_empty()
+            && !self.done
+            && let Err(e) = self.fetch()
+        {
+            self.done = true;
+            return Some(Err(e));
         }
         self.buf.pop_front().map(Ok)
     }
@@ -395,7 +399,8 @@ async fn commit_once(shared: &Shared, epoch: i64, p: &Plan) -> Result<(), Failed
         }
         let stmts = futures::future::try_join_all(sqls.iter().map(|s| tx.prepare_cached(s))).await.map_err(before)?;
         let (mut hk, mut hs, mut hl, mut hc) = (vec![], vec![], vec![], vec![]);
-        let (mut ck, mut cs, mut cq, mut cd): (Vec<i16>, Vec<&str>, Vec<i32>, Vec<&[u8]>) = (vec![], vec![], vec![], vec![]);
+        let (mut ck, mut cs, mut cq) = (Vec::<i16>::new(), Vec::<&str>::new(), Vec::<i32>::new());
+        let mut cd = Vec::<&[u8]>::new();
         for (kind, sha, bytes) in &p.blobs {
             hk.push(*kind);
             hs.push(sha.as_str());
@@ -476,7 +481,9 @@ impl Backend for PostgresBackend {
             read(&shared, "reading a blob", |c| {
                 let sha = sha.clone();
                 Box::pin(async move {
-                    let st = c.prepare_cached("SELECT len, chunk FROM ticketd_blobs WHERE kind = $1 AND sha256 = $2").await?;
+                    let st = c
+                        .prepare_cached("SELECT len, chunk FROM ticketd_blobs WHERE kind = $1 AND sha256 = $2")
+                        .await?;
                     let Some(head) = c.query_opt(&st, &[&k, &sha]).await? else { return Ok(None) };
                     let (len, chunk): (i64, i32) = (head.get(0), head.get(1));
                     let (len, chunk) = (len.max(0) as u64, chunk.max(1) as u64);
@@ -511,7 +518,9 @@ impl Backend for PostgresBackend {
         let all = wait(async move {
             read(&shared, "listing blobs", |c| {
                 Box::pin(async move {
-                    let st = c.prepare_cached("SELECT sha256, len FROM ticketd_blobs WHERE kind = $1 ORDER BY sha256").await?;
+                    let st = c
+                        .prepare_cached("SELECT sha256, len FROM ticketd_blobs WHERE kind = $1 ORDER BY sha256")
+                        .await?;
                     let rows = c.query(&st, &[&k]).await?;
                     Ok(rows.into_iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect::<Vec<_>>())
                 })
