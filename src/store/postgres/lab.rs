@@ -35,7 +35,16 @@ fn script() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> io::Result<String> {
-    let out = Command::new("bash").arg(script()).args(args).stdin(Stdio::null()).output()?;
+    run_env(args, &[])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> io::Result<String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script()).args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "pg-lab.sh {} failed: {}{}",
@@ -48,11 +57,22 @@ fn run(args: &[&str]) -> io::Result<String> {
 }
 
 impl PgLab {
-    /// Starts a server of its own (about 1.5 s).
+    /// Starts a server of its own (about 1.5 s), fsync off.
     pub fn start() -> io::Result<PgLab> {
+        Self::start_with(false)
+    }
+
+    /// Starts a server of its own with fsync on: for durability tests and
+    /// figures that compare with a store that syncs.
+    pub fn start_durable() -> io::Result<PgLab> {
+        Self::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> io::Result<PgLab> {
         let dir = tempfile::Builder::new().prefix("pglab").tempdir_in("/tmp")?;
         let path = dir.path().to_str().ok_or_else(|| io::Error::other("temp dir is not UTF-8"))?.to_owned();
-        let out = run(&["start", &path, &std::process::id().to_string()])?;
+        let fsync = if fsync { "on" } else { "off" };
+        let out = run_env(&["start", &path, &std::process::id().to_string()], &[("PGLAB_FSYNC", fsync)])?;
         let env: HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
         let get =
             |k: &str| env.get(k).map(|v| v.to_string()).ok_or_else(|| io::Error::other(format!("pg.env has no {k}")));

@@ -6,9 +6,10 @@
 //!   free the moment that session ends (process killed, session
 //!   terminated, server restarted, keepalives gave up on a cut link);
 //! - the `ticketd_lease` row, whose `epoch` each new holder raises right
-//!   after taking the lock, and whose `heartbeat_at` the holder refreshes
-//!   with the database's clock. Every commit is fenced by that epoch
-//!   (see [`super::schema`]), so a deposed holder never writes again.
+//!   after taking the lock (every commit is fenced by that epoch, see
+//!   [`super::schema`], so a deposed holder never writes again), and the
+//!   `ticketd_heartbeat` row, which the holder refreshes with the
+//!   database's clock.
 //!
 //! A paused holder (SIGSTOP, a frozen VM) keeps its session, hence its
 //! lock, forever: standbys call [`PostgresBackend::depose_stale`], which
@@ -115,8 +116,10 @@ impl Lease {
                 let row = conn
                     .client
                     .query_one(
-                        "UPDATE ticketd_lease SET epoch = epoch + 1, node = $1, advertise = $2, pid = pg_backend_pid(), \
-                         acquired_at = now(), heartbeat_at = now() WHERE id = 1 RETURNING epoch, pid",
+                        "WITH l AS (UPDATE ticketd_lease SET epoch = epoch + 1, node = $1, advertise = $2, \
+                             pid = pg_backend_pid(), acquired_at = now() WHERE id = 1 RETURNING epoch, pid) \
+                         UPDATE ticketd_heartbeat h SET epoch = l.epoch, pid = l.pid, at = now() FROM l \
+                         WHERE h.id = 1 RETURNING h.epoch, h.pid",
                         &[&s.node, &s.advertise],
                     )
                     .await
@@ -150,7 +153,7 @@ impl Lease {
         self.inner.pid
     }
 
-    /// Refreshes `heartbeat_at` (database time) if the lease is still this
+    /// Refreshes the heartbeat (database time) if the lease is still this
     /// one; bounded by a quarter of the lease timeout. Record the local
     /// monotonic time *before* the call: a confirmation vouches for the
     /// lease from then on.
@@ -160,7 +163,7 @@ impl Lease {
             let (limit, epoch) = (inner.heartbeat_timeout, inner.epoch as i64);
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&epoch];
             let beat = inner.conn.client.execute(
-                "UPDATE ticketd_lease SET heartbeat_at = now() WHERE id = 1 AND epoch = $1 AND pid = pg_backend_pid()",
+                "UPDATE ticketd_heartbeat SET at = now() WHERE id = 1 AND epoch = $1 AND pid = pg_backend_pid()",
                 &params,
             );
             match tokio::time::timeout(limit, beat).await {
@@ -240,8 +243,9 @@ impl PostgresBackend {
                             "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
                              WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
                              AND (a.pid = $1 OR a.application_name = $2) \
-                             AND EXISTS (SELECT 1 FROM ticketd_lease l WHERE l.id = 1 AND l.epoch = $3 AND l.pid = $1 \
-                                 AND (l.heartbeat_at IS NULL OR now() - l.heartbeat_at > $4 * interval '1 second'))",
+                             AND EXISTS (SELECT 1 FROM ticketd_lease l, ticketd_heartbeat h \
+                                 WHERE l.id = 1 AND h.id = 1 AND l.epoch = $3 AND l.pid = $1 AND NOT ( \
+                                     h.epoch = l.epoch AND h.at IS NOT NULL AND now() - h.at <= $4 * interval '1 second'))",
                             &[&pid, &writer, &epoch, &secs],
                         )
                         .await?;
@@ -279,7 +283,8 @@ async fn lease_row(shared: &Shared) -> Result<(Row, Option<i32>), StoreError> {
             let row = c
                 .query_one(
                     "SELECT l.node, l.advertise, l.epoch, l.pid, \
-                     EXTRACT(EPOCH FROM now() - l.heartbeat_at)::float8, \
+                     (SELECT EXTRACT(EPOCH FROM now() - h.at)::float8 FROM ticketd_heartbeat h \
+                        WHERE h.id = 1 AND h.epoch = l.epoch), \
                      (SELECT k.pid FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted \
                         AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                         AND k.classid = $1::int8::oid AND k.objid = $2::int8::oid AND k.objsubid = 2 LIMIT 1) \

@@ -10,8 +10,11 @@
 //!   [`CHUNK`] bytes, written in the same transaction as the records that
 //!   name them; a range read fetches only the pieces it covers.
 //! - `ticketd_lease`: one row, the writer's lease: `epoch` (raised by every
-//!   new leader), holder `node`, `advertise`, `pid` (its lock session),
-//!   `heartbeat_at` (database time).
+//!   new leader), holder `node`, `advertise`, `pid` (its lock session).
+//! - `ticketd_heartbeat`: one row, the holder's `epoch`, `pid` and last
+//!   heartbeat `at` (database time). A row apart from the lease's, so a
+//!   heartbeat never waits for a commit holding the lease row's share lock
+//!   (nor a commit for a heartbeat).
 //! - `ticketd_commits`: per epoch, how many commits landed and when the
 //!   first and last did (database time): the audit a failover test reads.
 //! - `ticketd_fence(epoch)`: the fence every commit runs first, inside its
@@ -58,10 +61,16 @@ CREATE TABLE ticketd_lease (
     node text,
     advertise text,
     pid integer,
-    acquired_at timestamptz,
-    heartbeat_at timestamptz
+    acquired_at timestamptz
 );
 INSERT INTO ticketd_lease (id, epoch) VALUES (1, 0);
+CREATE TABLE ticketd_heartbeat (
+    id integer PRIMARY KEY CHECK (id = 1),
+    epoch bigint NOT NULL,
+    pid integer,
+    at timestamptz
+);
+INSERT INTO ticketd_heartbeat (id, epoch) VALUES (1, 0);
 CREATE TABLE ticketd_commits (
     epoch bigint PRIMARY KEY,
     node text,
