@@ -15,7 +15,7 @@
 //! never starve the connection it waits on.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode};
@@ -113,37 +113,19 @@ fn split_url(url: &str) -> Result<(String, Option<String>, Option<String>), Stor
     Ok((url, sslmode, rootcert))
 }
 
-/// rustls with the ring provider; the roots are the CA file named by
-/// `sslrootcert` alone (as libpq does), or else Mozilla's.
+/// The project's one TLS setup ([`crate::tls::client_config`]): Mozilla's
+/// roots plus the CA file named by `sslrootcert`, if any.
 fn rustls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, StoreError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let bad = |e: &dyn std::fmt::Display| url_err(format!("sslrootcert {path}: {e}"));
-            let mut n = 0;
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(bad(&"no certificate in the file"));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(url_err)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    let cfg = crate::tls::client_config(ca_file.map(std::path::Path::new))
+        .map_err(|e| url_err(format!("sslrootcert: {e}")))?;
+    Ok((*cfg).clone())
 }
 
 impl PgSettings {
     /// Parses `store.url`. TLS: with any TCP host the server's certificate
-    /// and name are verified (`sslmode=verify-full`, the default; roots
-    /// from `sslrootcert=FILE`, else Mozilla's); `sslmode=disable` turns
+    /// and name are verified (`sslmode=verify-full`, the default; against
+    /// Mozilla's roots plus the CA in `sslrootcert=FILE`, as for IMAP and
+    /// SMTP, where libpq would trust that file alone); `sslmode=disable` turns
     /// TLS off; a URL with only Unix-socket hosts uses none. libpq's
     /// weaker modes (`allow`, `prefer`, `require`, `verify-ca`) are refused
     /// rather than quietly accepting an unverified server.

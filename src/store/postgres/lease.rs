@@ -181,9 +181,11 @@ impl Lease {
         r.unwrap_or_else(|e| Err(HeartbeatError::InDoubt(e.to_string())))
     }
 
-    /// Lets go of the lock now (a clean step-down), rather than when the
-    /// last clone is dropped. Bounded to two seconds; the session ends
-    /// either way.
+    /// Lets go of the lock now (a clean step-down, after
+    /// [`PostgresBackend::step_down`]), rather than when the last clone is
+    /// dropped. Bounded to two seconds. A clone still held elsewhere keeps
+    /// the session open but not the lock; its epoch stays valid only until
+    /// another node takes the lease.
     pub fn release(self) {
         let inner = self.inner.clone();
         drop(self);
