@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# install-deps.sh: install what scripts/lab.sh needs on a Debian machine
-# (Dovecot with IMAP/LMTP/Sieve, Postfix, OpenSSL) and the unprivileged user
-# that owns the lab's maildirs. Idempotent and quiet on success.
+# install-deps.sh: install what scripts/lab.sh and scripts/pg-lab.sh need on a
+# Debian machine (Dovecot with IMAP/LMTP/Sieve, Postfix, OpenSSL, PostgreSQL)
+# and the unprivileged user that owns the lab's maildirs and runs the private
+# PostgreSQL servers. Idempotent and quiet on success.
 #
 # The labs run private instances from their own config dirs; the system
 # Dovecot/Postfix services are neither configured nor started here.
@@ -15,7 +16,10 @@ readonly MAIL_USER=ticketd-lab
 # Prometheus server itself is neither configured nor started.
 # rspamd: scripts/rspamd-lab.sh runs a private one for the spam tests
 # (tests/spam_rspamd.rs); the system rspamd is neither configured nor started.
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl rspamd)
+# postgresql: scripts/pg-lab.sh runs private servers (initdb/pg_ctl as
+# ticketd-lab) for the PostgreSQL backend's tests; the package's own cluster
+# (`main`) is neither used nor left running.
+readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl rspamd postgresql)
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -45,6 +49,10 @@ missing() {
     [[ -x /usr/lib/dovecot/imap && -x /usr/lib/dovecot/lmtp ]] || return 0
     [[ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ]] || return 0
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || return 0
+    # Binaries of the PostgreSQL server package (any major version).
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || return 0
+    compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || return 0
+    compgen -G '/usr/lib/postgresql/*/bin/psql' >/dev/null || return 0
     return 1
 }
 
@@ -71,14 +79,16 @@ if missing; then
     [[ -n $ok ]] || fail "apt-get install ${PACKAGES[*]} failed:"
     if missing; then fail "packages installed but binaries still missing:"; fi
     # Under systemd the new units would still start at boot (and hold ports
-    # 25/143/993/11333): the labs need none of that. A system MTA that was there
-    # before this script is left alone.
+    # 25/143/993/11333/5432): the labs need none of that. A system MTA that
+    # was there before this script is left alone.
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-        systemctl disable --now dovecot.service postfix.service prometheus.service rspamd.service >>"$log" 2>&1 || true
+        systemctl disable --now dovecot.service postfix.service prometheus.service rspamd.service \
+            postgresql.service >>"$log" 2>&1 || true
     fi
 fi
 
-# Owner of the lab maildirs: Dovecot refuses to deliver mail as root.
+# Owner of the lab maildirs (Dovecot refuses to deliver mail as root) and of
+# the private PostgreSQL servers (which refuse to run as root).
 if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin "$MAIL_USER" >>"$log" 2>&1 \

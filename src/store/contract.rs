@@ -19,6 +19,8 @@ pub fn run(root: &Path, open: Opener<'_>) {
         ("scans are ordered and resumable", scans_are_ordered_and_resumable),
         ("blobs are content-addressed", blobs_are_content_addressed),
         ("blobs that do not match their name are refused", blobs_that_do_not_match_their_name_are_refused),
+        ("empty values and binary keys are kept as they are", empty_values_and_binary_keys_are_kept),
+        ("a blob written and deleted in one commit: the later write wins", a_blob_written_and_deleted_in_one_commit),
         ("a failed commit writes nothing", a_failed_commit_writes_nothing),
         ("commits survive a reopen", commits_survive_a_reopen),
         ("a second instance never writes beside the first", a_second_instance_never_writes_beside_the_first),
@@ -174,6 +176,40 @@ fn blobs_that_do_not_match_their_name_are_refused(dir: &Path, open: Opener<'_>) 
     assert!(matches!(err, StoreError::BlobMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&named), "the error names the blob: {err}");
     assert_eq!(b.get_blob(BlobKind::Attachment, &named).unwrap(), None);
+}
+
+/// The schedule tables hold empty values; keys are any bytes (big-endian
+/// numbers are full of NULs and 0xff).
+fn empty_values_and_binary_keys_are_kept(dir: &Path, open: Opener<'_>) {
+    let b = opened(open, dir);
+    let keys: [&[u8]; 4] = [b"\0", b"\0\xff\0", b"\xff", b"\x7f\x80"];
+    let mut w = WriteSet::default();
+    for k in keys {
+        w.put(Table::OutboxDue, k, Vec::new());
+    }
+    b.commit(w).unwrap();
+    for k in keys {
+        assert_eq!(b.get(Table::OutboxDue, k).unwrap(), Some(Vec::new()), "an empty value is not an absent one: {k:?}");
+    }
+    let all: Vec<Vec<u8>> = b.scan(Table::OutboxDue, Scan::default()).map(|r| r.unwrap().0).collect();
+    assert_eq!(all, vec![b"\0".to_vec(), b"\0\xff\0".to_vec(), b"\x7f\x80".to_vec(), b"\xff".to_vec()], "byte order");
+    assert_eq!(b.count(Table::OutboxDue).unwrap(), 4);
+}
+
+/// Staging a blob and forgetting it again (or the reverse, for a blob not
+/// stored yet) in one write set: what the last write says is what is kept.
+fn a_blob_written_and_deleted_in_one_commit(dir: &Path, open: Opener<'_>) {
+    let b = opened(open, dir);
+    let (gone, kept) = (&b"staged, then dropped"[..], &b"dropped, then staged"[..]);
+    let mut w = blob(BlobKind::Attachment, gone);
+    w.delete_blob(BlobKind::Attachment, &sha(gone));
+    w.delete_blob(BlobKind::Attachment, &sha(kept));
+    w.put_blob(BlobKind::Attachment, &sha(kept), kept.to_vec());
+    b.commit(w).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha(gone)).unwrap(), None);
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha(kept)).unwrap().as_deref(), Some(kept));
+    let listed: Vec<String> = b.blobs(BlobKind::Attachment).map(|r| r.unwrap().0).collect();
+    assert_eq!(listed, vec![sha(kept)]);
 }
 
 /// All or nothing: a commit refused for one of its blobs leaves no record

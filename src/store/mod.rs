@@ -17,6 +17,7 @@
 
 #[cfg(test)]
 pub mod contract;
+pub mod postgres;
 pub mod segments;
 pub mod sled_backend;
 
@@ -54,6 +55,11 @@ pub enum StoreError {
     /// This instance may no longer write: another node holds the store now.
     #[error("refused: this node no longer holds the store ({0})")]
     Fenced(String),
+    /// The connection was lost while the commit was being made durable:
+    /// it may or may not have landed. The writer treats it as not done (no
+    /// post-action, no send) and replays; a replay is a no-op if it landed.
+    #[error("the commit's outcome is unknown ({0}): treated as not done; replaying it is harmless")]
+    InDoubt(String),
     #[error("the database is closed (a reopen after an I/O error failed)")]
     Closed,
     #[error("internal error: {0}")]

@@ -18,6 +18,9 @@
 
 pub mod api;
 pub mod daemon;
+/// A private PostgreSQL (`scripts/pg-lab.sh`), shared with the library's unit tests.
+#[path = "../../src/store/postgres/lab.rs"]
+pub mod pg;
 
 // Unused in test files that need no daemon (e.g. lab_smoke).
 #[allow(unused_imports)]
