@@ -1,17 +1,41 @@
-//! ticketd: support mailboxes in, tickets in sled, mail out.
+//! ticketd: support mailboxes in, tickets in a store (sled, or PostgreSQL
+//! for several nodes), mail out.
 //!
 //! Tasks (see [`daemon`]): one [`imap::worker`] per mailbox owns its IMAP
 //! connection; one [`outbound::sender`] owns SMTP; the [`desk`]'s writer
-//! thread is the only writer of the store. Every change — a fetched batch,
-//! an agent's action from the API or CLI, a delivery outcome, a quarantine
-//! retry — reaches the writer as a typed request over a bounded channel,
-//! is decided by the pure rules in [`triage`] (`decide` for mail, `act`
-//! for actions) and committed with the others queued beside it in one
-//! durable [`store`] commit; only then is the requester answered. The ack
-//! rule: nothing is marked `\Seen`/moved/deleted on IMAP and nothing is
-//! sent over SMTP before the ticket it belongs to is durable. Readers (API,
-//! CLI) read committed state. Replays after a crash are no-ops (UID cursor
-//! + Message-ID and content dedupe; our Message-IDs are deterministic).
+//! thread is the only writer of the store (it holds the store's one
+//! [`store::Committer`]). Every change — a fetched batch, an agent's action
+//! from the API, the CLI or mail, a delivery outcome, a quarantine retry, a
+//! tick of the clock — reaches the writer as a typed request over a bounded
+//! channel, is decided by the pure rules in [`triage`] (`decide` for mail,
+//! `act` for actions), recorded by `desk::apply` and committed with the
+//! others queued beside it in one durable [`store`] commit; only then is
+//! the requester answered. The ack rule: nothing is marked
+//! `\Seen`/moved/deleted on IMAP and nothing is sent over SMTP before the
+//! ticket it belongs to is durable. Readers (API, CLI) read committed
+//! state. Replays after a crash are no-ops (UID cursor + Message-ID and
+//! content dedupe; our Message-IDs are deterministic).
+//!
+//! Layers, lowest first: a module uses only modules on lower lines (a test,
+//! `tests/layers.rs`, reads this table and checks every `crate::` path):
+//!
+//! ```text
+//! 0  text failpoint
+//! 1  ticket
+//! 2  mail outbox health tls sla cluster
+//! 3  config spam
+//! 4  triage
+//! 5  store
+//! 6  desk
+//! 7  api imap outbound
+//! 8  daemon doctor
+//! 9  cli
+//! ```
+//!
+//! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
+//! mail and the config are; what a mail or an action means); the store
+//! below the one writer that uses it; the I/O shells (IMAP, SMTP, HTTP)
+//! on the desk; the process and the command line on top.
 
 pub mod api;
 pub mod cli;

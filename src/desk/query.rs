@@ -116,7 +116,14 @@ fn bad_cursor() -> DeskError {
     DeskError::invalid("cursor", "invalid cursor: pass the next_cursor of a previous page")
 }
 
-pub(super) fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError> {
+impl Desk {
+    /// One page of tickets, filtered and sorted as `q` asks.
+    pub fn list(&self, q: &TicketQuery) -> Result<TicketPage, DeskError> {
+        list(self, q)
+    }
+}
+
+fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let text = q.q.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
     let text = text.as_deref();

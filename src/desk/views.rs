@@ -92,11 +92,6 @@ impl Desk {
         Ok(self.store().ticket(n)?)
     }
 
-    /// One page of tickets (see [`super::query`] for how it is read).
-    pub fn list(&self, q: &TicketQuery) -> Result<TicketPage, DeskError> {
-        super::query::list(self, q)
-    }
-
     /// The original mails of ticket `n`, unaltered, as an mboxrd file.
     pub fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, DeskError> {
         let mut out = Vec::new();
