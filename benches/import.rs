@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use ticketd::config::Config;
-use ticketd::desk::import::{self, Show};
+use ticketd::desk::import;
 use ticketd::desk::{Desk, Parts};
 use ticketd::imap::worker::Worker;
+use ticketd::mail::mailbox::MboxReader;
 use ticketd::outbox::templates::Templates;
 use ticketd::store::{Records, Store};
 
@@ -89,7 +90,7 @@ async fn import_into(lab: &common::Lab, dir: &Path, source: &Path) -> (f64, usiz
     std::fs::write(&cfg_path, common::daemon::config_text(lab, dir, "", "")).unwrap();
     let (_, store, desk) = desk_for(&cfg_path);
     let t = Instant::now();
-    let summary = import::run(&desk, &[source.to_owned()], Show::Nothing).await.unwrap();
+    let summary = import::run(&desk, &[source.to_owned()], &mut import::Silent).await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     desk.join_when_last().await;
     assert_eq!(store.pending_count(), 0, "an import queues no mail");
@@ -120,7 +121,7 @@ async fn main() {
     // its memory does not depend on the file's size.
     let t = Instant::now();
     let file = std::io::BufReader::new(std::fs::File::open(&mbox).unwrap());
-    let mut reader = import::MboxReader::open(file, 50 << 20).unwrap().expect("an mbox");
+    let mut reader = MboxReader::open(file, 50 << 20).unwrap().expect("an mbox");
     let mut entries = 0;
     while reader.next_entry().unwrap().is_some() {
         entries += 1;

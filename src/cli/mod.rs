@@ -11,6 +11,7 @@ mod commands;
 pub mod http;
 mod ops;
 mod print;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -64,7 +64,7 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
     }
     let desk = local_desk(cfg)?;
     let r = match command {
-        Cmd::Import { paths } => match import::run(&desk, paths, import::Show::Stderr).await {
+        Cmd::Import { paths } => match import::run(&desk, paths, &mut super::progress::Progress::stderr()).await {
             Ok(summary) => {
                 println!("{}", summary.render());
                 Ok(ExitCode::SUCCESS)

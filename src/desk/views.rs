@@ -117,18 +117,7 @@ impl Desk {
                 None => return Ok(Vec::new()),
             },
         };
-        let mut out = Vec::with_capacity(raw.len() + 64);
-        out.extend_from_slice(format!("From ticketd {}\n", rec.at.format("%a %b %e %H:%M:%S %Y")).as_bytes());
-        // mboxrd: quote "From " lines so the mailbox splits where it should.
-        for line in raw.split_inclusive(|b| *b == b'\n') {
-            let bare = line.iter().position(|b| *b != b'>').map_or(&line[line.len()..], |i| &line[i..]);
-            if bare.starts_with(b"From ") {
-                out.push(b'>');
-            }
-            out.extend_from_slice(line);
-        }
-        out.push(b'\n');
-        Ok(out)
+        Ok(crate::mail::mailbox::mboxrd_entry(rec.at, &raw))
     }
 
     pub fn quarantine(&self) -> Result<Vec<QuarantineView>, DeskError> {

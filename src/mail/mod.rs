@@ -11,6 +11,7 @@
 
 pub mod charset;
 pub mod html;
+pub mod mailbox;
 pub mod mime;
 pub mod parent;
 pub mod quote;
