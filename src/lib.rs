@@ -26,10 +26,11 @@
 //! 3  config spam
 //! 4  triage
 //! 5  store
-//! 6  desk
-//! 7  api imap outbound
-//! 8  daemon doctor
-//! 9  cli
+//! 6  archive
+//! 7  desk
+//! 8  api imap outbound
+//! 9  daemon doctor
+//! 10 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
@@ -38,6 +39,7 @@
 //! on the desk; the process and the command line on top.
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -176,7 +176,7 @@ impl Access {
     /// A consistent backup of the whole desk into `file` (written beside
     /// it under a temporary name, synced, then renamed): by the daemon
     /// through the API while it runs, else from the store directly.
-    pub async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+    pub async fn backup(&self, file: &std::path::Path) -> Result<crate::archive::BackupSummary, AccessError> {
         match self {
             Access::Local(d) => {
                 crate::desk::backup::backup_to_file(d, file).await.map_err(|e| AccessError::Unsupported(e.to_string()))
@@ -350,9 +350,9 @@ impl Remote {
         decode(&reply)
     }
 
-    async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+    async fn backup(&self, file: &std::path::Path) -> Result<crate::archive::BackupSummary, AccessError> {
         let io = |e: std::io::Error| AccessError::Unsupported(format!("{}: {e}", file.display()));
-        let (partial, mut out) = crate::desk::backup::create_partial(file).map_err(io)?;
+        let (partial, mut out) = crate::archive::create_partial(file).map_err(io)?;
         let got = self.http.download("/api/v1/backup", &mut out).await;
         let body = match got {
             Ok((_, _, body)) => body,
@@ -370,7 +370,7 @@ impl Remote {
         out.sync_all().map_err(io)?;
         drop(out);
         // What arrived must be a whole, sound backup, or it is not one.
-        let manifest = match crate::desk::backup::verify(&partial) {
+        let manifest = match crate::archive::verify(&partial) {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
@@ -381,7 +381,7 @@ impl Remote {
         if let Some(dir) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
-        Ok(crate::desk::backup::BackupSummary {
+        Ok(crate::archive::BackupSummary {
             records: manifest.records(),
             blobs: manifest.blob_count(),
             blob_bytes: manifest.blob_bytes(),

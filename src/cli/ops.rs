@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use super::args::{Cmd, StoreCmd};
 use super::fail;
+use crate::archive;
 use crate::config::Config;
 use crate::desk::{Desk, backup, import};
 
@@ -25,12 +26,12 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
             None => None,
         };
         let m = if *verify_only {
-            let m = backup::verify(file)?;
+            let m = archive::verify(file)?;
             let origin = match m.origin(secret.as_deref()) {
-                backup::Origin::Ours => "signed by this desk",
-                backup::Origin::Unsigned => "unsigned",
-                backup::Origin::Foreign if secret.is_none() => "signed (not checked: no desk.secret_file)",
-                backup::Origin::Foreign => "signed by ANOTHER desk",
+                archive::Origin::Ours => "signed by this desk",
+                archive::Origin::Unsigned => "unsigned",
+                archive::Origin::Foreign if secret.is_none() => "signed (not checked: no desk.secret_file)",
+                archive::Origin::Foreign => "signed by ANOTHER desk",
             };
             println!("{}: {origin}", file.display());
             m
