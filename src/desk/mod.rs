@@ -19,7 +19,7 @@ pub mod writer;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Config;
@@ -32,13 +32,12 @@ use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "error")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeskError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Invalid(#[serde(with = "act_errors")] Vec<ActError>),
+    Invalid(Vec<ActError>),
     #[error("the ticket changed meanwhile (now version {current})")]
     Conflict { current: u64 },
     #[error("store: {0}")]
@@ -51,34 +50,6 @@ impl DeskError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> DeskError {
         DeskError::Invalid(vec![ActError { field, message: message.into() }])
     }
-}
-
-mod act_errors {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::triage::act::ActError;
-
-    #[derive(Serialize, Deserialize)]
-    struct E {
-        field: String,
-        message: String,
-    }
-
-    pub fn serialize<S: Serializer>(v: &[ActError], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|e| E { field: e.field.to_owned(), message: e.message.clone() }).collect::<Vec<_>>().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ActError>, D::Error> {
-        let v = Vec::<E>::deserialize(d)?;
-        Ok(v.into_iter().map(|e| ActError { field: crate::desk::field_name(&e.field), message: e.message }).collect())
-    }
-}
-
-/// Field names travel as strings over the API; the known ones map back.
-pub fn field_name(s: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["status", "priority", "category", "assignedTo", "tags", "resolution", "text", "attachments", "actor", "seq"];
-    KNOWN.iter().find(|k| **k == s).copied().unwrap_or("request")
 }
 
 /// An attachment uploaded with an API/CLI reply.

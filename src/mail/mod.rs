@@ -201,7 +201,6 @@ pub struct InboundMail {
     /// Without angle brackets, as the sender wrote it.
     pub message_id: Option<String>,
     pub raw_sha256: String,
-    pub raw_len: usize,
     /// The first usable address of From, else of Sender, Reply-To or
     /// Return-Path (a note says which); `None` with [`Self::from_problem`].
     pub from: Option<MailAddress>,
@@ -224,11 +223,6 @@ pub struct InboundMail {
     /// `Received`, `Authentication-Results` and spam verdict headers in
     /// order, top first.
     pub trace: Vec<Trace>,
-    /// The `X-Ticketd-Ticket` header we put on our own mail.
-    pub ticketd_header: Option<String>,
-    /// Some bytes could not be decoded (bad base64, a charset that does not
-    /// fit); the text holds U+FFFD or a best guess.
-    pub encoding_problem: bool,
     /// What was cut, guessed or changed while parsing, one short sentence
     /// each, for `system` thread entries.
     pub notes: Vec<String>,
@@ -369,18 +363,16 @@ impl InboundMail {
             notes.push(format!("subject longer than {MAX_SUBJECT_CHARS} characters was cut"));
         }
 
-        let mut assembly = Assembly { tree: &tree, notes: &mut notes, tld, used: 0, cut: false, problem: false };
+        let mut assembly = Assembly { tree: &tree, notes: &mut notes, tld, used: 0, cut: false };
         let body = assembly.body();
         let report = delivery_report(&tree);
         let attachments = if report.is_some() { Vec::new() } else { assembly.attachments(&parser) };
-        let encoding_problem = assembly.problem;
 
         let date_raw = msg.header_raw(HeaderName::Date).map(clean_line).unwrap_or_default();
         let content_sha256 = content_hash(from.as_ref(), &subject, &date_raw, &body, &attachments);
         Ok(InboundMail {
             message_id,
             raw_sha256: hex::encode(Sha256::digest(raw)),
-            raw_len: raw.len(),
             to: address_list(msg.to(), "To", &mut notes),
             cc: address_list(msg.cc(), "Cc", &mut notes),
             subject,
@@ -393,11 +385,6 @@ impl InboundMail {
             report,
             auth_results,
             trace,
-            ticketd_header: msg
-                .header("X-Ticketd-Ticket")
-                .and_then(|v| v.as_text())
-                .map(|s| cut_chars(&clean_line(s), MAX_NAME_CHARS)),
-            encoding_problem,
             notes: notes.0,
             from_problem,
             content_sha256,
@@ -587,7 +574,6 @@ struct Assembly<'t, 'a, 'n> {
     /// Body bytes taken so far.
     used: usize,
     cut: bool,
-    problem: bool,
 }
 
 impl Assembly<'_, '_, '_> {
@@ -663,7 +649,6 @@ impl Assembly<'_, '_, '_> {
         let limit = if is_html { MAX_HTML_INPUT } else { room.saturating_mul(2).saturating_add(8) };
         let (bytes, problem, cut) = mime::decode_transfer(e.body, e.info.encoding, limit);
         if problem {
-            self.problem = true;
             self.notes.push(NOTE_BAD_TRANSFER);
         }
         let hint = if is_html && e.info.charset.is_none() { meta_charset(&bytes) } else { None };
@@ -672,7 +657,6 @@ impl Assembly<'_, '_, '_> {
         if let Some(n) = decoded.note {
             self.notes.push(n);
         }
-        self.problem |= decoded.problem;
         let text = if is_html {
             let r = html::render(&decoded.text, room + 8);
             if cut || r.input_cut {
@@ -711,7 +695,6 @@ impl Assembly<'_, '_, '_> {
             } else {
                 let (bytes, problem, _) = mime::decode_transfer(e.body, e.info.encoding, usize::MAX);
                 if problem {
-                    self.problem = true;
                     self.notes.push(NOTE_BAD_TRANSFER);
                 }
                 let mime_type = e.info.mime_type();
