@@ -11,6 +11,7 @@ mod migrate;
 pub mod probe;
 pub mod query;
 pub mod retention;
+pub mod spam;
 pub mod stats;
 pub mod tx;
 pub mod views;
@@ -97,6 +98,9 @@ pub struct Changes {
     pub tickets: Vec<u64>,
     pub outbox: bool,
     pub quarantine: bool,
+    /// The spam list or the blocklist.
+    #[serde(default)]
+    pub spam: bool,
 }
 
 impl Changes {
@@ -113,6 +117,7 @@ impl Changes {
                 }
                 crate::store::Table::Outbox | crate::store::Table::Sent => c.outbox = true,
                 crate::store::Table::Quarantine => c.quarantine = true,
+                crate::store::Table::Spam | crate::store::Table::Blocklist => c.spam = true,
                 _ => {}
             }
         }
@@ -120,7 +125,7 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty() && !self.outbox && !self.quarantine
+        self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam
     }
 }
 
