@@ -293,7 +293,8 @@ fn spam_paths(doc: &mut Value) {
     }});
     schemas["Blocklist"] = json!({"type": "object", "properties": {"entries": {"type": "array", "items": {"$ref": "#/components/schemas/BlockEntry"}}}});
     schemas["BlockRequest"] = json!({"type": "object", "additionalProperties": false, "required": ["entry"], "properties": {"entry": {"type": "string"}}});
-    schemas["BlockChanged"] = json!({"type": "object", "properties": {"entry": {"type": "string"}, "changed": {"type": "boolean"}}});
+    schemas["BlockChanged"] =
+        json!({"type": "object", "properties": {"entry": {"type": "string"}, "changed": {"type": "boolean"}}});
     let paths = &mut doc["paths"];
     paths["/api/v1/tickets/{id}/block"] = json!({"post": {"operationId": "blockSender",
         "summary": "Block the ticket's sender (as #block by mail): the ticket is closed and tagged spam, their later mail is held on the spam list",

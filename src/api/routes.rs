@@ -824,7 +824,8 @@ pub async fn list_blocklist(State(st): State<AppState>, RawQuery(raw): RawQuery)
 }
 
 fn block_entry(text: &str) -> R<crate::spam::BlockEntry> {
-    crate::spam::BlockEntry::parse(text).map_err(|e| ApiError::invalid("entry", crate::text::clean_line(&e.to_string())))
+    crate::spam::BlockEntry::parse(text)
+        .map_err(|e| ApiError::invalid("entry", crate::text::clean_line(&e.to_string())))
 }
 
 pub async fn add_block(

@@ -446,7 +446,7 @@ fn attachments(c: &mut Checker<'_>, raw: RawAttachments, api: Option<&ApiConfig>
 
 /// `[spam]`: see `crate::spam` and `docs/spam-borders.md`.
 fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::SpamConfig {
-    use crate::spam::{Border, BlockList, Placement, RspamdConfig, SpamConfig, check_placement, check_threshold};
+    use crate::spam::{BlockList, Border, Placement, RspamdConfig, SpamConfig, check_placement, check_threshold};
     let border = c.spam_vocab("spam.border", s.border, DEFAULT_SPAM_BORDER);
     let placement = c.spam_vocab("spam.placement", s.placement, DEFAULT_SPAM_PLACEMENT);
     if let Err(why) = check_placement(border, placement) {
@@ -454,8 +454,8 @@ fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::Spam
     }
     let border_host = c
         .get("spam.border_host", s.border_host)
-        .map(|h| h.trim().to_ascii_lowercase())
-        .or_else(|| default_spam_border_host(desk.trusted_authserv_id.as_deref()));
+        .or_else(|| default_spam_border_host(desk.trusted_authserv_id.as_deref()))
+        .map(|h| h.trim().to_ascii_lowercase());
     if let Some(h) = &border_host
         && !looks_like_address(&format!("x@{h}"))
     {

@@ -42,7 +42,9 @@ pub enum Item {
 impl Item {
     pub fn uid(&self) -> u32 {
         match self {
-            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } | Item::Skip { uid } | Item::Scanned { uid, .. } => *uid,
+            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } | Item::Skip { uid } | Item::Scanned { uid, .. } => {
+                *uid
+            }
         }
     }
 }
@@ -392,7 +394,9 @@ pub(super) fn ingest_one(
         }
         Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
         Outcome::Acted { ticket, .. } => info!(mailbox, uid, message_id, ticket, "changed"),
-        Outcome::Held { source } => info!(mailbox, uid, message_id, source = source.code(), "held for review (spam list)"),
+        Outcome::Held { source } => {
+            info!(mailbox, uid, message_id, source = source.code(), "held for review (spam list)")
+        }
     }
     Ok(queued)
 }

@@ -313,8 +313,8 @@ impl Desk {
             plan_spam(&store, &mut p, spam_days, now)?;
             Ok::<_, StoreError>(p)
         })
-            .await
-            .map_err(|e| DeskError::Store(format!("planning retention: {e}")))??;
+        .await
+        .map_err(|e| DeskError::Store(format!("planning retention: {e}")))??;
         self.ask(|reply| Job::Prune { plan, now, reply }).await?
     }
 

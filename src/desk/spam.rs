@@ -274,7 +274,10 @@ pub async fn scan(items: Vec<Item>, scanner: &Scanner, health: &Health) -> Vec<I
         })
         .collect();
     if let Some(reason) = failed {
-        warn!(url = scanner.url(), reason, "rspamd could not judge this batch; spam.unreachable decides what happens to it");
+        warn!(
+            url = scanner.url(),
+            reason, "rspamd could not judge this batch; spam.unreachable decides what happens to it"
+        );
     }
     out
 }

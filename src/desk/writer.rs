@@ -570,10 +570,11 @@ impl Writer {
             }
             Job::SpamRelease { id, actor, reply } => {
                 debug!(id, by = actor.label(), "releasing a spam entry");
-                let r = super::spam::release(&self.rules, &self.health, &self.store, tx, id).map(|(outcome, queued)| {
-                    self.queued |= queued;
-                    outcome
-                });
+                let r =
+                    super::spam::release(&self.rules, &self.health, &self.store, tx, id).map(|(outcome, queued)| {
+                        self.queued |= queued;
+                        outcome
+                    });
                 if r.is_err() {
                     tx.rollback(sp);
                 }

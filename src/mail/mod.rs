@@ -952,7 +952,8 @@ From: support@example.test\nMessage-ID: <ticketd.1.ack@example.test>\nSubject: [
         assert!(m.auto.is_automatic());
     }
 
-    const LONG_ID: &str = "CAF=first.long.message.id.from.a.corporate.mail.system.0123456789abcdef0123@mail.example.net";
+    const LONG_ID: &str =
+        "CAF=first.long.message.id.from.a.corporate.mail.system.0123456789abcdef0123@mail.example.net";
 
     fn encoded_ids_are_read(raw: &[u8]) {
         let m = InboundMail::parse(raw).unwrap();

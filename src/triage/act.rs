@@ -309,7 +309,8 @@ pub(super) fn changes(
                 }
                 if !t.tags.iter().any(|x| x == "spam") {
                     if t.tags.len() >= MAX_TAGS {
-                        errors.push(ActError { field: "tags", message: format!("a ticket has at most {MAX_TAGS} tags") });
+                        errors
+                            .push(ActError { field: "tags", message: format!("a ticket has at most {MAX_TAGS} tags") });
                         continue;
                     }
                     t.tags.push("spam".into());

@@ -90,7 +90,13 @@ impl Party {
     }
 }
 
-fn party(mail: &InboundMail, rec: &TicketRecord, from: &MailAddress, ctx: &Context<'_>, now: DateTime<Utc>) -> Option<Party> {
+fn party(
+    mail: &InboundMail,
+    rec: &TicketRecord,
+    from: &MailAddress,
+    ctx: &Context<'_>,
+    now: DateTime<Utc>,
+) -> Option<Party> {
     if let Some((agent, _)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
         return Some(Party::Agent(agent.id.clone()));
     }

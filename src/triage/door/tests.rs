@@ -59,8 +59,14 @@ fn run(cfg: &Config, raw: &str, snap: &Snapshot) -> Decision {
     let mail = InboundMail::parse(raw.as_bytes()).unwrap();
     let templates = Templates::default();
     let tokens = TokenMatcher::new("Ticket");
-    let ctx =
-        Context { cfg, mailbox: &cfg.mailboxes[0], secret: SECRET, templates: &templates, tokens: &tokens, quiet: false };
+    let ctx = Context {
+        cfg,
+        mailbox: &cfg.mailboxes[0],
+        secret: SECRET,
+        templates: &templates,
+        tokens: &tokens,
+        quiet: false,
+    };
     decide(&mail, snap, &ctx, now())
 }
 
@@ -68,8 +74,7 @@ fn snap() -> Snapshot {
     Snapshot { next_client: 7, next_ticket: 42, dedupe_key: "id:test@x".into(), ..Snapshot::default() }
 }
 
-const BORDER: &str =
-    "Received: from client.example.net (client.example.net [203.0.113.7])\r\n\tby mx.example.test (Postfix) with ESMTP id 5B5F098C21A\r\n\tfor <support@example.test>; Mon,  7 Dec 2026 08:00:00 +0000 (UTC)\r\n";
+const BORDER: &str = "Received: from client.example.net (client.example.net [203.0.113.7])\r\n\tby mx.example.test (Postfix) with ESMTP id 5B5F098C21A\r\n\tfor <support@example.test>; Mon,  7 Dec 2026 08:00:00 +0000 (UTC)\r\n";
 const SA_SPAM: &str = "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=7.3 required=5.0 tests=LAB autolearn=no\r\n";
 const SA_HAM: &str = "X-Spam-Status: No, score=1.3 required=5.0 tests=LAB autolearn=no\r\n";
 const FORGED_CLEAN: &str = "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-9.0 required=5.0\r\n";
@@ -147,7 +152,9 @@ fn threading_first_a_customers_reply_is_held_only_past_the_hard_limit() {
     assert!(matches!(d.outcome, Outcome::Held { .. }));
     // rspamd's milter verdict has no score: a customer's reply is never held on it.
     let milter = config("", "border = \"rspamd\"\nplacement = \"milter\"");
-    let x_spam = format!("{BORDER}From: ann@example.net\r\nIn-Reply-To: <t1@example.test>\r\nSubject: s\r\nX-Spam: Yes\r\n\r\nx\r\n");
+    let x_spam = format!(
+        "{BORDER}From: ann@example.net\r\nIn-Reply-To: <t1@example.test>\r\nSubject: s\r\nX-Spam: Yes\r\n\r\nx\r\n"
+    );
     assert!(matches!(run(&milter, &x_spam, &s).outcome, Outcome::Replied { .. }));
     let stranger = x_spam.replace("ann@example.net", "new@example.org");
     let d = run(&milter, &stranger, &snap());
@@ -168,7 +175,10 @@ fn rspamds_own_verdict_and_the_unreachable_policy() {
     assert_eq!(d.outcome, Outcome::Held { source: HoldSource::Verdict(VerdictSource::Scanner(Filter::Rspamd)) });
     assert_eq!(held(&d).unwrap().score, Some(15.0));
     let ham = crate::spam::Verdict { spam: false, score: Some(1.0), ..spam };
-    assert!(matches!(run(&cfg, &plain, &Snapshot { scan: Some(ScanResult::Verdict(ham)), ..snap() }).outcome, Outcome::Created { .. }));
+    assert!(matches!(
+        run(&cfg, &plain, &Snapshot { scan: Some(ScanResult::Verdict(ham)), ..snap() }).outcome,
+        Outcome::Created { .. }
+    ));
 
     let down = Snapshot {
         scan: Some(ScanResult::Failed { code: "unreachable".into(), reason: "connection refused".into() }),
@@ -217,7 +227,11 @@ fn an_agent_blocks_the_sender_with_block() {
     let t = &d.saved().unwrap().ticket;
     assert_eq!(t.status, Status::Closed);
     assert!(t.tags.contains(&"spam".to_owned()));
-    assert!(t.threads.iter().any(|e| e.message.contains("sender ann@example.net blocked by agent_alice")), "{:?}", t.threads);
+    assert!(
+        t.threads.iter().any(|e| e.message.contains("sender ann@example.net blocked by agent_alice")),
+        "{:?}",
+        t.threads
+    );
     let block = BlockEntry::parse("ann@example.net").unwrap();
     assert!(d.effects.contains(&Effect::Block { entry: block, by: "agent_alice".into(), ticket: Some(42) }));
     assert!(d.outbox().all(|m| m.kind != OutKind::Relay), "nothing more goes to a blocked sender");
@@ -269,7 +283,10 @@ fn alignment_follows_dmarc_then_spf_and_dkim() {
     assert_eq!(r("spf=pass smtp.mailfrom=bounce@mail.example.net; dkim=none"), None, "a subdomain aligns");
     assert_eq!(r("spf=none smtp.mailfrom=x@example.net; dkim=pass header.d=example.net"), None);
     assert_eq!(r("spf=pass smtp.mailfrom=x@esp.test; dkim=pass header.d=esp.test"), Some(AckRefusal::Unaligned));
-    assert_eq!(r("spf=softfail smtp.mailfrom=example.net; dkim=fail header.d=example.net"), Some(AckRefusal::Unaligned));
+    assert_eq!(
+        r("spf=softfail smtp.mailfrom=example.net; dkim=fail header.d=example.net"),
+        Some(AckRefusal::Unaligned)
+    );
     assert_eq!(r("spf=none; dkim=none; dmarc=none"), Some(AckRefusal::Unaligned));
     assert_eq!(r("iprev=pass"), None, "the border checked neither: nothing to judge");
     assert_eq!(r("spf=pass smtp.mailfrom=notexample.net"), Some(AckRefusal::Unaligned), "not a suffix match");
