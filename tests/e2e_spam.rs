@@ -207,9 +207,8 @@ async fn rspamd_asked_by_ticketd_up_and_down_and_no_backscatter() {
     let mut rspamd = RspamdLab::start();
     let mut daemon = Daemon::prepare_api(&lab, ApiAt::Unix, "", "trusted_authserv_id = \"mx.example.test\"");
     let url = rspamd.url.clone();
-    let spam = |unreachable: &str| {
-        format!("rspamd_url = \"{url}\"\nrspamd_timeout = \"3s\"\nunreachable = \"{unreachable}\"")
-    };
+    let spam =
+        |unreachable: &str| format!("rspamd_url = \"{url}\"\nrspamd_timeout = \"3s\"\nunreachable = \"{unreachable}\"");
     let base = std::fs::read_to_string(&daemon.config).unwrap();
     with_spam(&daemon, &spam("hold"));
     daemon.spawn();

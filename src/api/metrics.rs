@@ -136,8 +136,7 @@ pub fn render(s: &Scrape) -> String {
 
 /// Sources a mail is held for (besides the blocklist); present from the
 /// start so `rate()` sees the first one.
-const HELD_SOURCES: &[&str] =
-    &["border_spamassassin", "border_rspamd", "scanner_rspamd", "scanner_spamassassin", "rspamd_unreachable"];
+const HELD_SOURCES: &[&str] = &["border_spamassassin", "border_rspamd", "scanner_rspamd", "rspamd_unreachable"];
 const ACK_REFUSALS: &[&str] = &["rate_limit", "dmarc_fail", "unaligned"];
 
 /// The door: held mail by verdict source, blocked mail, releases,

@@ -281,7 +281,8 @@ impl Access {
                 r.json(Method::POST, "/api/v1/blocklist", Some(body)).await
             }
             Access::Remote(r) => {
-                r.request(Method::DELETE, &format!("/api/v1/blocklist/{entry}"), &[], None).await?;
+                let path = format!("/api/v1/blocklist/{}", path_segment(&entry.to_string()));
+                r.request(Method::DELETE, &path, &[], None).await?;
                 Ok(BlockChanged { entry: entry.to_string(), changed: true })
             }
         }
@@ -295,6 +296,19 @@ impl Access {
             }
         }
     }
+}
+
+/// `s` as one URL path segment (an internationalised domain is not ASCII).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A multipart/form-data body: the text, then the files.

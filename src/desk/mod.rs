@@ -77,8 +77,20 @@ mod act_errors {
 
 /// Field names travel as strings over the API; the known ones map back.
 pub fn field_name(s: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["status", "priority", "category", "assignedTo", "tags", "resolution", "text", "attachments", "actor", "seq"];
+    const KNOWN: &[&str] = &[
+        "status",
+        "priority",
+        "category",
+        "assignedTo",
+        "tags",
+        "resolution",
+        "text",
+        "attachments",
+        "actor",
+        "seq",
+        "block",
+        "entry",
+    ];
     KNOWN.iter().find(|k| **k == s).copied().unwrap_or("request")
 }
 
