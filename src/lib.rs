@@ -23,13 +23,14 @@
 //! 0  text failpoint
 //! 1  ticket
 //! 2  mail outbox health tls sla cluster
-//! 3  config spam
-//! 4  triage
-//! 5  store
-//! 6  desk
-//! 7  api imap outbound
-//! 8  daemon doctor
-//! 9  cli
+//! 3  spam
+//! 4  config
+//! 5  triage
+//! 6  store
+//! 7  desk
+//! 8  api imap outbound
+//! 9  daemon doctor
+//! 10 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
