@@ -108,5 +108,26 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
     let (mut found, smtp) = tokio::join!(mailboxes, smtp(cfg));
     let mut out: Vec<Finding> = found.drain(..).flatten().collect();
     out.push(smtp);
+    out.extend(rspamd(cfg).await);
     out
+}
+
+/// `spam.rspamd_url`: rspamd scans a tiny mail in time.
+async fn rspamd(cfg: &Config) -> Option<Finding> {
+    let address = cfg.mailboxes.first().map(|m| m.address.as_str()).unwrap_or("");
+    let scanner = crate::spam::Scanner::from_config(&cfg.spam, address)?;
+    let subject = format!("rspamd {}", scanner.url());
+    let probe = b"From: ticketd <check-config@ticketd.invalid>\r\nSubject: check-config\r\n\r\nticketd check-config --connect\r\n";
+    let r = scanner.scan_all(&[probe]).await.pop();
+    Some(match r {
+        Some(crate::spam::ScanResult::Verdict(v)) => {
+            Finding { subject, ok: true, detail: format!("scans mail ({})", v.reason) }
+        }
+        Some(crate::spam::ScanResult::Failed { reason, .. }) => Finding {
+            subject,
+            ok: false,
+            detail: format!("{reason}; meanwhile spam.unreachable = \"{}\" decides", cfg.spam.unreachable),
+        },
+        None => Finding { subject, ok: false, detail: "no answer".into() },
+    })
 }

@@ -95,6 +95,8 @@ struct State {
     writer_busy: Option<Instant>,
     /// Network operations in flight, by owner, with their deadline.
     operations: BTreeMap<String, (Instant, Duration)>,
+    /// (what, label) → count: the door's work (see [`Health::count_door`]).
+    door: BTreeMap<(&'static str, String), u64>,
 }
 
 /// Shared by every task; cheap to clone.
@@ -107,6 +109,9 @@ pub struct Snapshot {
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
     pub latency: Histogram,
+    /// (what, label, count) of the door: `held` by verdict source,
+    /// `blocked`, `released`, `acks_refused` by reason, `scans` by result.
+    pub door: Vec<(String, String, u64)>,
 }
 
 impl Health {
@@ -157,6 +162,12 @@ impl Health {
         self.with(|s| s.latency.observe(seconds));
     }
 
+    /// One more of `what` (`held`, `blocked`, `released`, `acks_refused`,
+    /// `scans`) under `label` (a source, a reason, a result; may be empty).
+    pub fn count_door(&self, what: &'static str, label: &str) {
+        self.with(|s| *s.door.entry((what, label.to_owned())).or_default() += 1);
+    }
+
     pub fn count_send(&self, result: &'static str) {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
@@ -196,6 +207,7 @@ impl Health {
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
+            door: s.door.iter().map(|((w, l), n)| ((*w).to_owned(), l.clone(), *n)).collect(),
         })
     }
 

@@ -23,14 +23,15 @@
 //! 0  text failpoint
 //! 1  ticket
 //! 2  mail outbox health tls sla cluster
-//! 3  config spam
-//! 4  triage
-//! 5  store
-//! 6  archive
-//! 7  desk
-//! 8  api imap outbound
-//! 9  daemon doctor
-//! 10 cli
+//! 3  spam
+//! 4  config
+//! 5  triage
+//! 6  store
+//! 7  archive
+//! 8  desk
+//! 9  api imap outbound
+//! 10 daemon doctor
+//! 11 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing

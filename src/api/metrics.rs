@@ -125,11 +125,51 @@ pub fn render(s: &Scrape) -> String {
         }
     }
 
+    door(&mut o, snap);
+
     o.head("ticketd_quarantine_messages", "gauge", "Messages kept in quarantine.");
     o.sample("ticketd_quarantine_messages", &[], s.quarantine as f64);
     o.head("ticketd_store_size_bytes", "gauge", "Bytes the store occupies on disk, database and attachments.");
     o.sample("ticketd_store_size_bytes", &[], s.store_bytes as f64);
     o.0
+}
+
+/// Sources a mail is held for (besides the blocklist); present from the
+/// start so `rate()` sees the first one.
+const HELD_SOURCES: &[&str] = &["border_spamassassin", "border_rspamd", "scanner_rspamd", "rspamd_unreachable"];
+const ACK_REFUSALS: &[&str] = &["rate_limit", "dmarc_fail", "unaligned"];
+
+/// The door: held mail by verdict source, blocked mail, releases,
+/// acknowledgements not sent by reason, rspamd scans by result.
+fn door(o: &mut Out, snap: &Snapshot) {
+    let n = |what: &str, label: &str| {
+        snap.door.iter().filter(|(w, l, _)| w == what && l == label).map(|(_, _, n)| *n).sum::<u64>() as f64
+    };
+    let labels = |what: &str, fixed: &[&str]| {
+        let mut v: Vec<String> = fixed.iter().map(|s| (*s).to_owned()).collect();
+        for (w, l, _) in &snap.door {
+            if w == what && !v.contains(l) {
+                v.push(l.clone());
+            }
+        }
+        v
+    };
+    o.head("ticketd_spam_held_total", "counter", "Mail held for review as spam, by who judged it.");
+    for s in labels("held", HELD_SOURCES) {
+        o.sample("ticketd_spam_held_total", &[("source", &s)], n("held", &s));
+    }
+    o.head("ticketd_spam_blocked_total", "counter", "Mail held for review because its sender is on the blocklist.");
+    o.sample("ticketd_spam_blocked_total", &[], n("blocked", ""));
+    o.head("ticketd_spam_released_total", "counter", "Held mail released into the desk by a person.");
+    o.sample("ticketd_spam_released_total", &[], n("released", ""));
+    o.head("ticketd_acks_suppressed_total", "counter", "Acknowledgements not sent, by reason (held mail aside).");
+    for r in labels("acks_refused", ACK_REFUSALS) {
+        o.sample("ticketd_acks_suppressed_total", &[("reason", &r)], n("acks_refused", &r));
+    }
+    o.head("ticketd_rspamd_scans_total", "counter", "Mail ticketd asked rspamd about, by result.");
+    for r in labels("scans", &["ham", "spam", "unreachable", "timeout"]) {
+        o.sample("ticketd_rspamd_scans_total", &[("result", &r)], n("scans", &r));
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +185,8 @@ mod tests {
         h.count_message("sup\"port", "new_ticket");
         h.observe_ingest(0.02);
         h.count_send("delivered");
+        h.count_door("held", "border_rspamd");
+        h.count_door("acks_refused", "dmarc_fail");
         let text = render(&Scrape {
             snapshot: h.snapshot(),
             mailboxes: vec!["support".into(), "billing".into()],
@@ -166,6 +208,12 @@ mod tests {
             "ticketd_imap_up{mailbox=\"billing\"} 0",
             "ticketd_quarantine_messages 1",
             "ticketd_store_size_bytes 4096",
+            "ticketd_spam_held_total{source=\"border_rspamd\"} 1",
+            "ticketd_spam_held_total{source=\"scanner_rspamd\"} 0",
+            "ticketd_spam_blocked_total 0",
+            "ticketd_spam_released_total 0",
+            "ticketd_acks_suppressed_total{reason=\"dmarc_fail\"} 1",
+            "ticketd_rspamd_scans_total{result=\"unreachable\"} 0",
         ] {
             assert!(text.lines().any(|l| l == want), "missing {want:?} in:\n{text}");
         }

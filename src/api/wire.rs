@@ -232,3 +232,10 @@ mod tests {
         assert_eq!(back, r#"{"assignedTo":null}"#);
     }
 }
+
+/// `POST /api/v1/blocklist`: one entry, `name@domain` or `@domain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    pub entry: String,
+}

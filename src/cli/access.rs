@@ -16,10 +16,13 @@ use serde::de::DeserializeOwned;
 use super::http::{Body, HttpClient, HttpError, Reply, Trust};
 use crate::api::auth::read_token;
 use crate::api::error::ErrorBody;
+use crate::api::wire::BlockRequest;
 use crate::api::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
 use crate::config::{ApiConfig, Config, Listen};
+use crate::desk::spam::{BlockChanged, BlockView, Blocklist, SpamDetail, SpamList, SpamView};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, OpenError, RetryOutcome, Upload};
+use crate::spam::BlockEntry;
 use crate::store::StoreError;
 use crate::ticket::Ticket;
 use crate::triage::act::Action;
@@ -225,6 +228,66 @@ impl Access {
         }
     }
 
+    pub async fn spam(&self) -> Result<Vec<SpamView>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam()?),
+            Access::Remote(r) => Ok(r.json::<SpamList>(Method::GET, "/api/v1/spam", None).await?.entries),
+        }
+    }
+
+    pub async fn spam_entry(&self, id: u64) -> Result<Option<(SpamView, Vec<u8>)>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_entry(id)?),
+            Access::Remote(r) => {
+                let Some(d) = r.optional::<SpamDetail>(&format!("/api/v1/spam/{id}")).await? else {
+                    return Ok(None);
+                };
+                use base64::Engine as _;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(d.raw_base64.as_bytes())
+                    .map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))?;
+                Ok(Some((d.entry, raw)))
+            }
+        }
+    }
+
+    pub async fn spam_release(&self, id: u64) -> Result<RetryOutcome, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_release(id, ActorRef::Admin).await?),
+            Access::Remote(r) => r.json(Method::POST, &format!("/api/v1/spam/{id}/release"), None).await,
+        }
+    }
+
+    pub async fn spam_drop(&self, id: u64) -> Result<(), AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_drop(id, ActorRef::Admin).await?),
+            Access::Remote(r) => r.request(Method::DELETE, &format!("/api/v1/spam/{id}"), &[], None).await.map(drop),
+        }
+    }
+
+    pub async fn blocklist(&self) -> Result<Vec<BlockView>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.blocklist()?),
+            Access::Remote(r) => Ok(r.json::<Blocklist>(Method::GET, "/api/v1/blocklist", None).await?.entries),
+        }
+    }
+
+    /// Adds (`add`) or removes a run-time blocklist entry.
+    pub async fn block(&self, entry: BlockEntry, add: bool) -> Result<BlockChanged, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.block(entry, add, ActorRef::Admin).await?),
+            Access::Remote(r) if add => {
+                let body = Body::json(&BlockRequest { entry: entry.to_string() });
+                r.json(Method::POST, "/api/v1/blocklist", Some(body)).await
+            }
+            Access::Remote(r) => {
+                let path = format!("/api/v1/blocklist/{}", path_segment(&entry.to_string()));
+                r.request(Method::DELETE, &path, &[], None).await?;
+                Ok(BlockChanged { entry: entry.to_string(), changed: true })
+            }
+        }
+    }
+
     pub async fn quarantine_drop(&self, id: u64) -> Result<(), AccessError> {
         match self {
             Access::Local(d) => Ok(d.quarantine_drop(id, ActorRef::Admin).await?),
@@ -233,6 +296,19 @@ impl Access {
             }
         }
     }
+}
+
+/// `s` as one URL path segment (an internationalised domain is not ASCII).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A multipart/form-data body: the text, then the files.
@@ -446,7 +522,7 @@ impl Remote {
                 Action::Untag(t) => remove.extend(t.iter().cloned()),
                 Action::SetTags(t) => patch.tags = Some(t.clone()),
                 Action::Resolution(r) => patch.resolution = Some(r.clone()),
-                Action::Reply { .. } | Action::Note { .. } | Action::System(_) => {
+                Action::Reply { .. } | Action::Note { .. } | Action::System(_) | Action::BlockSender => {
                     return Err(AccessError::Unsupported("combine a reply or note with no other change".into()));
                 }
             }

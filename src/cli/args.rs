@@ -86,6 +86,65 @@ pub enum Cmd {
         #[command(subcommand)]
         command: StoreCmd,
     },
+    /// Mail held for review (spam, blocked senders): list, show, release, drop.
+    Spam {
+        #[command(subcommand)]
+        command: SpamCmd,
+    },
+    /// The blocklist: addresses and whole domains whose mail is held as spam.
+    Block {
+        #[command(subcommand)]
+        command: BlockCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SpamCmd {
+    /// One line per held mail (oldest first).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why it was held, and the raw mail.
+    Show {
+        id: u64,
+        /// The entry and its raw mail (base64) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest it as ordinary mail: a ticket, acknowledged if the ordinary rules allow it.
+    Release {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget it and its raw copy; it will not be ingested again.
+    Drop {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BlockCmd {
+    /// Block an address (any case, any +detail) or a whole domain (`@bad.example`, subdomains included).
+    Add {
+        entry: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unblock an entry added at run time (spam.block entries are removed in the config).
+    Remove {
+        entry: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every entry: the config's, then those added at run time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -82,6 +82,9 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
                 "pruned {} ticket(s): {} raw cop(ies), {} sent-mail bodies; {} stale rate-limit record(s) dropped",
                 r.tickets, r.raw_copies, r.sent_records, r.stale_acks
             );
+            if r.spam > 0 {
+                println!("{} held mail(s) older than spam.retention_days removed from the spam list", r.spam);
+            }
             if let Some(w) = &r.waiting {
                 println!("{w}");
             }

@@ -11,7 +11,8 @@ use regex::Regex;
 
 use super::defaults::*;
 use super::raw::{
-    L, RawAgent, RawApi, RawAttachments, RawConfig, RawDesk, RawMailbox, RawPassword, RawRule, RawSmtp, RawStore,
+    L, RawAgent, RawApi, RawAttachments, RawConfig, RawDesk, RawMailbox, RawPassword, RawRule, RawSmtp, RawSpam,
+    RawStore,
 };
 use super::secret::read_secret_file;
 use super::{
@@ -44,7 +45,8 @@ pub(super) fn config(c: &mut Checker<'_>, raw: RawConfig) -> Config {
     let desk = desk(c, raw.desk, &mailboxes);
     let api = api(c, raw.api, agent_tokens);
     let attachments = attachments(c, raw.attachments, api.as_ref());
-    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, warnings: Vec::new() }
+    let spam = spam(c, raw.spam, &desk);
+    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, warnings: Vec::new() }
 }
 
 fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {
@@ -317,6 +319,9 @@ fn desk(c: &mut Checker<'_>, d: RawDesk, mailboxes: &[MailboxConfig]) -> DeskCon
             .unwrap_or(DEFAULT_NOTIFICATIONS_PER_AGENT_PER_HOUR),
         agent_proof_days: c.get("desk.agent_proof_days", d.agent_proof_days).unwrap_or(DEFAULT_AGENT_PROOF_DAYS),
         trust_from_header: c.get("desk.trust_from_header", d.trust_from_header).unwrap_or(DEFAULT_TRUST_FROM_HEADER),
+        acks_require_aligned_sender: c
+            .get("desk.acks_require_aligned_sender", d.acks_require_aligned_sender)
+            .unwrap_or_else(|| default_acks_require_aligned_sender(trusted_authserv_id.as_deref())),
         trusted_authserv_id,
         send_receipts: c.get("desk.send_receipts", d.send_receipts).unwrap_or(DEFAULT_SEND_RECEIPTS),
         max_message_bytes: c.get("desk.max_message_bytes", d.max_message_bytes).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
@@ -439,6 +444,78 @@ fn attachments(c: &mut Checker<'_>, raw: RawAttachments, api: Option<&ApiConfig>
     AttachmentsConfig { base_url, max_bytes }
 }
 
+/// `[spam]`: see `crate::spam` and `docs/spam-borders.md`.
+fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::SpamConfig {
+    use crate::spam::{BlockList, Border, Placement, RspamdConfig, SpamConfig, check_placement, check_threshold};
+    let border = c.spam_vocab("spam.border", s.border, DEFAULT_SPAM_BORDER);
+    let placement = c.spam_vocab("spam.placement", s.placement, DEFAULT_SPAM_PLACEMENT);
+    if let Err(why) = check_placement(border, placement) {
+        c.err("spam.placement", why);
+    }
+    let border_host = c
+        .get("spam.border_host", s.border_host)
+        .or_else(|| default_spam_border_host(desk.trusted_authserv_id.as_deref()))
+        .map(|h| h.trim().to_ascii_lowercase());
+    if let Some(h) = &border_host
+        && !looks_like_address(&format!("x@{h}"))
+    {
+        c.err("spam.border_host", format!("{h:?} is not a host name"));
+    }
+    if border != Border::None && placement == Placement::AboveBorder && border_host.is_none() {
+        c.err(
+            "spam.border_host",
+            format!(
+                "missing: with border = \"{border}\" and placement = \"above-border\" ticketd must know the host name your border writes in its Received: line (set spam.border_host or desk.trusted_authserv_id)"
+            ),
+        );
+    }
+    let number = |c: &mut Checker<'_>, path: &str, v: L<f64>| match c.get(path, v) {
+        Some(t) => match check_threshold(t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(path, e);
+                None
+            }
+        },
+        None => None,
+    };
+    let score_threshold = number(c, "spam.score_threshold", s.score_threshold);
+    let reply_hard_limit =
+        number(c, "spam.reply_hard_limit", s.reply_hard_limit).unwrap_or(DEFAULT_SPAM_REPLY_HARD_LIMIT);
+    let timeout = c.duration("spam.rspamd_timeout", s.rspamd_timeout, DEFAULT_SPAM_RSPAMD_TIMEOUT);
+    let rspamd = c.get("spam.rspamd_url", s.rspamd_url).and_then(|url| {
+        match crate::spam::rspamd::RspamdClient::new(&url, timeout) {
+            Ok(client) => Some(RspamdConfig { url: client.url().to_owned(), timeout }),
+            Err(e) => {
+                c.err("spam.rspamd_url", e.problem);
+                None
+            }
+        }
+    });
+    let unreachable = c.spam_vocab("spam.unreachable", s.unreachable, DEFAULT_SPAM_UNREACHABLE);
+    let retention_days = c.get("spam.retention_days", s.retention_days).unwrap_or(DEFAULT_SPAM_RETENTION_DAYS);
+    let block = match c.get("spam.block", s.block) {
+        None => BlockList::default(),
+        Some(entries) => BlockList::parse(&entries).unwrap_or_else(|errors| {
+            for e in errors {
+                c.err("spam.block", e.to_string());
+            }
+            BlockList::default()
+        }),
+    };
+    SpamConfig {
+        border,
+        placement,
+        border_host,
+        score_threshold,
+        reply_hard_limit,
+        rspamd,
+        unreachable,
+        retention_days,
+        block,
+    }
+}
+
 impl<'a> Checker<'a> {
     pub(super) fn new(
         problems: &'a mut Vec<Problem>,
@@ -506,6 +583,23 @@ impl Checker<'_> {
     }
 
     fn vocab<T: std::str::FromStr<Err = crate::ticket::VocabError>>(
+        &mut self,
+        path: &str,
+        value: L<String>,
+        default: T,
+    ) -> T {
+        match self.get(path, value).map(|v| v.parse()) {
+            None => default,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                self.err(path, e.to_string());
+                default
+            }
+        }
+    }
+
+    /// One of `[spam]`'s words (`border`, `placement`, `unreachable`).
+    fn spam_vocab<T: std::str::FromStr<Err = crate::spam::VocabError>>(
         &mut self,
         path: &str,
         value: L<String>,

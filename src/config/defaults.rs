@@ -54,6 +54,13 @@ pub const DEFAULT_AGENT_PROOF_DAYS: u32 = 30;
 /// `desk.trust_from_header`: false, agents prove who they are.
 pub const DEFAULT_TRUST_FROM_HEADER: bool = false;
 
+/// `desk.acks_require_aligned_sender`: on where the border's
+/// `Authentication-Results` can be believed (`desk.trusted_authserv_id` is
+/// set), off without them (nothing to judge alignment by).
+pub fn default_acks_require_aligned_sender(trusted_authserv_id: Option<&str>) -> bool {
+    trusted_authserv_id.is_some()
+}
+
 /// `desk.send_receipts`: false, no receipt after an agent's #commands.
 pub const DEFAULT_SEND_RECEIPTS: bool = false;
 
@@ -180,3 +187,27 @@ pub const DEFAULT_MAILBOX_INITIAL: Initial = Initial::Unseen;
 pub fn default_agent_name(id: &str) -> String {
     id.to_owned()
 }
+
+/// `spam.border`: believe no border's verdict headers.
+pub const DEFAULT_SPAM_BORDER: crate::spam::Border = crate::spam::Border::None;
+
+/// `spam.placement`: the border's verdict counts above its topmost
+/// `Received:` line.
+pub const DEFAULT_SPAM_PLACEMENT: crate::spam::Placement = crate::spam::Placement::AboveBorder;
+
+/// `spam.border_host`: the border's host name is `desk.trusted_authserv_id`.
+pub fn default_spam_border_host(trusted_authserv_id: Option<&str>) -> Option<String> {
+    trusted_authserv_id.map(str::to_owned)
+}
+
+/// `spam.reply_hard_limit`: rspamd's reject score.
+pub const DEFAULT_SPAM_REPLY_HARD_LIMIT: f64 = crate::spam::DEFAULT_REPLY_HARD_LIMIT;
+
+/// `spam.rspamd_timeout`: one scan, connecting included.
+pub const DEFAULT_SPAM_RSPAMD_TIMEOUT: Duration = crate::spam::DEFAULT_RSPAMD_TIMEOUT;
+
+/// `spam.unreachable`: mail rspamd could not judge is ingested.
+pub const DEFAULT_SPAM_UNREACHABLE: crate::spam::Unreachable = crate::spam::Unreachable::Accept;
+
+/// `spam.retention_days`: held mail older than this is removed (0: never).
+pub const DEFAULT_SPAM_RETENTION_DAYS: u32 = crate::spam::DEFAULT_RETENTION_DAYS;

@@ -114,6 +114,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// The local HTTP API; off without an `[api]` section.
     pub api: Option<ApiConfig>,
+    /// `[spam]`: whose verdicts to believe, whom to ask, whom to block.
+    pub spam: crate::spam::SpamConfig,
     /// Not errors, but worth saying (check-config prints them).
     pub warnings: Vec<Problem>,
 }
@@ -231,6 +233,11 @@ pub struct DeskConfig {
     pub agent_proof_days: u32,
     pub trust_from_header: bool,
     pub trusted_authserv_id: Option<String>,
+    /// No acknowledgement to a sender whose address our border's
+    /// `Authentication-Results` show failing both SPF and DKIM alignment
+    /// (DMARC fail): an acknowledgement to a forged sender is backscatter.
+    /// Default: on where `trusted_authserv_id` is set, off without it.
+    pub acks_require_aligned_sender: bool,
     pub send_receipts: bool,
     /// Messages larger than this (RFC822.SIZE) are quarantined unread.
     pub max_message_bytes: u64,
@@ -412,7 +419,7 @@ impl Config {
 /// Sorts paths as a reader expects: sections in file order, list entries
 /// by number (`mailboxes[2]` before `mailboxes[10]`).
 fn path_order(path: &str) -> Vec<(u8, String, usize)> {
-    const SECTIONS: &[&str] = &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules"];
+    const SECTIONS: &[&str] = &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam"];
     path.split('.')
         .map(|part| {
             let (name, index) = match part.split_once('[') {

@@ -46,6 +46,22 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
     pub(super) api: Option<RawApi>,
+    #[serde(default)]
+    pub(super) spam: RawSpam,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawSpam {
+    pub(super) border: L<String>,
+    pub(super) placement: L<String>,
+    pub(super) border_host: L<String>,
+    pub(super) score_threshold: L<f64>,
+    pub(super) reply_hard_limit: L<f64>,
+    pub(super) rspamd_url: L<String>,
+    pub(super) rspamd_timeout: L<String>,
+    pub(super) unreachable: L<String>,
+    pub(super) retention_days: L<u32>,
+    pub(super) block: L<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +97,7 @@ pub(super) struct RawDesk {
     pub(super) agent_proof_days: L<u32>,
     pub(super) trust_from_header: L<bool>,
     pub(super) trusted_authserv_id: L<String>,
+    pub(super) acks_require_aligned_sender: L<bool>,
     pub(super) send_receipts: L<bool>,
     pub(super) max_message_bytes: L<u64>,
     pub(super) clock_interval: L<String>,

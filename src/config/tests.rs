@@ -215,3 +215,39 @@ fn sizes() {
     assert_eq!(parse_size("10"), Some(10));
     assert_eq!(parse_size("ten"), None);
 }
+
+#[test]
+fn spam_section_defaults_and_every_problem_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::load_with_env(&write(&d, MINIMAL), Some(HashMap::new())).unwrap();
+    assert_eq!(c.spam, crate::spam::SpamConfig::default());
+    assert!(!c.desk.acks_require_aligned_sender, "off without trusted_authserv_id");
+    let with_border =
+        format!("[desk]\ntrusted_authserv_id = \"MX.example.test\"\n[spam]\nborder = \"spamassassin\"\n{MINIMAL}");
+    let c = Config::load_with_env(&write(&d, &with_border), Some(HashMap::new())).unwrap();
+    assert!(c.desk.acks_require_aligned_sender, "on where trusted_authserv_id is set");
+    assert_eq!(c.spam.border_host.as_deref(), Some("mx.example.test"), "border_host defaults to the authserv-id");
+
+    let bad = format!(
+        "[spam]\nborder = \"SpamAssassin\"\nplacement = \"milter\"\nrspamd_url = \"https://rspamd:11333\"\nunreachable = \"drop\"\nscore_threshold = \"high\"\nblock = [\"ok@example.net\", \"nope\", \"*@x.example\"]\n{MINIMAL}"
+    );
+    let err = Config::load_with_env(&write(&d, &bad), Some(HashMap::new())).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
+    let text = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    for want in [
+        "spam.border: \"SpamAssassin\" is not one of",
+        "spam.rspamd_url: only http://",
+        "spam.unreachable: \"drop\" is not one of",
+        "spam.score_threshold:",
+        "spam.block: blocklist entry \"nope\"",
+        "spam.block: blocklist entry \"*@x.example\": wildcards",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let sa_milter = format!("[spam]\nborder = \"spamassassin\"\nplacement = \"milter\"\n{MINIMAL}");
+    let err = Config::load_with_env(&write(&d, &sa_milter), Some(HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("spam.placement: spamass-milter"), "{err}");
+    let no_host = format!("[spam]\nborder = \"rspamd\"\n{MINIMAL}");
+    let err = Config::load_with_env(&write(&d, &no_host), Some(HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("spam.border_host: missing"), "{err}");
+}

@@ -193,6 +193,7 @@ pub fn apply(
     let mut queued = Vec::new();
     let mut ticket_no = None;
     let mut quarantined = None;
+    let mut held = None;
     for effect in &decision.effects {
         match effect {
             Effect::CreateClient { address, number } => {
@@ -238,13 +239,18 @@ pub fn apply(
                 tx.put(Table::Quarantine, be(id), json(&q));
                 quarantined = Some(id);
             }
+            Effect::Hold(h) => held = Some(super::spam::hold(tx, origin, mail, h, now)?),
+            Effect::Block { entry, by, ticket } => {
+                super::spam::put_block(tx, entry, by, *ticket, now)?;
+            }
+            Effect::AckRefused(r) => tracing::info!(reason = r.code(), "no acknowledgement sent"),
         }
     }
     if let Some(o) = origin {
         tx.put_blob(BlobKind::Raw, &o.raw_sha256, o.raw);
         let rec = IngestRecord {
             raw_sha256: o.raw_sha256.clone(),
-            ticket: if quarantined.is_some() { None } else { ticket_no },
+            ticket: if quarantined.is_some() || held.is_some() { None } else { ticket_no },
             uid_validity: o.uid_validity,
             uid: o.uid,
             at: now,

@@ -11,6 +11,7 @@ mod migrate;
 pub mod probe;
 pub mod query;
 pub mod retention;
+pub mod spam;
 pub mod stats;
 pub mod tx;
 pub mod views;
@@ -68,6 +69,9 @@ pub struct Changes {
     pub tickets: Vec<u64>,
     pub outbox: bool,
     pub quarantine: bool,
+    /// The spam list or the blocklist.
+    #[serde(default)]
+    pub spam: bool,
 }
 
 impl Changes {
@@ -84,6 +88,7 @@ impl Changes {
                 }
                 crate::store::Table::Outbox | crate::store::Table::Sent => c.outbox = true,
                 crate::store::Table::Quarantine => c.quarantine = true,
+                crate::store::Table::Spam | crate::store::Table::Blocklist => c.spam = true,
                 _ => {}
             }
         }
@@ -91,7 +96,7 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty() && !self.outbox && !self.quarantine
+        self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam
     }
 }
 

@@ -132,6 +132,26 @@ pub(super) enum Job {
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<super::retention::PruneReport, DeskError>>,
     },
+    /// Ingest a held mail as ordinary mail (`desk::spam`).
+    SpamRelease {
+        id: u64,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<RetryOutcome, DeskError>>,
+    },
+    /// Forget a held mail.
+    SpamDrop {
+        id: u64,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    /// Add (`add`) or remove a run-time blocklist entry; the answer says
+    /// whether anything changed.
+    Block {
+        entry: crate::spam::BlockEntry,
+        add: bool,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<bool, DeskError>>,
+    },
 }
 
 /// What a quarantine retry did.
@@ -546,6 +566,31 @@ impl Writer {
                         Err(e)
                     }
                 };
+                done(reply, r)
+            }
+            Job::SpamRelease { id, actor, reply } => {
+                debug!(id, by = actor.label(), "releasing a spam entry");
+                let r =
+                    super::spam::release(&self.rules, &self.health, &self.store, tx, id).map(|(outcome, queued)| {
+                        self.queued |= queued;
+                        outcome
+                    });
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                done(reply, r)
+            }
+            Job::SpamDrop { id, actor, reply } => {
+                let copying = self.blob_copies.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                let r = super::spam::drop_entry(tx, id, &actor, copying);
+                let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::Block { entry, add, actor, reply } => {
+                let r = super::spam::change_block(&self.rules.cfg, tx, &entry, add, &actor);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
                 done(reply, r)
             }
             Job::EndRun { .. } | Job::Backup { .. } | Job::Load { .. } => unreachable!("handled in group()"),

@@ -317,6 +317,13 @@ impl Worker {
             }
             crate::failpoint::hit("fetched");
             items.sort_by_key(Item::uid);
+            // rspamd is asked here, not by the writer (whose thread does no
+            // network I/O); history is not live mail and is not scanned.
+            if mode == Mode::Live
+                && let Some(scanner) = crate::spam::Scanner::from_config(&self.desk.config().spam, &mb.address)
+            {
+                items = crate::desk::spam::scan(items, &scanner, self.desk.health()).await;
+            }
             // Queued behind the previous batch, so the writer goes straight
             // on to it while the previous one is marked processed on IMAP.
             // Bounded: when the writer is busy the worker waits; nothing is dropped.

@@ -20,6 +20,7 @@ pub mod contract;
 pub mod postgres;
 pub mod segments;
 pub mod sled_backend;
+pub mod spam;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +136,12 @@ pub enum Table {
     /// Agent id → [`HeldDigest`]: notifications held past the agent's
     /// hourly limit, until their digest goes out.
     Digests,
+    /// Id → [`spam::SpamEntry`]: mail held for review (spam, a blocked
+    /// sender), with its verdict.
+    Spam,
+    /// Blocklist entry (`name@domain`, `@domain`) → [`spam::BlockRecord`]:
+    /// the entries added at run time (the config's own are not stored).
+    Blocklist,
 }
 
 impl Table {
@@ -154,6 +161,8 @@ impl Table {
         Table::OutboxTickets,
         Table::Attachments,
         Table::Digests,
+        Table::Spam,
+        Table::Blocklist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -173,6 +182,8 @@ impl Table {
             Table::OutboxTickets => "outbox_tickets",
             Table::Attachments => "attachments",
             Table::Digests => "digests",
+            Table::Spam => "spam",
+            Table::Blocklist => "blocklist",
         }
     }
 }
@@ -455,6 +466,7 @@ pub mod keys {
     pub const NEXT_CLIENT: &[u8] = b"next_client";
     pub const NEXT_OUTBOX: &[u8] = b"next_outbox";
     pub const NEXT_QUARANTINE: &[u8] = b"next_quarantine";
+    pub const NEXT_SPAM: &[u8] = b"next_spam";
 }
 
 /// Typed point reads, for anything that can [`Get`].

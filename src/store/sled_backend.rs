@@ -62,6 +62,8 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxTickets => b'k',
         Table::Attachments => b'f',
         Table::Digests => b'h',
+        Table::Spam => b'p',
+        Table::Blocklist => b'l',
     }
 }
 

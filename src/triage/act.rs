@@ -63,6 +63,9 @@ pub enum Action {
     },
     /// A `system` entry (e.g. "Mail to x could not be delivered: …").
     System(String),
+    /// Block the ticket's sender (`#block`, the API): their later mail is
+    /// held at the door; the ticket is closed and tagged `spam`.
+    BlockSender,
 }
 
 /// Why an action was refused; `field` names the API field it came from.
@@ -81,6 +84,8 @@ pub struct Acted {
     pub changes: Vec<String>,
     /// Mail to queue (relay, resolved notice).
     pub mails: Vec<OutMail>,
+    /// Blocklist entries to add, and by whom.
+    pub blocks: Vec<(crate::spam::BlockEntry, String)>,
 }
 
 /// Text from a person (a reply, a note, a resolution): any length up to
@@ -122,6 +127,9 @@ impl Acted {
             effects.push(Effect::IndexMessageId { id: crate::mail::normalise_id(&m.message_id), ticket });
             effects.push(Effect::Send(Box::new(m)));
         }
+        for (entry, by) in self.blocks {
+            effects.push(Effect::Block { entry, by, ticket: Some(ticket) });
+        }
         Decision { outcome: Outcome::Acted { ticket, changes: self.changes }, effects }
     }
 }
@@ -156,6 +164,7 @@ pub(super) fn changes(
     let mut status_set = false;
     let mut assigned = false;
     let mut replies: Vec<(String, Vec<OutAttachment>)> = Vec::new();
+    let mut blocks = Vec::new();
     for action in actions {
         let t = &mut rec.ticket;
         let mut change = |c: String, t: &mut crate::ticket::Ticket| {
@@ -277,6 +286,39 @@ pub(super) fn changes(
                 t.push_internal(&who, ThreadType::Agent, text.clone(), now);
             }
             Action::System(text) => t.push_thread("system", ThreadType::System, text.clone(), now),
+            Action::BlockSender => {
+                let address = rec.client_address.clone();
+                let ours = cfg.mailboxes.iter().any(|m| m.address.eq_ignore_ascii_case(&address));
+                if ours || cfg.agent_by_email(&address).is_some() {
+                    let whose = if ours { "a support address" } else { "an agent's address" };
+                    errors.push(ActError { field: "block", message: format!("{address} is {whose}: not blocked") });
+                    continue;
+                }
+                let entry = match crate::spam::BlockEntry::parse(&address) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(ActError { field: "block", message: e.to_string() });
+                        continue;
+                    }
+                };
+                status_set = true;
+                if t.status != Status::Closed {
+                    let old = t.status;
+                    t.set_status(Status::Closed, now);
+                    change(format!("status {old} → closed by {who}"), t);
+                }
+                if !t.tags.iter().any(|x| x == "spam") {
+                    if t.tags.len() >= MAX_TAGS {
+                        errors
+                            .push(ActError { field: "tags", message: format!("a ticket has at most {MAX_TAGS} tags") });
+                        continue;
+                    }
+                    t.tags.push("spam".into());
+                    change(format!("tagged spam by {who}"), t);
+                }
+                change(format!("sender {entry} blocked by {who}: their mail is held as spam from now on"), t);
+                blocks.push((entry, who.clone()));
+            }
         }
     }
     if !errors.is_empty() {
@@ -313,7 +355,7 @@ pub(super) fn changes(
     for m in &mails {
         super::push_thread_id(&mut rec, &m.message_id);
     }
-    Ok(Acted { rec, changes, mails })
+    Ok(Acted { rec, changes, mails, blocks })
 }
 
 /// Removes `agent_email` wherever it appears in `text`.

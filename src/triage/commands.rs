@@ -15,6 +15,9 @@ pub enum Command {
     Resolution(String),
     /// The rest of the mail is an internal note, not relayed.
     Note,
+    /// Block the ticket's sender: the ticket is closed and tagged `spam`,
+    /// and their later mail is held (the rest of the mail is a note).
+    Block,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,8 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
                     out.commands.push(Command::Untag(tags));
                 }
             }
+            "block" if !arg.is_empty() => fail("#block takes no value: it blocks the ticket's sender".into()),
+            "block" => out.commands.push(Command::Block),
             "resolution" if arg.is_empty() => fail(needs_arg("text")),
             "resolution" => out.commands.push(Command::Resolution(arg.to_owned())),
             "note" => {
@@ -112,7 +117,7 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
                 }
             }
             other => fail(format!(
-                "unknown command #{other}: expected #status, #priority, #category, #assign, #tag, #untag, #resolution or #note"
+                "unknown command #{other}: expected #status, #priority, #category, #assign, #tag, #untag, #resolution, #note or #block"
             )),
         }
         i += 1;

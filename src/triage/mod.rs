@@ -6,6 +6,7 @@
 
 pub mod act;
 pub mod commands;
+pub mod door;
 pub mod identity;
 pub mod outgoing;
 pub mod thread;
@@ -62,6 +63,13 @@ pub struct Snapshot {
     pub parent_mail: Option<Box<OutMail>>,
     /// The mail of ours a delivery report says failed.
     pub bounced_mail: Option<Box<OutMail>>,
+    /// What rspamd said when ticketd asked it (`spam.rspamd_url`); None:
+    /// not asked.
+    pub scan: Option<crate::spam::ScanResult>,
+    /// The blocklist entry (config or run time) that names the sender.
+    pub blocked: Option<crate::spam::BlockEntry>,
+    /// A person released this mail from the spam list: the door lets it in.
+    pub released: bool,
 }
 
 pub struct Context<'a> {
@@ -122,6 +130,16 @@ pub enum Effect {
     },
     /// Something an operator should know (logged at WARN).
     Warn(String),
+    /// Keep the mail for review instead of the desk (see [`door`]).
+    Hold(Box<door::Hold>),
+    /// Put an entry on the run-time blocklist.
+    Block {
+        entry: crate::spam::BlockEntry,
+        by: String,
+        ticket: Option<u64>,
+    },
+    /// An acknowledgement the mail would have had was not sent (counted).
+    AckRefused(door::AckRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +169,10 @@ pub enum Outcome {
         ticket: u64,
         changes: Vec<String>,
     },
+    /// Spam or a blocked sender, kept for review (see [`door`]).
+    Held {
+        source: door::HoldSource,
+    },
 }
 
 impl Outcome {
@@ -165,6 +187,7 @@ impl Outcome {
             Outcome::Bounce { .. } => "bounce",
             Outcome::Quarantined => "quarantined",
             Outcome::Acted { .. } => "acted",
+            Outcome::Held { .. } => "held",
         }
     }
 }
@@ -276,11 +299,17 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
             || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now).is_some()
     };
     let target = snap.by_thread.as_ref().or(snap.by_token.as_ref().filter(|r| token_ok(r)));
+    // Threading first, then the verdict: who writes to which ticket decides
+    // how much a spam verdict counts.
+    let mut d = d;
+    match door::judge(mail, snap, ctx, target, &d.from, now) {
+        door::Door::Hold(held) => return held,
+        door::Door::Pass(notes) => d.effects.extend(notes),
+    }
     let Some(rec) = target else {
         return d.new_ticket(automatic, None);
     };
     if let Some((agent, proof)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
-        let mut d = d;
         if proof == identity::Proof::Notification {
             // The proof travels in References: whoever else got this mail
             // now holds it too.
@@ -585,10 +614,16 @@ impl Decider<'_> {
                 effects: self.effects,
             };
         }
-        if !automatic
-            && !self.mail.auto.auto_response_suppress
-            && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour
-        {
+        let refusal = if self.snap.acks_last_hour >= self.ctx.cfg.desk.acks_per_sender_per_hour {
+            Some(door::AckRefusal::RateLimit)
+        } else {
+            door::ack_refusal(self.mail, self.ctx.cfg)
+        };
+        let wants_ack = !automatic && !self.mail.auto.auto_response_suppress;
+        if let (true, Some(r)) = (wants_ack, refusal) {
+            self.effects.push(Effect::AckRefused(r));
+        }
+        if wants_ack && refusal.is_none() {
             let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
             let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
             // The customer's replies to it, and our later mail, thread on it.
@@ -686,6 +721,12 @@ impl Decider<'_> {
                 Command::Tag(t) => Action::Tag(t),
                 Command::Untag(t) => Action::Untag(t),
                 Command::Resolution(r) => Action::Resolution(Some(r)),
+                Command::Block => {
+                    // Nothing more goes to a sender being blocked: the
+                    // text is kept as an internal note.
+                    note = true;
+                    Action::BlockSender
+                }
                 Command::Note => {
                     note = true;
                     continue;
@@ -732,6 +773,9 @@ impl Decider<'_> {
             }
         };
         let mut rec = acted.rec;
+        for (entry, by) in acted.blocks {
+            self.effects.push(Effect::Block { entry, by, ticket: Some(rec.number) });
+        }
         if !notes.is_empty() && !note {
             // The customer got the answer without them: the agent must know.
             let why = format!(

@@ -193,6 +193,15 @@ impl Lab {
         }
     }
 
+    /// Makes the lab's Postfix a border with a spam filter: every mail it
+    /// receives over SMTP passes the milter at `addr` (`inet:127.0.0.1:PORT`,
+    /// e.g. an rspamd lab's `milter`); Postfix is restarted on its port.
+    pub fn set_milter(&self, addr: &str) {
+        if let Err(e) = run_script(&["milter", self.dir_str(), addr], None) {
+            panic!("{e:#}");
+        }
+    }
+
     /// Same as [`Lab::set_sieve`].
     pub fn sieve(&self, user: &str, script: &str) {
         self.set_sieve(user, script);
