@@ -91,6 +91,10 @@ struct State {
     /// result → SMTP transactions.
     sends: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    /// (warning | breach, priority, target) → response target notices.
+    sla: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Automatic lifecycle step → count.
+    automations: BTreeMap<&'static str, u64>,
     /// The writer's current unit of work began then.
     writer_busy: Option<Instant>,
     /// Network operations in flight, by owner, with their deadline.
@@ -107,6 +111,10 @@ pub struct Snapshot {
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
     pub latency: Histogram,
+    /// (warning | breach, priority, target, count).
+    pub sla: Vec<(String, String, String, u64)>,
+    /// (lifecycle step, count).
+    pub automations: Vec<(String, u64)>,
 }
 
 impl Health {
@@ -161,6 +169,17 @@ impl Health {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
 
+    /// A response target's warning or breach notice went out (#19).
+    pub fn count_sla(&self, kind: &'static str, priority: &'static str, target: &'static str) {
+        self.with(|s| *s.sla.entry((kind, priority, target)).or_default() += 1);
+    }
+
+    /// An automatic lifecycle step (pending reminder, pending → resolved,
+    /// resolved → closed) was taken (#19).
+    pub fn count_automation(&self, event: &'static str) {
+        self.with(|s| *s.automations.entry(event).or_default() += 1);
+    }
+
     pub fn writer_busy(&self, busy: bool) {
         self.with(|s| s.writer_busy = busy.then(Instant::now));
     }
@@ -196,6 +215,8 @@ impl Health {
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
+            sla: s.sla.iter().map(|((k, p, t), n)| ((*k).to_owned(), (*p).to_owned(), (*t).to_owned(), *n)).collect(),
+            automations: s.automations.iter().map(|(e, n)| ((*e).to_owned(), *n)).collect(),
         })
     }
 

@@ -62,6 +62,7 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxTickets => b'k',
         Table::Attachments => b'f',
         Table::Digests => b'h',
+        Table::Timers => b'w',
     }
 }
 

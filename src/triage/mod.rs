@@ -7,8 +7,10 @@
 pub mod act;
 pub mod commands;
 pub mod identity;
+pub mod merge;
 pub mod outgoing;
 pub mod thread;
+pub mod timers;
 pub mod token;
 
 use chrono::{DateTime, Utc};
@@ -62,6 +64,14 @@ pub struct Snapshot {
     pub parent_mail: Option<Box<OutMail>>,
     /// The mail of ours a delivery report says failed.
     pub bounced_mail: Option<Box<OutMail>>,
+    /// Tickets merged away that the lookup passed through to reach
+    /// `by_thread`/`by_token` (their survivor): an agent's proof naming one
+    /// of them counts for the survivor.
+    pub merged_via: Vec<u64>,
+    /// The ticket an agent's `#merge N` names, as stored (not followed).
+    pub merge_into: Option<Box<TicketRecord>>,
+    /// Where `merge_into` points through earlier merges, in order.
+    pub merge_chain: Vec<u64>,
 }
 
 pub struct Context<'a> {
@@ -226,6 +236,28 @@ pub fn agent_notify_key(agent: &str) -> String {
 }
 
 pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
+    let mut d = decide_mail(mail, snap, ctx, now);
+    let known: Vec<&TicketRecord> =
+        [snap.by_thread.as_ref(), snap.by_token.as_ref(), snap.merge_into.as_deref()].into_iter().flatten().collect();
+    timers::settle_decision(&mut d, &known, &ctx.cfg.sla, now);
+    d
+}
+
+/// An agent proven for `rec`, or for a ticket merged into it on the way
+/// there (their notifications name the old ticket).
+fn proven_for<'c>(
+    mail: &InboundMail,
+    rec: &TicketRecord,
+    snap: &Snapshot,
+    ctx: &Context<'c>,
+    now: DateTime<Utc>,
+) -> Option<(&'c Agent, identity::Proof)> {
+    std::iter::once(rec.number)
+        .chain(snap.merged_via.iter().copied())
+        .find_map(|n| identity::proven_agent(mail, Some(n), ctx.cfg, ctx.secret, now))
+}
+
+fn decide_mail(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
     if snap.duplicate {
         return Decision::duplicate();
     }
@@ -273,13 +305,13 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
     let token_ok = |rec: &TicketRecord| {
         rec.client_address == d.from.address
             || rec.ticket.participants.contains(&d.from.address)
-            || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now).is_some()
+            || proven_for(mail, rec, snap, ctx, now).is_some()
     };
     let target = snap.by_thread.as_ref().or(snap.by_token.as_ref().filter(|r| token_ok(r)));
     let Some(rec) = target else {
         return d.new_ticket(automatic, None);
     };
-    if let Some((agent, proof)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
+    if let Some((agent, proof)) = proven_for(mail, rec, snap, ctx, now) {
         let mut d = d;
         if proof == identity::Proof::Notification {
             // The proof travels in References: whoever else got this mail
@@ -550,6 +582,9 @@ impl Decider<'_> {
             resolved_at: None,
             number: Some(number),
             participants: Vec::new(),
+            first_response_due: None,
+            resolution_due: None,
+            merged_into: None,
         };
         if let Some(old) = follow_up_of {
             t.push_thread(
@@ -574,6 +609,8 @@ impl Decider<'_> {
             mailbox: self.ctx.mailbox.name.clone(),
             thread_ids: self.mail.message_id.iter().cloned().collect(),
             version: 0,
+            timers: Default::default(),
+            merged_into: None,
         };
         self.index_inbound(number);
         if self.ctx.quiet {
@@ -677,8 +714,13 @@ impl Decider<'_> {
         }
         let mut actions: Vec<Action> = Vec::new();
         let mut note = false;
+        let mut merge_to = None;
         for cmd in parsed.commands {
             actions.push(match cmd {
+                Command::Merge(n) => {
+                    merge_to = Some(n);
+                    continue;
+                }
                 Command::Status(s) => Action::Status(s),
                 Command::Priority(p) => Action::Priority(p),
                 Command::Category(c) => Action::Category(c),
@@ -732,6 +774,26 @@ impl Decider<'_> {
             }
         };
         let mut rec = acted.rec;
+        let mut survivor = None;
+        if let Some(n) = merge_to {
+            // Last: the answer and the changes land on this ticket, then
+            // it all moves over.
+            let Some(target) = self.snap.merge_into.as_deref().filter(|t| t.number == n) else {
+                self.effects.retain(|e| !matches!(e, Effect::WriteAttachment { .. }));
+                return self.reject(&rec, agent, &format!("#merge {n}: no ticket #{n}"));
+            };
+            match merge::merged(&rec, target, &self.snap.merge_chain, Actor::Agent(agent), &self.out, self.now) {
+                Ok(m) => {
+                    rec = m.from;
+                    survivor = Some(m.into);
+                }
+                Err(errors) => {
+                    let errors = errors.iter().map(|e| format!("#merge {n}: {}", e.message)).collect::<Vec<_>>();
+                    self.effects.retain(|e| !matches!(e, Effect::WriteAttachment { .. }));
+                    return self.reject(&rec, agent, &errors.join("\n"));
+                }
+            }
+        }
         if !notes.is_empty() && !note {
             // The customer got the answer without them: the agent must know.
             let why = format!(
@@ -759,6 +821,9 @@ impl Decider<'_> {
         }
         let number = rec.number;
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
+        if let Some(b) = survivor {
+            self.effects.insert(1, Effect::SaveTicket(Box::new(b)));
+        }
         Decision { outcome: Outcome::Replied { ticket: number, agent: Some(agent.id.clone()) }, effects: self.effects }
     }
 }

@@ -71,6 +71,7 @@ fn table_id(t: Table) -> i16 {
         Table::OutboxTickets => 13,
         Table::Attachments => 14,
         Table::Digests => 15,
+        Table::Timers => 16,
     }
 }
 
