@@ -38,6 +38,7 @@ pub const PER_TICK: usize = 200;
 #[derive(Debug, Default)]
 pub(super) struct Work {
     pub(super) fired: usize,
+    /// Tickets the sweep rewrote.
     pub(super) swept: usize,
     pub(super) queued: bool,
     /// (notice kind, priority, target) of each warning and breach.
@@ -160,8 +161,8 @@ fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) ->
                 effects: vec![Effect::SaveTicket(Box::new(new))],
             };
             apply(tx, None, None, &d, now)?;
+            work.swept += 1;
         }
-        work.swept += 1;
     }
     match numbers.last() {
         Some(&last) if numbers.len() == PER_TICK => tx.put(Table::Meta, keys::TIMERS_SWEEP, be(last + 1).to_vec()),

@@ -164,11 +164,26 @@ fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The bookkeeping `rec` would have under `cfg` with nothing changed: for
 /// the desk's sweep after the time config changed (or after an upgrade).
-/// `None` when nothing the store indexes or the public ticket shows would
-/// change, so the sweep writes only what it must.
+/// A new config applies from the sweep on: a target it moves into the past
+/// is shown as overdue, not announced (as an upgrade's adoption does); a
+/// target it leaves where it was keeps its notices. `None` when nothing the
+/// store indexes or the public ticket shows would change, so the sweep
+/// writes only what it must.
 pub fn resettle(rec: &TicketRecord, cfg: &SlaConfig, now: DateTime<Utc>) -> Option<TicketRecord> {
     let mut after = rec.clone();
     settle(Some(rec), &mut after, cfg, now);
+    let mut t = after.timers.clone();
+    let mut moved = false;
+    for ev in t.sla.due(now, cfg.warn_before) {
+        if rec.timers.sla.target(ev.target).due != Some(ev.due) {
+            t.sla.mark_emitted(&ev);
+            moved = true;
+        }
+    }
+    if moved {
+        refresh(&mut t, &mut after, cfg, now);
+        after.timers = t;
+    }
     let shown = |r: &TicketRecord| {
         (r.timers.wake, r.timers.due, r.ticket.first_response_due, r.ticket.resolution_due, r.timers.sla.clone())
     };

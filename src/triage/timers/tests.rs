@@ -377,4 +377,15 @@ fn a_config_change_moves_due_times_at_the_sweep() {
     assert_eq!(after.ticket.first_response_due, Some(at(30)));
     assert_eq!(after.timers.wake, Some(at(15)), "the warning, at most half the target ahead");
     assert_eq!(resettle(&rec, &w.cfg.sla, at(5)), None, "same config: nothing to write");
+    // Targets a new config moves into the past are shown, not announced;
+    // one it leaves where it was keeps its notice.
+    let stricter = World::with(&CONFIG.replace("first_response = \"1h\"", "first_response = \"10m\""));
+    let after = resettle(&rec, &stricter.cfg.sla, at(30)).expect("changed");
+    assert_eq!(after.ticket.first_response_due, Some(at(10)));
+    assert!(after.timers.sla.target(TargetKind::FirstResponse).breached);
+    assert!(w.fire(&after, at(30)).sla.is_empty(), "no burst after a config change");
+    let low = w.ticket("Question");
+    let urgent_later = World::with(&CONFIG.replace("priority = \"high\"\nfirst_response = \"4h\"", "priority = \"low\"\nfirst_response = \"4h\""));
+    let after = resettle(&low, &urgent_later.cfg.sla, at(5)).expect("a target now applies");
+    assert_eq!(after.timers.wake, Some(Utc.with_ymd_and_hms(2024, 1, 15, 14, 15, 0).unwrap()), "its warning, in business time");
 }
