@@ -226,6 +226,18 @@ async fn a_merged_tickets_mail_lands_on_the_survivor() {
     assert_eq!(w.ticket(2).ticket.threads.len(), merged.ticket.threads.len(), "nothing lands on the merged one");
     assert!(w.desk.ticket(3).unwrap().is_none(), "no new ticket was opened");
 
+    // A delivery report about the merged ticket's mail still counts.
+    let dsn = format!(
+        "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.customer.test\r\nTo: support@example.test\r\nSubject: Undelivered\r\nMessage-ID: <dsn1@mx.customer.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.test\r\n\r\nFinal-Recipient: rfc822; dave@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n--B--\r\n",
+        ack.message_id
+    );
+    let r = w.desk.ingest("support", 1, vec![Item::Mail { uid: 9, raw: dsn.into_bytes() }]).await;
+    assert_eq!(r.done, vec![9]);
+    assert!(w.desk.quarantine().unwrap().is_empty(), "not quarantined");
+    let failed = w.desk.outbox(true).unwrap().into_iter().find(|e| e.seq == ack.seq).unwrap();
+    assert_eq!(failed.refused, vec!["dave@customer.test"]);
+    assert!(w.ticket(1).ticket.threads.iter().any(|e| e.kind == ThreadType::System && e.message.contains("dave@customer.test")));
+
     // Refusals: the other way round (a cycle through a merged, closed ticket), into a closed one.
     let refused = |e: DeskError| match e {
         DeskError::Invalid(v) => {

@@ -282,15 +282,17 @@ fn decide_mail(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: Date
             };
             // And it names a Message-ID only a receiver of that mail knows
             // (the MAC under our secret), not one computed from the outside.
+            // The ticket's own mail, or mail of a ticket merged into it.
+            let mine = |rec: &TicketRecord, n: u64| n == rec.number || snap.merged_via.contains(&n);
             let proves = |rec: &TicketRecord| {
                 report
                     .original_message_id
                     .as_deref()
                     .and_then(|id| identity::verify_ours(ctx.secret, id, ctx.cfg.agents.iter().map(|a| a.id.as_str())))
-                    .is_some_and(|(n, _)| n == rec.number)
+                    .is_some_and(|(n, _)| mine(rec, n))
             };
             return match (&snap.by_thread, ours) {
-                (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) && proves(rec) => {
+                (Some(rec), Some(m)) if mine(rec, m.ticket) && names_rcpt(m) && proves(rec) => {
                     bounce(mail, report, rec, now)
                 }
                 _ => Decision::quarantine("delivery report that references no mail of ours to that recipient"),

@@ -587,3 +587,17 @@ impl Backend for PostgresBackend {
         })?
     }
 }
+
+#[cfg(test)]
+mod table_ids {
+    /// Two tables under one id would read each other's rows.
+    #[test]
+    fn every_table_has_an_id_of_its_own() {
+        let mut seen = Vec::new();
+        for t in super::Table::ALL {
+            let id = super::table_id(*t);
+            assert!(!seen.contains(&id), "{} shares its id {id}", t.name());
+            seen.push(id);
+        }
+    }
+}
