@@ -91,6 +91,10 @@ struct State {
     /// result → SMTP transactions.
     sends: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    /// (warning | breach, priority, target) → response target notices.
+    sla: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Automatic lifecycle step → count.
+    automations: BTreeMap<&'static str, u64>,
     /// The writer's current unit of work began then.
     writer_busy: Option<Instant>,
     /// Network operations in flight, by owner, with their deadline.
@@ -112,6 +116,10 @@ pub struct Snapshot {
     /// (what, label, count) of the door: `held` by verdict source,
     /// `blocked`, `released`, `acks_refused` by reason, `scans` by result.
     pub door: Vec<(String, String, u64)>,
+    /// (warning | breach, priority, target, count).
+    pub sla: Vec<(String, String, String, u64)>,
+    /// (lifecycle step, count).
+    pub automations: Vec<(String, u64)>,
 }
 
 impl Health {
@@ -172,6 +180,17 @@ impl Health {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
 
+    /// A response target's warning or breach notice went out (#19).
+    pub fn count_sla(&self, kind: &'static str, priority: &'static str, target: &'static str) {
+        self.with(|s| *s.sla.entry((kind, priority, target)).or_default() += 1);
+    }
+
+    /// An automatic lifecycle step (pending reminder, pending → resolved,
+    /// resolved → closed) was taken (#19).
+    pub fn count_automation(&self, event: &'static str) {
+        self.with(|s| *s.automations.entry(event).or_default() += 1);
+    }
+
     pub fn writer_busy(&self, busy: bool) {
         self.with(|s| s.writer_busy = busy.then(Instant::now));
     }
@@ -208,6 +227,8 @@ impl Health {
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
             door: s.door.iter().map(|((w, l), n)| ((*w).to_owned(), l.clone(), *n)).collect(),
+            sla: s.sla.iter().map(|((k, p, t), n)| ((*k).to_owned(), (*p).to_owned(), (*t).to_owned(), *n)).collect(),
+            automations: s.automations.iter().map(|(e, n)| ((*e).to_owned(), *n)).collect(),
         })
     }
 

@@ -19,6 +19,11 @@ pub struct Scrape {
     pub outbox: OutboxSummary,
     pub quarantine: u64,
     pub store_bytes: u64,
+    /// Tickets with a response target past due and unmet (#19).
+    pub overdue: u64,
+    /// Tickets the desk's clock should have looked at by now and has not
+    /// yet (a backlog; 0 in a healthy desk between ticks).
+    pub timers_due: u64,
     pub now: DateTime<Utc>,
 }
 
@@ -126,6 +131,37 @@ pub fn render(s: &Scrape) -> String {
     }
 
     door(&mut o, snap);
+    let priorities = ["low", "medium", "high", "urgent"];
+    let targets = ["first_response", "resolution"];
+    for (kind, name, help) in [
+        ("breach", "ticketd_sla_breaches_total", "Response targets that passed unmet (one notice each), by priority and target."),
+        ("warning", "ticketd_sla_warnings_total", "Warnings that a response target is about to pass, by priority and target."),
+    ] {
+        o.head(name, "counter", help);
+        for p in priorities {
+            for t in targets {
+                let n = snap.sla.iter().find(|(k, pp, tt, _)| k == kind && pp == p && tt == t).map_or(0, |x| x.3);
+                o.sample(name, &[("priority", p), ("target", t)], n as f64);
+            }
+        }
+    }
+    o.head(
+        "ticketd_automations_total",
+        "counter",
+        "Automatic lifecycle steps: pending reminders, pending tickets resolved, resolved tickets closed.",
+    );
+    for event in ["pending_reminder", "pending_resolve", "close_resolved"] {
+        let n = snap.automations.iter().find(|(e, _)| e == event).map_or(0, |x| x.1);
+        o.sample("ticketd_automations_total", &[("event", event)], n as f64);
+    }
+    o.head("ticketd_sla_overdue_tickets", "gauge", "Tickets with a response target past due and unmet.");
+    o.sample("ticketd_sla_overdue_tickets", &[], s.overdue as f64);
+    o.head(
+        "ticketd_timers_due",
+        "gauge",
+        "Tickets the desk's clock should have looked at by now and has not yet (0 between ticks when all is well).",
+    );
+    o.sample("ticketd_timers_due", &[], s.timers_due as f64);
 
     o.head("ticketd_quarantine_messages", "gauge", "Messages kept in quarantine.");
     o.sample("ticketd_quarantine_messages", &[], s.quarantine as f64);
@@ -187,12 +223,16 @@ mod tests {
         h.count_send("delivered");
         h.count_door("held", "border_rspamd");
         h.count_door("acks_refused", "dmarc_fail");
+        h.count_sla("breach", "urgent", "first_response");
+        h.count_automation("close_resolved");
         let text = render(&Scrape {
             snapshot: h.snapshot(),
             mailboxes: vec!["support".into(), "billing".into()],
             outbox: OutboxSummary { queued: 2, ..OutboxSummary::default() },
             quarantine: 1,
             store_bytes: 4096,
+            overdue: 3,
+            timers_due: 0,
             now: Utc::now(),
         });
         for want in [
@@ -214,6 +254,13 @@ mod tests {
             "ticketd_spam_released_total 0",
             "ticketd_acks_suppressed_total{reason=\"dmarc_fail\"} 1",
             "ticketd_rspamd_scans_total{result=\"unreachable\"} 0",
+            "ticketd_sla_breaches_total{priority=\"urgent\",target=\"first_response\"} 1",
+            "ticketd_sla_breaches_total{priority=\"low\",target=\"resolution\"} 0",
+            "ticketd_sla_warnings_total{priority=\"urgent\",target=\"first_response\"} 0",
+            "ticketd_automations_total{event=\"close_resolved\"} 1",
+            "ticketd_automations_total{event=\"pending_reminder\"} 0",
+            "ticketd_sla_overdue_tickets 3",
+            "ticketd_timers_due 0",
         ] {
             assert!(text.lines().any(|l| l == want), "missing {want:?} in:\n{text}");
         }

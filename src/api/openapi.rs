@@ -72,7 +72,7 @@ fn schemas() -> Value {
         "Attachment": {"type": "object", "required": ["filename", "url", "size", "type"], "properties": {
             "filename": {"type": "string"}, "url": {"type": "string"}, "size": {"type": "integer"}, "type": {"type": "string"}
         }},
-        "Ticket": {"type": "object", "description": "The Support Ticket object", "required": ["_id", "title", "description", "status", "priority", "category", "client", "assignedTo", "threads", "attachments", "tags", "resolution", "createdAt", "updatedAt", "resolvedAt"], "properties": {
+        "Ticket": {"type": "object", "description": "The Support Ticket object", "required": ["_id", "title", "description", "status", "priority", "category", "client", "assignedTo", "threads", "attachments", "tags", "resolution", "createdAt", "updatedAt", "resolvedAt", "firstResponseDue", "resolutionDue"], "properties": {
             "_id": {"type": "string", "example": "support_ticket_42"},
             "title": {"type": "string"}, "description": {"type": "string"},
             "status": vocab(&["open", "pending", "in_progress", "resolved", "closed"]),
@@ -88,7 +88,13 @@ fn schemas() -> Value {
             "updatedAt": {"type": "string", "format": "date-time"},
             "resolvedAt": {"type": ["string", "null"], "format": "date-time"},
             "number": {"type": "integer"},
-            "participants": {"type": "array", "items": {"type": "string"}}
+            "participants": {"type": "array", "items": {"type": "string"}},
+            "firstResponseDue": {"type": ["string", "null"], "format": "date-time", "description": "When the first agent answer is due under the response target in force; null where no target applies or it was met"},
+            "resolutionDue": {"type": ["string", "null"], "format": "date-time", "description": "When the resolution is due; null where no target applies or it was met"},
+            "mergedInto": {"type": "string", "description": "Present on a ticket merged into another: that ticket's id"}
+        }},
+        "MergeRequest": {"type": "object", "additionalProperties": false, "required": ["into"], "properties": {
+            "into": {"type": ["integer", "string"], "description": "The surviving ticket: 42 or \"support_ticket_42\""}
         }},
         "TicketPage": {"type": "object", "required": ["tickets"], "properties": {
             "tickets": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}},
@@ -120,7 +126,7 @@ fn schemas() -> Value {
         }},
         "OutboxEntry": {"type": "object", "properties": {
             "seq": {"type": "integer"}, "ticket": {"type": "integer"},
-            "kind": vocab(&["ack", "agent_notify", "relay", "resolved", "command_error", "receipt"]),
+            "kind": vocab(&["ack", "agent_notify", "relay", "resolved", "command_error", "receipt", "digest", "escalation", "reminder"]),
             "state": vocab(&["queued", "sent", "failed", "dropped"]),
             "to": {"type": "array", "items": {"type": "string"}}, "subject": {"type": "string"},
             "message_id": {"type": "string"}, "attempts": {"type": "integer"},
@@ -154,9 +160,11 @@ fn list_parameters() -> Value {
         q("q", "Case-insensitive text in the title or description", json!({"type": "string", "maxLength": 256})),
         q(
             "sort",
-            "Default -number (newest first)",
-            vocab(&["-number", "number", "-updatedAt", "updatedAt", "-createdAt", "createdAt"])
+            "Default -number (newest first); due: the earliest running response target first",
+            vocab(&["-number", "number", "-updatedAt", "updatedAt", "-createdAt", "createdAt", "due"])
         ),
+        q("due", "overdue: a running response target is past due; soon: one is due within `within`", vocab(&["overdue", "soon"])),
+        q("within", "With due=soon: how far ahead (default 1h), e.g. 30m, 4h", json!({"type": "string"})),
         q("limit", "Page size, default 50", json!({"type": "integer", "minimum": 1, "maximum": 500})),
         q("cursor", "The next_cursor of the previous page", json!({"type": "string"})),
     ])
@@ -233,6 +241,11 @@ fn paths_and_schemas() -> Value {
                 "parameters": [ticket_id(), if_match(), act_as()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Text"}}}},
                 "responses": ticket_changed("201")}},
+            "/api/v1/tickets/{id}/merge": {"post": {"operationId": "mergeTicket",
+                "summary": "Merge this ticket into another: that one gains its entries, attachments, tags and participants (its customer too); this one is closed and points there, and its later mail lands there. Refused (400 on into) into itself, a closed or merged ticket, or across a merge cycle. Not undone.",
+                "parameters": [ticket_id(), act_as()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MergeRequest"}}}},
+                "responses": ticket_changed("200")}},
             "/api/v1/quarantine": {"get": {"operationId": "listQuarantine", "summary": "Messages that could not become tickets",
                 "responses": {"200": ok_json("Entries", "QuarantineList"), "401": err("No token, or a wrong one")}}},
             "/api/v1/quarantine/{id}": {

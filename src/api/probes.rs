@@ -167,13 +167,17 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         let store = desk.store();
         let quarantine =
             store.backend().count(Table::Quarantine).map_err(|e| ApiError::from(crate::desk::DeskError::from(e)))?;
+        let now = Utc::now();
+        let (overdue, timers_due) = desk.time_counts(now)?;
         Ok(Scrape {
             snapshot: desk.health().snapshot(),
             mailboxes: desk.config().mailboxes.iter().map(|m| m.name.clone()).collect(),
             outbox: desk.outbox_summary()?,
             quarantine,
             store_bytes: store.backend().size_on_disk().unwrap_or(0),
-            now: Utc::now(),
+            overdue,
+            timers_due,
+            now,
         })
     })
     .await

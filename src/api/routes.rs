@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::guard::{bounded, frame, method_not_allowed, no_route, require_admin, require_token};
-use super::wire::{self, Entries, QuarantineDetail, TextBody, TicketPatch, check_text};
+use super::wire::{self, Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, check_text};
 use super::{AppState, probes};
 use crate::desk::{Desk, DeskError, Upload};
 use crate::store::BlobKind;
@@ -112,6 +112,7 @@ fn table(upload_limit: usize) -> Table {
     t.add(Token, Method::GET, "/api/v1/tickets/{id}/raw", ticket_raw, json);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/replies", post_reply, upload_limit);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/notes", post_note, json);
+    t.add(Token, Method::POST, "/api/v1/tickets/{id}/merge", merge_ticket, json);
     t.add(Admin, Method::GET, "/api/v1/quarantine", list_quarantine, json);
     t.add(Admin, Method::GET, "/api/v1/quarantine/{id}", get_quarantine, json);
     t.add(Admin, Method::POST, "/api/v1/quarantine/{id}/retry", retry_quarantine, json);
@@ -469,6 +470,22 @@ pub async fn post_note(
     let text = text_of(parse_json(&headers, &body)?)?;
     let rec = st.desk.act(n, caller.actor, vec![Action::Note { text }], Vec::new(), expect).await?;
     Ok(ticket_response(StatusCode::CREATED, &rec))
+}
+
+/// Merges the ticket into the one the body names (#19); answers with the
+/// survivor. A refusal (closed target, a cycle, …) is a 400 on `into`.
+pub async fn merge_ticket(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> R<Response> {
+    let n = ticket_number(id)?;
+    let body = body.map_err(|e| body_rejection(e, wire::MAX_JSON_BYTES))?;
+    let MergeBody { into } = parse_json(&headers, &body)?;
+    let rec = st.desk.merge(n, into, caller.actor).await?;
+    Ok(ticket_response(StatusCode::OK, &rec))
 }
 
 pub async fn list_quarantine(State(st): State<AppState>, RawQuery(raw): RawQuery) -> R<Response> {

@@ -17,7 +17,7 @@ use super::http::{Body, HttpClient, HttpError, Reply, Trust};
 use crate::api::auth::read_token;
 use crate::api::error::ErrorBody;
 use crate::api::wire::BlockRequest;
-use crate::api::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
+use crate::api::wire::{Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
 use crate::config::{ApiConfig, Config, Listen};
 use crate::desk::spam::{BlockChanged, BlockView, Blocklist, SpamDetail, SpamList, SpamView};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
@@ -147,6 +147,25 @@ impl Access {
         match self {
             Access::Local(d) => Ok(d.act(n, actor, actions, uploads, None).await?.ticket),
             Access::Remote(r) => r.act(n, actor, actions, uploads).await,
+        }
+    }
+
+    /// Merges ticket `n` into `into`; returns the survivor.
+    pub async fn merge(&self, n: u64, into: u64, actor: ActorRef) -> Result<Ticket, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.merge(n, into, actor).await?.ticket),
+            Access::Remote(r) => {
+                let http = match actor {
+                    ActorRef::Admin => r.http.acting_as(None),
+                    ActorRef::Agent(id) => r.http.acting_as(Some(id)),
+                    ActorRef::System => {
+                        return Err(AccessError::Unsupported("the API does not act as the system".into()));
+                    }
+                };
+                let path = format!("/api/v1/tickets/{n}/merge");
+                let body = Body::json(&MergeBody { into });
+                decode(&r.request_as(&http, Method::POST, &path, &[], Some(body)).await?)
+            }
         }
     }
 

@@ -200,9 +200,20 @@ pub struct ListArgs {
     /// Text in the title or description.
     #[arg(long, short = 'q')]
     pub query: Option<String>,
-    /// -number (default), number, -updatedAt, updatedAt, -createdAt, createdAt.
+    /// -number (default), number, -updatedAt, updatedAt, -createdAt,
+    /// createdAt, due (the earliest running response target first).
     #[arg(long)]
     pub sort: Option<String>,
+    /// Only tickets with a response target past due (earliest due first
+    /// unless --sort says otherwise).
+    #[arg(long, conflicts_with = "due_soon")]
+    pub overdue: bool,
+    /// Only tickets with a response target due within --within (default 1h).
+    #[arg(long)]
+    pub due_soon: bool,
+    /// How far ahead --due-soon looks, e.g. 30m, 4h.
+    #[arg(long, requires = "due_soon", value_parser = humantime::parse_duration)]
+    pub within: Option<std::time::Duration>,
     /// At most this many (default: all).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -269,6 +280,19 @@ pub enum TicketsCmd {
         /// Attach a file (repeatable).
         #[arg(long)]
         attach: Vec<PathBuf>,
+        #[arg(long = "as")]
+        agent: Option<String>,
+    },
+    /// Merge a ticket into another (#19): that one gains its entries,
+    /// attachments, tags and participants (its customer too); this one is
+    /// closed and points there, and its later mail lands there. Not undone.
+    Merge {
+        /// The ticket merged away.
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+        /// The ticket that stays.
+        #[arg(long, value_parser = ticket_ref)]
+        into: u64,
         #[arg(long = "as")]
         agent: Option<String>,
     },

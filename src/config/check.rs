@@ -11,8 +11,8 @@ use regex::Regex;
 
 use super::defaults::*;
 use super::raw::{
-    L, RawAgent, RawApi, RawAttachments, RawConfig, RawDesk, RawMailbox, RawPassword, RawRule, RawSmtp, RawSpam,
-    RawStore,
+    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawConfig, RawDesk, RawMailbox, RawPassword, RawRule,
+    RawSlaRule, RawSmtp, RawSpam, RawStore,
 };
 use super::secret::read_secret_file;
 use super::{
@@ -36,17 +36,89 @@ pub(super) struct Checker<'a> {
 
 /// Turns what was parsed into what the daemon uses. A section that needs
 /// another's result is checked after it.
-pub(super) fn config(c: &mut Checker<'_>, raw: RawConfig) -> Config {
+pub(super) fn config(c: &mut Checker<'_>, mut raw: RawConfig) -> Config {
     let store = store(c, raw.store);
     let mailboxes = mailboxes(c, raw.mailboxes);
     let smtp = smtp(c, raw.smtp);
     let (agents, agent_tokens) = agents(c, raw.agents, &mailboxes);
     let rules = rules(c, raw.rules);
+    let timers = desk_timers(c, &mut raw.desk);
     let desk = desk(c, raw.desk, &mailboxes);
     let api = api(c, raw.api, agent_tokens);
     let attachments = attachments(c, raw.attachments, api.as_ref());
     let spam = spam(c, raw.spam, &desk);
-    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, warnings: Vec::new() }
+    let sla = time(c, raw.sla, raw.calendars, timers, &mailboxes);
+    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, sla, warnings: Vec::new() }
+}
+
+/// The timer keys of `[desk]` (DESIGN §12), taken out for [`time`].
+fn desk_timers(c: &mut Checker<'_>, d: &mut RawDesk) -> crate::sla::RawDeskTimers {
+    crate::sla::RawDeskTimers {
+        sla_warn_before: c.get("desk.sla_warn_before", d.sla_warn_before.take()),
+        pending_reminder_after: c.get("desk.pending_reminder_after", d.pending_reminder_after.take()),
+        pending_resolve_after: c.get("desk.pending_resolve_after", d.pending_resolve_after.take()),
+        close_resolved_after: c.get("desk.close_resolved_after", d.close_resolved_after.take()),
+    }
+}
+
+/// `[[sla]]`, `[[calendars]]` and the desk's timers: read the loader's
+/// lenient way, then checked all at once by the time core, each problem at
+/// its key path.
+fn time(
+    c: &mut Checker<'_>,
+    sla: Vec<RawSlaRule>,
+    calendars: Vec<RawCalendarDef>,
+    desk: crate::sla::RawDeskTimers,
+    mailboxes: &[MailboxConfig],
+) -> crate::sla::SlaConfig {
+    use crate::sla::{RawCalendar, RawHours, RawSla, RawSlaConfig};
+    let sla = sla
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |k: &str| format!("sla[{i}].{k}");
+            RawSla {
+                priority: c.get(&at("priority"), r.priority),
+                category: c.get(&at("category"), r.category),
+                mailbox: c.get(&at("mailbox"), r.mailbox),
+                first_response: c.get(&at("first_response"), r.first_response),
+                resolution: c.get(&at("resolution"), r.resolution),
+                calendar: c.get(&at("calendar"), r.calendar),
+            }
+        })
+        .collect();
+    let calendars = calendars
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |k: &str| format!("calendars[{i}].{k}");
+            let hours = r.hours.map(|h| RawHours {
+                mon: c.get(&at("hours.mon"), h.mon),
+                tue: c.get(&at("hours.tue"), h.tue),
+                wed: c.get(&at("hours.wed"), h.wed),
+                thu: c.get(&at("hours.thu"), h.thu),
+                fri: c.get(&at("hours.fri"), h.fri),
+                sat: c.get(&at("hours.sat"), h.sat),
+                sun: c.get(&at("hours.sun"), h.sun),
+            });
+            RawCalendar {
+                name: c.get(&at("name"), r.name),
+                timezone: c.get(&at("timezone"), r.timezone),
+                hours,
+                holidays: c.get(&at("holidays"), r.holidays).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+    match crate::sla::build(&RawSlaConfig { sla, calendars, desk }, &names) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in errors {
+                c.err(e.path, e.message);
+            }
+            crate::sla::SlaConfig::default()
+        }
+    }
 }
 
 fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {

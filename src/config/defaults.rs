@@ -70,6 +70,16 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 50 << 20;
 /// `desk.clock_interval`: how often time-based work is looked at.
 pub const DEFAULT_CLOCK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// `desk.sla_warn_before`: a response target's warning goes out 15 minutes
+/// before it passes (never more than half the target ahead); "0s" turns
+/// warnings off. The time core applies it (`sla::config::build`).
+pub const DEFAULT_SLA_WARN_BEFORE: chrono::TimeDelta = crate::sla::DEFAULT_WARN_BEFORE;
+
+// `desk.pending_reminder_after`, `desk.pending_resolve_after` and
+// `desk.close_resolved_after` have no default: unset, the timer is off (an
+// automatic change to a customer's ticket is something the admin asks for).
+// No `[[sla]]`: no response targets.
+
 /// `desk.message_id_domain`: the domain of the first mailbox's address
 /// (`ticketd.invalid` without a mailbox, which is an error anyway).
 pub fn default_message_id_domain(mailboxes: &[MailboxConfig]) -> String {

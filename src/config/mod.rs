@@ -116,6 +116,10 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// `[spam]`: whose verdicts to believe, whom to ask, whom to block.
     pub spam: crate::spam::SpamConfig,
+    /// Response targets (`[[sla]]`, `[[calendars]]`) and the timers of
+    /// `[desk]` (`sla_warn_before`, `pending_reminder_after`,
+    /// `pending_resolve_after`, `close_resolved_after`): DESIGN §12.
+    pub sla: crate::sla::SlaConfig,
     /// Not errors, but worth saying (check-config prints them).
     pub warnings: Vec<Problem>,
 }
@@ -419,7 +423,8 @@ impl Config {
 /// Sorts paths as a reader expects: sections in file order, list entries
 /// by number (`mailboxes[2]` before `mailboxes[10]`).
 fn path_order(path: &str) -> Vec<(u8, String, usize)> {
-    const SECTIONS: &[&str] = &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam"];
+    const SECTIONS: &[&str] =
+        &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam", "sla", "calendars"];
     path.split('.')
         .map(|part| {
             let (name, index) = match part.split_once('[') {

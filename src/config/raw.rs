@@ -48,6 +48,10 @@ pub(super) struct RawConfig {
     pub(super) api: Option<RawApi>,
     #[serde(default)]
     pub(super) spam: RawSpam,
+    #[serde(default)]
+    pub(super) sla: Vec<RawSlaRule>,
+    #[serde(default)]
+    pub(super) calendars: Vec<RawCalendarDef>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +66,38 @@ pub(super) struct RawSpam {
     pub(super) unreachable: L<String>,
     pub(super) retention_days: L<u32>,
     pub(super) block: L<Vec<String>>,
+}
+
+/// One `[[sla]]` table (the shape `sla::config::build` checks).
+#[derive(Deserialize)]
+pub(super) struct RawSlaRule {
+    pub(super) priority: L<String>,
+    pub(super) category: L<String>,
+    pub(super) mailbox: L<String>,
+    pub(super) first_response: L<String>,
+    pub(super) resolution: L<String>,
+    pub(super) calendar: L<String>,
+}
+
+/// One `[[calendars]]` table.
+#[derive(Deserialize)]
+pub(super) struct RawCalendarDef {
+    pub(super) name: L<String>,
+    pub(super) timezone: L<String>,
+    pub(super) hours: Option<RawWeek>,
+    pub(super) holidays: L<Vec<String>>,
+}
+
+/// `hours = { mon = "09:00-17:00", … }`.
+#[derive(Deserialize)]
+pub(super) struct RawWeek {
+    pub(super) mon: L<String>,
+    pub(super) tue: L<String>,
+    pub(super) wed: L<String>,
+    pub(super) thu: L<String>,
+    pub(super) fri: L<String>,
+    pub(super) sat: L<String>,
+    pub(super) sun: L<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +139,10 @@ pub(super) struct RawDesk {
     pub(super) clock_interval: L<String>,
     pub(super) message_id_domain: L<String>,
     pub(super) templates_dir: L<PathBuf>,
+    pub(super) sla_warn_before: L<String>,
+    pub(super) pending_reminder_after: L<String>,
+    pub(super) pending_resolve_after: L<String>,
+    pub(super) close_resolved_after: L<String>,
 }
 
 #[derive(Deserialize, Default)]

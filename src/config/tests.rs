@@ -251,3 +251,38 @@ fn spam_section_defaults_and_every_problem_at_once() {
     let err = Config::load_with_env(&write(&d, &no_host), Some(HashMap::new())).unwrap_err();
     assert!(err.to_string().contains("spam.border_host: missing"), "{err}");
 }
+
+/// `[[sla]]`, `[[calendars]]` and the desk's timers (#19) are read the
+/// loader's way: unknown keys and wrong types are listed with every other
+/// problem, the time core's own checks come with their paths, and the
+/// environment overrides the timers like any scalar key.
+#[test]
+fn time_rules_are_checked_with_everything_else() {
+    let d = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[desk]\npending_resolve_after = \"7d\"\nclose_resolved_after = 5\n{MINIMAL}[[sla]]\npriority = \"urgent\"\nfirst_reply = \"1h\"\ncalendar = \"office\"\n[[calendars]]\nname = \"office\"\ntimezone = \"Europe/Berln\"\nhours = {{ monday = \"09:00-17:00\", tue = \"17:00-09:00\" }}\n"
+    );
+    let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
+    let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    for want in [
+        "desk.close_resolved_after: invalid type",
+        "sla[0].first_reply: unknown key",
+        "sla[0]: give first_response, resolution or both",
+        "calendars[0].hours.monday: unknown key",
+        "calendars[0].timezone: unknown time zone \"Europe/Berln\"",
+        "calendars[0].hours.tue: invalid hours \"17:00-09:00\"",
+    ] {
+        assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+    }
+    let ok = format!(
+        "[desk]\npending_resolve_after = \"7d\"\n{MINIMAL}[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\n"
+    );
+    let env = HashMap::from([("TICKETD__DESK__CLOSE_RESOLVED_AFTER".to_owned(), "2s".to_owned())]);
+    let c = Config::load_with_env(&write(&d, &ok), Some(env)).unwrap();
+    assert_eq!(c.sla.rules.len(), 1);
+    assert_eq!(c.sla.lifecycle.pending_resolve_after, Some(chrono::TimeDelta::days(7)));
+    assert_eq!(c.sla.lifecycle.close_resolved_after, Some(chrono::TimeDelta::seconds(2)), "from the environment");
+    assert_eq!(c.sla.lifecycle.pending_reminder_after, None, "off unless set");
+    assert_eq!(c.sla.warn_before, defaults::DEFAULT_SLA_WARN_BEFORE);
+}

@@ -127,6 +127,21 @@ pub(super) fn lookup(w: &Rules, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<U
         Some(n) if by_thread.as_ref().is_none_or(|t| t.number != n) => tx.ticket(n)?,
         _ => None,
     };
+    // A merged ticket's mail goes to the ticket it was merged into.
+    let mut merged_via = Vec::new();
+    let by_thread = by_thread.map(|r| super::merge::follow(tx, r, &mut merged_via)).transpose()?;
+    let by_token = by_token
+        .map(|r| super::merge::follow(tx, r, &mut merged_via))
+        .transpose()?
+        .filter(|t| by_thread.as_ref().is_none_or(|b| b.number != t.number));
+    let merge_into = match crate::triage::commands::merge_target(&mail.body) {
+        Some(n) => tx.ticket(n)?,
+        None => None,
+    };
+    let merge_chain = match &merge_into {
+        Some(t) => super::merge::chain(tx, t)?,
+        None => Vec::new(),
+    };
     let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
     let recent = |key: &str| -> Result<u32, StoreError> { Ok(tx.recent(key)?.count(now)) };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
@@ -166,6 +181,9 @@ pub(super) fn lookup(w: &Rules, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<U
         scan: None,
         blocked: super::spam::blocked(&w.cfg, tx, sender)?,
         released: false,
+        merged_via,
+        merge_into: merge_into.map(Box::new),
+        merge_chain,
     };
     Ok(Lookup { snap, dedupe_key, duplicate_of })
 }
@@ -312,6 +330,7 @@ pub(super) fn ingest_one(
             return Ok(false);
         }
     };
+    let sla = &cfg.sla;
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::failpoint::poison(raw);
         InboundMail::parse(raw).map(|mail| {
@@ -333,6 +352,8 @@ pub(super) fn ingest_one(
                             | Effect::HoldForDigest { .. }
                     )
                 });
+                // Decided at the mail's date: what is already due is history.
+                crate::triage::timers::history(&mut d, sla, now);
             }
             Ok::<_, StoreError>((mail, found, d))
         })

@@ -7,12 +7,14 @@ pub mod apply;
 pub mod backup;
 pub mod import;
 pub mod ingest;
+mod merge;
 mod migrate;
 pub mod probe;
 pub mod query;
 pub mod retention;
 pub mod spam;
 pub mod stats;
+pub mod timers;
 pub mod tx;
 pub mod views;
 pub mod writer;
@@ -375,8 +377,33 @@ impl Desk {
     }
 
     /// Runs the time-based work due at `now`; returns how much was done.
+    /// Bounded: see [`Desk::time_backlog`].
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<usize, DeskError> {
         self.ask(|reply| writer::Job::Tick { now, reply }).await?
+    }
+
+    /// Whether a tick at `now` would find more than one tick does (tickets
+    /// due past [`timers::PER_TICK`], a sweep under way): the daemon's
+    /// clock ticks again at once. Reads committed state.
+    pub fn time_backlog(&self, now: DateTime<Utc>) -> Result<bool, DeskError> {
+        let due = self.store.first_timer(crate::store::keys::WAKE)?.is_some_and(|at| at <= now.timestamp());
+        Ok(due || !timers::settled(&self.store, &self.cfg.sla)?)
+    }
+
+    /// (tickets overdue, tickets the clock should have looked at by `now`
+    /// and has not yet), from the clock's indexes: for the metrics.
+    pub fn time_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), DeskError> {
+        use crate::store::keys::{DUE, WAKE};
+        let count = |index| -> Result<u64, DeskError> {
+            Ok(self.store.timers_until(index, now.timestamp(), usize::MAX)?.len() as u64)
+        };
+        Ok((count(DUE)?, count(WAKE)?))
+    }
+
+    /// Merges ticket `from` into ticket `into` (`triage::merge` says how,
+    /// and when it is refused); returns the survivor.
+    pub async fn merge(&self, from: u64, into: u64, actor: ActorRef) -> Result<TicketRecord, DeskError> {
+        self.ask(|reply| writer::Job::Merge { from, into, actor, reply }).await?
     }
 
     /// Records a clean stop and ends the writer; waits for its thread.

@@ -142,6 +142,12 @@ pub enum Table {
     /// Blocklist entry (`name@domain`, `@domain`) → [`spam::BlockRecord`]:
     /// the entries added at run time (the config's own are not stored).
     Blocklist,
+    /// The desk's clock (#19): `w` + when a ticket next needs looking at +
+    /// ticket (the wake index, read from the front by the tick), and `d` +
+    /// its earliest running due time + ticket (the queue's "overdue" and
+    /// "due soon"); values empty. Kept in step with each ticket's saved
+    /// `timers` by `desk::apply`.
+    Timers,
 }
 
 impl Table {
@@ -163,6 +169,7 @@ impl Table {
         Table::Digests,
         Table::Spam,
         Table::Blocklist,
+        Table::Timers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -184,6 +191,7 @@ impl Table {
             Table::Digests => "digests",
             Table::Spam => "spam",
             Table::Blocklist => "blocklist",
+            Table::Timers => "timers",
         }
     }
 }
@@ -460,6 +468,37 @@ pub mod keys {
         k
     }
 
+    /// `Timers` key of the wake index: `w`, the instant (as in [`due`]),
+    /// the ticket.
+    pub fn wake(at: i64, ticket: u64) -> Vec<u8> {
+        timer(WAKE, at, ticket)
+    }
+
+    /// `Timers` key of the due index: `d`, the instant, the ticket.
+    pub fn due_index(at: i64, ticket: u64) -> Vec<u8> {
+        timer(DUE, at, ticket)
+    }
+
+    pub const WAKE: u8 = b'w';
+    pub const DUE: u8 = b'd';
+
+    fn timer(kind: u8, at: i64, ticket: u64) -> Vec<u8> {
+        let mut k = vec![kind];
+        k.extend_from_slice(&due(at, ticket));
+        k
+    }
+
+    /// (instant, ticket) of a `Timers` key of either index.
+    pub fn split_timer(k: &[u8]) -> Option<(i64, u64)> {
+        split_due(k.get(1..)?)
+    }
+
+    /// Meta: a digest of the time config the tickets' clocks were last
+    /// settled under; another one starts the sweep.
+    pub const TIMERS_CONFIG: &[u8] = b"timers:config";
+    /// Meta: the sweep's next ticket number.
+    pub const TIMERS_SWEEP: &[u8] = b"timers:sweep";
+
     pub const RUNNING: &[u8] = b"running";
     pub const SECRET: &[u8] = b"secret";
     pub const NEXT_TICKET: &[u8] = b"next_ticket";
@@ -650,6 +689,28 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// (instant, ticket) of one of the clock's indexes (`keys::WAKE` or
+    /// `keys::DUE`), earliest first, up to and including `until`, at most
+    /// `limit`: the cost is what is due, not what waits.
+    pub fn timers_until(&self, index: u8, until: i64, limit: usize) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }) {
+            let (k, _) = item?;
+            let Some((at, n)) = keys::split_timer(&k) else { continue };
+            if at > until || out.len() >= limit {
+                break;
+            }
+            out.push((at, n));
+        }
+        Ok(out)
+    }
+
+    /// The earliest instant of one of the clock's indexes.
+    pub fn first_timer(&self, index: u8) -> Result<Option<i64>, StoreError> {
+        let first = self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }).next();
+        Ok(first.transpose()?.and_then(|(k, _)| keys::split_timer(&k)).map(|(at, _)| at))
     }
 
     /// When the earliest waiting entry becomes due.

@@ -64,6 +64,7 @@ fn prefix(table: Table) -> u8 {
         Table::Digests => b'h',
         Table::Spam => b'p',
         Table::Blocklist => b'l',
+        Table::Timers => b'w',
     }
 }
 
@@ -488,4 +489,21 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod prefixes {
+    use super::*;
+
+    /// Tables share one tree: two with one prefix would read each other's
+    /// records.
+    #[test]
+    fn every_table_has_a_prefix_of_its_own() {
+        let mut seen: Vec<u8> = vec![BLOB_INDEX];
+        for t in Table::ALL {
+            let p = prefix(*t);
+            assert!(!seen.contains(&p), "{} shares its prefix {:?}", t.name(), p as char);
+            seen.push(p);
+        }
+    }
 }

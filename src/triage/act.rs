@@ -144,7 +144,9 @@ pub fn act(
     out: &Composer<'_>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Vec<ActError>> {
-    changes(rec, actor, actions, out, now).map(Acted::into_decision)
+    let mut d = changes(rec, actor, actions, out, now).map(Acted::into_decision)?;
+    super::timers::settle_decision(&mut d, &[rec], &out.ctx.cfg.sla, now);
+    Ok(d)
 }
 
 /// [`act`], with its parts apart (an agent's mail reply builds on them).
@@ -157,6 +159,7 @@ pub(super) fn changes(
 ) -> Result<Acted, Vec<ActError>> {
     let cfg = out.ctx.cfg;
     let was = rec.ticket.status;
+    let rec_merged = rec.merged_into;
     let mut rec = rec.clone();
     let who = actor.label().to_owned();
     let mut changes: Vec<String> = Vec::new();
@@ -172,6 +175,13 @@ pub(super) fn changes(
             changes.push(c);
         };
         match action {
+            Action::Status(s) if *s != Status::Closed && rec_merged.is_some() => {
+                let into = rec_merged.unwrap_or_default();
+                errors.push(ActError {
+                    field: "status",
+                    message: format!("this ticket was merged into #{into}: work on #{into} (a merge is not undone)"),
+                });
+            }
             Action::Status(s) => {
                 status_set = true;
                 if *s != t.status {

@@ -60,6 +60,8 @@ impl IdKind {
             OutKind::CommandError => IdKind::CommandError,
             OutKind::Receipt => IdKind::Receipt,
             OutKind::Digest => IdKind::Notice,
+            OutKind::Escalation => IdKind::Notify,
+            OutKind::Reminder => IdKind::Notice,
         }
     }
 

@@ -73,6 +73,7 @@ fn table_id(t: Table) -> i16 {
         Table::Digests => 15,
         Table::Spam => 20,
         Table::Blocklist => 21,
+        Table::Timers => 16,
     }
 }
 
@@ -586,5 +587,19 @@ impl Backend for PostgresBackend {
             })
             .await
         })?
+    }
+}
+
+#[cfg(test)]
+mod table_ids {
+    /// Two tables under one id would read each other's rows.
+    #[test]
+    fn every_table_has_an_id_of_its_own() {
+        let mut seen = Vec::new();
+        for t in super::Table::ALL {
+            let id = super::table_id(*t);
+            assert!(!seen.contains(&id), "{} shares its id {id}", t.name());
+            seen.push(id);
+        }
     }
 }
