@@ -1,6 +1,8 @@
 //! Failover of a two-node cluster (#17): two `ticketd run` processes of the
 //! real binary, each in a network namespace of its own on a private bridge,
-//! one PostgreSQL (fsync on) and the lab's Dovecot and Postfix. Mail arrives
+//! one PostgreSQL and the lab's Dovecot and Postfix. (The server runs with
+//! fsync off, for speed: every fault here ends processes or sessions, never
+//! the machine, so nothing it wrote can be lost from the page cache.) Mail arrives
 //! throughout (new tickets and replies), agents add notes through the API of
 //! both nodes, and one fault at a time hits the leader, several rounds each:
 //! SIGKILL; SIGSTOP past the detection window, then SIGCONT; its lock
@@ -312,7 +314,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 async fn two_nodes_survive_every_fault_without_loss_or_duplicates() {
     let started = Instant::now();
     let lab = Lab::start();
-    let pg = PgLab::start_durable().unwrap();
+    let pg = PgLab::start().unwrap();
     let db = pg.fresh_db("failover").unwrap();
     let net = Net::new(2);
     // The nodes reach PostgreSQL over the bridge.
@@ -378,10 +380,6 @@ poll_interval = "1s"
 timeout = "5s"
 batch_size = 20
 
-[[agents]]
-id = "agent_alice"
-email = "alice@example.test"
-name = "Alice"
 "#,
                     d = dir.path().display(),
                     lt = LEASE_TIMEOUT.as_secs(),
@@ -396,7 +394,7 @@ name = "Alice"
     }
     let dbc = Db { url: pg.url(&db) };
 
-    // Mail throughout: about ten a second, every fourth a reply.
+    // Mail throughout: about four a second, every fourth a reply.
     let appended = Arc::new(AtomicUsize::new(0));
     let stop_feed = Arc::new(AtomicBool::new(false));
     let burst = Arc::new(AtomicUsize::new(0));
@@ -420,7 +418,7 @@ name = "Alice"
                     i += 1;
                     appended.store(i, Ordering::SeqCst);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
             if let Some(mut s) = session {
                 let _ = s.logout().await;
@@ -491,6 +489,7 @@ name = "Alice"
         }
     }
 
+    // Eleven rounds, each fault at least twice; about 2 minutes.
     let plan = [
         Fault::Kill,
         Fault::Pause,
@@ -501,9 +500,8 @@ name = "Alice"
         Fault::Terminate,
         Fault::Pause,
         Fault::Partition,
-        Fault::Kill,
         Fault::Restart,
-        Fault::Terminate,
+        Fault::Kill,
     ];
     let mut takeovers: BTreeMap<Fault, Vec<(f64, f64)>> = BTreeMap::new();
     let mut refusals: HashMap<(usize, u32), f64> = HashMap::new();
@@ -513,7 +511,7 @@ name = "Alice"
     eprintln!("failover: node {} leads at epoch {}", nodes[first.0].name, first.1);
     for (round, fault) in plan.iter().copied().enumerate() {
         assert!(started.elapsed() < WHOLE_TEST, "the failover test is bounded");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let (leader, _) = stable(&nodes, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}\n{}", dump(&nodes)));
         let other = 1 - leader;
         let before = dbc.query("SELECT epoch FROM ticketd_lease").await.and_then(|r| r.first().map(|r| r.get::<_, i64>(0) as u64)).unwrap();
@@ -525,7 +523,7 @@ name = "Alice"
             }
         }
         // A burst just before the fault: work is in hand when it hits.
-        burst.store(25, Ordering::SeqCst);
+        burst.store(10, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
         let t0 = SystemTime::now();
         let i0 = Instant::now();
@@ -584,8 +582,18 @@ name = "Alice"
                     assert!(Instant::now() < deadline, "the resumed node did not step down\n{}", dump(&nodes));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                let now = metric(&nodes[leader], "ticketd_fence_refusals_total").await.unwrap_or(0.0);
+                if std::env::var_os("FAILOVER_DEBUG").is_some() {
+                    eprintln!("--- resumed node {}:\n{}", nodes[leader].name, nodes[leader].tail());
+                }
+                // The term's last batch (fetched as it resumed) meets the fence
+                // while the term stops: wait for that.
                 let was = refusals.get(&(leader, nodes[leader].pid())).copied().unwrap_or(0.0);
+                let mut now = was;
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while now <= was && Instant::now() < deadline {
+                    now = metric(&nodes[leader], "ticketd_fence_refusals_total").await.unwrap_or(was);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 pause_refusals += now - was;
             }
             Fault::Partition => {
@@ -618,6 +626,7 @@ name = "Alice"
         PostgresBackend::open(PgSettings::from_url(&pg.url(&db), "checker").unwrap()).unwrap(),
     ));
     let drain = Instant::now();
+    let mut undrained = None;
     loop {
         let missing = (0..total)
             .filter(|i| reader.ticket_by_message_id(&format!("<fo-{i}@customer.example.test>")).ok().flatten().is_none())
@@ -627,12 +636,14 @@ name = "Alice"
         if missing == 0 && acks.len() >= originals && pending == 0 {
             break;
         }
-        assert!(
-            drain.elapsed() < Duration::from_secs(90),
-            "not drained in 90 s: {missing} of {total} mails without a ticket, {} of {originals} acknowledgements, {pending} in the outbox\n{}",
-            acks.len(),
-            dump(&nodes)
-        );
+        if drain.elapsed() > Duration::from_secs(60) {
+            undrained = Some(format!(
+                "not drained in 60 s: {missing} of {total} mails without a ticket, {} of {originals} acknowledgements, {pending} in the outbox\n{}",
+                acks.len(),
+                dump(&nodes)
+            ));
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let drained_s = drain.elapsed().as_secs_f64();
@@ -750,6 +761,9 @@ name = "Alice"
     );
     for (k, t, o) in outcomes.iter().filter(|(_, _, o)| !matches!(o, Outcome::Applied)).take(8) {
         eprintln!("failover: note {k} on ticket {t}: {o:?}");
+    }
+    if let Some(why) = undrained {
+        panic!("{why}");
     }
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(doubled.is_empty(), "duplicated: {doubled:?}");
