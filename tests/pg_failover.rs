@@ -302,6 +302,11 @@ enum Outcome {
     Unknown(String),
 }
 
+/// The last lines of every node's log.
+fn dump(nodes: &[Node]) -> String {
+    nodes.iter().map(|n| format!("--- node {}:\n{}", n.name, n.tail())).collect::<Vec<_>>().join("\n")
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -426,6 +431,8 @@ batch_size = 20
         })
     };
 
+    let first = stable(&nodes, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}\n{}", dump(&nodes)));
+    eprintln!("failover: node {} leads at epoch {}", nodes[first.0].name, first.1);
     // Agents: a note every 300 ms, alternately through each node's API.
     let outcomes: Arc<Mutex<Vec<(usize, u64, Outcome)>>> = Default::default();
     let stop_agents = Arc::new(AtomicBool::new(false));
@@ -506,9 +513,6 @@ batch_size = 20
     let mut takeovers: BTreeMap<Fault, Vec<(f64, f64)>> = BTreeMap::new();
     let mut refusals: HashMap<(usize, u32), f64> = HashMap::new();
     let mut pause_refusals = 0.0;
-    let dump = |nodes: &[Node]| nodes.iter().map(|n| format!("--- node {}:\n{}", n.name, n.tail())).collect::<Vec<_>>().join("\n");
-    let first = stable(&nodes, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}\n{}", dump(&nodes)));
-    eprintln!("failover: node {} leads at epoch {}", nodes[first.0].name, first.1);
     for (round, fault) in plan.iter().copied().enumerate() {
         assert!(started.elapsed() < WHOLE_TEST, "the failover test is bounded");
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -653,12 +657,33 @@ batch_size = 20
         }
     }
     let standby = 1 - leader;
-    // The standby's CLI-facing checks: an offline command refuses while a node leads.
-    let out = Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .args(["--config", nodes[standby].config.to_str().unwrap(), "store", "prune"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("leads the cluster"));
+    // Every node serves the desk: the standby names the leader, takes a
+    // change through its API (forwarded) and serves the CLI.
+    let ready = |n: &Node| {
+        let api = n.api();
+        async move { serde_json::from_slice::<serde_json::Value>(&api.get("/readyz").await.unwrap().body).unwrap() }
+    };
+    let (rl, rs) = (ready(&nodes[leader]).await, ready(&nodes[standby]).await);
+    assert_eq!((rl["role"].as_str(), rs["role"].as_str()), (Some("leader"), Some("standby")), "{rl} {rs}");
+    assert_eq!(rs["leader"].as_str(), Some(nodes[leader].name.as_str()), "{rs}");
+    assert_eq!(rs["leader_address"].as_str(), Some(format!("http://{}:8025", nodes[leader].ip).as_str()), "{rs}");
+    assert_eq!(rs["epoch"], rl["epoch"]);
+    assert_eq!(rs["ready"], true, "a standby is ready: it serves reads");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .args(["--config", nodes[standby].config.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["tickets", "note", "1", "--text", "cli-through-the-standby-end"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["tickets", "show", "1", "--json"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("cli-through-the-standby-end"));
+    // An offline command refuses while a node leads.
+    let out = cli(&["store", "prune"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("leads the cluster"), "{err}");
     for n in nodes.iter_mut() {
         if let Some(c) = &n.child {
             let _ = sh(&["kill", "-TERM", &c.id().to_string()]);

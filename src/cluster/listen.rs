@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::desk::{Changes, Desk};
+use crate::desk::Changes;
 use crate::store::postgres::conn::{self, Role};
 use crate::store::postgres::{CHANGES_CHANNEL, PgSettings};
 
@@ -25,8 +25,13 @@ pub fn parse(payload: &str) -> Option<(&str, Changes)> {
     Some((node, serde_json::from_str(json).ok()?))
 }
 
-/// Listens until `stop`, reconnecting (after a second, then up to 10 s).
-pub fn start(settings: PgSettings, desk: Desk, stop: CancellationToken) -> Result<(), crate::store::StoreError> {
+/// Listens until `stop`, reconnecting (after a second, then up to 10 s),
+/// and hands what arrives to `publish` (the node's desk).
+pub fn start(
+    settings: PgSettings,
+    publish: impl Fn(Changes) + Send + 'static,
+    stop: CancellationToken,
+) -> Result<(), crate::store::StoreError> {
     conn::spawn(async move {
         let mut first = true;
         let mut delay = Duration::from_secs(1);
@@ -45,7 +50,7 @@ pub fn start(settings: PgSettings, desk: Desk, stop: CancellationToken) -> Resul
                 Ok(Ok(c)) => {
                     if !first {
                         info!("listening for changes again; pages re-read what they show");
-                        desk.publish(Changes { tickets: Vec::new(), outbox: true, quarantine: true });
+                        publish(Changes { tickets: Vec::new(), outbox: true, quarantine: true });
                     }
                     first = false;
                     delay = Duration::from_secs(1);
@@ -59,7 +64,7 @@ pub fn start(settings: PgSettings, desk: Desk, stop: CancellationToken) -> Resul
                             && n.channel() == CHANGES_CHANNEL
                         {
                             match parse(n.payload()) {
-                                Some((_, changes)) => desk.publish(changes),
+                                Some((_, changes)) => publish(changes),
                                 None => debug!(payload = n.payload(), "a change note this node cannot read"),
                             }
                         }
@@ -82,6 +87,55 @@ pub fn start(settings: PgSettings, desk: Desk, stop: CancellationToken) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::postgres::PostgresBackend;
+    use crate::store::postgres::lab::PgLab;
+    use crate::store::{Backend, Table, WriteSet};
+
+    /// A commit's notes reach every listening node, the committer too; a
+    /// refused commit's never do.
+    #[test]
+    fn notes_reach_every_node_with_their_commit_only() {
+        let lab = PgLab::shared().unwrap();
+        let db = lab.fresh_db("notes").unwrap();
+        let settings = |node: &str| PgSettings::from_url(&lab.url(&db), node).unwrap();
+        let a = PostgresBackend::open(settings("na")).unwrap();
+        let stop = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for node in ["na", "nb"] {
+            let tx = tx.clone();
+            start(settings(node), move |c| drop(tx.send((node, c))), stop.clone()).unwrap();
+        }
+        // Both listeners are up once a probe note comes through to both.
+        let lease = a.try_lease().unwrap().unwrap();
+        a.lead(lease);
+        let put = |n: u8| {
+            let mut w = WriteSet::default();
+            w.put(Table::Meta, vec![n], vec![n]);
+            w
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut heard = std::collections::HashSet::new();
+        while heard.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the listeners never heard a note");
+            a.commit_noted(put(0), vec![r#"{"tickets":[],"outbox":true,"quarantine":false}"#.into()]).unwrap();
+            while let Ok((node, _)) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                heard.insert(node);
+            }
+        }
+        let c = Changes { tickets: vec![7, 9], outbox: false, quarantine: true };
+        a.commit_noted(put(1), c.notes()).unwrap();
+        // A deposed writer's commit is refused, and its note never sent.
+        a.step_down();
+        assert!(a.commit_noted(put(2), Changes { tickets: vec![666], ..Changes::default() }.notes()).is_err());
+        let mut got = Vec::new();
+        while let Ok(x) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+            got.push(x);
+        }
+        stop.cancel();
+        got.retain(|(_, c)| c.tickets.len() > 0);
+        got.sort_by_key(|(n, _)| *n);
+        assert_eq!(got, vec![("na", c.clone()), ("nb", c)], "each node hears the commit once; never the refused one");
+    }
 
     #[test]
     fn a_note_names_its_node_and_its_changes() {

@@ -78,7 +78,10 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
     let health = Health::default();
     let desk = Desk::standby(cfg.clone(), Store::with_backend(backend.clone()), secret, health.clone(), node.clone())?;
     let shutdown = CancellationToken::new();
-    super::listen::start(settings.clone(), desk.clone(), shutdown.clone())?;
+    {
+        let desk = desk.clone();
+        super::listen::start(settings.clone(), move |c| desk.publish(c), shutdown.clone())?;
+    }
 
     let mut tasks = JoinSet::new();
     if let Some(api) = crate::api::server::Server::bind(&desk).await? {
