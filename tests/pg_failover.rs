@@ -224,10 +224,11 @@ struct Db {
 
 impl Db {
     async fn query(&self, sql: &str) -> Option<Vec<tokio_postgres::Row>> {
-        let (client, conn) = tokio::time::timeout(Duration::from_secs(3), tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
-            .await
-            .ok()?
-            .ok()?;
+        let (client, conn) =
+            tokio::time::timeout(Duration::from_secs(3), tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+                .await
+                .ok()?
+                .ok()?;
         let driver = tokio::spawn(conn);
         let rows = tokio::time::timeout(Duration::from_secs(5), client.query(sql, &[])).await.ok()?.ok();
         driver.abort();
@@ -483,8 +484,12 @@ batch_size = 20
             for n in nodes {
                 roles.push(role(n).await);
             }
-            let leaders: Vec<usize> =
-                roles.iter().enumerate().filter(|(_, r)| r.as_ref().is_some_and(|(r, _)| r == "leader")).map(|(i, _)| i).collect();
+            let leaders: Vec<usize> = roles
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.as_ref().is_some_and(|(r, _)| r == "leader"))
+                .map(|(i, _)| i)
+                .collect();
             if leaders.len() == 1 && roles.iter().all(|r| r.is_some()) {
                 let i = leaders[0];
                 return Ok((i, roles[i].as_ref().unwrap().1));
@@ -516,9 +521,14 @@ batch_size = 20
     for (round, fault) in plan.iter().copied().enumerate() {
         assert!(started.elapsed() < WHOLE_TEST, "the failover test is bounded");
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let (leader, _) = stable(&nodes, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}\n{}", dump(&nodes)));
+        let (leader, _) =
+            stable(&nodes, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}\n{}", dump(&nodes)));
         let other = 1 - leader;
-        let before = dbc.query("SELECT epoch FROM ticketd_lease").await.and_then(|r| r.first().map(|r| r.get::<_, i64>(0) as u64)).unwrap();
+        let before = dbc
+            .query("SELECT epoch FROM ticketd_lease")
+            .await
+            .and_then(|r| r.first().map(|r| r.get::<_, i64>(0) as u64))
+            .unwrap();
         let mut baseline = [0.0; 2];
         for n in &nodes {
             baseline[n.index] = metric(n, "ticketd_messages_total").await.unwrap_or(0.0);
@@ -549,7 +559,11 @@ batch_size = 20
             if let Some(x) = dbc.next_epoch(before).await {
                 break x;
             }
-            assert!(i0.elapsed() < Duration::from_secs(40), "round {round} ({fault:?}): no new epoch\n{}", dump(&nodes));
+            assert!(
+                i0.elapsed() < Duration::from_secs(40),
+                "round {round} ({fault:?}): no new epoch\n{}",
+                dump(&nodes)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let commit_s = first_commit.duration_since(t0).unwrap_or_default().as_secs_f64();
@@ -562,7 +576,11 @@ batch_size = 20
             if metric(&nodes[new_leader], "ticketd_messages_total").await.unwrap_or(0.0) > baseline[new_leader] {
                 break i0.elapsed().as_secs_f64();
             }
-            assert!(i0.elapsed() < Duration::from_secs(40), "round {round} ({fault:?}): no ingest by the new leader\n{}", dump(&nodes));
+            assert!(
+                i0.elapsed() < Duration::from_secs(40),
+                "round {round} ({fault:?}): no ingest by the new leader\n{}",
+                dump(&nodes)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         eprintln!(
@@ -633,7 +651,9 @@ batch_size = 20
     let mut undrained = None;
     loop {
         let missing = (0..total)
-            .filter(|i| reader.ticket_by_message_id(&format!("<fo-{i}@customer.example.test>")).ok().flatten().is_none())
+            .filter(|i| {
+                reader.ticket_by_message_id(&format!("<fo-{i}@customer.example.test>")).ok().flatten().is_none()
+            })
             .count();
         let acks: HashSet<String> = message_ids(&lab, "customer").await.into_iter().collect();
         let pending = reader.pending_count();
@@ -728,7 +748,8 @@ batch_size = 20
         .await
         .unwrap()[0]
         .get(0);
-    let commits: i64 = dbc.query("SELECT coalesce(sum(commits), 0)::int8 FROM ticketd_commits").await.unwrap()[0].get(0);
+    let commits: i64 =
+        dbc.query("SELECT coalesce(sum(commits), 0)::int8 FROM ticketd_commits").await.unwrap()[0].get(0);
     let epochs: i64 = dbc.query("SELECT count(*) FROM ticketd_epochs").await.unwrap()[0].get(0);
     let acks = message_ids(&lab, "customer").await;
     let alerts = message_ids(&lab, "alice").await;
@@ -762,7 +783,11 @@ batch_size = 20
     }
     let fence_refusals: f64 = refusals.values().sum();
 
-    eprintln!("failover: {} rounds in {:.0} s; {total} mails ({originals} new tickets), drained in {drained_s:.1} s", plan.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "failover: {} rounds in {:.0} s; {total} mails ({originals} new tickets), drained in {drained_s:.1} s",
+        plan.len(),
+        started.elapsed().as_secs_f64()
+    );
     for (fault, v) in &takeovers {
         let mut c: Vec<f64> = v.iter().map(|x| x.0).collect();
         let mut i: Vec<f64> = v.iter().map(|x| x.1).collect();

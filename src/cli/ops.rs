@@ -15,7 +15,9 @@ async fn local_desk(cfg: Config, command: &str) -> anyhow::Result<Desk> {
     if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
         return match crate::cluster::cli::open(std::sync::Arc::new(cfg)).await? {
             crate::cluster::cli::Found::Local(desk) => Ok(desk),
-            crate::cluster::cli::Found::Leader(info) => Err(anyhow::anyhow!(crate::cluster::cli::refusal(command, &info))),
+            crate::cluster::cli::Found::Leader(info) => {
+                Err(anyhow::anyhow!(crate::cluster::cli::refusal(command, &info)))
+            }
         };
     }
     Ok(Desk::open(std::sync::Arc::new(cfg), false)?.desk)

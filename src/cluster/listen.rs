@@ -132,7 +132,7 @@ mod tests {
             got.push(x);
         }
         stop.cancel();
-        got.retain(|(_, c)| c.tickets.len() > 0);
+        got.retain(|(_, c)| !c.tickets.is_empty());
         got.sort_by_key(|(n, _)| *n);
         assert_eq!(got, vec![("na", c.clone()), ("nb", c)], "each node hears the commit once; never the refused one");
     }

@@ -69,9 +69,8 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
     let settings = settings(&cfg, "").await?;
     info!(node = %cc.node, database = %settings.describe(), lease_timeout = ?cc.lease_timeout, "opening the cluster's database");
     let s = settings.clone();
-    let backend = Arc::new(
-        tokio::task::spawn_blocking(move || PostgresBackend::open(s)).await.context("opening the database")??,
-    );
+    let backend =
+        Arc::new(tokio::task::spawn_blocking(move || PostgresBackend::open(s)).await.context("opening the database")??);
     let node = Arc::new(Node::new(&cc, backend.clone()));
     let secret = secret(&cfg, &backend, &control).await?;
     let Some(secret) = secret else { return Ok(()) };
@@ -211,7 +210,8 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
 /// lease. `None` when told to stop while waiting.
 async fn secret(cfg: &Config, backend: &Arc<PostgresBackend>, control: &Control) -> anyhow::Result<Option<Vec<u8>>> {
     if let Some(p) = &cfg.desk.secret_file {
-        let s = crate::config::read_secret_file(p).with_context(|| format!("reading desk.secret_file {}", p.display()))?;
+        let s =
+            crate::config::read_secret_file(p).with_context(|| format!("reading desk.secret_file {}", p.display()))?;
         return Ok(Some(s.trim_ascii().to_vec()));
     }
     let mut said = false;
@@ -287,15 +287,22 @@ async fn start_term(
     let unclean = tokio::task::spawn_blocking(move || d.lead(store)).await??;
     node.set_serving(Some(epoch));
     if unclean {
-        warn!(epoch, "the last term did not end cleanly: the first batch of each mailbox is handled one message at a time");
+        warn!(
+            epoch,
+            "the last term did not end cleanly: the first batch of each mailbox is handled one message at a time"
+        );
     } else {
         info!(epoch, "leading: fetching and sending mail");
     }
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for mb in &cfg.mailboxes {
-        let w =
-            Worker { mb: mb.clone(), desk: desk.clone(), max_message_bytes: cfg.desk.max_message_bytes, shutdown: stop.clone() };
+        let w = Worker {
+            mb: mb.clone(),
+            desk: desk.clone(),
+            max_message_bytes: cfg.desk.max_message_bytes,
+            shutdown: stop.clone(),
+        };
         tasks.spawn(async move {
             w.run().await;
             "imap worker"
@@ -325,7 +332,8 @@ async fn start_term(
             "clock"
         });
     }
-    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: desk.wake().clone(), shutdown: stop.clone() };
+    let sender =
+        Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: desk.wake().clone(), shutdown: stop.clone() };
     tasks.spawn(async move {
         sender.run().await;
         "smtp sender"

@@ -146,8 +146,7 @@ fn cluster(
         return None;
     };
     let node = c.required("cluster.node", r.node, "this node's name, unique in the cluster").unwrap_or_default();
-    if !node.is_empty()
-        && (node.len() > 40 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    if !node.is_empty() && (node.len() > 40 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
     {
         c.err("cluster.node", format!("{node:?}: 1 to 40 letters, digits, '.', '_' or '-'"));
     }
@@ -155,7 +154,10 @@ fn cluster(
         Some(a) => {
             let ok = a.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#']));
             if !ok {
-                c.err("cluster.advertise", format!("{a:?}: write http://HOST:PORT (this node's API, as the others reach it)"));
+                c.err(
+                    "cluster.advertise",
+                    format!("{a:?}: write http://HOST:PORT (this node's API, as the others reach it)"),
+                );
             }
             if api.is_none() {
                 c.warn("cluster.advertise", "this node has no [api]: nothing answers there");
@@ -177,7 +179,10 @@ fn cluster(
                 Some(l.base_url())
             }
             Some(Listen::Unix(_)) => {
-                c.warn("cluster.advertise", "not set and api.listen is a unix socket: standbys cannot forward changes here");
+                c.warn(
+                    "cluster.advertise",
+                    "not set and api.listen is a unix socket: standbys cannot forward changes here",
+                );
                 None
             }
             None => None,

@@ -247,7 +247,8 @@ fn postgres_needs_a_url_and_a_node_and_sled_stays_the_default() {
     let w: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(w, ["cluster.advertise"], "no [api] answers there");
 
-    let text = on_postgres("[store]\nbackend = \"postgres\"\n[cluster]\nnode = \"bad name\"\nlease_timeout = \"1s\"\n", "");
+    let text =
+        on_postgres("[store]\nbackend = \"postgres\"\n[cluster]\nnode = \"bad name\"\nlease_timeout = \"1s\"\n", "");
     let Err(ConfigError::Invalid(p)) = Config::load_with_env(&write(&d, &text), Some(HashMap::new())) else {
         panic!("accepted")
     };

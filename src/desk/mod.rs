@@ -148,7 +148,8 @@ impl Changes {
         }
         for (i, c) in chunks.enumerate() {
             let first = i == 0;
-            let part = Changes { tickets: c.to_vec(), outbox: self.outbox && first, quarantine: self.quarantine && first };
+            let part =
+                Changes { tickets: c.to_vec(), outbox: self.outbox && first, quarantine: self.quarantine && first };
             out.push(serde_json::to_string(&part).unwrap_or_default());
         }
         out

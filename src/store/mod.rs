@@ -306,7 +306,11 @@ impl Committer {
     /// Commits with notes for the other nodes, made only when the backend
     /// takes them (so a single-node store pays nothing for them).
     pub fn commit_noting(&self, writes: WriteSet, notes: impl FnOnce() -> Vec<String>) -> Result<(), StoreError> {
-        if self.backend.takes_notes() { self.backend.commit_noted(writes, notes()) } else { self.backend.commit(writes) }
+        if self.backend.takes_notes() {
+            self.backend.commit_noted(writes, notes())
+        } else {
+            self.backend.commit(writes)
+        }
     }
 }
 

@@ -311,8 +311,10 @@ impl PgSettings {
         role: Role,
         messages: tokio::sync::mpsc::Sender<tokio_postgres::AsyncMessage>,
     ) -> Result<Conn, tokio_postgres::Error> {
-        async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, to: tokio::sync::mpsc::Sender<tokio_postgres::AsyncMessage>)
-        where
+        async fn drive<S, T>(
+            mut conn: tokio_postgres::Connection<S, T>,
+            to: tokio::sync::mpsc::Sender<tokio_postgres::AsyncMessage>,
+        ) where
             S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
             T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         {
