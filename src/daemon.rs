@@ -52,10 +52,19 @@ impl Control {
     pub async fn stopped(&self) {
         self.shutdown.cancelled().await
     }
+
+    /// What `reload` notifies (the API server waits on it).
+    pub(crate) fn reload_notify(&self) -> Arc<Notify> {
+        self.reload.clone()
+    }
 }
 
 /// Runs the daemon until `control` says stop (or a task fails).
 pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
+    if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+        // A node of a cluster: it writes only while it holds the lease.
+        return crate::cluster::node::run(cfg, control).await;
+    }
     let cfg = Arc::new(cfg);
     for m in &cfg.mailboxes {
         if m.tls == Tls::None {

@@ -25,6 +25,8 @@ pub struct Scrape {
     /// yet (a backlog; 0 in a healthy desk between ticks).
     pub timers_due: u64,
     pub now: DateTime<Utc>,
+    /// A node of a cluster on PostgreSQL.
+    pub cluster: Option<crate::cluster::Status>,
 }
 
 /// Results the sender reports; present from the start so `rate()` sees the
@@ -167,6 +169,9 @@ pub fn render(s: &Scrape) -> String {
     o.sample("ticketd_quarantine_messages", &[], s.quarantine as f64);
     o.head("ticketd_store_size_bytes", "gauge", "Bytes the store occupies on disk, database and attachments.");
     o.sample("ticketd_store_size_bytes", &[], s.store_bytes as f64);
+    if let Some(c) = &s.cluster {
+        cluster(&mut o, c);
+    }
     o.0
 }
 
@@ -208,6 +213,37 @@ fn door(o: &mut Out, snap: &Snapshot) {
     }
 }
 
+/// The cluster's families (DESIGN section 11), on a node of one.
+fn cluster(o: &mut Out, c: &crate::cluster::Status) {
+    let node = [("node", c.node.as_str())];
+    o.head("ticketd_leader", "gauge", "1 while this node leads the cluster (writes, fetches and sends mail), else 0.");
+    o.sample("ticketd_leader", &node, if c.leading { 1.0 } else { 0.0 });
+    o.head("ticketd_lease_epoch", "gauge", "The writer's lease epoch as this node last saw it.");
+    o.sample("ticketd_lease_epoch", &node, c.epoch as f64);
+    o.head(
+        "ticketd_fence_refusals_total",
+        "counter",
+        "Commits of this node refused because its epoch was not (or no longer) the current one.",
+    );
+    o.sample("ticketd_fence_refusals_total", &node, c.fence_refusals as f64);
+    o.head(
+        "ticketd_takeover_seconds",
+        "gauge",
+        "This node's last takeover: from the previous leader's last heartbeat to this node's first commit.",
+    );
+    if let Some(t) = c.takeover_seconds {
+        o.sample("ticketd_takeover_seconds", &node, t);
+    }
+    o.head("ticketd_takeovers_total", "counter", "Terms this node started as leader after another holder.");
+    o.sample("ticketd_takeovers_total", &node, c.takeovers as f64);
+    o.head(
+        "ticketd_lease_connection_up",
+        "gauge",
+        "1 when the lease's connection to the database answered its last call recently, else 0.",
+    );
+    o.sample("ticketd_lease_connection_up", &node, if c.lock_ok { 1.0 } else { 0.0 });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +270,7 @@ mod tests {
             overdue: 3,
             timers_due: 0,
             now: Utc::now(),
+            cluster: None,
         });
         for want in [
             "ticketd_messages_total{mailbox=\"sup\\\"port\",outcome=\"new_ticket\"} 1",
@@ -266,5 +303,34 @@ mod tests {
         }
         assert!(text.contains("ticketd_imap_last_fetch_timestamp_seconds{mailbox=\"support\"}"));
         assert!(!text.contains("ticketd_imap_last_fetch_timestamp_seconds{mailbox=\"billing\"}"));
+        assert!(!text.contains("ticketd_leader"), "a single node has no cluster families");
+    }
+
+    #[test]
+    fn a_cluster_node_says_its_role_epoch_and_refusals() {
+        let mut o = Out(String::new());
+        cluster(
+            &mut o,
+            &crate::cluster::Status {
+                node: "n2".into(),
+                leading: false,
+                epoch: 7,
+                leader: Some("n1".into()),
+                leader_address: Some("http://10.0.0.11:8025".into()),
+                lock_ok: true,
+                fence_refusals: 3,
+                takeover_seconds: Some(1.25),
+                takeovers: 2,
+            },
+        );
+        for want in [
+            "ticketd_leader{node=\"n2\"} 0",
+            "ticketd_lease_epoch{node=\"n2\"} 7",
+            "ticketd_fence_refusals_total{node=\"n2\"} 3",
+            "ticketd_takeover_seconds{node=\"n2\"} 1.25",
+            "ticketd_lease_connection_up{node=\"n2\"} 1",
+        ] {
+            assert!(o.0.lines().any(|l| l == want), "missing {want:?} in:\n{}", o.0);
+        }
     }
 }

@@ -157,6 +157,7 @@ pub fn router(st: AppState) -> Router {
         .merge(busy)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(st.clone(), crate::cluster::forward::layer))
         .layer(middleware::from_fn_with_state(st.clone(), frame))
         .with_state(st)
 }

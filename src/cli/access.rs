@@ -62,6 +62,9 @@ impl Access {
     /// the daemon's API, verified before the admin token is sent.
     pub async fn open(cfg: Config) -> anyhow::Result<Access> {
         let cfg = Arc::new(cfg);
+        if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+            return Access::open_cluster(cfg).await;
+        }
         match Desk::open(cfg.clone(), false) {
             Ok(started) => Ok(Access::Local(started.desk)),
             Err(OpenError::Store(StoreError::Locked(path))) => {
@@ -81,6 +84,36 @@ impl Access {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// On PostgreSQL: the lease decides (see `cluster::cli`): a node's API
+    /// while one leads — this machine's node first, else the leader's
+    /// advertised address — otherwise the store itself, this process
+    /// holding the lease.
+    async fn open_cluster(cfg: Arc<Config>) -> anyhow::Result<Access> {
+        use crate::cluster::cli::{Found, leader_addr, open};
+        let info = match open(cfg.clone()).await? {
+            Found::Local(desk) => return Ok(Access::Local(desk)),
+            Found::Leader(info) => info,
+        };
+        let leader = info.node.clone().unwrap_or_else(|| "?".into());
+        let Some(api) = &cfg.api else {
+            return Err(anyhow!(
+                "node {leader} leads the cluster, and this config has no [api] section (whose token_file the CLI needs to talk to a node): add [api] (see the example config)"
+            ));
+        };
+        let mut why = Vec::new();
+        match Remote::connect(api, &cfg.store.path).await {
+            Ok(r) => return Ok(Access::Remote(r)),
+            Err(e) => why.push(format!("this node's API: {e}")),
+        }
+        if let Some(addr) = leader_addr(&info).await {
+            match Remote::connect_tcp(api, addr).await {
+                Ok(r) => return Ok(Access::Remote(r)),
+                Err(e) => why.push(format!("the leader's API: {e}")),
+            }
+        }
+        Err(anyhow!("node {leader} leads the cluster, but no node's API answered: {}", why.join("; ")))
     }
 
     /// Lets a local writer finish what it was asked.
@@ -387,6 +420,15 @@ impl Remote {
             Some(f) => anyhow!("{f}; and {e}"),
             None => anyhow!("{e}"),
         })
+    }
+
+    /// Another node's API over TCP (a cluster's leader), after it proved
+    /// it holds the admin token (all nodes share it).
+    async fn connect_tcp(api: &ApiConfig, addr: std::net::SocketAddr) -> anyhow::Result<Remote> {
+        let token =
+            read_token(&api.token_file).map_err(|e| anyhow!("the CLI talks to it with the admin token, but {e}"))?;
+        let http = HttpClient::new(Listen::Tcp(addr)).with_trust(Trust::Proof(token.clone())).with_token(token);
+        Remote::first_call(http, &api.token_file).await.map_err(|e| anyhow!("{e}"))
     }
 
     async fn first_call(http: HttpClient, token_file: &std::path::Path) -> Result<Remote, AccessError> {

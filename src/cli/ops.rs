@@ -10,8 +10,17 @@ use crate::config::Config;
 use crate::desk::{Desk, backup, import};
 
 /// The desk on a store this process opens: the daemon must be stopped
-/// (the store's lock says so otherwise).
-fn local_desk(cfg: Config) -> anyhow::Result<Desk> {
+/// (the store's lock says so otherwise; on PostgreSQL, the cluster's
+/// lease: while a node leads, the command is refused).
+async fn local_desk(cfg: Config, command: &str) -> anyhow::Result<Desk> {
+    if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+        return match crate::cluster::cli::open(std::sync::Arc::new(cfg)).await? {
+            crate::cluster::cli::Found::Local(desk) => Ok(desk),
+            crate::cluster::cli::Found::Leader(info) => {
+                Err(anyhow::anyhow!(crate::cluster::cli::refusal(command, &info)))
+            }
+        };
+    }
     Ok(Desk::open(std::sync::Arc::new(cfg), false)?.desk)
 }
 
@@ -36,7 +45,7 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
             println!("{}: {origin}", file.display());
             m
         } else {
-            let desk = local_desk(cfg)?;
+            let desk = local_desk(cfg, "restore").await?;
             let file = file.clone();
             let trust = *trust;
             let d = desk.clone();
@@ -63,7 +72,8 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let desk = local_desk(cfg)?;
+    let name = if matches!(command, Cmd::Import { .. }) { "import" } else { "store prune" };
+    let desk = local_desk(cfg, name).await?;
     let r = match command {
         Cmd::Import { paths } => match import::run(&desk, paths, &mut super::progress::Progress::stderr()).await {
             Ok(summary) => {

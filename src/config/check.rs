@@ -11,13 +11,13 @@ use regex::Regex;
 
 use super::defaults::*;
 use super::raw::{
-    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawConfig, RawDesk, RawMailbox, RawPassword, RawRule,
-    RawSlaRule, RawSmtp, RawSpam, RawStore,
+    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawCluster, RawConfig, RawDesk, RawMailbox, RawPassword,
+    RawRule, RawSlaRule, RawSmtp, RawSpam, RawStore,
 };
 use super::secret::read_secret_file;
 use super::{
-    AfterAction, Agent, ApiConfig, AttachmentsConfig, Config, DeskConfig, Initial, Listen, MailboxConfig, Problem,
-    Rule, Secret, SmtpConfig, StoreConfig, Tls,
+    AfterAction, Agent, ApiConfig, AttachmentsConfig, ClusterConfig, Config, DeskConfig, Initial, Listen,
+    MailboxConfig, Problem, Rule, Secret, SmtpConfig, StoreBackend, StoreConfig, Tls,
 };
 
 /// Most characters of a display name or subject tag.
@@ -48,7 +48,8 @@ pub(super) fn config(c: &mut Checker<'_>, mut raw: RawConfig) -> Config {
     let attachments = attachments(c, raw.attachments, api.as_ref());
     let spam = spam(c, raw.spam, &desk);
     let sla = time(c, raw.sla, raw.calendars, timers, &mailboxes);
-    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, sla, warnings: Vec::new() }
+    let cluster = cluster(c, raw.cluster, &store, api.as_ref(), &mailboxes);
+    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, sla, cluster, warnings: Vec::new() }
 }
 
 /// The timer keys of `[desk]` (DESIGN §12), taken out for [`time`].
@@ -125,13 +126,57 @@ fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {
     let Some(s) = raw else {
         c.err("store.path", "missing: where the sled database lives");
         return StoreConfig {
+            backend: StoreBackend::Sled,
             path: PathBuf::new(),
             attachments_dir: PathBuf::new(),
             cache_bytes: DEFAULT_STORE_CACHE_CAPACITY,
             retention_days: DEFAULT_STORE_RETENTION_DAYS,
         };
     };
-    let path = c.required("store.path", s.path, "where the sled database lives").unwrap_or_default();
+    let postgres = match c.get("store.backend", s.backend).as_deref() {
+        None => DEFAULT_STORE_BACKEND == "postgres",
+        Some("sled") => false,
+        Some("postgres") => true,
+        Some(other) => {
+            c.err("store.backend", format!("invalid {other:?}: expected \"sled\" or \"postgres\""));
+            false
+        }
+    };
+    let url = c.get("store.url", s.url);
+    let url_file = c.get("store.url_file", s.url_file).map(|p| c.credential(p));
+    let backend = if postgres {
+        if let Some(p) = &url_file {
+            c.secret_file("store.url_file", p);
+        }
+        match (url, url_file) {
+            (Some(_), Some(_)) => {
+                c.err("store", "set only one of url, url_file");
+                StoreBackend::Postgres { url: Secret::Inline(String::new()) }
+            }
+            (Some(u), None) => {
+                if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                    c.err("store.url", "must be a postgres:// URL (postgres://user:password@host:port/database)");
+                }
+                StoreBackend::Postgres { url: Secret::Inline(u) }
+            }
+            (None, Some(p)) => StoreBackend::Postgres { url: Secret::File(p) },
+            (None, None) => {
+                c.err("store.url_file", "missing: backend = \"postgres\" needs url_file (or url)");
+                StoreBackend::Postgres { url: Secret::Inline(String::new()) }
+            }
+        }
+    } else {
+        if url.is_some() || url_file.is_some() {
+            c.warn("store", "url and url_file are read only with backend = \"postgres\"");
+        }
+        StoreBackend::Sled
+    };
+    let path = if postgres {
+        // Only the node's own files live there (a backup's spool).
+        c.get("store.path", s.path).unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH))
+    } else {
+        c.required("store.path", s.path, "where the sled database lives").unwrap_or_default()
+    };
     let attachments_dir =
         c.get("store.attachments_dir", s.attachments_dir).unwrap_or_else(|| default_store_attachments_dir(&path));
     let cache_bytes = match c.get("store.cache_capacity", s.cache_capacity) {
@@ -142,7 +187,90 @@ fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {
         }),
     };
     let retention_days = c.get("store.retention_days", s.retention_days).unwrap_or(DEFAULT_STORE_RETENTION_DAYS);
-    StoreConfig { path, attachments_dir, cache_bytes, retention_days }
+    StoreConfig { backend, path, attachments_dir, cache_bytes, retention_days }
+}
+
+/// `[cluster]`: needed, and only read, with `store.backend = "postgres"`.
+fn cluster(
+    c: &mut Checker<'_>,
+    raw: Option<RawCluster>,
+    store: &StoreConfig,
+    api: Option<&ApiConfig>,
+    mailboxes: &[MailboxConfig],
+) -> Option<ClusterConfig> {
+    if store.backend == StoreBackend::Sled {
+        if raw.as_ref().is_some_and(|r| r.node.is_some() || r.advertise.is_some()) {
+            c.warn("cluster", "read only with store.backend = \"postgres\"");
+        }
+        return None;
+    }
+    for (i, m) in mailboxes.iter().enumerate() {
+        if m.after != AfterAction::Seen {
+            c.warn(
+                format!("mailboxes[{i}].after"),
+                "with store.backend = \"postgres\" a move or delete is final: should the database fail over to a \
+                 replica that had not received the last commits (asynchronous replication), mail moved or deleted \
+                 after them is lost; use \"seen\", or synchronous replication (see the README)",
+            );
+        }
+    }
+    let Some(r) = raw else {
+        c.err("cluster.node", "missing: store.backend = \"postgres\" needs [cluster] with this node's name");
+        return None;
+    };
+    let node = c.required("cluster.node", r.node, "this node's name, unique in the cluster").unwrap_or_default();
+    if !node.is_empty() && (node.len() > 40 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        c.err("cluster.node", format!("{node:?}: 1 to 40 letters, digits, '.', '_' or '-'"));
+    }
+    let advertise = match c.get("cluster.advertise", r.advertise) {
+        Some(a) => {
+            let ok = a.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#']));
+            if !ok {
+                c.err(
+                    "cluster.advertise",
+                    format!("{a:?}: write http://HOST:PORT (this node's API, as the others reach it)"),
+                );
+            }
+            if api.is_none() {
+                c.warn("cluster.advertise", "this node has no [api]: nothing answers there");
+            }
+            Some(a.trim_end_matches('/').to_owned())
+        }
+        None => match api.map(|a| &a.listen) {
+            Some(l @ Listen::Tcp(addr)) => {
+                if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+                    c.warn(
+                        "cluster.advertise",
+                        format!(
+                            "not set: the other nodes would reach this node's API at {}, which only works on this \
+                             machine; set it to an address they can reach",
+                            l.base_url()
+                        ),
+                    );
+                }
+                Some(l.base_url())
+            }
+            Some(Listen::Unix(_)) => {
+                c.warn(
+                    "cluster.advertise",
+                    "not set and api.listen is a unix socket: standbys cannot forward changes here",
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let lease_timeout = c.duration("cluster.lease_timeout", r.lease_timeout, DEFAULT_CLUSTER_LEASE_TIMEOUT);
+    if lease_timeout < Duration::from_secs(2) || lease_timeout > Duration::from_secs(300) {
+        c.err("cluster.lease_timeout", "between 2s and 300s");
+    }
+    Some(ClusterConfig {
+        node,
+        advertise,
+        lease_timeout,
+        forward: c.get("cluster.forward", r.forward).unwrap_or(DEFAULT_CLUSTER_FORWARD),
+    })
 }
 
 fn mailboxes(c: &mut Checker<'_>, raw: Vec<RawMailbox>) -> Vec<MailboxConfig> {

@@ -18,6 +18,21 @@ use crate::ticket::{Category, Priority};
 /// The config file read without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/ticketd/ticketd.toml";
 
+/// `store.backend`: the embedded sled database.
+pub const DEFAULT_STORE_BACKEND: &str = "sled";
+
+/// `store.path` with `backend = "postgres"` (only the node's own files,
+/// a backup's spool, live beside it).
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/ticketd/db";
+
+/// `cluster.lease_timeout`: the detection window for a lost leader. A
+/// takeover after a crash takes well under it (the lock is free at once); a
+/// paused or cut-off leader is replaced within it plus about a second.
+pub const DEFAULT_CLUSTER_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `cluster.forward`: standbys forward changes to the leader.
+pub const DEFAULT_CLUSTER_FORWARD: bool = true;
+
 /// `store.attachments_dir`: `attachments` next to the database directory.
 pub fn default_store_attachments_dir(store_path: &Path) -> PathBuf {
     store_path.parent().unwrap_or(Path::new(".")).join("attachments")

@@ -120,6 +120,8 @@ pub struct Config {
     /// `[desk]` (`sla_warn_before`, `pending_reminder_after`,
     /// `pending_resolve_after`, `close_resolved_after`): DESIGN §12.
     pub sla: crate::sla::SlaConfig,
+    /// This node of a cluster on PostgreSQL (`store.backend = "postgres"`).
+    pub cluster: Option<ClusterConfig>,
     /// Not errors, but worth saying (check-config prints them).
     pub warnings: Vec<Problem>,
 }
@@ -210,8 +212,34 @@ impl ApiConfig {
     }
 }
 
+/// Which engine holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded sled database at `store.path` (the default).
+    Sled,
+    /// A PostgreSQL database that several nodes share; the URL is a
+    /// credential (`store.url_file`, or `store.url`), read when the store opens.
+    Postgres { url: Secret },
+}
+
+/// `[cluster]`: this node of a cluster on PostgreSQL (DESIGN section 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique in the cluster: 1 to 40 letters, digits, '.', '_' or '-'.
+    pub node: String,
+    /// Where the other nodes reach this node's API (`http://host:port`);
+    /// `None` without `[api]`.
+    pub advertise: Option<String>,
+    /// The detection window for a lost leader.
+    pub lease_timeout: Duration,
+    /// A standby forwards changes to the leader's API (else it answers 503
+    /// naming the leader).
+    pub forward: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    pub backend: StoreBackend,
     pub path: PathBuf,
     pub attachments_dir: PathBuf,
     pub cache_bytes: u64,
@@ -424,7 +452,7 @@ impl Config {
 /// by number (`mailboxes[2]` before `mailboxes[10]`).
 fn path_order(path: &str) -> Vec<(u8, String, usize)> {
     const SECTIONS: &[&str] =
-        &["store", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam", "sla", "calendars"];
+        &["store", "cluster", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam", "sla", "calendars"];
     path.split('.')
         .map(|part| {
             let (name, index) = match part.split_once('[') {

@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
     pub(super) api: Option<RawApi>,
+    pub(super) cluster: Option<RawCluster>,
     #[serde(default)]
     pub(super) spam: RawSpam,
     #[serde(default)]
@@ -101,6 +102,14 @@ pub(super) struct RawWeek {
 }
 
 #[derive(Deserialize)]
+pub(super) struct RawCluster {
+    pub(super) node: L<String>,
+    pub(super) advertise: L<String>,
+    pub(super) lease_timeout: L<String>,
+    pub(super) forward: L<bool>,
+}
+
+#[derive(Deserialize)]
 pub(super) struct RawApi {
     pub(super) listen: L<String>,
     pub(super) socket: L<PathBuf>,
@@ -120,6 +129,9 @@ pub(super) struct RawStore {
     pub(super) attachments_dir: L<PathBuf>,
     pub(super) cache_capacity: L<String>,
     pub(super) retention_days: L<u32>,
+    pub(super) backend: L<String>,
+    pub(super) url: L<String>,
+    pub(super) url_file: L<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

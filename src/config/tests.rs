@@ -286,3 +286,66 @@ fn time_rules_are_checked_with_everything_else() {
     assert_eq!(c.sla.lifecycle.pending_reminder_after, None, "off unless set");
     assert_eq!(c.sla.warn_before, defaults::DEFAULT_SLA_WARN_BEFORE);
 }
+
+/// `MINIMAL` on PostgreSQL: `store` and `[cluster]` replaced by `head`.
+fn on_postgres(head: &str, mailbox_extra: &str) -> String {
+    let rest = MINIMAL.split_once("[smtp]").unwrap().1;
+    format!("{head}\n[smtp]{rest}{mailbox_extra}\n")
+}
+
+#[test]
+fn postgres_needs_a_url_and_a_node_and_sled_stays_the_default() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::load_with_env(&write(&d, MINIMAL), Some(HashMap::new())).unwrap();
+    assert_eq!((c.store.backend.clone(), c.cluster.clone()), (StoreBackend::Sled, None));
+
+    let url_file = d.path().join("postgres-url");
+    std::fs::write(&url_file, "postgres://u:p@db/t\n").unwrap();
+    std::fs::set_permissions(&url_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = on_postgres(
+        &format!(
+            "[store]\nbackend = \"postgres\"\nurl_file = \"{}\"\n[cluster]\nnode = \"n1\"\nadvertise = \"http://10.0.0.11:8025\"\n",
+            url_file.display()
+        ),
+        "",
+    );
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Postgres { url: Secret::File(url_file.clone()) });
+    assert_eq!(c.store.path, PathBuf::from(defaults::DEFAULT_STORE_PATH), "no sled path needed");
+    let cl = c.cluster.unwrap();
+    assert_eq!((cl.node.as_str(), cl.advertise.as_deref()), ("n1", Some("http://10.0.0.11:8025")));
+    assert_eq!((cl.lease_timeout, cl.forward), (Duration::from_secs(10), true), "the window stays under 15 s");
+    let w: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(w, ["cluster.advertise"], "no [api] answers there");
+
+    let text =
+        on_postgres("[store]\nbackend = \"postgres\"\n[cluster]\nnode = \"bad name\"\nlease_timeout = \"1s\"\n", "");
+    let Err(ConfigError::Invalid(p)) = Config::load_with_env(&write(&d, &text), Some(HashMap::new())) else {
+        panic!("accepted")
+    };
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["store.url_file", "cluster.lease_timeout", "cluster.node"], "{p:?}");
+
+    let text = on_postgres("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:p@db/t\"\nurl_file = \"/x\"\n", "");
+    let Err(ConfigError::Invalid(p)) = Config::load_with_env(&write(&d, &text), Some(HashMap::new())) else {
+        panic!("accepted")
+    };
+    assert!(p.iter().any(|p| p.path == "store" && p.message.starts_with("set only one of")), "{p:?}");
+    assert!(p.iter().any(|p| p.path == "cluster.node"), "[cluster] is required: {p:?}");
+}
+
+#[test]
+fn postgres_with_move_or_delete_is_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "[store]\nbackend = \"postgres\"\nurl = \"postgres://u:p@db/t\"\n[cluster]\nnode = \"n1\"\n";
+    let text = on_postgres(head, "after = \"delete\"");
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(w.iter().any(|w| w.starts_with("mailboxes[0].after:") && w.contains("synchronous replication")), "{w:?}");
+    let c = Config::load_with_env(&write(&d, &on_postgres(head, "")), Some(HashMap::new())).unwrap();
+    assert!(c.warnings.iter().all(|w| w.path != "mailboxes[0].after"), "seen is fine");
+    // Sled ignores the cluster's keys, and says so.
+    let text = format!("{MINIMAL}\n[cluster]\nnode = \"n1\"\n");
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    assert!(c.warnings.iter().any(|w| w.path == "cluster"), "{:?}", c.warnings);
+}

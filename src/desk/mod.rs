@@ -15,6 +15,7 @@ pub mod retention;
 pub mod spam;
 pub mod stats;
 pub mod timers;
+mod term;
 pub mod tx;
 pub mod views;
 pub mod writer;
@@ -22,7 +23,7 @@ pub mod writer;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Config;
@@ -47,6 +48,17 @@ pub enum DeskError {
     Store(String),
     #[error("the desk is stopping")]
     Stopped,
+    /// A standby of a cluster: changes go to the leader.
+    #[error("{}", not_leader_text(node, leader.as_deref(), address.as_deref()))]
+    NotLeader { node: String, leader: Option<String>, address: Option<String> },
+}
+
+fn not_leader_text(node: &str, leader: Option<&str>, address: Option<&str>) -> String {
+    match (leader, address) {
+        (Some(l), Some(a)) => format!("node {node} is a standby and does not write: the leader is {l}, at {a}"),
+        (Some(l), None) => format!("node {node} is a standby and does not write: the leader is {l}"),
+        _ => format!("node {node} is a standby and does not write, and no node leads right now: try again shortly"),
+    }
 }
 
 impl DeskError {
@@ -66,7 +78,7 @@ pub struct Upload {
 /// What one commit changed: the tickets (by number) and whether the
 /// queues moved. Published by the writer once the commit is durable
 /// ([`Desk::subscribe`]); a hint to re-read, never the data itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     pub tickets: Vec<u64>,
     pub outbox: bool,
@@ -99,6 +111,30 @@ impl Changes {
 
     pub fn is_empty(&self) -> bool {
         self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam
+    }
+
+    /// As notes for the other nodes (see `Committer::commit_noting`): JSON,
+    /// split so each stays well under PostgreSQL's 8000-byte payload.
+    pub fn notes(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut chunks = self.tickets.chunks(400).peekable();
+        if chunks.peek().is_none() {
+            out.push(serde_json::to_string(self).unwrap_or_default());
+        }
+        for (i, c) in chunks.enumerate() {
+            let first = i == 0;
+            let part = Changes {
+                tickets: c.to_vec(),
+                outbox: self.outbox && first,
+                quarantine: self.quarantine && first,
+                spam: self.spam && first,
+            };
+            out.push(serde_json::to_string(&part).unwrap_or_default());
+        }
+        out
     }
 }
 
@@ -174,6 +210,8 @@ pub struct Desk {
     jobs: mpsc::Sender<writer::Job>,
     changes: tokio::sync::broadcast::Sender<Changes>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// A node of a cluster on PostgreSQL: whether it writes now (see `term`).
+    cluster: Option<Arc<term::Terms>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +266,17 @@ impl Desk {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Started {
-            desk: Desk { store, cfg, secret, health, wake, jobs, changes, thread: Arc::new(Mutex::new(Some(thread))) },
+            desk: Desk {
+                store,
+                cfg,
+                secret,
+                health,
+                wake,
+                jobs,
+                changes,
+                thread: Arc::new(Mutex::new(Some(thread))),
+                cluster: None,
+            },
             unclean,
         })
     }
@@ -266,9 +314,34 @@ impl Desk {
     }
 
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> writer::Job) -> Result<T, DeskError> {
+        if let Some(c) = &self.cluster
+            && !c.node.serving()
+        {
+            return Err(c.node.not_leader());
+        }
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(job(tx)).await.map_err(|_| DeskError::Stopped)?;
-        rx.await.map_err(|_| DeskError::Stopped)
+        self.jobs.send(job(tx)).await.map_err(|_| self.refused())?;
+        rx.await.map_err(|_| self.refused())
+    }
+
+    /// Why a job got no answer: the desk stops, or (a standby) another node writes.
+    fn refused(&self) -> DeskError {
+        match &self.cluster {
+            Some(c) if !c.node.serving() => c.node.not_leader(),
+            _ => DeskError::Stopped,
+        }
+    }
+
+    /// Whether an IMAP post-action or an SMTP send may start now: always
+    /// on a single node; in a cluster, only while this node's lease is
+    /// confirmed (see `cluster::Node::may_act`).
+    pub fn may_act(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.node.may_act())
+    }
+
+    /// This node of a cluster, if it is one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Node>> {
+        self.cluster.as_ref().map(|c| &c.node)
     }
 
     /// Commits a fetched batch; the answer names the UIDs now durable.
@@ -295,7 +368,7 @@ impl Desk {
         self.jobs
             .send(writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session })
             .await
-            .map_err(|_| DeskError::Stopped)?;
+            .map_err(|_| self.refused())?;
         Ok(rx)
     }
 

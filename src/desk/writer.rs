@@ -424,7 +424,7 @@ impl Writer {
     /// goes through here.
     fn commit_writes(&mut self, writes: crate::store::WriteSet) -> Result<(), StoreError> {
         let changes = super::Changes::of(&writes);
-        self.committer.commit(writes)?;
+        self.committer.commit_noting(writes, || changes.notes())?;
         if !changes.is_empty() {
             // Nobody listening is fine: the feed is a hint to re-read.
             let _ = self.changes.send(changes);

@@ -194,6 +194,7 @@ impl Worker {
             let leftover: Vec<u32> = leftover.into_iter().filter(|u| *u > acked_uid && *u <= last_uid).collect();
             if !leftover.is_empty() {
                 info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions interrupted before");
+                self.may_act()?;
                 post.apply(&mut s, &leftover).await?;
             }
             self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(desk_err)?;
@@ -394,6 +395,7 @@ impl Worker {
         post_due: &mut Vec<u32>,
     ) -> Result<(), ImapError> {
         if !post_due.is_empty() {
+            self.may_act()?;
             let started = std::time::Instant::now();
             post.apply(s, post_due).await?;
             tracing::trace!(count = post_due.len(), us = started.elapsed().as_micros() as u64, "post-action done");
@@ -401,6 +403,16 @@ impl Worker {
             crate::failpoint::hit("post-action");
         }
         self.desk.acked(&self.mb.name, uid_validity, last_uid).await.map_err(|e| ImapError::Ingest(e.to_string()))
+    }
+
+    /// The guard right before a post-action: in a cluster whose lease is in
+    /// doubt, stored mail stays unmarked (it is marked once the lease is
+    /// confirmed, or by the next leader, from the cursor's `acked_uid`).
+    fn may_act(&self) -> Result<(), ImapError> {
+        if self.desk.may_act() {
+            return Ok(());
+        }
+        Err(ImapError::Ingest("this node's lease is in doubt: post-actions wait".into()))
     }
 
     async fn idle(&self, s: ImapSession) -> Result<(ImapSession, Wake), ImapError> {

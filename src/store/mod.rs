@@ -300,6 +300,16 @@ pub trait Backend: Get + Send + Sync {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk, tables and blobs.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Whether [`Backend::commit_noted`] sends its notes anywhere (a shared
+    /// database tells the other nodes what each commit changed).
+    fn takes_notes(&self) -> bool {
+        false
+    }
+    /// [`Backend::commit`], and the notes delivered to whoever listens if
+    /// and only if the commit lands.
+    fn commit_noted(&self, writes: WriteSet, _notes: Vec<String>) -> Result<(), StoreError> {
+        self.commit(writes)
+    }
 }
 
 /// The one handle that writes a store (see the module note).
@@ -310,6 +320,16 @@ pub struct Committer {
 impl Committer {
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         self.backend.commit(writes)
+    }
+
+    /// Commits with notes for the other nodes, made only when the backend
+    /// takes them (so a single-node store pays nothing for them).
+    pub fn commit_noting(&self, writes: WriteSet, notes: impl FnOnce() -> Vec<String>) -> Result<(), StoreError> {
+        if self.backend.takes_notes() {
+            self.backend.commit_noted(writes, notes())
+        } else {
+            self.backend.commit(writes)
+        }
     }
 }
 
