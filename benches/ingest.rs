@@ -168,19 +168,20 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
     drop(file);
 
     // (c) the daemon.
-    let mut daemon = common::Daemon::prepare(
-        lab,
-        "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
-    );
+    // SMTP on a dead port that is retried hourly: only ingest is measured.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replacen(&format!("port = {}", lab.smtp_port), &format!("port = {dead}"), 1)
-        .replacen("username = \"support@example.test\"", &format!("username = \"{user}@example.test\""), 1)
-        .replacen("address = \"support@example.test\"", &format!("address = \"{user}@example.test\""), 1)
-        .replace("timeout = \"10s\"\n\n[[mailboxes]]", "timeout = \"10s\"\nretry_initial = \"1h\"\n\n[[mailboxes]]");
-    std::fs::write(&daemon.config, cfg).unwrap();
+    let mut daemon = common::Daemon::prepare_with(lab, |c| {
+        c.smtp.port = dead;
+        c.smtp.retry_initial = Some(Duration::from_secs(3600));
+        let address = format!("{user}@example.test");
+        let m = c.mailbox();
+        m.batch_size = Some(50);
+        m.username = Some(address.clone());
+        m.address = address;
+        c.desk.acks_per_sender_per_hour = Some(100_000);
+        c.desk.notifications_per_ticket_per_hour = Some(100_000);
+        c.desk.notifications_per_agent_per_hour = Some(100_000);
+    });
     let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
     daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
     let mut watch = session(lab, user).await;

@@ -55,6 +55,8 @@ pub mod outbox;
 pub mod sla;
 pub mod spam;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod text;
 pub mod ticket;
 pub mod tls;

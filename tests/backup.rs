@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use common::desk::World;
 use common::{Daemon, Lab};
 use ticketd::archive::ArchiveError;
 use ticketd::config::Config;
@@ -234,7 +235,8 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     assert_eq!(ok(&c.config, &["export"]), export);
 }
 
-const SECRET: &[u8] = b"0123456789abcdef0123";
+/// The secret of every [`World`] desk.
+const SECRET: &[u8] = ticketd::testkit::SECRET.as_bytes();
 
 /// `backup::restore` through `desk`'s writer, on the blocking pool as the
 /// CLI runs it.
@@ -243,30 +245,6 @@ async fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -
     tokio::task::spawn_blocking(move || backup::restore(&desk, &file, secret.as_deref(), trust).map(drop))
         .await
         .unwrap()
-}
-
-fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
-    let toml = format!(
-        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
-        dir.display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join("c.toml");
-    std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret: Some(SECRET.to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
-    (cfg, store, desk)
 }
 
 fn numbered(uid: u32) -> Vec<u8> {
@@ -313,7 +291,8 @@ fn check_one_state(store: &Store) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let w = World::new();
+    let desk = &w.desk;
     let writer = desk.clone();
     let load = tokio::spawn(async move {
         for batch in 0..60u32 {
@@ -327,15 +306,15 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     for i in 0..4 {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let f = dir.path().join(format!("b{i}.backup"));
-        backup::backup_to_file(&desk, &f).await.unwrap();
+        backup::backup_to_file(desk, &f).await.unwrap();
         files.push(f);
     }
     load.await.unwrap();
     let mut sizes = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let (_, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
-        restore(&restored, f, Some(SECRET), false).await.unwrap();
-        sizes.push(check_one_state(&store));
+    for f in &files {
+        let restored = World::new();
+        restore(&restored.desk, f, Some(SECRET), false).await.unwrap();
+        sizes.push(check_one_state(restored.desk.store()));
     }
     assert!(sizes.iter().any(|n| *n > 0), "the snapshots were taken while tickets existed: {sizes:?}");
     assert!(sizes.iter().any(|n| *n < 450), "and while mail was still coming in: {sizes:?}");
@@ -344,14 +323,16 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let w = World::new();
+    let desk = &w.desk;
     let items = (1..=5).map(|uid| Item::Mail { uid, raw: numbered(uid) }).collect();
     assert_eq!(desk.ingest_with("support", 1, items, Mode::Quiet).await.error, None);
     let file = dir.path().join("good.backup");
-    backup::backup_to_file(&desk, &file).await.unwrap();
+    backup::backup_to_file(desk, &file).await.unwrap();
     let bytes = std::fs::read(&file).unwrap();
 
-    let (_, target, d) = quiet_world(&dir.path().join("target"));
+    let target_world = World::new();
+    let (target, d) = (target_world.desk.store(), &target_world.desk);
     let fail = async |name: &str, content: &[u8]| -> BackupError {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
@@ -410,9 +391,8 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
 
     // A restore that died half-way (its marker written, the process killed)
     // leaves a store no desk starts on.
-    let (cfg2, half, d) = quiet_world(&dir.path().join("half"));
+    let World { dir: half_dir, cfg: cfg2, desk: d } = World::new();
     d.join_when_last().await;
-    drop(half);
     {
         let store = Store::open(&cfg2.store).unwrap();
         let mut w = WriteSet::default();
@@ -431,7 +411,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     };
     let e = Desk::start(parts).err().expect("no desk starts on a half-restored store");
     assert!(e.to_string().contains("a restore into"), "{e}");
-    let out = cli(&dir.path().join("half/c.toml"), &["export"]);
+    let out = cli(&half_dir.path().join("ticketd.toml"), &["export"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("a restore into"),

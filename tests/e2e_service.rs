@@ -80,7 +80,7 @@ async fn systemd_hears_ready_and_stopping() {
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     daemon.env =
         vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string()), ("WATCHDOG_USEC".into(), "400000".into())];
-    daemon.spawn();
+    daemon.launch();
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     // READY once the store is open; then STATUS says what the mailbox does.
