@@ -325,23 +325,7 @@ impl TestConfig {
 /// A desk on `cfg`'s store, as the CLI opens one (not the daemon's run
 /// marker).
 pub fn open_desk(cfg: Config) -> Desk {
-    // TODO(rebase): Desk::open(Arc::new(cfg), false) once it lands.
-    let cfg = Arc::new(cfg);
-    let secret =
-        cfg.desk.secret_file.as_ref().map(|p| std::fs::read(p).expect("read the desk secret").trim_ascii().to_vec());
-    let store = crate::store::Store::open(&cfg.store).expect("open the test store");
-    let templates = crate::outbox::templates::Templates::load(cfg.desk.templates_dir.as_deref()).expect("templates");
-    Desk::start(crate::desk::Parts {
-        cfg,
-        store,
-        secret,
-        templates,
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .expect("open the test desk")
-    .desk
+    Desk::open(Arc::new(cfg), false).expect("open the test desk").desk
 }
 
 fn section(t: &mut String, name: &str) {

@@ -79,6 +79,11 @@ impl Daemon {
         HttpClient::new(self.listen()).with_token(Token::new(ADMIN_TOKEN))
     }
 
+    /// An HTTP client with agent_alice's token.
+    pub fn api_as_alice(&self) -> HttpClient {
+        HttpClient::new(self.listen()).with_token(Token::new(ALICE_TOKEN))
+    }
+
     /// An HTTP client with no token.
     pub fn api_anonymous(&self) -> HttpClient {
         HttpClient::new(self.listen())

@@ -1,7 +1,7 @@
 //! Runs the real `ticketd` binary against a [`super::Lab`]. Readiness is
 //! what ticketd tells systemd: `READY=1` on a notify socket the harness
-//! owns, never a line of its log. (`inproc.rs` runs the daemon inside the
-//! test's runtime instead, for tests that do not test the process.)
+//! owns, never a line of its log. ([`super::inproc`] runs the daemon inside
+//! the test's runtime instead, for tests that do not test the process.)
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ pub struct Daemon {
     pub setup: TestConfig,
     child: Option<Child>,
     notify: Option<NotifyListener>,
+    pub(crate) inproc: Option<super::inproc::InProcess>,
 }
 
 /// The harness's end of `NOTIFY_SOCKET`: everything the daemon tells
@@ -163,7 +164,17 @@ impl Daemon {
         let setup = lab_config(lab, dir.path()).with(edit);
         setup.write(&config);
         let log = dir.path().join("daemon.log");
-        Daemon { dir, config, log, env: Vec::new(), wrapper: Vec::new(), setup, child: None, notify: None }
+        Daemon {
+            dir,
+            config,
+            log,
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            setup,
+            child: None,
+            notify: None,
+            inproc: None,
+        }
     }
 
     /// Changes the config (typed) and rewrites the file; a running daemon

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod daemon;
 pub mod desk;
+pub mod inproc;
 pub mod mail;
 /// A private PostgreSQL (`scripts/pg-lab.sh`), shared with the library's unit tests.
 #[path = "../../src/store/postgres/lab.rs"]
