@@ -91,6 +91,12 @@ impl Daemon {
         if let Err(e) = ended {
             panic!("ticketd in process stopped with an error: {e:#}");
         }
+        self.wait_store_free().await;
+    }
+
+    /// Waits until nobody holds the store's lock (after a store opened by
+    /// the test itself was dropped, say).
+    pub async fn wait_store_free(&self) {
         wait_unlocked(&self.setup.store.path).await;
     }
 
