@@ -427,9 +427,8 @@ async fn the_cli_prints_the_same_through_the_api_as_from_the_store() {
     std::fs::write(daemon.dir.path().join("api-token"), format!("{}\n", common::ADMIN_TOKEN)).unwrap();
 
     // A config whose API nobody serves, while the daemon holds the store.
-    let other = daemon.dir.path().join("other.toml");
-    let text = std::fs::read_to_string(&daemon.config).unwrap().replace("/api.sock", "/nobody.sock");
-    std::fs::write(&other, text).unwrap();
+    let nobody = format!("unix:{}/nobody.sock", daemon.dir.path().display());
+    let other = daemon.config_variant("other.toml", |c| c.api.as_mut().unwrap().listen = nobody);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
         .arg("--config")
         .arg(&other)

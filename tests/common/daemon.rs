@@ -177,6 +177,15 @@ impl Daemon {
         }
     }
 
+    /// A copy of the config changed by `edit`, written to `name` in the
+    /// daemon's directory (the daemon keeps its own): for a CLI pointed
+    /// somewhere else.
+    pub fn config_variant(&self, name: &str, edit: impl FnOnce(&mut TestConfig)) -> PathBuf {
+        let path = self.dir.path().join(name);
+        self.setup.clone().with(edit).write(&path);
+        path
+    }
+
     /// Changes the config (typed) and rewrites the file; a running daemon
     /// sees it at its next start, the CLI at once.
     pub fn reconfigure(&mut self, edit: impl FnOnce(&mut TestConfig)) {
