@@ -291,13 +291,13 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let bytes = std::fs::read(&file).unwrap();
 
     let target_world = World::new();
-    let (target, d) = (target_world.desk.store(), &target_world.desk);
+    let (target, d) = (target_world.desk.store(), target_world.desk.clone());
     let fail = async |name: &str, content: &[u8]| -> BackupError {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
         let e = restore(&d, &p, Some(SECRET), false).await.unwrap_err();
         assert_eq!(target.tickets().unwrap().len(), 0, "{name}: nothing written");
-        assert!(!backup::unfinished(&target).unwrap(), "{name}: not even the marker");
+        assert!(!backup::unfinished(target).unwrap(), "{name}: not even the marker");
         e
     };
     let e = fail("cut.backup", &bytes[..bytes.len() / 2]).await;

@@ -193,7 +193,11 @@ async fn processed_mail_is_marked_seen_and_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_delete_with_polling_instead_of_idle() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "after = \"delete\"\nidle = false");
+    let mut daemon = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().after = Some(AfterAction::Delete);
+        c.mailbox().idle = Some(false);
+    });
+    daemon.spawn();
     for i in 0..3 {
         let m = customer_mail(
             &format!("customer+{i}@example.test"),

@@ -100,7 +100,8 @@ async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
     for m in &msgs {
         lab.imap_append("support", "Tickets", m).await.unwrap();
     }
-    let mut daemon = Daemon::start(&lab, "folder = \"Tickets\"");
+    let mut daemon = Daemon::prepare_with(&lab, |c| c.mailbox().folder = Some("Tickets".into()));
+    daemon.spawn();
     lab.wait_for_messages("customer", "INBOX", 3, WAIT).await.unwrap();
     daemon.stop_ok();
 
