@@ -289,6 +289,26 @@ async fn run(name: &str, ending: Ending) -> Value {
     last
 }
 
+/// The lines that differ, with one line of context.
+fn diff(golden: &str, actual: &str) -> String {
+    let (g, a): (Vec<&str>, Vec<&str>) = (golden.lines().collect(), actual.lines().collect());
+    let mut out = String::new();
+    for i in 0..g.len().max(a.len()) {
+        if g.get(i) != a.get(i) {
+            if let Some(l) = i.checked_sub(1).and_then(|p| g.get(p)) {
+                out.push_str(&format!("    {l}\n"));
+            }
+            if let Some(l) = g.get(i) {
+                out.push_str(&format!("  - {l}\n"));
+            }
+            if let Some(l) = a.get(i) {
+                out.push_str(&format!("  + {l}\n"));
+            }
+        }
+    }
+    out
+}
+
 fn pretty(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("JSON");
     s.push('\n');
@@ -319,7 +339,10 @@ async fn each_fixture_gets_its_golden_decision_with_lf_and_crlf() {
                 ok = false;
                 std::fs::write(&failed_path, pretty(&actual)).expect("write .failed");
                 failures.push(match &golden {
-                    Some(_) => format!("{name} ({label}): differs from {name}.json; see {name}.failed"),
+                    Some(g) => format!(
+                        "{name} ({label}): differs from {name}.json (- golden, + actual; all of it in {name}.failed)\n{}",
+                        diff(&pretty(g), &pretty(&actual))
+                    ),
                     None => format!("{name} ({label}): no {name}.json; the decision is in {name}.failed"),
                 });
                 break;
