@@ -27,7 +27,6 @@ use ticketd::config::{ApiConfig, Config, Listen};
 use ticketd::desk::{Desk, Item};
 use ticketd::imap::worker::Worker;
 use ticketd::store::Records;
-use ticketd::testkit::open_desk;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -95,7 +94,7 @@ async fn ingest_over_imap(lab: &common::Lab, user: &str, n: usize, poll: bool) -
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(lab, dir.path());
     cfg.mailboxes[0].username = format!("{user}@example.test");
-    let desk = open_desk(cfg.clone());
+    let desk = common::desk::open_desk(cfg.clone());
     let stop = CancellationToken::new();
     let api = serve(&desk, &stop).await;
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -149,7 +148,7 @@ async fn main() {
 
     // 1. A full store, through the desk's ingest path.
     let dir = tempfile::tempdir().unwrap();
-    let desk = open_desk(config(&lab, dir.path()));
+    let desk = common::desk::open_desk(config(&lab, dir.path()));
     let t = Instant::now();
     let mut uid = 0u32;
     while (uid as usize) < tickets {

@@ -29,10 +29,9 @@ use ticketd::desk::import;
 use ticketd::imap::worker::Worker;
 use ticketd::mail::mailbox::MboxReader;
 use ticketd::store::{Records, Store};
-use ticketd::testkit::open_desk;
 
 fn desk_for(config: &Path) -> (Arc<Config>, Store, Desk) {
-    let desk = open_desk(Config::load(config).unwrap());
+    let desk = common::desk::open_desk(Config::load(config).unwrap());
     (desk.config().clone(), desk.store().clone(), desk)
 }
 

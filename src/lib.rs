@@ -24,7 +24,7 @@
 //! 1  ticket
 //! 2  mail outbox health tls sla cluster
 //! 3  config spam
-//! 4  triage
+//! 4  triage testkit
 //! 5  store
 //! 6  archive
 //! 7  desk

@@ -1,18 +1,17 @@
 //! Test support shared by the crate's own tests, the integration tests and
 //! the benches (never used by the daemon): [`TestConfig`], the one config a
 //! test desk or a test daemon reads, set with typed fields and written as
-//! the TOML an admin would write; and [`open_desk`], a desk on it.
+//! the TOML an admin would write. It knows only the config (a desk is
+//! opened on it with `Desk::open`, as the daemon does).
 //!
 //! Only the keys tests set are modelled; a key left `None` is not written
 //! (its default applies). `extra` takes raw lines for anything else.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{AfterAction, Config, Initial, Tls};
-use crate::desk::Desk;
 
 /// The desk secret [`TestConfig::write`] puts into `desk.secret_file` when
 /// that file does not exist yet.
@@ -320,12 +319,6 @@ impl TestConfig {
         Config::load_with_env(&file, Some(Default::default()))
             .unwrap_or_else(|e| panic!("the test config loads: {e}\n{}", self.to_toml()))
     }
-}
-
-/// A desk on `cfg`'s store, as the CLI opens one (not the daemon's run
-/// marker).
-pub fn open_desk(cfg: Config) -> Desk {
-    Desk::open(Arc::new(cfg), false).expect("open the test desk").desk
 }
 
 fn section(t: &mut String, name: &str) {

@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::{Principal, Token, Tokens};
 use super::routes::{route_table, router};
 use crate::desk::{ActorRef, Desk, Item};
-use crate::testkit::{AgentKeys, ApiKeys, TestConfig, open_desk};
+use crate::testkit::{AgentKeys, ApiKeys, TestConfig};
 use crate::triage::act::Action;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -39,7 +39,7 @@ async fn world(edit: impl FnOnce(&mut TestConfig)) -> World {
         .with(edit)
         .load();
     let api = cfg.api.clone().unwrap();
-    let desk = open_desk(cfg);
+    let desk = Desk::open(Arc::new(cfg), false).unwrap().desk;
     let tokens = Tokens::from_values(vec![
         (Token::new(ADMIN), Principal::Admin),
         (Token::new(ALICE), Principal::Agent("agent_alice".into())),

@@ -7,12 +7,17 @@ use std::sync::Arc;
 
 use ticketd::config::Config;
 use ticketd::desk::{Desk, Item};
-use ticketd::testkit::{TestConfig, open_desk};
+use ticketd::testkit::TestConfig;
 use ticketd::ticket::TicketRecord;
 
 /// The mailbox mail arrives in, and its UIDVALIDITY.
 pub const MAILBOX: &str = "support";
 pub const UID_VALIDITY: u32 = 1;
+
+/// A desk on `cfg`'s store, opened as the CLI opens one (no run marker).
+pub fn open_desk(cfg: Config) -> Desk {
+    Desk::open(Arc::new(cfg), false).expect("open the test desk").desk
+}
 
 pub struct World {
     pub dir: tempfile::TempDir,

@@ -1,7 +1,9 @@
+use std::sync::Arc;
+
 use super::*;
 use crate::desk::{ActorRef, Delivery, Item};
 use crate::store::{QuarantineEntry, WriteSet};
-use crate::testkit::{TestConfig, open_desk};
+use crate::testkit::TestConfig;
 use crate::triage::act::Action;
 
 struct World {
@@ -12,7 +14,10 @@ struct World {
 /// A fresh test desk that prunes after 30 days.
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let desk = open_desk(TestConfig::new(dir.path()).with(|c| c.store.retention_days = Some(30)).load());
+    let desk =
+        Desk::open(Arc::new(TestConfig::new(dir.path()).with(|c| c.store.retention_days = Some(30)).load()), false)
+            .unwrap()
+            .desk;
     World { _dir: dir, desk }
 }
 
