@@ -352,12 +352,14 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     // leaves a store no desk starts on.
     let World { dir: half_dir, cfg: cfg2, desk: d } = World::new();
     d.join_when_last().await;
+    common::inproc::wait_unlocked(&cfg2.store.path).await;
     {
         let store = Store::open(&cfg2.store).unwrap();
         let mut w = WriteSet::default();
         w.put(Table::Meta, backup::RESTORING, vec![1]);
         store.take_committer().unwrap().commit(w).unwrap();
     }
+    common::inproc::wait_unlocked(&cfg2.store.path).await;
     let e = Desk::open(cfg2, false).err().expect("no desk starts on a half-restored store");
     assert!(e.to_string().contains("a restore into"), "{e}");
     let out = cli(&half_dir.path().join("ticketd.toml"), &["export"]);
@@ -372,7 +374,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_backs_up_the_running_daemon_through_its_api() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start_api(&lab, common::ApiAt::Tcp);
+    let mut daemon = Daemon::in_process_at(&lab, common::ApiAt::Tcp, |_| {}).await;
     for i in 0..3 {
         let m = customer_mail(&format!("live{i}@customer.test"), &format!("Live {i}"), "", "While it runs.\r\n");
         lab.smtp_send("customer@example.test", &["support@example.test"], m.as_bytes()).await.unwrap();
@@ -384,7 +386,7 @@ async fn the_cli_backs_up_the_running_daemon_through_its_api() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("record(s)"));
     let stats = cli(&daemon.config, &["store", "stats", "--json"]);
     assert!(stats.status.success(), "stats while running: {}", String::from_utf8_lossy(&stats.stderr));
-    daemon.stop_ok();
+    daemon.stop().await;
     let export = ok(&daemon.config, &["export"]);
 
     // Into a fresh store: the same desk (no secret file here to check the

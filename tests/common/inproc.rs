@@ -35,7 +35,12 @@ impl Daemon {
     /// socket, running in this test's runtime; returns once `/readyz`
     /// answers.
     pub async fn in_process(lab: &Lab, edit: impl FnOnce(&mut TestConfig)) -> Daemon {
-        let mut d = Daemon::prepare_api_with(lab, ApiAt::Unix, edit);
+        Daemon::in_process_at(lab, ApiAt::Unix, edit).await
+    }
+
+    /// [`Daemon::in_process`] with the API at `at`.
+    pub async fn in_process_at(lab: &Lab, at: ApiAt, edit: impl FnOnce(&mut TestConfig)) -> Daemon {
+        let mut d = Daemon::prepare_api_with(lab, at, edit);
         d.start_in_process().await;
         d
     }
@@ -107,10 +112,10 @@ impl Daemon {
     }
 }
 
-/// Waits until nobody holds the store's lock: sled's flusher thread lets go
-/// of it a moment after the database is dropped, and the CLI started next
-/// must find the store free.
-async fn wait_unlocked(store: &Path) {
+/// Waits until nobody holds the lock of the store at `store` (its
+/// `store.path`): sled's flusher thread lets go of it a moment after the
+/// database is dropped, and whoever opens the store next must find it free.
+pub async fn wait_unlocked(store: &Path) {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(store.join("db")).expect("the store's lock file");
     let deadline = Instant::now() + Duration::from_secs(10);
