@@ -25,7 +25,7 @@
 //! 2  mail outbox health tls sla cluster
 //! 3  spam
 //! 4  config
-//! 5  triage
+//! 5  triage testkit
 //! 6  store
 //! 7  archive
 //! 8  desk
@@ -56,6 +56,8 @@ pub mod outbox;
 pub mod sla;
 pub mod spam;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod text;
 pub mod ticket;
 pub mod tls;
