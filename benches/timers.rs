@@ -26,8 +26,7 @@ use ticketd::outbox::templates::Templates;
 use ticketd::store::Store;
 
 const TARGETS: &str = "[[sla]]\npriority = \"low\"\nfirst_response = \"8h\"\nresolution = \"5d\"\n[[sla]]\npriority = \"medium\"\nfirst_response = \"4h\"\nresolution = \"3d\"\n[[sla]]\npriority = \"high\"\nfirst_response = \"2h\"\nresolution = \"1d\"\n[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\nresolution = \"8h\"\n";
-const TIMERS: &str =
-    "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
+const TIMERS: &str = "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
 
 fn config(dir: &std::path::Path, desk: &str, rest: &str) -> Arc<Config> {
     let toml = format!(
@@ -92,10 +91,11 @@ async fn main() {
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("TICKETD_BENCH_TICKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 10_000 } else { 300 });
+    let n: usize = std::env::var("TICKETD_BENCH_TICKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full {
+        10_000
+    } else {
+        300
+    });
     let runs: usize =
         std::env::var("TICKETD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 2 } else { 1 });
 
@@ -128,7 +128,11 @@ async fn main() {
         let rate = ingest(&desk, n).await;
         clock.abort();
         with.push(rate);
-        eprintln!("round {}: without targets {:.0} msg/s, with targets and the clock {rate:.0} msg/s", r + 1, without[r]);
+        eprintln!(
+            "round {}: without targets {:.0} msg/s, with targets and the clock {rate:.0} msg/s",
+            r + 1,
+            without[r]
+        );
         kept = Some((dir, desk));
     }
     let (dir, desk) = kept.unwrap();
@@ -164,7 +168,11 @@ async fn main() {
     drop(desk);
 
     // The targets change: the sweep re-settles every ticket.
-    let desk = start(config(dir.path(), TIMERS, &TARGETS.replace("\"8h\"\nresolution = \"5d\"", "\"6h\"\nresolution = \"5d\"")));
+    let desk = start(config(
+        dir.path(),
+        TIMERS,
+        &TARGETS.replace("\"8h\"\nresolution = \"5d\"", "\"6h\"\nresolution = \"5d\""),
+    ));
     let sweep_at = due_at + TimeDelta::minutes(1);
     let t = Instant::now();
     let mut sweep_ticks = 0;
@@ -180,18 +188,28 @@ async fn main() {
     println!("| ingest, {n} new-ticket mails | msg/s (median of {runs}) |");
     println!("|---|---|");
     println!("| no response targets | {:.0} |", median(without.clone()));
-    println!("| targets for every priority, lifecycle timers on, clock ticking every 100 ms | {:.0} |", median(with.clone()));
+    println!(
+        "| targets for every priority, lifecycle timers on, clock ticking every 100 ms | {:.0} |",
+        median(with.clone())
+    );
     println!("| ratio with / without | {:.2} |", median(with) / median(without));
     println!();
     println!("| the clock, {open} open tickets with targets | value |");
     println!("|---|---|");
-    println!("| tick, nothing due: p50 / p99 ms | {:.2} / {:.2} |", percentile(quiet.clone(), 0.5), percentile(quiet, 0.99));
+    println!(
+        "| tick, nothing due: p50 / p99 ms | {:.2} / {:.2} |",
+        percentile(quiet.clone(), 0.5),
+        percentile(quiet, 0.99)
+    );
     println!(
         "| tick, {} tickets due (breach notices): p50 / max ms | {:.0} / {:.0} |",
         ticketd::desk::timers::PER_TICK,
         percentile(busy.clone(), 0.5),
         percentile(busy.clone(), 1.0)
     );
-    println!("| all {fired} due tickets fired: ticks, seconds, notices queued | {}, {drain:.1}, {notices} |", busy.len());
+    println!(
+        "| all {fired} due tickets fired: ticks, seconds, notices queued | {}, {drain:.1}, {notices} |",
+        busy.len()
+    );
     println!("| sweep after the targets changed: ticks, seconds | {sweep_ticks}, {sweep:.1} |");
 }

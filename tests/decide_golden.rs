@@ -137,7 +137,7 @@ fn resolve(w: &World, text: &str, fixture: &str) -> String {
 
 /// What the desk holds that a decision can change.
 struct State {
-    tickets: BTreeMap<u64, ticketd::ticket::TicketRecord>,
+    tickets: BTreeMap<u64, ticketd::record::TicketRecord>,
     outbox: BTreeMap<u64, ticketd::desk::views::OutboxView>,
     quarantine: BTreeSet<u64>,
     counters: BTreeMap<String, u32>,

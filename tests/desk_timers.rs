@@ -17,8 +17,7 @@ use ticketd::ticket::{Status, ThreadType};
 use ticketd::triage::act::Action;
 
 const TARGETS: &str = "[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\nresolution = \"8h\"\n";
-const TIMERS: &str =
-    "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
+const TIMERS: &str = "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
 
 struct World {
     dir: tempfile::TempDir,
@@ -81,7 +80,7 @@ impl World {
         self.desk.outbox(true).unwrap().into_iter().filter(|e| e.kind == kind).collect()
     }
 
-    fn ticket(&self, n: u64) -> ticketd::ticket::TicketRecord {
+    fn ticket(&self, n: u64) -> ticketd::record::TicketRecord {
         self.desk.ticket(n).unwrap().unwrap()
     }
 }
@@ -148,7 +147,13 @@ async fn an_urgent_ticket_warns_once_breaches_once_and_shows_in_the_queue() {
     assert_eq!(w.sent(OutKind::Escalation).len(), 2);
     // The answer meets the first response (late): it leaves the queue's overdue.
     w.desk
-        .act(1, ActorRef::Agent("agent_alice".into()), vec![Action::Reply { text: "Fixed.".into(), attachments: vec![] }], vec![], None)
+        .act(
+            1,
+            ActorRef::Agent("agent_alice".into()),
+            vec![Action::Reply { text: "Fixed.".into(), attachments: vec![] }],
+            vec![],
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(w.ticket(1).ticket.first_response_due, None);
@@ -185,7 +190,12 @@ async fn a_pending_ticket_is_reminded_once_then_resolved_then_closed_across_a_re
     w.desk.tick(day(14)).await.unwrap();
     let rec = w.ticket(1);
     assert_eq!(rec.ticket.status, Status::Closed);
-    assert!(rec.ticket.threads.iter().any(|e| e.kind == ThreadType::System && e.message == "status resolved → closed by system"));
+    assert!(
+        rec.ticket
+            .threads
+            .iter()
+            .any(|e| e.kind == ThreadType::System && e.message == "status resolved → closed by system")
+    );
     assert_eq!(w.desk.outbox(true).unwrap().len(), outbox_before, "closing sends nothing");
     let snap = w.desk.health().snapshot();
     assert!(snap.automations.contains(&("close_resolved".into(), 1)), "{:?}", snap.automations);
@@ -236,7 +246,13 @@ async fn a_merged_tickets_mail_lands_on_the_survivor() {
     assert!(w.desk.quarantine().unwrap().is_empty(), "not quarantined");
     let failed = w.desk.outbox(true).unwrap().into_iter().find(|e| e.seq == ack.seq).unwrap();
     assert_eq!(failed.refused, vec!["dave@customer.test"]);
-    assert!(w.ticket(1).ticket.threads.iter().any(|e| e.kind == ThreadType::System && e.message.contains("dave@customer.test")));
+    assert!(
+        w.ticket(1)
+            .ticket
+            .threads
+            .iter()
+            .any(|e| e.kind == ThreadType::System && e.message.contains("dave@customer.test"))
+    );
 
     // Refusals: the other way round (a cycle through a merged, closed ticket), into a closed one.
     let refused = |e: DeskError| match e {

@@ -58,21 +58,34 @@ async fn an_urgent_ticket_past_its_target_gets_one_breach_notice_to_the_assignee
     let lab = Lab::start();
     let targets = "[[sla]]\npriority = \"urgent\"\nfirst_response = \"4s\"\nresolution = \"14s\"\n";
     let mut d = daemon(&lab, "priority = \"urgent\"", "sla_warn_before = \"0s\"", targets);
-    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("customer@example.test", "Site is down", "c1@customer.example.test", "", "Nothing loads."))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &mail("customer@example.test", "Site is down", "c1@customer.example.test", "", "Nothing loads."),
+    )
+    .await
+    .unwrap();
     let t = d.eventually_json("/api/v1/tickets/1", WAIT, |s, _| s == 200).await;
     assert!(t["firstResponseDue"].is_string() && t["resolutionDue"].is_string(), "{t:#}");
     let r = d
         .api()
-        .send(Method::PATCH, "/api/v1/tickets/1", &[], Some(Body::json(&serde_json::json!({"assignedTo": "agent_alice"}))))
+        .send(
+            Method::PATCH,
+            "/api/v1/tickets/1",
+            &[],
+            Some(Body::json(&serde_json::json!({"assignedTo": "agent_alice"}))),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200);
 
     let notice = wait_for_text(&lab, "alice", "Overdue: [Ticket #1]", WAIT).await;
     assert!(notice.contains("The first response on ticket #1 was due at"), "{notice}");
-    let overdue = d.eventually_json("/api/v1/tickets?due=overdue", WAIT, |_, v| v["tickets"].as_array().is_some_and(|a| a.len() == 1)).await;
+    let overdue = d
+        .eventually_json("/api/v1/tickets?due=overdue", WAIT, |_, v| {
+            v["tickets"].as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
     assert_eq!(overdue["tickets"][0]["_id"], "support_ticket_1");
 
     // Across a restart, until the resolution target passes too (a later
@@ -101,9 +114,13 @@ async fn a_pending_ticket_is_reminded_then_resolved_and_a_resolved_one_closes() 
     let lab = Lab::start();
     let timers = "pending_reminder_after = \"2s\"\npending_resolve_after = \"5s\"\nclose_resolved_after = \"3s\"";
     let mut d = daemon(&lab, "", timers, "");
-    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("customer@example.test", "Printer question", "c1@customer.example.test", "", "Which toner?"))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &mail("customer@example.test", "Printer question", "c1@customer.example.test", "", "Which toner?"),
+    )
+    .await
+    .unwrap();
     d.eventually_json("/api/v1/tickets/1", WAIT, |s, _| s == 200).await;
     let r = d
         .api()
@@ -132,13 +149,21 @@ async fn a_pending_ticket_is_reminded_then_resolved_and_a_resolved_one_closes() 
 async fn after_a_merge_the_merged_tickets_mail_lands_on_the_survivor() {
     let lab = Lab::start();
     let mut d = daemon(&lab, "", "", "");
-    lab.smtp_send("customer@example.test", &["support@example.test"], &mail("customer@example.test", "Printer broken", "c1@customer.example.test", "", "It smokes."))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "customer@example.test",
+        &["support@example.test"],
+        &mail("customer@example.test", "Printer broken", "c1@customer.example.test", "", "It smokes."),
+    )
+    .await
+    .unwrap();
     d.eventually_json("/api/v1/tickets/1", WAIT, |s, _| s == 200).await;
-    lab.smtp_send("carol@example.test", &["support@example.test"], &mail("carol@example.test", "Printer still broken", "k1@carol.example.test", "", "Same printer, same smoke."))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "carol@example.test",
+        &["support@example.test"],
+        &mail("carol@example.test", "Printer still broken", "k1@carol.example.test", "", "Same printer, same smoke."),
+    )
+    .await
+    .unwrap();
     d.eventually_json("/api/v1/tickets/2", WAIT, |s, _| s == 200).await;
 
     let r = d
@@ -154,15 +179,28 @@ async fn after_a_merge_the_merged_tickets_mail_lands_on_the_survivor() {
     assert_eq!((a["status"].as_str(), a["mergedInto"].as_str()), (Some("closed"), Some("support_ticket_1")));
 
     // Carol answers under the merged ticket's token: it lands on #1.
-    lab.smtp_send("carol@example.test", &["support@example.test"], &mail("carol@example.test", "Re: [Ticket #2] Printer still broken", "k2@carol.example.test", "", "Now it beeps too."))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "carol@example.test",
+        &["support@example.test"],
+        &mail(
+            "carol@example.test",
+            "Re: [Ticket #2] Printer still broken",
+            "k2@carol.example.test",
+            "",
+            "Now it beeps too.",
+        ),
+    )
+    .await
+    .unwrap();
     let t = d
         .eventually_json("/api/v1/tickets/1", WAIT, |_, v| {
             v["threads"].as_array().is_some_and(|a| a.iter().any(|e| e["message"] == "Now it beeps too."))
         })
         .await;
-    assert!(t["threads"].as_array().unwrap().iter().any(|e| e["message"] == "Same printer, same smoke."), "A's entries moved");
+    assert!(
+        t["threads"].as_array().unwrap().iter().any(|e| e["message"] == "Same printer, same smoke."),
+        "A's entries moved"
+    );
     let none = d.api().get("/api/v1/tickets/3").await.unwrap();
     assert_eq!(none.status, 404, "no new ticket was opened");
 
@@ -173,9 +211,13 @@ async fn after_a_merge_the_merged_tickets_mail_lands_on_the_survivor() {
     assert!(err.contains("merge cycle"), "{err}");
 
     // An agent merges by mail: #merge in the answer to a notification.
-    lab.smtp_send("carol@example.test", &["support@example.test"], &mail("carol@example.test", "Printer!!", "k3@carol.example.test", "", "Help."))
-        .await
-        .unwrap();
+    lab.smtp_send(
+        "carol@example.test",
+        &["support@example.test"],
+        &mail("carol@example.test", "Printer!!", "k3@carol.example.test", "", "Help."),
+    )
+    .await
+    .unwrap();
     d.eventually_json("/api/v1/tickets/3", WAIT, |s, _| s == 200).await;
     let note = wait_for_text(&lab, "alice", "New ticket #3", WAIT).await;
     let notify_id = common::header(&note, "Message-ID").unwrap();

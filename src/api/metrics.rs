@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::desk::probe::OutboxSummary;
+use crate::desk::status::OutboxSummary;
 use crate::health::{LATENCY_BUCKETS, Snapshot};
 
 /// Everything one scrape shows.
@@ -136,8 +136,16 @@ pub fn render(s: &Scrape) -> String {
     let priorities = ["low", "medium", "high", "urgent"];
     let targets = ["first_response", "resolution"];
     for (kind, name, help) in [
-        ("breach", "ticketd_sla_breaches_total", "Response targets that passed unmet (one notice each), by priority and target."),
-        ("warning", "ticketd_sla_warnings_total", "Warnings that a response target is about to pass, by priority and target."),
+        (
+            "breach",
+            "ticketd_sla_breaches_total",
+            "Response targets that passed unmet (one notice each), by priority and target.",
+        ),
+        (
+            "warning",
+            "ticketd_sla_warnings_total",
+            "Warnings that a response target is about to pass, by priority and target.",
+        ),
     ] {
         o.head(name, "counter", help);
         for p in priorities {

@@ -163,7 +163,11 @@ fn list_parameters() -> Value {
             "Default -number (newest first); due: the earliest running response target first",
             vocab(&["-number", "number", "-updatedAt", "updatedAt", "-createdAt", "createdAt", "due"])
         ),
-        q("due", "overdue: a running response target is past due; soon: one is due within `within`", vocab(&["overdue", "soon"])),
+        q(
+            "due",
+            "overdue: a running response target is past due; soon: one is due within `within`",
+            vocab(&["overdue", "soon"])
+        ),
         q("within", "With due=soon: how far ahead (default 1h), e.g. 30m, 4h", json!({"type": "string"})),
         q("limit", "Page size, default 50", json!({"type": "integer", "minimum": 1, "maximum": 500})),
         q("cursor", "The next_cursor of the previous page", json!({"type": "string"})),

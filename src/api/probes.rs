@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::{self, Scrape};
-use crate::desk::probe::OutboxSummary;
+use crate::desk::status::OutboxSummary;
 use crate::health::LinkState;
 use crate::store::Table;
 

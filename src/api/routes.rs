@@ -26,8 +26,9 @@ use super::guard::{bounded, frame, method_not_allowed, no_route, require_admin, 
 use super::wire::{self, Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, check_text};
 use super::{AppState, probes};
 use crate::desk::{Desk, DeskError, Upload};
+use crate::record::TicketRecord;
 use crate::store::BlobKind;
-use crate::ticket::{TicketRecord, parse_ticket_ref};
+use crate::ticket::parse_ticket_ref;
 use crate::triage::act::Action;
 
 /// Who may call a route: the one place the roles are decided.
@@ -157,7 +158,7 @@ pub fn router(st: AppState) -> Router {
         .merge(busy)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(st.clone(), crate::cluster::forward::layer))
+        .layer(middleware::from_fn_with_state(st.clone(), super::forward::layer))
         .layer(middleware::from_fn_with_state(st.clone(), frame))
         .with_state(st)
 }
@@ -767,25 +768,6 @@ pub async fn store_stats(State(st): State<AppState>) -> R<Response> {
     Ok(json(StatusCode::OK, &stats))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn download_names_are_encoded_both_ways() {
-        assert_eq!(ext_value("résumé 1.pdf"), "UTF-8''r%C3%A9sum%C3%A9%201.pdf");
-        assert_eq!(ascii_fallback("résumé \"1\".pdf"), "r_sum_ _1_.pdf");
-        assert!(is_sha256(&"a".repeat(64)));
-        assert!(!is_sha256(&format!("../{}", "a".repeat(61))));
-        assert!(!is_sha256(&"A".repeat(64)));
-    }
-
-    #[test]
-    fn an_empty_patch_changes_nothing_and_says_so() {
-        assert_eq!(patch_actions(TicketPatch::default()).unwrap_err().body.field.as_deref(), Some("request"));
-    }
-}
-
 /// An agent blocks the ticket's sender: the ticket is closed and tagged
 /// `spam`, their later mail is held (the same rules as `#block` by mail).
 pub async fn block_sender(
@@ -868,4 +850,23 @@ pub async fn remove_block(
     let entry = block_entry(&segment(entry)?)?;
     st.desk.block(entry, false, caller.actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_names_are_encoded_both_ways() {
+        assert_eq!(ext_value("résumé 1.pdf"), "UTF-8''r%C3%A9sum%C3%A9%201.pdf");
+        assert_eq!(ascii_fallback("résumé \"1\".pdf"), "r_sum_ _1_.pdf");
+        assert!(is_sha256(&"a".repeat(64)));
+        assert!(!is_sha256(&format!("../{}", "a".repeat(61))));
+        assert!(!is_sha256(&"A".repeat(64)));
+    }
+
+    #[test]
+    fn an_empty_patch_changes_nothing_and_says_so() {
+        assert_eq!(patch_actions(TicketPatch::default()).unwrap_err().body.field.as_deref(), Some("request"));
+    }
 }

@@ -67,7 +67,8 @@ fn ticket_ref<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         serde_json::Value::String(s) => crate::ticket::parse_ticket_ref(s),
         _ => None,
     };
-    n.filter(|n| *n > 0).ok_or_else(|| serde::de::Error::custom("into: a ticket number (42) or id (\"support_ticket_42\")"))
+    n.filter(|n| *n > 0)
+        .ok_or_else(|| serde::de::Error::custom("into: a ticket number (42) or id (\"support_ticket_42\")"))
 }
 
 /// The body of a reply or a note sent as JSON.

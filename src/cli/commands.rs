@@ -202,11 +202,9 @@ pub(super) async fn tickets(access: &Access, cmd: &TicketsCmd) -> anyhow::Result
                 println!("{}: reply stored and queued for the customer", t.id)
             })
         }
-        TicketsCmd::Merge { id, into, agent } => {
-            outcome(access.merge(*id, *into, actor(agent)).await, |t| {
-                println!("support_ticket_{id} merged into {}", t.id)
-            })
-        }
+        TicketsCmd::Merge { id, into, agent } => outcome(access.merge(*id, *into, actor(agent)).await, |t| {
+            println!("support_ticket_{id} merged into {}", t.id)
+        }),
         TicketsCmd::Note { id, text, agent } => {
             let text = text_or_stdin(text)?;
             outcome(access.act(*id, actor(agent), vec![Action::Note { text }], Vec::new()).await, |t| {

@@ -451,8 +451,20 @@ impl Config {
 /// Sorts paths as a reader expects: sections in file order, list entries
 /// by number (`mailboxes[2]` before `mailboxes[10]`).
 fn path_order(path: &str) -> Vec<(u8, String, usize)> {
-    const SECTIONS: &[&str] =
-        &["store", "cluster", "desk", "attachments", "api", "smtp", "mailboxes", "agents", "rules", "spam", "sla", "calendars"];
+    const SECTIONS: &[&str] = &[
+        "store",
+        "cluster",
+        "desk",
+        "attachments",
+        "api",
+        "smtp",
+        "mailboxes",
+        "agents",
+        "rules",
+        "spam",
+        "sla",
+        "calendars",
+    ];
     path.split('.')
         .map(|part| {
             let (name, index) = match part.split_once('[') {

@@ -9,13 +9,13 @@ pub mod import;
 pub mod ingest;
 mod merge;
 mod migrate;
-pub mod probe;
 pub mod query;
 pub mod retention;
 pub mod spam;
 pub mod stats;
-pub mod timers;
+pub mod status;
 mod term;
+pub mod timers;
 pub mod tx;
 pub mod views;
 pub mod writer;
@@ -30,8 +30,8 @@ use crate::config::Config;
 use crate::health::Health;
 pub use crate::outbox::Delivery;
 use crate::outbox::templates::Templates;
+use crate::record::TicketRecord;
 use crate::store::{Store, StoreError, WriteSet};
-use crate::ticket::TicketRecord;
 use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
@@ -51,6 +51,12 @@ pub enum DeskError {
     /// A standby of a cluster: changes go to the leader.
     #[error("{}", not_leader_text(node, leader.as_deref(), address.as_deref()))]
     NotLeader { node: String, leader: Option<String>, address: Option<String> },
+}
+
+impl From<crate::cluster::NotLeader> for DeskError {
+    fn from(n: crate::cluster::NotLeader) -> DeskError {
+        DeskError::NotLeader { node: n.node, leader: n.leader, address: n.address }
+    }
 }
 
 fn not_leader_text(node: &str, leader: Option<&str>, address: Option<&str>) -> String {
@@ -317,7 +323,7 @@ impl Desk {
         if let Some(c) = &self.cluster
             && !c.node.serving()
         {
-            return Err(c.node.not_leader());
+            return Err(c.node.not_leader().into());
         }
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).await.map_err(|_| self.refused())?;
@@ -327,7 +333,7 @@ impl Desk {
     /// Why a job got no answer: the desk stops, or (a standby) another node writes.
     fn refused(&self) -> DeskError {
         match &self.cluster {
-            Some(c) if !c.node.serving() => c.node.not_leader(),
+            Some(c) if !c.node.serving() => c.node.not_leader().into(),
             _ => DeskError::Stopped,
         }
     }

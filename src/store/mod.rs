@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::StoreConfig;
 use crate::mail::normalise_id;
 use crate::outbox::OutboxEntry;
-use crate::ticket::TicketRecord;
+use crate::record::TicketRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -144,9 +144,7 @@ pub fn merge_target(text: &str) -> Option<u64> {
         if line.is_empty() {
             continue;
         }
-        let Some(body) = line.strip_prefix('#').filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic())) else {
-            return None;
-        };
+        let body = line.strip_prefix('#').filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()))?;
         let (word, arg) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
         if word.eq_ignore_ascii_case("merge") {
             return merge_arg(arg);

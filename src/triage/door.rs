@@ -26,8 +26,8 @@ use super::identity::{self, AuthResults};
 use super::{Context, Decision, Effect, Outcome, Snapshot};
 use crate::config::Config;
 use crate::mail::{InboundMail, MailAddress};
+use crate::record::TicketRecord;
 use crate::spam::{Filter, ScanResult, Unreachable, Verdict, VerdictSource, border_verdict};
-use crate::ticket::TicketRecord;
 
 /// Who decided a mail is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

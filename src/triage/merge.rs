@@ -30,7 +30,8 @@ use chrono::{DateTime, Utc};
 use super::act::{self, ActError, Action, Actor};
 use super::outgoing::Composer;
 use super::{Decision, Effect, MAX_PARTICIPANTS, Outcome};
-use crate::ticket::{MAX_TAGS, Status, ThreadType, TicketRecord, ticket_id};
+use crate::record::TicketRecord;
+use crate::ticket::{MAX_TAGS, Status, ThreadType, ticket_id};
 
 /// What a merge decided: A closed and pointing at B, B with A's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,8 @@ pub fn merged(
         return Err(refused(format!("#{na} was merged into #{x} already")));
     }
     if let Some(at) = b_chain.iter().position(|n| *n == na) {
-        let path: Vec<String> = std::iter::once(nb).chain(b_chain[..=at].iter().copied()).map(|n| format!("#{n}")).collect();
+        let path: Vec<String> =
+            std::iter::once(nb).chain(b_chain[..=at].iter().copied()).map(|n| format!("#{n}")).collect();
         return Err(refused(format!(
             "merging #{na} into #{nb} would make a merge cycle: {} through earlier merges",
             path.join(" → ")
@@ -73,9 +75,7 @@ pub fn merged(
         return Err(refused(format!("#{nb} was merged into #{x}: merge into #{x} instead")));
     }
     if b.ticket.status == Status::Closed {
-        return Err(refused(format!(
-            "#{nb} is closed: reopen it first, or merge #{nb} into #{na}"
-        )));
+        return Err(refused(format!("#{nb} is closed: reopen it first, or merge #{nb} into #{na}")));
     }
     let who = actor.label().to_owned();
 

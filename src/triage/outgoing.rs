@@ -7,7 +7,7 @@ use super::identity;
 use crate::config::{Agent, MailboxConfig};
 use crate::outbox::templates::render;
 use crate::outbox::{OutAttachment, OutKind, OutMail};
-use crate::ticket::TicketRecord;
+use crate::record::TicketRecord;
 
 /// Notifications carry at most this much of the customer's text; the rest
 /// is on the ticket.

@@ -35,10 +35,11 @@ use super::act::{self, Action, Actor};
 use super::outgoing::Composer;
 use super::{Decision, Effect, Outcome};
 use crate::outbox::OutMail;
+use crate::record::TicketRecord;
 use crate::sla::{
     LifecycleEvent, SlaConfig, SlaEvent, SlaEventKind, SlaState, TargetKind, TicketKey, Timers, lifecycle_due,
 };
-use crate::ticket::{Priority, Status, ThreadType, TicketRecord};
+use crate::ticket::{Priority, Status, ThreadType};
 
 fn key(rec: &TicketRecord) -> TicketKey<'_> {
     TicketKey { priority: rec.ticket.priority, category: rec.ticket.category, mailbox: &rec.mailbox }
@@ -144,10 +145,8 @@ pub fn adopt(b: &TicketRecord, cfg: &SlaConfig, now: DateTime<Utc>) -> Timers {
 
 /// What the store indexes and the public ticket shows, from the state.
 fn refresh(t: &mut Timers, rec: &mut TicketRecord, cfg: &SlaConfig, now: DateTime<Utc>) {
-    let life = t
-        .since
-        .and_then(|s| lifecycle_due(&cfg.lifecycle, rec.ticket.status, s, t.reminded, now))
-        .map(|(at, _)| at);
+    let life =
+        t.since.and_then(|s| lifecycle_due(&cfg.lifecycle, rec.ticket.status, s, t.reminded, now)).map(|(at, _)| at);
     t.wake = [t.sla.next_wakeup(cfg.warn_before), life].into_iter().flatten().min().map(whole_second);
     t.due = t.sla.next_due().map(whole_second);
     rec.ticket.first_response_due = t.sla.first_response_due();
@@ -221,7 +220,11 @@ fn rule_text(cfg: &SlaConfig, rec: &TicketRecord, target: TargetKind) -> String 
         None => String::new(),
     };
     let secs = u64::try_from(length.num_seconds()).unwrap_or(0);
-    format!(" The target for {} tickets is {}{clock}.", rec.ticket.priority, humantime::format_duration(std::time::Duration::from_secs(secs)))
+    format!(
+        " The target for {} tickets is {}{clock}.",
+        rec.ticket.priority,
+        humantime::format_duration(std::time::Duration::from_secs(secs))
+    )
 }
 
 /// Everything the desk's clock owes `rec` at `now`, decided: notices,
@@ -293,7 +296,8 @@ pub fn fire(rec: &TicketRecord, out: &Composer<'_>, agents_last_hour: &[(String,
             SlaEventKind::Warning => "warning",
             SlaEventKind::Breach => "breach",
         };
-        let seeded = Composer { ctx: out.ctx, seed: format!("{}:{}:{kind}", out.seed, ev.target.code()), inbound_id: None, now };
+        let seeded =
+            Composer { ctx: out.ctx, seed: format!("{}:{}:{kind}", out.seed, ev.target.code()), inbound_id: None, now };
         for (agent, m) in seeded.escalation(&rec, headline, &message) {
             let slot = match counts.iter_mut().find(|(a, _)| *a == agent) {
                 Some(s) => s,
@@ -325,18 +329,19 @@ pub fn fire(rec: &TicketRecord, out: &Composer<'_>, agents_last_hour: &[(String,
                 None => String::new(),
             };
             let m = out.pending_reminder(&rec, &next);
-            let entry =
-                format!("reminder sent to the customer: pending since {} without an answer", fmt(since));
+            let entry = format!("reminder sent to the customer: pending since {} without an answer", fmt(since));
             rec.ticket.push_thread("system", ThreadType::System, entry.clone(), now);
             changes.push(entry);
             super::push_thread_id(&mut rec, &m.message_id);
             mails.push(m);
         }
         Some(ev @ (LifecycleEvent::PendingResolve | LifecycleEvent::CloseResolved)) => {
-            let waited = since.map(|s| fmt(s)).unwrap_or_default();
+            let waited = since.map(fmt).unwrap_or_default();
             let (why, to) = match ev {
                 LifecycleEvent::PendingResolve => (
-                    format!("no answer from the customer since {waited} (desk.pending_resolve_after): resolved automatically"),
+                    format!(
+                        "no answer from the customer since {waited} (desk.pending_resolve_after): resolved automatically"
+                    ),
                     Status::Resolved,
                 ),
                 _ => (
@@ -346,7 +351,8 @@ pub fn fire(rec: &TicketRecord, out: &Composer<'_>, agents_last_hour: &[(String,
             };
             // The one set of rules for a status change: the same entry
             // wording and the same resolved notice as any other channel.
-            if let Ok(acted) = act::changes(&rec, Actor::System, &[Action::System(why.clone()), Action::Status(to)], out, now)
+            if let Ok(acted) =
+                act::changes(&rec, Actor::System, &[Action::System(why.clone()), Action::Status(to)], out, now)
             {
                 rec = acted.rec;
                 changes.push(why);

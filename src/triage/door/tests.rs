@@ -219,9 +219,7 @@ fn an_agent_blocks_the_sender_with_block() {
     let cfg = config("trust_from_header = true", "");
     let rec = existing(&cfg);
     let s = Snapshot { by_thread: Some(rec), ..snap() };
-    let raw = format!(
-        "From: alice@example.test\r\nTo: support@example.test\r\nIn-Reply-To: <t1@example.test>\r\nSubject: Re: Printer\r\n\r\n#block\r\nThis is a phishing run.\r\n"
-    );
+    let raw = "From: alice@example.test\r\nTo: support@example.test\r\nIn-Reply-To: <t1@example.test>\r\nSubject: Re: Printer\r\n\r\n#block\r\nThis is a phishing run.\r\n".to_owned();
     let d = run(&cfg, &raw, &s);
     assert_eq!(d.outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) });
     let t = &d.saved().unwrap().ticket;

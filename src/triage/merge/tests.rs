@@ -25,7 +25,12 @@ fn the_survivor_gains_everything_in_time_order_and_the_other_points_there() {
     // B first (the original), A later (the customer wrote a new mail), from
     // a colleague's address, with a participant, a tag and a file.
     let b = w.ticket_from(1, "carla@customer.test", "Printer broken", t0());
-    let b = w.act(&b, Actor::Agent(&w.cfg.agents[0]), &[Action::Reply { text: "Which model?".into(), attachments: vec![] }], at(60));
+    let b = w.act(
+        &b,
+        Actor::Agent(&w.cfg.agents[0]),
+        &[Action::Reply { text: "Which model?".into(), attachments: vec![] }],
+        at(60),
+    );
     let mut a = w.ticket_from(2, "dave@customer.test", "Printer still broken", at(30));
     a.ticket.participants.push("boss@customer.test".into());
     a.ticket.tags.push("printer".into());
@@ -47,7 +52,7 @@ fn the_survivor_gains_everything_in_time_order_and_the_other_points_there() {
     assert_eq!(m.into.ticket.attachments.len(), 1);
     assert_eq!(m.into.ticket.tags, vec!["printer"]);
     assert_eq!(m.into.ticket.participants, vec!["dave@customer.test", "boss@customer.test"], "A's customer too");
-    assert!(systems(&m.into).iter().any(|s| *s == "support_ticket_2 merged into this ticket by admin (1 entry; 1 attachment; participants added: dave@customer.test, boss@customer.test)"));
+    assert!(systems(&m.into).contains(&"support_ticket_2 merged into this ticket by admin (1 entry; 1 attachment; participants added: dave@customer.test, boss@customer.test)"));
 
     assert_eq!(m.from.ticket.status, Status::Closed);
     assert_eq!((m.from.merged_into, m.from.ticket.merged_into.as_deref()), (Some(1), Some("support_ticket_1")));
@@ -64,7 +69,12 @@ fn merged_entries_meet_no_target_of_the_survivor() {
     let w = World::new();
     let b = w.ticket_from(1, "carla@customer.test", "Site is down", t0());
     let a = w.ticket_from(2, "carla@customer.test", "Site is still down", at(10));
-    let a = w.act(&a, Actor::Agent(&w.cfg.agents[0]), &[Action::Reply { text: "Looking".into(), attachments: vec![] }], at(20));
+    let a = w.act(
+        &a,
+        Actor::Agent(&w.cfg.agents[0]),
+        &[Action::Reply { text: "Looking".into(), attachments: vec![] }],
+        at(20),
+    );
     assert_eq!(b.ticket.priority, Priority::Urgent);
     let m = merge_as_admin(&w, &a, &b, &[]).unwrap();
     assert_eq!(m.into.ticket.first_response_due, Some(at(60)), "B's clock runs on");

@@ -115,7 +115,13 @@ impl World {
         self.decide(&raw, &snap, when).saved().unwrap().clone()
     }
 
-    pub(crate) fn act(&self, rec: &TicketRecord, actor: Actor<'_>, actions: &[Action], now: DateTime<Utc>) -> TicketRecord {
+    pub(crate) fn act(
+        &self,
+        rec: &TicketRecord,
+        actor: Actor<'_>,
+        actions: &[Action],
+        now: DateTime<Utc>,
+    ) -> TicketRecord {
         let ctx = self.ctx();
         let out = Composer { ctx: &ctx, seed: format!("t:{now}"), inbound_id: None, now };
         act::act(rec, actor, actions, &out, now).unwrap().saved().unwrap().clone()
@@ -227,7 +233,9 @@ fn one_warning_and_one_breach_per_target_whatever_the_clock_does() {
     assert!(m.subject.starts_with("Due soon: [Ticket #1]"), "{}", m.subject);
     assert!(m.body.contains("is due at 2024-01-15T11:30:00Z (15m from now)"), "{}", m.body);
     assert!(identity::verify_agent_id(SECRET, &m.message_id, 1, "agent_bob", at(45), 30), "bob can act by answering");
-    assert!(systems(&warned).contains(&"response target: first response due at 2024-01-15T11:30:00Z; agent_bob warned"));
+    assert!(
+        systems(&warned).contains(&"response target: first response due at 2024-01-15T11:30:00Z; agent_bob warned")
+    );
     assert_eq!(warned.timers.wake, Some(at(60)));
     // The same instant again, or a clock that went back: nothing more.
     for now in [at(45), at(50), at(0)] {
@@ -273,7 +281,8 @@ fn a_notice_past_an_agents_hourly_limit_waits_for_the_digest() {
 fn pending_gets_one_reminder_then_is_resolved_then_closed() {
     let w = World::new();
     let rec = w.ticket("Question");
-    let pending = w.act(&rec, Actor::Agent(&w.cfg.agents[0]), &[reply("Which model?"), Action::Status(Status::Pending)], at(0));
+    let pending =
+        w.act(&rec, Actor::Agent(&w.cfg.agents[0]), &[reply("Which model?"), Action::Status(Status::Pending)], at(0));
     let day = |d: i64| at(d * 24 * 60);
     assert_eq!(pending.timers.wake, Some(day(3)));
     assert!(w.fire(&pending, day(2)).lifecycle.is_none());
@@ -308,20 +317,29 @@ fn a_customer_reply_ends_the_wait_and_an_agent_answer_restarts_it() {
     let rec = w.ticket("Question");
     let pending = w.admin(&rec, &[Action::Status(Status::Pending)], at(0));
     let raw = "From: carla@customer.test\nTo: support@example.test\nMessage-ID: <m2@customer.test>\nIn-Reply-To: <m1@customer.test>\nSubject: Re: Question\n\nModel X.\n";
-    let snap = Snapshot { by_thread: Some(pending.clone()), sender_client: Some("client_1".into()), ..Snapshot::default() };
+    let snap =
+        Snapshot { by_thread: Some(pending.clone()), sender_client: Some("client_1".into()), ..Snapshot::default() };
     let d = w.decide(raw, &snap, at(60));
     let open = d.saved().unwrap();
     assert_eq!(open.ticket.status, Status::Open);
     assert_eq!(open.timers.wake, None, "open: no lifecycle timer (and no target for low)");
     // Pending again, then another answer while pending: the wait starts over.
     let again = w.admin(open, &[Action::Status(Status::Pending)], at(120));
-    let answered = w.act(&again, Actor::Agent(&w.cfg.agents[0]), &[reply("Still there?"), Action::Status(Status::Pending)], at(24 * 60));
+    let answered = w.act(
+        &again,
+        Actor::Agent(&w.cfg.agents[0]),
+        &[reply("Still there?"), Action::Status(Status::Pending)],
+        at(24 * 60),
+    );
     assert_eq!(answered.timers.wake, Some(at(24 * 60 + 3 * 24 * 60)));
 }
 
 #[test]
 fn every_timer_is_off_unless_configured() {
-    let w = World::with(&CONFIG.replace("pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n", ""));
+    let w = World::with(&CONFIG.replace(
+        "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n",
+        "",
+    ));
     let rec = w.ticket("Question");
     let pending = w.admin(&rec, &[Action::Status(Status::Pending)], at(0));
     assert_eq!(pending.timers.wake, None);
@@ -385,7 +403,13 @@ fn a_config_change_moves_due_times_at_the_sweep() {
     assert!(after.timers.sla.target(TargetKind::FirstResponse).breached);
     assert!(w.fire(&after, at(30)).sla.is_empty(), "no burst after a config change");
     let low = w.ticket("Question");
-    let urgent_later = World::with(&CONFIG.replace("priority = \"high\"\nfirst_response = \"4h\"", "priority = \"low\"\nfirst_response = \"4h\""));
+    let urgent_later = World::with(
+        &CONFIG.replace("priority = \"high\"\nfirst_response = \"4h\"", "priority = \"low\"\nfirst_response = \"4h\""),
+    );
     let after = resettle(&low, &urgent_later.cfg.sla, at(5)).expect("a target now applies");
-    assert_eq!(after.timers.wake, Some(Utc.with_ymd_and_hms(2024, 1, 15, 14, 15, 0).unwrap()), "its warning, in business time");
+    assert_eq!(
+        after.timers.wake,
+        Some(Utc.with_ymd_and_hms(2024, 1, 15, 14, 15, 0).unwrap()),
+        "its warning, in business time"
+    );
 }
