@@ -252,6 +252,7 @@ impl Term {
             warn!("this term's tasks did not stop within {}s; abandoning them", TERM_DRAIN.as_secs());
             self.tasks.abort_all();
         }
+        desk.health().quiet_all();
         desk.end_term(clean).await;
     }
 }

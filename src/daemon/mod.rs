@@ -90,8 +90,10 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
 
     let mut tasks = spawn_work(&cfg, &desk, &shutdown);
     // STATUS= says what each mailbox is doing; the watchdog is fed only
-    // while the runtime runs AND no unit of work is stuck, so a hung writer
-    // gets the service restarted (and the message in hand quarantined).
+    // while the runtime runs AND nothing is stuck (the writer busy past the
+    // limit, or an IMAP worker, the sender or the clock late for the beat it
+    // promised, see `Health::beat`), so a hang gets the service restarted
+    // (and a message in the writer's hands quarantined).
     let watchdog = sd_notify::watchdog_enabled();
     {
         let stop = shutdown.clone();
@@ -212,7 +214,10 @@ pub(crate) fn spawn_work(cfg: &Config, desk: &Desk, stop: &CancellationToken) ->
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let health = desk.health().clone();
             loop {
+                // A tick is a writer job or a hundred: two minutes is ample.
+                health.beat("clock", every + Duration::from_secs(120));
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
@@ -232,6 +237,7 @@ pub(crate) fn spawn_work(cfg: &Config, desk: &Desk, stop: &CancellationToken) ->
                     }
                 }
             }
+            health.quiet("clock");
             "clock"
         });
     }

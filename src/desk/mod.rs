@@ -397,8 +397,7 @@ impl Desk {
     /// means redoing an idempotent post-action.
     pub async fn acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), DeskError> {
         let mailbox = mailbox.to_owned();
-        let (reply, _ignored) = oneshot::channel();
-        self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid, reply }).await.map_err(|_| DeskError::Stopped)
+        self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid }).await.map_err(|_| DeskError::Stopped)
     }
 
     /// Where a mailbox stands (first contact decides it, see `initial`; a

@@ -62,11 +62,11 @@ pub(super) enum Job {
         session: u64,
         reply: oneshot::Sender<BatchResult>,
     },
+    /// Nobody waits for it: see [`Desk::acked`](super::Desk::acked).
     Acked {
         mailbox: String,
         uid_validity: u32,
         uid: u32,
-        reply: oneshot::Sender<Result<(), DeskError>>,
     },
     SetCursor {
         mailbox: String,
@@ -348,13 +348,12 @@ impl Writer {
                     self.wake_sender();
                     let _ = reply.send(r);
                 }
-                Job::Acked { mailbox, uid_validity, uid, reply } => {
+                Job::Acked { mailbox, uid_validity, uid } => {
                     // Not worth an fsync of its own: losing it only means
                     // redoing an idempotent post-action. It rides along with
                     // the next commit.
                     let e = self.acks.entry(mailbox).or_insert((uid_validity, uid));
                     *e = if e.0 == uid_validity { (uid_validity, e.1.max(uid)) } else { (uid_validity, uid) };
-                    let _ = reply.send(Ok(()));
                 }
                 Job::EndRun { reply } => {
                     tx.delete(Table::Meta, keys::RUNNING);
