@@ -108,7 +108,7 @@ struct State {
 pub struct Health(Arc<Mutex<State>>);
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+pub struct Readings {
     pub mailboxes: BTreeMap<String, MailboxStatus>,
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
@@ -236,8 +236,8 @@ impl Health {
         })
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.with(|s| Snapshot {
+    pub fn readings(&self) -> Readings {
+        self.with(|s| Readings {
             mailboxes: s.mailboxes.clone(),
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
@@ -313,6 +313,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(h.stuck(Duration::from_secs(60)), None, "a task that stopped on purpose is not stuck");
         h.observe_ingest(0.02);
-        assert_eq!(h.snapshot().latency.buckets[2], 1, "0.02 s falls in the 0.025 bucket");
+        assert_eq!(h.readings().latency.buckets[2], 1, "0.02 s falls in the 0.025 bucket");
     }
 }

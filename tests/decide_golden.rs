@@ -170,7 +170,7 @@ fn state(w: &World) -> State {
         quarantine: w.desk.quarantine().expect("quarantine").into_iter().map(|q| q.id).collect(),
         counters,
         digests,
-        outcomes: w.desk.health().snapshot().messages.into_iter().map(|(_, outcome, n)| (outcome, n)).fold(
+        outcomes: w.desk.health().readings().messages.into_iter().map(|(_, outcome, n)| (outcome, n)).fold(
             BTreeMap::new(),
             |mut m, (o, n)| {
                 *m.entry(o).or_default() += n;

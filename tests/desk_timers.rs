@@ -137,7 +137,7 @@ async fn an_urgent_ticket_warns_once_breaches_once_and_shows_in_the_queue() {
         .collect();
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert_eq!(w.desk.list(&overdue(t + min(90))).unwrap().tickets.len(), 1);
-    let snap = w.desk.health().snapshot();
+    let snap = w.desk.health().readings();
     assert!(snap.sla.contains(&("breach".into(), "urgent".into(), "first_response".into(), 1)), "{:?}", snap.sla);
     assert_eq!(w.desk.time_counts(t + min(90)).unwrap(), (1, 0), "one overdue, nothing left to do");
 
@@ -197,7 +197,7 @@ async fn a_pending_ticket_is_reminded_once_then_resolved_then_closed_across_a_re
             .any(|e| e.kind == ThreadType::System && e.message == "status resolved → closed by system")
     );
     assert_eq!(w.desk.outbox(true).unwrap().len(), outbox_before, "closing sends nothing");
-    let snap = w.desk.health().snapshot();
+    let snap = w.desk.health().readings();
     assert!(snap.automations.contains(&("close_resolved".into(), 1)), "{:?}", snap.automations);
 }
 

@@ -58,7 +58,7 @@ async fn ingest(w: &World, uid: u32, item: Item) {
 }
 
 fn door(w: &World, what: &str, label: &str) -> u64 {
-    w.desk.health().snapshot().door.iter().filter(|(a, l, _)| a == what && l == label).map(|(_, _, n)| *n).sum()
+    w.desk.health().readings().door.iter().filter(|(a, l, _)| a == what && l == label).map(|(_, _, n)| *n).sum()
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) 
     .await
     .unwrap_or_else(|e| StoreView { read: Err(format!("the store probe failed: {e}")), outbox: Err(String::new()) });
     let now = Utc::now();
-    let snap = st.desk.health().snapshot();
+    let snap = st.desk.health().readings();
     let mut problems = Vec::new();
     let store = Check { ok: view.read.is_ok(), error: view.read.err() };
     if let Some(e) = &store.error {
@@ -206,7 +206,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         let now = Utc::now();
         let (overdue, timers_due) = desk.time_counts(now)?;
         Ok(Scrape {
-            snapshot: desk.health().snapshot(),
+            readings: desk.health().readings(),
             mailboxes: desk.config().mailboxes.iter().map(|m| m.name.clone()).collect(),
             outbox: desk.outbox_summary()?,
             quarantine,

@@ -29,7 +29,13 @@ use crate::triage::act::{Action, Actor, act};
 use crate::triage::outgoing::Composer;
 use crate::triage::{Context, attachment_url};
 
-/// Who asks for a change, by name (resolved against the config here).
+/// Who asks for a change, by name, as it travels to the writer; the writer
+/// resolves it against the config into the rules' [`Actor`] (which borrows
+/// the agent's entry). The API's `Principal` is who holds a token, before
+/// any "act as"; the mail path proves an agent and names it here too. Four
+/// types, one fact at each stage: who holds the credential (`Principal`),
+/// the authenticated request (`Caller`), who acts (this), as the rules see
+/// it (`Actor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActorRef {
     Agent(String),
