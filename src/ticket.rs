@@ -1,4 +1,4 @@
-//! The Support Ticket object (shared/spec/support-ticket-object.txt) and its
+//! The Support Ticket object (docs/spec/support-ticket-object.txt) and its
 //! vocabularies. Field names and values are a public contract: the public JSON
 //! is exactly this struct, `_id` first, camelCase.
 
