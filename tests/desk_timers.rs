@@ -347,3 +347,34 @@ async fn nothing_fires_under_the_old_targets_while_the_sweep_is_under_way() {
     assert_eq!(rec.ticket.first_response_due, Some(t + min(4 * 60)));
     assert!(!rec.timers.sla.target(ticketd::sla::TargetKind::FirstResponse).breached);
 }
+
+#[tokio::test]
+async fn a_sweep_cut_short_by_another_config_change_starts_over() {
+    let w = World::new("", TARGETS);
+    let n = ticketd::desk::timers::PER_TICK as u32 + 5;
+    for uid in 1..=n {
+        w.mail(uid, &format!("c{uid}@customer.test"), "Site is down", "").await;
+    }
+    let t = created(&w, 1);
+    // A new target, and one tick of its sweep; then yet another target
+    // before the sweep got through.
+    let w = w.restart("", &TARGETS.replace("\"1h\"", "\"4h\"")).await;
+    w.desk.tick(t).await.unwrap();
+    assert!(w.desk.time_backlog(t).unwrap(), "the sweep is under way");
+    assert_eq!(w.ticket(1).ticket.first_response_due, Some(t + min(4 * 60)), "swept under the second config");
+    let w = w.restart("", &TARGETS.replace("\"1h\"", "\"2h\"")).await;
+    let mut ticks = 0;
+    while w.desk.time_backlog(t).unwrap() {
+        w.desk.tick(t).await.unwrap();
+        ticks += 1;
+        assert!(ticks < 10, "the sweep ends");
+    }
+    for k in [1, u64::from(n)] {
+        let rec = w.ticket(k);
+        assert_eq!(
+            rec.ticket.first_response_due,
+            Some(rec.ticket.created_at + min(2 * 60)),
+            "ticket {k} follows the config in force"
+        );
+    }
+}

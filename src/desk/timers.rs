@@ -150,8 +150,8 @@ fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) ->
     if settled(&*tx, cfg)? {
         return Ok(true);
     }
-    let from = tx.counter(keys::TIMERS_SWEEP)?;
-    let after = from.checked_sub(1).filter(|n| *n > 0);
+    let print = fingerprint(cfg);
+    let after = sweep_cursor(&*tx, &print)?;
     let numbers: Vec<u64> = tx
         .store()
         .tickets_from(after, false)
@@ -171,14 +171,23 @@ fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) ->
     }
     match numbers.last() {
         Some(&last) if numbers.len() == PER_TICK => {
-            tx.put(Table::Meta, keys::TIMERS_SWEEP, be(last + 1).to_vec());
+            tx.put(Table::Meta, keys::TIMERS_SWEEP, [&be(last)[..], &print].concat());
             Ok(false)
         }
         _ => {
-            tx.put(Table::Meta, keys::TIMERS_CONFIG, fingerprint(cfg));
+            tx.put(Table::Meta, keys::TIMERS_CONFIG, print);
             tx.delete(Table::Meta, keys::TIMERS_SWEEP);
             info!("every ticket's clocks follow the time config now");
             Ok(true)
         }
     }
+}
+
+/// The last ticket the sweep for the config `print` did, if one is under
+/// way. A cursor left by a sweep for another config (a restart under yet
+/// another one cut it short) counts for nothing: the tickets it passed
+/// follow that config, not this one, so the sweep starts over.
+fn sweep_cursor(store: &impl Get, print: &[u8]) -> Result<Option<u64>, StoreError> {
+    let Some(v) = store.get(Table::Meta, keys::TIMERS_SWEEP)? else { return Ok(None) };
+    Ok(v.split_at_checked(8).filter(|(_, p)| *p == print).and_then(|(n, _)| crate::store::from_be(n)))
 }
