@@ -516,7 +516,8 @@ pub mod keys {
     /// Meta: a digest of the time config the tickets' clocks were last
     /// settled under; another one starts the sweep.
     pub const TIMERS_CONFIG: &[u8] = b"timers:config";
-    /// Meta: the sweep's next ticket number.
+    /// Meta: the last ticket number the sweep did, then the digest of the
+    /// time config it sweeps for.
     pub const TIMERS_SWEEP: &[u8] = b"timers:sweep";
 
     pub const RUNNING: &[u8] = b"running";
