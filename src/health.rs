@@ -90,6 +90,9 @@ struct State {
     messages: BTreeMap<(String, &'static str), u64>,
     /// result → SMTP transactions.
     sends: BTreeMap<&'static str, u64>,
+    /// Where a Content-Security-Policy report came from (`console`, `mail`)
+    /// → reports received by the desk console.
+    csp_reports: BTreeMap<&'static str, u64>,
     latency: Histogram,
     /// The writer's current unit of work began then.
     writer_busy: Option<Instant>,
@@ -106,6 +109,7 @@ pub struct Snapshot {
     pub mailboxes: BTreeMap<String, MailboxStatus>,
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
+    pub csp_reports: Vec<(String, u64)>,
     pub latency: Histogram,
 }
 
@@ -161,6 +165,12 @@ impl Health {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
 
+    /// A browser reported a Content-Security-Policy violation on a console
+    /// page (`console`) or in a mail's frame (`mail`).
+    pub fn count_csp_report(&self, source: &'static str) {
+        self.with(|s| *s.csp_reports.entry(source).or_default() += 1);
+    }
+
     pub fn writer_busy(&self, busy: bool) {
         self.with(|s| s.writer_busy = busy.then(Instant::now));
     }
@@ -195,6 +205,7 @@ impl Health {
             mailboxes: s.mailboxes.clone(),
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+            csp_reports: s.csp_reports.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
         })
     }

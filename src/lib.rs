@@ -28,19 +28,23 @@
 //! 5  store
 //! 6  desk
 //! 7  api imap outbound
-//! 8  daemon doctor
-//! 9  cli
+//! 8  console
+//! 9  daemon doctor
+//! 10 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
 //! mail and the config are; what a mail or an action means); the store
 //! below the one writer that uses it; the I/O shells (IMAP, SMTP, HTTP)
-//! on the desk; the process and the command line on top.
+//! on the desk; the agents' web console on the HTTP API (the daemon hands
+//! its routes to the API's server); the process and the command line on
+//! top.
 
 pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod desk;
 pub mod doctor;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod people;
 pub mod probes;
 pub mod routes;
 pub mod server;
@@ -40,6 +41,8 @@ pub struct AppState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
     pub local: String,
+    /// The client's address (TCP only).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What each configured listener is doing, for `/readyz`.

@@ -100,6 +100,14 @@ impl Readiness {
 /// Open, for probes; with a valid token it says what is wrong in full.
 pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let full = st.tokens.caller(&headers, st.desk.config()).is_ok();
+    let body = readiness(&st).await;
+    let body = if full { body } else { body.anonymous() };
+    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+/// What `/readyz` sees, in full (the console's admin page shows it too).
+pub async fn readiness(st: &AppState) -> Readiness {
     let desk = st.desk.clone();
     let view = tokio::task::spawn_blocking(move || StoreView {
         read: desk.store().backend().count(Table::Cursors).map(|_| ()).map_err(|e| e.to_string()),
@@ -155,10 +163,7 @@ pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) 
         }
         listeners.insert(name, Check { ok: error.is_none(), error });
     }
-    let body = Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox, listeners };
-    let body = if full { body } else { body.anonymous() };
-    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(body)).into_response()
+    Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox, listeners }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {

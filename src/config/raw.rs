@@ -46,6 +46,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
     pub(super) api: Option<RawApi>,
+    pub(super) console: Option<RawConsole>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawConsole {
+    pub(super) enabled: L<bool>,
+    pub(super) session_idle: L<String>,
+    pub(super) session_max: L<String>,
+    pub(super) behind_tls: L<bool>,
+    pub(super) public_url: L<String>,
 }
 
 #[derive(Deserialize)]

@@ -748,7 +748,7 @@ fn why_not_empty(store: &Store) -> Result<Option<String>, BackupError> {
     for item in store.backend().scan(Table::Meta, Scan::default()) {
         let (k, _) = item?;
         // What a fresh desk writes for itself on its first start.
-        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX {
+        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX && k != keys::SUMMARY_INDEX {
             return Ok(Some(format!("meta key {:?}", String::from_utf8_lossy(&k))));
         }
     }
@@ -832,6 +832,7 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     b.w.put(Table::Meta, RESTORING, vec![1]);
     b.commit()?;
     let mut indexed = false;
+    let mut summarised = false;
     let mut archive = open_archive(file)?;
     for e in archive.entries().map_err(damaged)? {
         let e = e.map_err(damaged)?;
@@ -862,6 +863,9 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
                     if table == Table::Meta && k == keys::ATTACHMENT_INDEX {
                         indexed = true;
                     }
+                    if table == Table::Meta && k == keys::SUMMARY_INDEX {
+                        summarised = true;
+                    }
                     b.put(table, k, v)?;
                 }
             }
@@ -880,6 +884,10 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     if !indexed {
         // A backup from before the attachment index: built at the next start.
         b.w.delete(Table::Meta, keys::ATTACHMENT_INDEX);
+    }
+    if !summarised {
+        // A backup from before ticket summaries: built at the next start.
+        b.w.delete(Table::Meta, keys::SUMMARY_INDEX);
     }
     b.commit()?;
     Ok(RestoreSummary {

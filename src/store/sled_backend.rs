@@ -62,6 +62,9 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxTickets => b'k',
         Table::Attachments => b'f',
         Table::Digests => b'h',
+        Table::Summaries => b'y',
+        Table::ClientInfo => b'n',
+        Table::Sessions => b'z',
     }
 }
 

@@ -71,6 +71,9 @@ fn table_id(t: Table) -> i16 {
         Table::OutboxTickets => 13,
         Table::Attachments => 14,
         Table::Digests => 15,
+        Table::Summaries => 16,
+        Table::ClientInfo => 17,
+        Table::Sessions => 18,
     }
 }
 
