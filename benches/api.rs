@@ -24,10 +24,9 @@ use ticketd::api::auth::{Principal, Token, Tokens};
 use ticketd::api::server::Server;
 use ticketd::cli::http::HttpClient;
 use ticketd::config::{ApiConfig, Config, Listen};
-use ticketd::desk::{Desk, Item, Parts};
+use ticketd::desk::{Desk, Item};
 use ticketd::imap::worker::Worker;
-use ticketd::outbox::templates::Templates;
-use ticketd::store::{Records, Store};
+use ticketd::store::Records;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -47,31 +46,13 @@ fn message(i: usize, to: &str) -> Vec<u8> {
 }
 
 fn config(lab: &common::Lab, dir: &std::path::Path) -> Config {
-    let p = dir.join("ticketd.toml");
-    let text = common::daemon::config_text(
-        lab,
-        dir,
-        "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
-    );
-    std::fs::write(&p, text).unwrap();
-    Config::load_with_env(&p, Some(Default::default())).unwrap()
-}
-
-fn start_desk(cfg: Config) -> Desk {
-    let cfg = Arc::new(cfg);
-    let store = Store::open(&cfg.store).unwrap();
-    Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"bench-secret-0123456789".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk
+    common::daemon::lab_config(lab, dir)
+        .with(|c| {
+            c.mailbox().batch_size = Some(50);
+            c.desk.acks_per_sender_per_hour = Some(100_000);
+            c.desk.notifications_per_agent_per_hour = Some(100_000);
+        })
+        .load()
 }
 
 /// The API of `desk` on a free loopback port.
@@ -113,7 +94,7 @@ async fn ingest_over_imap(lab: &common::Lab, user: &str, n: usize, poll: bool) -
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(lab, dir.path());
     cfg.mailboxes[0].username = format!("{user}@example.test");
-    let desk = start_desk(cfg.clone());
+    let desk = common::desk::open_desk(cfg.clone());
     let stop = CancellationToken::new();
     let api = serve(&desk, &stop).await;
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -167,7 +148,7 @@ async fn main() {
 
     // 1. A full store, through the desk's ingest path.
     let dir = tempfile::tempdir().unwrap();
-    let desk = start_desk(config(&lab, dir.path()));
+    let desk = common::desk::open_desk(config(&lab, dir.path()));
     let t = Instant::now();
     let mut uid = 0u32;
     while (uid as usize) < tickets {

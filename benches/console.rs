@@ -14,11 +14,11 @@ use axum::http::{HeaderName, Method, header};
 use tokio_util::sync::CancellationToken;
 
 use ticketd::api::auth::{Principal, Token, Tokens};
-use ticketd::api::http::{Body, HttpClient};
 use ticketd::api::server::Server;
+use ticketd::cli::http::{Body, HttpClient};
 use ticketd::config::{ApiConfig, Config, Listen};
 use ticketd::desk::{ActorRef, Desk, Item, Parts};
-use ticketd::outbound::templates::Templates;
+use ticketd::outbox::templates::Templates;
 use ticketd::store::Store;
 use ticketd::triage::act::Action;
 
@@ -81,7 +81,7 @@ async fn measure(
 /// Signs in with the admin token; the session cookie to send.
 async fn sign_in(http: &HttpClient, origin: &str) -> String {
     let page = http.get("/desk/login").await.unwrap();
-    let set = |r: &ticketd::api::http::Reply, name: &str| {
+    let set = |r: &ticketd::cli::http::Reply, name: &str| {
         r.headers
             .get_all(header::SET_COOKIE)
             .iter()
@@ -94,7 +94,10 @@ async fn sign_in(http: &HttpClient, origin: &str) -> String {
     let html = String::from_utf8_lossy(&page.body);
     let at = html.find("name=\"login_token\" value=\"").unwrap() + 26;
     let lt = &html[at..at + 64];
-    let form = form_urlencoded::Serializer::new(String::new()).append_pair("login_token", lt).append_pair("token", TOKEN).finish();
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("login_token", lt)
+        .append_pair("token", TOKEN)
+        .finish();
     let extra: [(HeaderName, String); 2] = [(header::COOKIE, login), (header::ORIGIN, origin.to_owned())];
     let body = Body { content_type: "application/x-www-form-urlencoded".into(), bytes: form.into_bytes() };
     let r = http.send(Method::POST, "/desk/login", &extra, Some(body)).await.unwrap();
@@ -108,10 +111,11 @@ async fn main() {
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let tickets: usize = std::env::var("TICKETD_BENCH_TICKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 10_000 } else { 600 });
+    let tickets: usize = std::env::var("TICKETD_BENCH_TICKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full {
+        10_000
+    } else {
+        600
+    });
     let rounds = if full { 400 } else { 20 };
     let dir = tempfile::tempdir().unwrap();
     let cfg = Arc::new(config(dir.path()));
@@ -149,7 +153,10 @@ async fn main() {
     let mut i = 0;
     while entries < want_entries {
         let text = format!("Note {i}: checked the logs again, {}", "nothing new. ".repeat(1 + i % 8));
-        let rec = desk.act(long, ActorRef::Agent("agent_alice".into()), vec![Action::Note { text }], vec![], None).await.unwrap();
+        let rec = desk
+            .act(long, ActorRef::Agent("agent_alice".into()), vec![Action::Note { text }], vec![], None)
+            .await
+            .unwrap();
         entries = rec.ticket.threads.len();
         i += 1;
     }
@@ -160,22 +167,35 @@ async fn main() {
     let tokens = Tokens::from_values(vec![(Token::new(TOKEN), Principal::Admin)]);
     let server = Server::bind_with(desk.clone(), api, tokens).await.unwrap();
     let local = server.local().clone();
-    tokio::spawn(server.run(stop.clone()));
+    tokio::spawn(server.run(stop.clone(), Default::default()));
     let http = HttpClient::new(local.clone());
     let cookie = sign_in(&http, &local.base_url()).await;
     // A cursor a few pages in, as the queue's own "Next page" link makes it.
     let page = http.send(Method::GET, "/desk/", &[(header::COOKIE, cookie.clone())], None).await.unwrap();
     let html = String::from_utf8_lossy(&page.body).into_owned();
-    let next = html.split("href=\"").filter_map(|s| s.split('"').next()).find(|h| h.contains("cursor=")).unwrap().replace("&amp;", "&");
+    let next = html
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("cursor="))
+        .unwrap()
+        .replace("&amp;", "&");
 
     let results = vec![
         measure(&http, &cookie, "queue (default view, 50 rows)", rounds, |_| "/desk/".into()).await,
         measure(&http, &cookie, "queue next page (cursor)", rounds, |_| next.clone()).await,
-        measure(&http, &cookie, "queue every status, by update", rounds, |_| "/desk/?status=any&sort=updated".into()).await,
-        measure(&http, &cookie, "queue search q=<rare text>", rounds, |i| format!("/desk/?q=message+{}.&status=any", 100 + i % 50)).await,
-        measure(&http, &cookie, "queue search q=<customer>", rounds, |i| format!("/desk/?q=customer+{}&status=any", i % 50)).await,
+        measure(&http, &cookie, "queue every status, by update", rounds, |_| "/desk/?status=any&sort=updated".into())
+            .await,
+        measure(&http, &cookie, "queue search q=<rare text>", rounds, |i| {
+            format!("/desk/?q=message+{}.&status=any", 100 + i % 50)
+        })
+        .await,
+        measure(&http, &cookie, "queue search q=<customer>", rounds, |i| {
+            format!("/desk/?q=customer+{}&status=any", i % 50)
+        })
+        .await,
         measure(&http, &cookie, "ticket of 500 entries (smoke: 60)", rounds, |_| format!("/desk/tickets/{long}")).await,
-        measure(&http, &cookie, "ticket (one mail)", rounds, |i| format!("/desk/tickets/{}", 1 + (i * 7919) % tickets)).await,
+        measure(&http, &cookie, "ticket (one mail)", rounds, |i| format!("/desk/tickets/{}", 1 + (i * 7919) % tickets))
+            .await,
     ];
     stop.cancel();
 

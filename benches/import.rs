@@ -24,28 +24,15 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use ticketd::config::Config;
+use ticketd::desk::Desk;
 use ticketd::desk::import;
-use ticketd::desk::{Desk, Parts};
 use ticketd::imap::worker::Worker;
 use ticketd::mail::mailbox::MboxReader;
-use ticketd::outbox::templates::Templates;
 use ticketd::store::{Records, Store};
 
 fn desk_for(config: &Path) -> (Arc<Config>, Store, Desk) {
-    let cfg = Arc::new(Config::load(config).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret: Some(b"bench-secret-0123456789".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
-    (cfg, store, desk)
+    let desk = common::desk::open_desk(Config::load(config).unwrap());
+    (desk.config().clone(), desk.store().clone(), desk)
 }
 
 /// mboxrd, written as it is generated: the file is never in memory.

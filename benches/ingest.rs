@@ -10,9 +10,16 @@
 //!   message durable before it is marked `\Seen` (outbound mail is pointed
 //!   at a closed port so only ingest is measured);
 //!
-//! and prints msg/s, the ratios c/a and c/b, the bytes the daemon wrote
-//! (`/proc/PID/io`), the store's size on disk against what it holds, and
-//! the daemon's peak RSS (VmHWM).
+//! - (d) the same daemon on PostgreSQL (`store.backend = "postgres"`, one
+//!   node holding the lease; a private server with fsync on, like sled),
+//!   ingesting the same mailbox;
+//! - (c0) with `TICKETD_BENCH_BASELINE_BIN=PATH`, (c) again with another
+//!   build (e.g. main's), alternating with (c) in the same run;
+//!
+//! and prints msg/s, the ratios c/a and c/b (d/b, d/c), the bytes the
+//! daemon wrote (`/proc/PID/io`), the store's size on disk against what it
+//! holds, and the daemon's peak RSS (VmHWM). `TICKETD_BENCH_POSTGRES=0`
+//! leaves (d) out.
 //!
 //! `cargo bench --bench ingest` runs 2,000 and 10,000 mails;
 //! `TICKETD_BENCH_SIZES=2000,10000,20000` and `TICKETD_BENCH_RUNS=3` (the
@@ -126,6 +133,10 @@ struct Run {
     raw_secs: f64,
     kept_secs: f64,
     ingest_secs: f64,
+    /// (d) on PostgreSQL, when measured.
+    pg_secs: Option<f64>,
+    /// (c0) the baseline build, when given.
+    base_secs: Option<f64>,
     mailbox_bytes: u64,
     written: u64,
     store_bytes: u64,
@@ -134,7 +145,7 @@ struct Run {
     tickets: usize,
 }
 
-async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
+async fn one_run(lab: &common::Lab, user: &str, n: usize, pg: Option<&common::pg::PgLab>) -> Run {
     // (a) the bare fetch.
     let t = Instant::now();
     let mailbox_bytes = fetch_all(lab, user, n, |_| {}).await;
@@ -167,40 +178,19 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
     let kept_secs = t.elapsed().as_secs_f64();
     drop(file);
 
-    // (c) the daemon.
-    let mut daemon = common::Daemon::prepare(
-        lab,
-        "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
-    );
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replacen(&format!("port = {}", lab.smtp_port), &format!("port = {dead}"), 1)
-        .replacen("username = \"support@example.test\"", &format!("username = \"{user}@example.test\""), 1)
-        .replacen("address = \"support@example.test\"", &format!("address = \"{user}@example.test\""), 1)
-        .replace("timeout = \"10s\"\n\n[[mailboxes]]", "timeout = \"10s\"\nretry_initial = \"1h\"\n\n[[mailboxes]]");
-    std::fs::write(&daemon.config, cfg).unwrap();
-    let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
-    daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
-    let mut watch = session(lab, user).await;
-    let t = Instant::now();
-    daemon.spawn();
-    let pid = daemon.pid();
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        watch.examine("INBOX").await.unwrap();
-        let unseen = watch.uid_search("UNSEEN").await.unwrap().len();
-        if unseen == 0 {
-            break;
+    // (c0) the baseline build, then (c) this one, then (d) on PostgreSQL.
+    let base_secs = match std::env::var_os("TICKETD_BENCH_BASELINE_BIN") {
+        Some(bin) => {
+            let (d, secs, _) = daemon_run(lab, user, Some(bin.into()), None).await;
+            drop(d);
+            unmark(lab, user).await;
+            Some(secs)
         }
-        assert!(Instant::now() < deadline, "ingest did not finish");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let ingest_secs = t.elapsed().as_secs_f64();
+        None => None,
+    };
+    let (mut daemon, ingest_secs, pid) = daemon_run(lab, user, None, None).await;
     let written = proc_field(pid, "io", "write_bytes:");
     let hwm_kib = proc_field(pid, "status", "VmHWM:");
-    let _ = watch.logout().await;
     daemon.stop_ok();
     if let Ok(keep) = std::env::var("TICKETD_BENCH_KEEP_LOG") {
         let _ = std::fs::copy(&daemon.log, keep);
@@ -216,9 +206,95 @@ async fn one_run(lab: &common::Lab, user: &str, n: usize) -> Run {
         }
     }
     let tickets = store.tickets().unwrap().len();
+    drop(store);
+    let pg_secs = match pg {
+        Some(pg) => {
+            unmark(lab, user).await;
+            let (d, secs, _) = daemon_run(lab, user, None, Some(pg)).await;
+            drop(d);
+            Some(secs)
+        }
+        None => None,
+    };
     // What the store holds: every raw mail, every decoded attachment, every record.
     let holds = mailbox_bytes + attachment_bytes + records;
-    Run { raw_secs, kept_secs, ingest_secs, mailbox_bytes, written, store_bytes, holds, hwm_kib, tickets }
+    Run {
+        raw_secs,
+        kept_secs,
+        ingest_secs,
+        pg_secs,
+        base_secs,
+        mailbox_bytes,
+        written,
+        store_bytes,
+        holds,
+        hwm_kib,
+        tickets,
+    }
+}
+
+/// Marks every message of `user`'s INBOX unread again (the daemon marked them).
+async fn unmark(lab: &common::Lab, user: &str) {
+    let mut s = session(lab, user).await;
+    s.select("INBOX").await.unwrap();
+    let _: Vec<_> = s.uid_store("1:*", "-FLAGS.SILENT (\\Seen)").await.unwrap().try_collect().await.unwrap();
+    let _ = s.logout().await;
+}
+
+/// The real daemon (`bin`, else this build) ingesting `user`'s INBOX, on
+/// sled or, with `pg`, on a fresh database of that server: returns it
+/// (still running), the seconds until every message was marked `\Seen`,
+/// and its pid.
+async fn daemon_run(
+    lab: &common::Lab,
+    user: &str,
+    bin: Option<std::path::PathBuf>,
+    pg: Option<&common::pg::PgLab>,
+) -> (common::Daemon, f64, u32) {
+    let mut daemon = common::Daemon::prepare(
+        lab,
+        "batch_size = 50",
+        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replacen(&format!("port = {}", lab.smtp_port), &format!("port = {dead}"), 1)
+        .replacen("username = \"support@example.test\"", &format!("username = \"{user}@example.test\""), 1)
+        .replacen("address = \"support@example.test\"", &format!("address = \"{user}@example.test\""), 1)
+        .replace("timeout = \"10s\"\n\n[[mailboxes]]", "timeout = \"10s\"\nretry_initial = \"1h\"\n\n[[mailboxes]]");
+    if let Some(pg) = pg {
+        let db = pg.fresh_db("bench").unwrap();
+        cfg = cfg.replacen("[store]\n", &format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"\n", pg.url(&db)), 1);
+        cfg.push_str("\n[cluster]\nnode = \"bench\"\n");
+    }
+    std::fs::write(&daemon.config, cfg).unwrap();
+    let log_filter = std::env::var("TICKETD_BENCH_LOG")
+        .unwrap_or_else(|_| "warn,ticketd::daemon=info,ticketd::cluster::node=info".into());
+    daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
+    if let Some(bin) = bin {
+        // The harness starts `<wrapper> <this build> ARGS`: run `bin` instead.
+        let script = daemon.dir.path().join("baseline.sh");
+        std::fs::write(&script, format!("#!/bin/sh\nshift\nexec '{}' \"$@\"\n", bin.display())).unwrap();
+        daemon.wrapper = vec!["/bin/sh".into(), script.display().to_string()];
+    }
+    let mut watch = session(lab, user).await;
+    let t = Instant::now();
+    daemon.spawn();
+    let pid = daemon.pid();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        watch.examine("INBOX").await.unwrap();
+        let unseen = watch.uid_search("UNSEEN").await.unwrap().len();
+        if unseen == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ingest did not finish");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let _ = watch.logout().await;
+    (daemon, secs, pid)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -238,6 +314,10 @@ async fn main() {
         .unwrap_or_else(|| if full { vec![2000, 10000] } else { vec![60] });
     let runs: usize = std::env::var("TICKETD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let lab = common::Lab::start();
+    let pg = match std::env::var("TICKETD_BENCH_POSTGRES").as_deref() {
+        Ok("0") => None,
+        _ => Some(common::pg::PgLab::start_durable().unwrap()),
+    };
     let mut table = Vec::new();
     for &n in &sizes {
         let user = format!("bench{n}");
@@ -253,19 +333,23 @@ async fn main() {
         for r in 0..runs {
             if r > 0 {
                 // Unmark for the next run: the daemon marked them \Seen.
-                let mut s = session(&lab, &user).await;
-                s.select("INBOX").await.unwrap();
-                let _: Vec<_> =
-                    s.uid_store("1:*", "-FLAGS.SILENT (\\Seen)").await.unwrap().try_collect().await.unwrap();
-                let _ = s.logout().await;
+                unmark(&lab, &user).await;
             }
-            let run = one_run(&lab, &user, n).await;
+            let run = one_run(&lab, &user, n, pg.as_ref()).await;
             assert_eq!(
                 run.tickets,
                 (0..n).filter(|i| !(i % 10 <= 2 && *i >= 400)).count(),
                 "every original became a ticket"
             );
-            eprintln!("  run {}: a {:.2}s  b {:.2}s  c {:.2}s", r + 1, run.raw_secs, run.kept_secs, run.ingest_secs);
+            eprintln!(
+                "  run {}: a {:.2}s  b {:.2}s  c {:.2}s  c0 {:?}  d {:?}",
+                r + 1,
+                run.raw_secs,
+                run.kept_secs,
+                run.ingest_secs,
+                run.base_secs,
+                run.pg_secs
+            );
             results.push(run);
         }
         table.push((n, results));
@@ -293,6 +377,37 @@ async fn main() {
             median(rs.iter().map(|r| r.store_bytes as f64 / r.holds as f64).collect()),
             median(rs.iter().map(|r| r.hwm_kib as f64 / 1024.0).collect()),
         );
+    }
+    let pg_or_base = table.iter().any(|(_, rs)| rs.iter().any(|r| r.pg_secs.is_some() || r.base_secs.is_some()));
+    if pg_or_base {
+        println!();
+        println!(
+            "| mails | (b) fetch+keep msg/s | (c0) baseline sled msg/s | (c) sled msg/s | (d) PostgreSQL msg/s | c/c0 | d/c | b/d |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (n, rs) in &table {
+            let nf = *n as f64;
+            let b = median(rs.iter().map(|r| r.kept_secs).collect());
+            let c = median(rs.iter().map(|r| r.ingest_secs).collect());
+            let opt = |v: Vec<Option<f64>>| -> Option<f64> {
+                let v: Vec<f64> = v.into_iter().flatten().collect();
+                (!v.is_empty()).then(|| median(v))
+            };
+            let c0 = opt(rs.iter().map(|r| r.base_secs).collect());
+            let d = opt(rs.iter().map(|r| r.pg_secs).collect());
+            let show = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.0}"));
+            let ratio = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.2}"));
+            println!(
+                "| {n} | {:.0} | {} | {:.0} | {} | {} | {} | {} |",
+                nf / b,
+                show(c0.map(|s| nf / s)),
+                nf / c,
+                show(d.map(|s| nf / s)),
+                ratio(c0.map(|s0| s0 / c)),
+                ratio(d.map(|sd| c / sd)),
+                ratio(d.map(|sd| sd / b)),
+            );
+        }
     }
     std::io::stdout().flush().unwrap();
 }

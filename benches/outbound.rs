@@ -253,11 +253,12 @@ fn accepted_from_support(lab: &common::Lab) -> usize {
 async fn daemon_outbox(lab: &common::Lab, script: &std::path::Path, manifest: &std::path::Path, n: usize) {
     let tickets = n / 2;
     lab.stop_smtp();
-    let mut daemon = common::Daemon::prepare(
-        lab,
-        "batch_size = 50",
-        "acks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000",
-    );
+    let mut daemon = common::Daemon::prepare_with(lab, |c| {
+        c.mailbox().batch_size = Some(50);
+        c.desk.acks_per_sender_per_hour = Some(100_000);
+        c.desk.notifications_per_ticket_per_hour = Some(100_000);
+        c.desk.notifications_per_agent_per_hour = Some(100_000);
+    });
     let log_filter = std::env::var("TICKETD_BENCH_LOG").unwrap_or_else(|_| "warn,ticketd::daemon=info".into());
     daemon.env = vec![("TICKETD_LOG".into(), log_filter)];
     daemon.spawn();
@@ -335,7 +336,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 /// the customer's mailbox, for mails sent one by one.
 async fn latency(lab: &common::Lab) {
     let count = env_usize("TICKETD_BENCH_LATENCY_MAILS", 100);
-    let mut daemon = common::Daemon::prepare(lab, "", "acks_per_sender_per_hour = 100000");
+    let mut daemon = common::Daemon::prepare_with(lab, |c| c.desk.acks_per_sender_per_hour = Some(100_000));
     daemon.env = vec![("TICKETD_LOG".into(), "info".into())];
     daemon.spawn();
     let seen =

@@ -15,7 +15,8 @@ readonly MAIL_USER=ticketd-lab
 # prometheus: its promtool checks a real /metrics scrape (tests/api.rs); the
 # Prometheus server itself is neither configured nor started.
 # rspamd: scripts/rspamd-lab.sh runs a private one for the spam tests
-# (tests/spam_rspamd.rs); the system rspamd is neither configured nor started.
+# (tests/spam_rspamd.rs, tests/e2e_spam.rs, where it is also the lab
+# Postfix's milter); the system rspamd is neither configured nor started.
 # postgresql: scripts/pg-lab.sh runs private servers (initdb/pg_ctl as
 # ticketd-lab) for the PostgreSQL backend's tests; the package's own cluster
 # (`main`) is neither used nor left running.

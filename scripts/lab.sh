@@ -8,6 +8,7 @@
 #   lab.sh stop-smtp|start-smtp DIR   stop/restart Postfix only, same port
 #   lab.sh adduser DIR USER@example.test PASS
 #   lab.sh sieve DIR USER@example.test FILE|-   install USER's active Sieve script
+#   lab.sh milter DIR inet:127.0.0.1:PORT   Postfix passes every mail through that milter (restarts it)
 #
 # Everything (configs, sockets, queues, mail, logs, certs) lives under DIR, so
 # several labs in different DIRs run side by side. Nothing is ever relayed off
@@ -40,7 +41,7 @@ readonly WAIT_STEPS=400                  # x 0.05 s = 20 s bound on every wait
 die() { echo "lab.sh: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -696,6 +697,23 @@ cmd_start_smtp() {
     start_postfix || die "postfix restart failed in $DIR"
 }
 
+# The border as an admin runs it with a spam filter's milter (rspamd's
+# proxy in milter mode): every mail received over SMTP passes it, and with
+# the milter away Postfix answers 4xx (milter_default_action = tempfail),
+# so nothing unscanned is delivered.
+cmd_milter() {
+    check_deps
+    init_dir "${1:-}"
+    load_env
+    local addr=${2:-}
+    [[ $addr =~ ^inet:127\.0\.0\.1:[0-9]+$ ]] || die "milter: expected inet:127.0.0.1:PORT, got '$addr'"
+    postconf -c "$POSTFIX_CONF" -e "smtpd_milters = $addr" "milter_default_action = tempfail" \
+        "milter_protocol = 6" || die "postconf failed"
+    touch -d '10 seconds ago' "$POSTFIX_CONF/main.cf"
+    stop_postfix
+    start_postfix || die "postfix restart failed in $DIR"
+}
+
 cmd_stop_smtp() {
     init_dir "${1:-}"
     load_env
@@ -743,6 +761,7 @@ main() {
         stop-smtp) cmd_stop_smtp "$@" ;;
         adduser) cmd_adduser "$@" ;;
         sieve) cmd_sieve "$@" ;;
+        milter) cmd_milter "$@" ;;
         *) usage ;;
     esac
 }

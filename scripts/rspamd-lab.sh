@@ -5,8 +5,9 @@
 #   rspamd-lab.sh start DIR   start rspamd in DIR (created if needed), print DIR/rspamd.env
 #   rspamd-lab.sh stop DIR    stop it (idempotent)
 #
-# Only the normal worker runs (the HTTP scanning API, POST /checkv2), on a
-# free port. Config, pid file, state and log live under DIR: nothing of
+# The normal worker (the HTTP scanning API, POST /checkv2) and the proxy in
+# milter mode (for a lab Postfix's smtpd_milters, as a border runs it) run,
+# each on a free port. Config, pid file, state and log live under DIR: nothing of
 # /etc/rspamd is changed and the system service is never started; the
 # package's stock config is read and overridden through DIR's own local.d
 # and override.d. No Redis: the modules that need it stay off. Network
@@ -106,7 +107,7 @@ lab_pid() {
 }
 
 write_config() {
-    local port=$1
+    local port=$1 milter_port=$2
     mkdir -p "$ETC/local.d" "$ETC/override.d" "$RUN" "$DB" "$LOGDIR"
     # The normal worker alone, on our port; controller and proxy off.
     cat >"$ETC/override.d/worker-normal.inc" <<EOF
@@ -114,9 +115,37 @@ bind_socket = "127.0.0.1:$port";
 count = 1;
 mime = true;
 EOF
-    for w in controller proxy; do
-        printf 'enabled = false;\ncount = 0;\n' >"$ETC/override.d/worker-$w.inc"
-    done
+    printf 'enabled = false;\ncount = 0;\n' >"$ETC/override.d/worker-controller.inc"
+    # The milter, scanning in its own process (no upstream to reach).
+    cat >"$ETC/override.d/worker-proxy.inc" <<EOF
+bind_socket = "127.0.0.1:$milter_port";
+milter = yes;
+timeout = 30s;
+count = 1;
+upstream "local" {
+  default = yes;
+  self_scan = yes;
+}
+discard_on_reject = false;
+quarantine_on_reject = false;
+spam_header = "X-Spam";
+reject_message = "Spam message rejected";
+EOF
+    # A subject containing "lab-spammy" scores 8: "add header" (6), not
+    # "reject" (15), so the milter lets it through with X-Spam: Yes. No
+    # greylisting (a soft reject at SMTP) below that.
+    cat >"$ETC/rspamd.local.lua" <<'EOF'
+rspamd_config.LAB_SPAMMY = {
+  callback = function(task)
+    local subject = task:get_subject()
+    return subject ~= nil and subject:find('lab-spammy', 1, true) ~= nil
+  end,
+  score = 8.0,
+  description = 'ticketd lab: a subject the tests call spam',
+  group = 'ticketd_lab',
+}
+EOF
+    printf 'greylist = 14;\n' >"$ETC/local.d/actions.conf"
     printf 'com\nnet\norg\ntest\nexample\ninvalid\nlocalhost\n' >"$ETC/tld.dat"
     cat >"$ETC/local.d/options.inc" <<EOF
 url_tld = "$ETC/tld.dat";
@@ -150,9 +179,11 @@ start() {
         cat "$ENV_FILE"
         return 0
     fi
-    local port
+    local port milter_port
     port=$(pick_port)
-    write_config "$port"
+    milter_port=$(pick_port)
+    while [[ $milter_port == "$port" ]]; do milter_port=$(pick_port); done
+    write_config "$port" "$milter_port"
     : >"$LOG"
     local as=()
     if [[ ${EUID} -eq 0 ]]; then
@@ -169,8 +200,8 @@ start() {
         tail -n 25 "$LOG" >&2 || true
         die "rspamd did not start"
     fi
-    if ! wait_until port_open "$port"; then
-        echo "rspamd-lab.sh: rspamd did not open 127.0.0.1:$port within 20 s" >&2
+    if ! wait_until port_open "$port" || ! wait_until port_open "$milter_port"; then
+        echo "rspamd-lab.sh: rspamd did not open 127.0.0.1:$port and :$milter_port within 20 s" >&2
         tail -n 25 "$DIR/start.log" "$LOG" >&2 || true
         stop "$DIR"
         exit 1
@@ -179,6 +210,7 @@ start() {
 RSPAMD_DIR=$DIR
 RSPAMD_PORT=$port
 RSPAMD_URL=http://127.0.0.1:$port
+RSPAMD_MILTER=inet:127.0.0.1:$milter_port
 RSPAMD_PID=$(lab_pid)
 RSPAMD_LOG=$LOG
 EOF

@@ -22,6 +22,11 @@ use crate::outbound::sender::Sender;
 /// Well under the unit's TimeoutStopSec (60 s): the drain ends first.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Ticks run back to back while time-based work is left, at most this
+/// many per `desk.clock_interval` (a timer that cannot move on must not
+/// keep the writer busy).
+const MAX_TICKS_AT_ONCE: usize = 100;
+
 /// What the process asks of a running daemon (main maps signals to it).
 #[derive(Clone, Default)]
 pub struct Control {
@@ -47,10 +52,19 @@ impl Control {
     pub async fn stopped(&self) {
         self.shutdown.cancelled().await
     }
+
+    /// What `reload` notifies (the API server waits on it).
+    pub(crate) fn reload_notify(&self) -> Arc<Notify> {
+        self.reload.clone()
+    }
 }
 
 /// Runs the daemon until `control` says stop (or a task fails).
 pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
+    if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+        // A node of a cluster: it writes only while it holds the lease.
+        return crate::cluster::node::run(cfg, control).await;
+    }
     let cfg = Arc::new(cfg);
     for m in &cfg.mailboxes {
         if m.tls == Tls::None {
@@ -105,8 +119,19 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
                 }
-                if let Err(e) = desk.tick(chrono::Utc::now()).await {
-                    warn!(error = %e, "time-based work failed; it is tried again at the next tick");
+                // A tick is bounded; while work is left (many tickets due
+                // at once, a sweep after a config change) the next one
+                // follows at once, each a job of its own, so mail and
+                // API changes go on in between.
+                for _ in 0..MAX_TICKS_AT_ONCE {
+                    let now = chrono::Utc::now();
+                    if let Err(e) = desk.tick(now).await {
+                        warn!(error = %e, "time-based work failed; it is tried again at the next tick");
+                        break;
+                    }
+                    if stop.is_cancelled() || !desk.time_backlog(now).unwrap_or(false) {
+                        break;
+                    }
                 }
             }
             "clock"

@@ -102,11 +102,50 @@ async fn smtp(cfg: &Config) -> Finding {
     }
 }
 
-/// Every mailbox and the SMTP server, checked concurrently.
+/// The PostgreSQL database (`store.backend = "postgres"`): reachable,
+/// which version, writable, not behind a transaction pooler.
+async fn database(cfg: &Config) -> Option<Finding> {
+    let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend else { return None };
+    let settings = match crate::cluster::node::settings(cfg, "").await {
+        Ok(s) => s,
+        Err(e) => return Some(Finding { subject: "database".into(), ok: false, detail: format!("{e:#}") }),
+    };
+    let subject = format!("database {}", settings.describe());
+    let probed = tokio::task::spawn_blocking(move || crate::store::postgres::probe::probe(&settings)).await;
+    Some(match probed {
+        Ok(Ok(r)) => Finding { subject, ok: r.ok(), detail: r.to_string().replace('\n', ";") },
+        Ok(Err(e)) => Finding { subject, ok: false, detail: e.to_string() },
+        Err(e) => Finding { subject, ok: false, detail: e.to_string() },
+    })
+}
+
+/// Every mailbox, the SMTP server and the database, checked concurrently.
 pub async fn check(cfg: &Config) -> Vec<Finding> {
     let mailboxes = futures::future::join_all(cfg.mailboxes.iter().map(mailbox));
-    let (mut found, smtp) = tokio::join!(mailboxes, smtp(cfg));
+    let (mut found, smtp, db) = tokio::join!(mailboxes, smtp(cfg), database(cfg));
     let mut out: Vec<Finding> = found.drain(..).flatten().collect();
     out.push(smtp);
+    out.extend(rspamd(cfg).await);
+    out.extend(db);
     out
+}
+
+/// `spam.rspamd_url`: rspamd scans a tiny mail in time.
+async fn rspamd(cfg: &Config) -> Option<Finding> {
+    let address = cfg.mailboxes.first().map(|m| m.address.as_str()).unwrap_or("");
+    let scanner = crate::spam::Scanner::from_config(&cfg.spam, address)?;
+    let subject = format!("rspamd {}", scanner.url());
+    let probe = b"From: ticketd <check-config@ticketd.invalid>\r\nSubject: check-config\r\n\r\nticketd check-config --connect\r\n";
+    let r = scanner.scan_all(&[probe]).await.pop();
+    Some(match r {
+        Some(crate::spam::ScanResult::Verdict(v)) => {
+            Finding { subject, ok: true, detail: format!("scans mail ({})", v.reason) }
+        }
+        Some(crate::spam::ScanResult::Failed { reason, .. }) => Finding {
+            subject,
+            ok: false,
+            detail: format!("{reason}; meanwhile spam.unreachable = \"{}\" decides", cfg.spam.unreachable),
+        },
+        None => Finding { subject, ok: false, detail: "no answer".into() },
+    })
 }

@@ -94,10 +94,16 @@ struct State {
     /// → reports received by the desk console.
     csp_reports: BTreeMap<&'static str, u64>,
     latency: Histogram,
+    /// (warning | breach, priority, target) → response target notices.
+    sla: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Automatic lifecycle step → count.
+    automations: BTreeMap<&'static str, u64>,
     /// The writer's current unit of work began then.
     writer_busy: Option<Instant>,
     /// Network operations in flight, by owner, with their deadline.
     operations: BTreeMap<String, (Instant, Duration)>,
+    /// (what, label) → count: the door's work (see [`Health::count_door`]).
+    door: BTreeMap<(&'static str, String), u64>,
 }
 
 /// Shared by every task; cheap to clone.
@@ -111,6 +117,13 @@ pub struct Snapshot {
     pub sends: Vec<(String, u64)>,
     pub csp_reports: Vec<(String, u64)>,
     pub latency: Histogram,
+    /// (what, label, count) of the door: `held` by verdict source,
+    /// `blocked`, `released`, `acks_refused` by reason, `scans` by result.
+    pub door: Vec<(String, String, u64)>,
+    /// (warning | breach, priority, target, count).
+    pub sla: Vec<(String, String, String, u64)>,
+    /// (lifecycle step, count).
+    pub automations: Vec<(String, u64)>,
 }
 
 impl Health {
@@ -161,6 +174,12 @@ impl Health {
         self.with(|s| s.latency.observe(seconds));
     }
 
+    /// One more of `what` (`held`, `blocked`, `released`, `acks_refused`,
+    /// `scans`) under `label` (a source, a reason, a result; may be empty).
+    pub fn count_door(&self, what: &'static str, label: &str) {
+        self.with(|s| *s.door.entry((what, label.to_owned())).or_default() += 1);
+    }
+
     pub fn count_send(&self, result: &'static str) {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
@@ -169,6 +188,17 @@ impl Health {
     /// page (`console`) or in a mail's frame (`mail`).
     pub fn count_csp_report(&self, source: &'static str) {
         self.with(|s| *s.csp_reports.entry(source).or_default() += 1);
+    }
+
+    /// A response target's warning or breach notice went out (#19).
+    pub fn count_sla(&self, kind: &'static str, priority: &'static str, target: &'static str) {
+        self.with(|s| *s.sla.entry((kind, priority, target)).or_default() += 1);
+    }
+
+    /// An automatic lifecycle step (pending reminder, pending → resolved,
+    /// resolved → closed) was taken (#19).
+    pub fn count_automation(&self, event: &'static str) {
+        self.with(|s| *s.automations.entry(event).or_default() += 1);
     }
 
     pub fn writer_busy(&self, busy: bool) {
@@ -207,6 +237,9 @@ impl Health {
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             csp_reports: s.csp_reports.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
+            door: s.door.iter().map(|((w, l), n)| ((*w).to_owned(), l.clone(), *n)).collect(),
+            sla: s.sla.iter().map(|((k, p, t), n)| ((*k).to_owned(), (*p).to_owned(), (*t).to_owned(), *n)).collect(),
+            automations: s.automations.iter().map(|(e, n)| ((*e).to_owned(), *n)).collect(),
         })
     }
 

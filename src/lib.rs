@@ -23,14 +23,16 @@
 //! 0  text failpoint
 //! 1  ticket
 //! 2  mail outbox health tls sla cluster
-//! 3  config spam
-//! 4  triage
-//! 5  store
-//! 6  desk
-//! 7  api imap outbound
-//! 8  console
-//! 9  daemon doctor
-//! 10 cli
+//! 3  spam
+//! 4  config
+//! 5  triage testkit
+//! 6  store
+//! 7  archive
+//! 8  desk
+//! 9  api imap outbound
+//! 10 console
+//! 11 daemon doctor
+//! 12 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
@@ -41,6 +43,7 @@
 //! top.
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -57,6 +60,8 @@ pub mod outbox;
 pub mod sla;
 pub mod spam;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod text;
 pub mod ticket;
 pub mod tls;

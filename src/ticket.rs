@@ -182,6 +182,18 @@ pub struct Ticket {
     pub number: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub participants: Vec<String>,
+    /// An added key (#19): when the first agent answer is due under the
+    /// response target in force; `null` where no target applies or it was
+    /// met. While the ticket is pending, the due time as of the stop.
+    #[serde(with = "rfc3339_opt", default)]
+    pub first_response_due: Option<DateTime<Utc>>,
+    /// An added key (#19): when the resolution is due; `null` as above.
+    #[serde(with = "rfc3339_opt", default)]
+    pub resolution_due: Option<DateTime<Utc>>,
+    /// An added key (#19): this ticket was merged into that one (and is
+    /// closed); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
 }
 
 pub fn ticket_id(number: u64) -> String {
@@ -322,6 +334,9 @@ mod tests {
             resolved_at: None,
             number: Some(1),
             participants: vec![],
+            first_response_due: None,
+            resolution_due: None,
+            merged_into: None,
         };
         t.set_status(Status::Resolved, t0);
         assert_eq!(t.resolved_at, Some(t0));
@@ -349,4 +364,11 @@ pub struct TicketRecord {
     /// Bumped by the writer on every save; the API's optimistic check.
     #[serde(default)]
     pub version: u64,
+    /// Response targets and lifecycle timers (#19), kept by the rules in
+    /// `triage::timers`.
+    #[serde(default, skip_serializing_if = "crate::sla::Timers::is_empty")]
+    pub timers: crate::sla::Timers,
+    /// Merged into this ticket: mail that finds this one goes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<u64>,
 }

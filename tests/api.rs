@@ -54,7 +54,7 @@ fn cli_ok(daemon: &Daemon, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_and_a_cli_reply_land_while_ingest_is_busy() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Unix);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Unix, |_| {}).await;
     let api = daemon.api();
 
     let first =
@@ -136,7 +136,7 @@ async fn a_patch_and_a_cli_reply_land_while_ingest_is_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_with_the_right_status() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Tcp);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Tcp, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -216,7 +216,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_attachment_url_of_a_ticket_downloads_the_same_bytes() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Tcp);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Tcp, |_| {}).await;
     let bytes: Vec<u8> = (0..3000u32).flat_map(|i| i.to_le_bytes()).collect();
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -265,7 +265,7 @@ async fn the_attachment_url_of_a_ticket_downloads_the_same_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_imap_server() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Unix);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Unix, |_| {}).await;
     let anon = daemon.api_anonymous();
     assert_eq!(anon.get("/healthz").await.unwrap().status, 200);
     let ready = |want: bool| {
@@ -308,7 +308,7 @@ async fn readiness_follows_the_imap_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_a_real_scrape() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Unix);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Unix, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -365,7 +365,7 @@ async fn promtool_accepts_a_real_scrape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_matches_the_routes() {
     let lab = Lab::start();
-    let daemon = Daemon::start_api(&lab, ApiAt::Tcp);
+    let daemon = Daemon::in_process_at(&lab, ApiAt::Tcp, |_| {}).await;
     let anon = daemon.api_anonymous();
     let doc = json_of(&anon.get("/api/v1/openapi.json").await.unwrap());
     assert_eq!(doc["openapi"], "3.1.0");
@@ -427,9 +427,8 @@ async fn the_cli_prints_the_same_through_the_api_as_from_the_store() {
     std::fs::write(daemon.dir.path().join("api-token"), format!("{}\n", common::ADMIN_TOKEN)).unwrap();
 
     // A config whose API nobody serves, while the daemon holds the store.
-    let other = daemon.dir.path().join("other.toml");
-    let text = std::fs::read_to_string(&daemon.config).unwrap().replace("/api.sock", "/nobody.sock");
-    std::fs::write(&other, text).unwrap();
+    let nobody = format!("unix:{}/nobody.sock", daemon.dir.path().display());
+    let other = daemon.config_variant("other.toml", |c| c.api.as_mut().unwrap().listen = nobody);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
         .arg("--config")
         .arg(&other)

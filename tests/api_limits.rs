@@ -38,13 +38,12 @@ fn closed_within(s: &TcpStream, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_starve_the_daemon() {
     let lab = Lab::start();
-    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
-    let text = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(
-        &daemon.config,
-        text.replace("[api]\n", "[api]\nmax_connections = 48\nheader_timeout = \"2s\"\nidle_timeout = \"4s\"\n"),
-    )
-    .unwrap();
+    let mut daemon = Daemon::prepare_api_with(&lab, ApiAt::Tcp, |c| {
+        let api = c.api.as_mut().unwrap();
+        api.max_connections = Some(48);
+        api.header_timeout = Some(Duration::from_secs(2));
+        api.idle_timeout = Some(Duration::from_secs(4));
+    });
     // The descriptor limit of the attack pass.
     daemon.wrapper = vec!["prlimit".into(), "--nofile=128:128".into(), "--".into()];
     daemon.spawn();
@@ -124,13 +123,12 @@ fn rss_kib(pid: u32) -> u64 {
 async fn slow_readers_of_a_large_attachment_hold_little_memory() {
     use base64::Engine as _;
     let lab = Lab::start();
-    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
-    let text = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(
-        &daemon.config,
-        text.replace("[api]\n", "[api]\nconcurrency = 4\ntimeout = \"3s\"\npublic_attachments = true\n"),
-    )
-    .unwrap();
+    let mut daemon = Daemon::prepare_api_with(&lab, ApiAt::Tcp, |c| {
+        let api = c.api.as_mut().unwrap();
+        api.concurrency = Some(4);
+        api.timeout = Some(Duration::from_secs(3));
+        api.public_attachments = Some(true);
+    });
     daemon.spawn();
     let file: Vec<u8> = (0..5u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&file);

@@ -7,20 +7,18 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
+use axum::http::Method;
+use common::desk::World;
 use common::{Daemon, Lab};
-use ticketd::config::Config;
+use serde_json::json;
+use ticketd::archive::ArchiveError;
+use ticketd::cli::http::Body;
 use ticketd::desk::backup::{self, BackupError};
-use ticketd::desk::{ActorRef, Desk, Item, Mode, Parts};
-use ticketd::imap::worker::Worker;
-use ticketd::outbound::sender::Sender;
-use ticketd::outbox::templates::Templates;
+use ticketd::desk::{Desk, Item, Mode};
 use ticketd::store::{IngestRecord, Records, Scan, Store, Table, WriteSet, keys};
-use ticketd::triage::act::Action;
+use ticketd::testkit::TestConfig;
 
 fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ticketd")).arg("--config").arg(config).args(args).output().unwrap()
@@ -43,50 +41,6 @@ fn customer_mail(id: &str, subject: &str, extra: &str, body: &str) -> String {
     )
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "not within 30 s: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The daemon's parts, in this process: a worker for the mailbox, the
-/// sender, the writer.
-struct Running {
-    desk: Desk,
-    store: Store,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn run_in_process(config: &Path) -> Running {
-    let cfg = Arc::new(Config::load(config).unwrap());
-    let desk = Desk::open(cfg.clone(), true).unwrap().desk;
-    let store = desk.store().clone();
-    let wake = desk.wake().clone();
-    let shutdown = CancellationToken::new();
-    let worker = Worker {
-        mb: cfg.mailboxes[0].clone(),
-        desk: desk.clone(),
-        max_message_bytes: cfg.desk.max_message_bytes,
-        shutdown: shutdown.clone(),
-    };
-    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake, shutdown: shutdown.clone() };
-    let tasks = vec![tokio::spawn(worker.run()), tokio::spawn(sender.run())];
-    Running { desk, store, shutdown, tasks }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        self.desk.end_run().await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     let lab = Lab::start();
@@ -94,12 +48,12 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     // the same /etc/ticketd/credentials would.
     let secret = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret.path(), "a-desk-secret-0123456789abcdef\n").unwrap();
-    let desk = format!(
-        "acks_per_sender_per_hour = 100\nmax_message_bytes = 4000\nsecret_file = \"{}\"",
-        secret.path().display()
-    );
-    let a = Daemon::prepare(&lab, "", &desk);
-    let run = run_in_process(&a.config);
+    let desk = |c: &mut TestConfig| {
+        c.desk.acks_per_sender_per_hour = Some(100);
+        c.desk.max_message_bytes = Some(4000);
+        c.desk.secret_file = Some(secret.path().to_owned());
+    };
+    let mut a = Daemon::in_process(&lab, desk).await;
 
     let attachment = "Q1JBU0ggUkVQT1JUIDQyCg==\r\n".repeat(20);
     let with_file = customer_mail(
@@ -118,31 +72,41 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     );
     let other = customer_mail("m3@customer.test", "Invoice", "", "Where is my invoice?\r\n");
     let huge = customer_mail("m4@customer.test", "Scan", "", &"A big scan.\r\n".repeat(600));
-    for m in [&with_file, &reply, &other, &huge] {
+    // The first mail is in before its reply is sent: Postfix may deliver
+    // two queued mails in either order.
+    lab.smtp_send("customer@example.test", &["support@example.test"], with_file.as_bytes()).await.unwrap();
+    common::all_seen(&lab, "support", 1, Duration::from_secs(30)).await;
+    for m in [&reply, &other, &huge] {
         lab.smtp_send("customer@example.test", &["support@example.test"], m.as_bytes()).await.unwrap();
     }
     common::all_seen(&lab, "support", 4, Duration::from_secs(30)).await;
-    run.desk
-        .act(
-            1,
-            ActorRef::Agent("agent_alice".into()),
-            vec![Action::Reply { text: "Try the rear tray.".into(), attachments: vec![] }],
-            vec![],
-            None,
-        )
+    let r = a
+        .api_as_alice()
+        .send(Method::POST, "/api/v1/tickets/1/replies", &[], Some(Body::json(&json!({"text": "Try the rear tray."}))))
         .await
         .unwrap();
-    eventually("everything sent", || run.store.pending_count() == 0 && run.store.sent_entries().unwrap().len() >= 5)
-        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    a.eventually_outbox("everything sent", Duration::from_secs(30), |e| {
+        e.iter().all(|m| m["state"] != "queued") && e.iter().filter(|m| m["state"] == "sent").count() >= 5
+    })
+    .await;
+    // Sent is handed to Postfix, not yet in the customer's mailbox.
+    lab.wait_for_messages("customer", "INBOX", 3, Duration::from_secs(30)).await.unwrap();
     let acks_before = lab.imap_fetch_all("customer", "INBOX").await.unwrap().len();
     assert!(acks_before >= 3, "two acknowledgements and the relay");
-    assert_eq!(run.store.quarantine_entries().unwrap().len(), 1, "the big scan");
+    let quarantined: Vec<serde_json::Value> =
+        serde_json::from_slice(&ok(&a.config, &["quarantine", "list", "--json"])).unwrap();
+    assert_eq!(quarantined.len(), 1, "the big scan: {quarantined:?}");
 
-    // While the worker and the sender run.
+    // While the worker and the sender run: through the daemon's API.
     let file = a.dir.path().join("desk.backup");
-    let summary = backup::backup_to_file(&run.desk, &file).await.unwrap();
-    assert!(summary.records > 10 && summary.blobs >= 5, "{summary:?}");
-    run.stop().await;
+    let said = String::from_utf8(ok(&a.config, &["backup", file.to_str().unwrap()])).unwrap();
+    let count = |what: &str| -> u64 {
+        let at = said.find(what).unwrap_or_else(|| panic!("{what}: {said}"));
+        said[..at].split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert!(count(" record(s)") > 10 && count(" blob(s)") >= 5, "{said}");
+    a.stop().await;
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -162,7 +126,7 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     let raw = ok(&a.config, &["tickets", "raw", "1"]);
     assert_eq!(String::from_utf8_lossy(&export).lines().count(), 2);
 
-    let b = Daemon::prepare(&lab, "", &desk);
+    let b = Daemon::prepare_with(&lab, desk);
     let restored = ok(&b.config, &["restore", file.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&restored).contains("restored the backup"));
     assert_eq!(ok(&b.config, &["export"]), export, "export is byte for byte the same");
@@ -180,15 +144,16 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
 
     // The restored desk goes on: nothing fetched, nothing sent twice.
     let mut b = b;
-    b.spawn();
+    b.start_in_process().await;
     let fresh = customer_mail("m5@customer.test", "Toner", "", "Toner is empty.\r\n");
     lab.smtp_send("customer@example.test", &["support@example.test"], fresh.as_bytes()).await.unwrap();
     lab.wait_for_messages("customer", "INBOX", acks_before + 1, Duration::from_secs(30)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    b.stop_ok();
-    assert_eq!(lab.imap_fetch_all("customer", "INBOX").await.unwrap().len(), acks_before + 1, "only the new ack");
-    let log = b.log_text();
-    assert!(!log.contains("skipped: a copy"), "a mail was fetched again:\n{log}");
+    // The fresh mail is the folder's newest: every older one the worker
+    // could have fetched again was fetched before it, and counted.
+    let metrics = b.api().get("/metrics").await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(!metrics.contains("outcome=\"duplicate\""), "a mail was fetched again:\n{metrics}");
+    b.stop().await;
     let export_b = ok(&b.config, &["export"]);
     assert!(export_b.starts_with(&export), "the old tickets are as they were");
     let lines: Vec<&str> = std::str::from_utf8(&export_b).unwrap().lines().collect();
@@ -203,6 +168,8 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
         std::str::from_utf8(&outbox).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(&out_b[..old.len()], &old[..], "nothing old was queued again");
     assert!(out_b[old.len()..].iter().all(|e| e["ticket"] == 3), "{out_b:?}");
+    let new_acks = out_b[old.len()..].iter().filter(|e| e["kind"] == "ack").count();
+    assert_eq!(new_acks, 1, "only the new ack: {out_b:?}");
 
     // With the daemon stopped the CLI backs up the store itself.
     let second = a.dir.path().join("stopped.backup");
@@ -227,7 +194,8 @@ async fn a_backup_of_a_running_desk_restores_as_the_same_desk() {
     assert_eq!(ok(&c.config, &["export"]), export);
 }
 
-const SECRET: &[u8] = b"0123456789abcdef0123";
+/// The secret of every [`World`] desk.
+const SECRET: &[u8] = ticketd::testkit::SECRET.as_bytes();
 
 /// `backup::restore` through `desk`'s writer, on the blocking pool as the
 /// CLI runs it.
@@ -236,30 +204,6 @@ async fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -
     tokio::task::spawn_blocking(move || backup::restore(&desk, &file, secret.as_deref(), trust).map(drop))
         .await
         .unwrap()
-}
-
-fn quiet_world(dir: &Path) -> (Arc<Config>, Store, Desk) {
-    let toml = format!(
-        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
-        dir.display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let p = dir.join("c.toml");
-    std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        secret: Some(SECRET.to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
-    (cfg, store, desk)
 }
 
 fn numbered(uid: u32) -> Vec<u8> {
@@ -306,7 +250,8 @@ fn check_one_state(store: &Store) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let w = World::new();
+    let desk = &w.desk;
     let writer = desk.clone();
     let load = tokio::spawn(async move {
         for batch in 0..60u32 {
@@ -320,15 +265,15 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
     for i in 0..4 {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let f = dir.path().join(format!("b{i}.backup"));
-        backup::backup_to_file(&desk, &f).await.unwrap();
+        backup::backup_to_file(desk, &f).await.unwrap();
         files.push(f);
     }
     load.await.unwrap();
     let mut sizes = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let (_, store, restored) = quiet_world(&dir.path().join(format!("r{i}")));
-        restore(&restored, f, Some(SECRET), false).await.unwrap();
-        sizes.push(check_one_state(&store));
+    for f in &files {
+        let restored = World::new();
+        restore(&restored.desk, f, Some(SECRET), false).await.unwrap();
+        sizes.push(check_one_state(restored.desk.store()));
     }
     assert!(sizes.iter().any(|n| *n > 0), "the snapshots were taken while tickets existed: {sizes:?}");
     assert!(sizes.iter().any(|n| *n < 450), "and while mail was still coming in: {sizes:?}");
@@ -337,24 +282,29 @@ async fn a_snapshot_is_one_committed_state_while_the_writer_is_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, desk) = quiet_world(&dir.path().join("a"));
+    let w = World::new();
+    let desk = &w.desk;
     let items = (1..=5).map(|uid| Item::Mail { uid, raw: numbered(uid) }).collect();
     assert_eq!(desk.ingest_with("support", 1, items, Mode::Quiet).await.error, None);
     let file = dir.path().join("good.backup");
-    backup::backup_to_file(&desk, &file).await.unwrap();
+    backup::backup_to_file(desk, &file).await.unwrap();
     let bytes = std::fs::read(&file).unwrap();
 
-    let (_, target, d) = quiet_world(&dir.path().join("target"));
+    let target_world = World::new();
+    let (target, d) = (target_world.desk.store(), target_world.desk.clone());
     let fail = async |name: &str, content: &[u8]| -> BackupError {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
         let e = restore(&d, &p, Some(SECRET), false).await.unwrap_err();
         assert_eq!(target.tickets().unwrap().len(), 0, "{name}: nothing written");
-        assert!(!backup::unfinished(&target).unwrap(), "{name}: not even the marker");
+        assert!(!backup::unfinished(target).unwrap(), "{name}: not even the marker");
         e
     };
     let e = fail("cut.backup", &bytes[..bytes.len() / 2]).await;
-    assert!(matches!(e, BackupError::Incomplete | BackupError::Damaged(_)), "{e}");
+    assert!(
+        matches!(e, BackupError::Archive(ArchiveError::Incomplete) | BackupError::Archive(ArchiveError::Damaged(_))),
+        "{e}"
+    );
     // The first "Question 3" is the ticket's title in tables/tickets.jsonl.
     let at = bytes.windows(10).position(|w| w == b"Question 3").unwrap();
     let mut flipped = bytes.clone();
@@ -362,7 +312,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
     let e = fail("flipped.backup", &flipped).await;
     assert!(e.to_string().contains("damaged"), "{e}");
     let e = fail("notes.txt", b"just some text, not a tar at all\n").await;
-    assert!(matches!(e, BackupError::NotABackup(_)), "{e}");
+    assert!(matches!(e, BackupError::Archive(ArchiveError::NotABackup(_))), "{e}");
     // A 37 KB-style bomb: an entry that claims 3 GiB (a GNU sparse one, or
     // a plain one whose header lies) is refused before anything is read.
     for kind in [tar::EntryType::GNUSparse, tar::EntryType::Regular] {
@@ -376,7 +326,13 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
         bomb.extend_from_slice(&[0u8; 1024 * 40]);
         let started = std::time::Instant::now();
         let e = fail("bomb.backup", &bomb).await;
-        assert!(matches!(e, BackupError::Damaged(_) | BackupError::Incomplete), "{kind:?}: {e}");
+        assert!(
+            matches!(
+                e,
+                BackupError::Archive(ArchiveError::Damaged(_)) | BackupError::Archive(ArchiveError::Incomplete)
+            ),
+            "{kind:?}: {e}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5), "{kind:?}: refused at once");
     }
     // Signed with another desk's secret: refused unless trusted.
@@ -394,28 +350,19 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
 
     // A restore that died half-way (its marker written, the process killed)
     // leaves a store no desk starts on.
-    let (cfg2, half, d) = quiet_world(&dir.path().join("half"));
+    let World { dir: half_dir, cfg: cfg2, desk: d } = World::new();
     d.join_when_last().await;
-    drop(half);
+    common::inproc::wait_unlocked(&cfg2.store.path).await;
     {
         let store = Store::open(&cfg2.store).unwrap();
         let mut w = WriteSet::default();
         w.put(Table::Meta, backup::RESTORING, vec![1]);
         store.take_committer().unwrap().commit(w).unwrap();
     }
-    let store = Store::open(&cfg2.store).unwrap();
-    let parts = Parts {
-        cfg: cfg2.clone(),
-        store,
-        secret: Some(SECRET.to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    };
-    let e = Desk::start(parts).err().expect("no desk starts on a half-restored store");
+    common::inproc::wait_unlocked(&cfg2.store.path).await;
+    let e = Desk::open(cfg2, false).err().expect("no desk starts on a half-restored store");
     assert!(e.to_string().contains("a restore into"), "{e}");
-    let out = cli(&dir.path().join("half/c.toml"), &["export"]);
+    let out = cli(&half_dir.path().join("ticketd.toml"), &["export"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("a restore into"),
@@ -427,7 +374,7 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_backs_up_the_running_daemon_through_its_api() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start_api(&lab, common::ApiAt::Tcp);
+    let mut daemon = Daemon::in_process_at(&lab, common::ApiAt::Tcp, |_| {}).await;
     for i in 0..3 {
         let m = customer_mail(&format!("live{i}@customer.test"), &format!("Live {i}"), "", "While it runs.\r\n");
         lab.smtp_send("customer@example.test", &["support@example.test"], m.as_bytes()).await.unwrap();
@@ -439,7 +386,7 @@ async fn the_cli_backs_up_the_running_daemon_through_its_api() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("record(s)"));
     let stats = cli(&daemon.config, &["store", "stats", "--json"]);
     assert!(stats.status.success(), "stats while running: {}", String::from_utf8_lossy(&stats.stderr));
-    daemon.stop_ok();
+    daemon.stop().await;
     let export = ok(&daemon.config, &["export"]);
 
     // Into a fresh store: the same desk (no secret file here to check the

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_TOKEN, ApiAt, Daemon, Lab};
+use ticketd::testkit::{ApiKeys, TestConfig};
 
 /// A program squatting on a TCP port: records every byte it is sent and
 /// answers every request with `reply`.
@@ -92,18 +93,21 @@ fn tcp_port(d: &Daemon) -> u16 {
 }
 
 /// The daemon's config with `api.socket` added (the package's setup).
-fn add_socket(d: &Daemon) -> std::path::PathBuf {
+fn add_socket(d: &mut Daemon) -> std::path::PathBuf {
     let sock = d.dir.path().join("cli.sock");
-    let text = std::fs::read_to_string(&d.config).unwrap();
-    std::fs::write(&d.config, text.replace("[api]\n", &format!("[api]\nsocket = \"{}\"\n", sock.display()))).unwrap();
+    d.reconfigure(|c| api_keys(c).socket = Some(sock.clone()));
     sock
+}
+
+fn api_keys(c: &mut TestConfig) -> &mut ApiKeys {
+    c.api.as_mut().expect("an [api] section")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_squatter_on_the_api_port_never_gets_the_admin_token() {
     let lab = Lab::start();
     let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
-    add_socket(&daemon);
+    add_socket(&mut daemon);
     let port = tcp_port(&daemon);
 
     // The daemon is down and someone else holds its port.
@@ -170,9 +174,7 @@ async fn over_tcp_the_daemon_proves_itself_before_the_token_is_sent() {
         TcpListener::bind("127.0.0.1:0").unwrap(),
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{\"proof\":\"00\"}",
     );
-    let other = daemon.dir.path().join("liar.toml");
-    let text = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(&other, text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{}", liar.port))).unwrap();
+    let other = daemon.config_variant("liar.toml", |c| api_keys(c).listen = format!("127.0.0.1:{}", liar.port));
     let out = cli(&other, &["tickets", "list"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -208,8 +210,7 @@ async fn over_tcp_the_daemon_proves_itself_before_the_token_is_sent() {
             }
         });
     }
-    let relay_cfg = daemon.dir.path().join("relay.toml");
-    std::fs::write(&relay_cfg, text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{relay_port}"))).unwrap();
+    let relay_cfg = daemon.config_variant("relay.toml", |c| api_keys(c).listen = format!("127.0.0.1:{relay_port}"));
     let out = cli(&relay_cfg, &["tickets", "list"]);
     assert!(!out.status.success(), "a relayed proof does not fit");
     assert!(
@@ -228,7 +229,7 @@ async fn over_tcp_the_daemon_proves_itself_before_the_token_is_sent() {
 async fn a_socket_served_by_another_user_is_refused() {
     let lab = Lab::start();
     let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
-    add_socket(&daemon);
+    add_socket(&mut daemon);
     daemon.spawn();
     // Another user's socket in a directory of its own (the daemon's test
     // directory is private, as /run/ticketd would be).
@@ -255,10 +256,7 @@ async fn a_socket_served_by_another_user_is_refused() {
         assert!(Instant::now() < deadline, "the other user's socket did not appear");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let cfg = daemon.dir.path().join("other.toml");
-    let text = std::fs::read_to_string(&daemon.config).unwrap();
-    let real = daemon.dir.path().join("cli.sock");
-    std::fs::write(&cfg, text.replace(real.to_str().unwrap(), fake.to_str().unwrap())).unwrap();
+    let cfg = daemon.config_variant("other.toml", |c| api_keys(c).socket = Some(fake.clone()));
     let out = cli(&cfg, &["tickets", "list"]);
     let _ = other.kill();
     let _ = other.wait();
@@ -313,10 +311,7 @@ async fn a_backup_that_does_not_check_out_is_an_error_not_a_file() {
             }
         }
     });
-    let cfg = daemon.dir.path().join("fake.toml");
-    let text = std::fs::read_to_string(&daemon.config).unwrap();
-    let port = tcp_port(&daemon);
-    std::fs::write(&cfg, text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{fake_port}"))).unwrap();
+    let cfg = daemon.config_variant("fake.toml", |c| api_keys(c).listen = format!("127.0.0.1:{fake_port}"));
     let file = daemon.dir.path().join("b.tar");
     let out = cli(&cfg, &["backup", file.to_str().unwrap()]);
     assert!(!out.status.success(), "garbage is not a backup");

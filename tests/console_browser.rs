@@ -410,7 +410,7 @@ async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
                     axum::http::Method::PATCH,
                     &format!("/api/v1/tickets/{n}"),
                     &[],
-                    Some(ticketd::api::http::Body::json(&body)),
+                    Some(ticketd::cli::http::Body::json(&body)),
                 )
                 .await
                 .unwrap();

@@ -1,61 +1,21 @@
 //! The desk's one writer, driven directly (no servers: the store is real,
 //! mail arrives as raw bytes the way the IMAP worker hands it over).
 
-use std::sync::Arc;
+mod common;
 
-use ticketd::config::Config;
-use ticketd::desk::{ActorRef, Delivery, Desk, DeskError, Item, Parts};
-use ticketd::outbox::templates::Templates;
-use ticketd::store::Store;
+use common::desk::World;
+use ticketd::desk::{ActorRef, Delivery, DeskError, Item};
 use ticketd::ticket::{Status, ThreadType};
 use ticketd::triage::act::Action;
-
-struct World {
-    _dir: tempfile::TempDir,
-    desk: Desk,
-}
-
-fn world() -> World {
-    world_with("")
-}
-
-fn world_with(desk: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[desk]\n{desk}\n[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
-        dir.path().display()
-    );
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
-    World { _dir: dir, desk }
-}
 
 fn mail(id: &str, extra: &str, body: &str) -> Vec<u8> {
     format!("From: Carla <carla@customer.test>\r\nTo: support@example.test\r\n{extra}Subject: Printer\r\nMessage-ID: <{id}>\r\n\r\n{body}\r\n").into_bytes()
 }
 
-async fn ingest(w: &World, uid: u32, raw: Vec<u8>) {
-    let r = w.desk.ingest("support", 1, vec![Item::Mail { uid, raw }]).await;
-    assert_eq!(r.done, vec![uid], "{:?}", r.error);
-}
-
 #[tokio::test]
 async fn a_refusal_and_a_reply_at_the_same_moment_both_land() {
-    let w = world();
-    ingest(&w, 1, mail("m1@c.test", "Cc: ghost@customer.test\r\n", "It smokes.")).await;
+    let w = World::new();
+    w.ingest(1, mail("m1@c.test", "Cc: ghost@customer.test\r\n", "It smokes.")).await;
     let entries = w.desk.outbox(false).unwrap();
     let notify = entries.iter().find(|e| e.to.contains(&"alice@example.test".to_owned())).unwrap().seq;
     for round in 0..20u32 {
@@ -64,8 +24,7 @@ async fn a_refusal_and_a_reply_at_the_same_moment_both_land() {
             notify,
             vec![Delivery::Refused { rcpt: format!("ghost{round}@customer.test"), error: "550 no such user".into() }],
         );
-        let reply = ingest(
-            &w,
+        let reply = w.ingest(
             10 + round,
             mail(&format!("r{round}@c.test"), "In-Reply-To: <m1@c.test>\r\n", &format!("reply {round}")),
         );
@@ -84,8 +43,8 @@ async fn a_refusal_and_a_reply_at_the_same_moment_both_land() {
 
 #[tokio::test]
 async fn every_channel_gets_the_same_rules_and_stale_writes_are_refused() {
-    let w = world();
-    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    let w = World::new();
+    w.ingest(1, mail("m1@c.test", "", "It smokes.")).await;
     let before = w.desk.ticket(1).unwrap().unwrap();
     let rec = w
         .desk
@@ -159,7 +118,7 @@ async fn every_channel_gets_the_same_rules_and_stale_writes_are_refused() {
 
 #[tokio::test]
 async fn a_quarantine_retry_that_fails_again_keeps_an_entry() {
-    let w = world();
+    let w = World::new();
     let raw = b"not an email at all".to_vec();
     let r = w.desk.ingest("support", 1, vec![Item::Mail { uid: 1, raw }]).await;
     assert_eq!(r.done, vec![1]);
@@ -180,8 +139,8 @@ async fn a_quarantine_retry_that_fails_again_keeps_an_entry() {
 
 #[tokio::test]
 async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
-    let w = world();
-    ingest(&w, 1, mail("m1@c.test", "Cc: boss@customer.test\r\n", "For both of us.")).await;
+    let w = World::new();
+    w.ingest(1, mail("m1@c.test", "Cc: boss@customer.test\r\n", "For both of us.")).await;
     w.desk
         .act(
             1,
@@ -198,7 +157,7 @@ async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
         "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.customer.test\r\nTo: support@example.test\r\nSubject: Undelivered\r\nMessage-ID: <dsn1@mx.customer.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.customer.test\r\n\r\nFinal-Recipient: rfc822; boss@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n--B--\r\n",
         relay.message_id
     );
-    ingest(&w, 2, dsn.into_bytes()).await;
+    w.ingest(2, dsn.into_bytes()).await;
     let after = w.desk.outbox(true).unwrap().into_iter().find(|e| e.seq == relay.seq).unwrap();
     assert_eq!(after.state, ticketd::outbox::OutState::Queued, "still waits for the customer: {after:?}");
     assert_eq!(after.refused, vec!["boss@customer.test"]);
@@ -214,11 +173,11 @@ async fn a_real_bounce_fails_one_recipient_and_spares_the_others() {
 /// with two Message-IDs, even on the same day.
 #[tokio::test]
 async fn two_mails_sharing_a_message_id_get_notifications_with_their_own_ids() {
-    let w = world();
-    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    let w = World::new();
+    w.ingest(1, mail("m1@c.test", "", "It smokes.")).await;
     let reply = |body: &str| mail("reused@c.test", "In-Reply-To: <m1@c.test>\r\n", body);
-    ingest(&w, 2, reply("Still smoking.")).await;
-    ingest(&w, 3, reply("Now it is on fire.")).await;
+    w.ingest(2, reply("Still smoking.")).await;
+    w.ingest(3, reply("Now it is on fire.")).await;
     let t = w.desk.ticket(1).unwrap().unwrap().ticket;
     let texts: Vec<&str> = t.threads.iter().map(|e| e.message.as_str()).collect();
     assert!(texts.contains(&"Still smoking.") && texts.contains(&"Now it is on fire."), "{texts:?}");
@@ -240,12 +199,12 @@ async fn two_mails_sharing_a_message_id_get_notifications_with_their_own_ids() {
 /// digest, once, when the hour has passed.
 #[tokio::test]
 async fn an_agent_past_the_hourly_limit_gets_one_digest_of_the_rest() {
-    let w = world_with("notifications_per_agent_per_hour = 2");
+    let w = World::with(|c| c.desk.notifications_per_agent_per_hour = Some(2));
     for uid in 1..=5u32 {
         let m = format!(
             "From: c{uid}@customer.test\r\nTo: support@example.test\r\nSubject: Flood {uid}\r\nMessage-ID: <f{uid}@c.test>\r\n\r\nhi\r\n"
         );
-        ingest(&w, uid, m.into_bytes()).await;
+        w.ingest(uid, m.into_bytes()).await;
     }
     let to_alice = |w: &World| -> Vec<ticketd::desk::views::OutboxView> {
         w.desk.outbox(true).unwrap().into_iter().filter(|e| e.to.contains(&"alice@example.test".to_owned())).collect()
@@ -267,9 +226,9 @@ async fn an_agent_past_the_hourly_limit_gets_one_digest_of_the_rest() {
 /// updates come from here, from every channel alike.
 #[tokio::test]
 async fn every_commit_tells_subscribers_what_changed() {
-    let w = world();
+    let w = World::new();
     let mut changes = w.desk.subscribe();
-    ingest(&w, 1, mail("m1@c.test", "", "It smokes.")).await;
+    w.ingest(1, mail("m1@c.test", "", "It smokes.")).await;
     let c = changes.recv().await.unwrap();
     assert_eq!(c.tickets, vec![1]);
     assert!(c.outbox, "the acknowledgement was queued");

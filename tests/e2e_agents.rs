@@ -21,7 +21,7 @@ fn text(raw: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
 
     // The customer writes, with a colleague in Cc: the colleague becomes a participant.
     let first = mail(
@@ -84,7 +84,7 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     lab.smtp_send("alice@example.test", &["support@example.test"], resolve.as_bytes()).await.unwrap();
     let resolved = wait_for_text(&lab, "customer", "Replaced the fuser unit", WAIT).await;
     assert!(resolved.contains("has been resolved"), "{resolved}");
-    daemon.stop_ok();
+    daemon.stop().await;
 
     let t = daemon.ticket_json(1);
     assert_eq!(t["status"], "resolved");
@@ -129,7 +129,7 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     );
 
     // 5. The customer answers the resolved ticket: it reopens.
-    let mut daemon = daemon.restart();
+    daemon.start_in_process().await;
     let resolved_id = header(&resolved, "Message-ID").unwrap();
     let again = mail(
         "customer@example.test",
@@ -141,7 +141,7 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
     );
     lab.smtp_send("customer@example.test", &["support@example.test"], &again).await.unwrap();
     wait_for_text(&lab, "alice", "It smokes again.", WAIT).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     assert_eq!(t["status"], "open");
     assert!(t["resolvedAt"].is_null());
@@ -152,7 +152,7 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start_with(&lab, "", "send_receipts = true");
+    let mut daemon = Daemon::in_process(&lab, |c| c.desk.send_receipts = Some(true)).await;
     let first = mail(
         "customer@example.test",
         "support@example.test",
@@ -180,7 +180,7 @@ async fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
     );
     lab.smtp_send("customer@example.test", &["support@example.test"], &late).await.unwrap();
     wait_for_text(&lab, "alice", "One more thing.", WAIT).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let old = daemon.ticket_json(1);
     assert_eq!(old["status"], "closed");
     let t = daemon.ticket_json(2);
@@ -192,7 +192,7 @@ async fn a_reply_to_a_closed_ticket_opens_a_follow_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_pass_from_the_trusted_authserv_id_proves_an_agent() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start_with(&lab, "", "trusted_authserv_id = \"mx.example.test\"");
+    let mut daemon = Daemon::in_process(&lab, |c| c.desk.trusted_authserv_id = Some("mx.example.test".into())).await;
     let first = mail(
         "customer@example.test",
         "support@example.test",
@@ -223,7 +223,7 @@ async fn dkim_pass_from_the_trusted_authserv_id_proves_an_agent() {
     );
     lab.imap_append("support", "INBOX", smuggled.as_bytes()).await.unwrap();
     common::all_seen(&lab, "support", 4, WAIT).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     assert_eq!(t["priority"], "high");
     assert_eq!(t["assignedTo"], "agent_alice");

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, Lab, header};
+use ticketd::config::AfterAction;
 
 fn customer_mail(from: &str, id: &str, subject: &str, extra: &str, body: &str) -> Vec<u8> {
     format!(
@@ -24,7 +25,7 @@ fn with_attachment(id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
 
     lab.smtp_send("customer@example.test", &["support@example.test"], &with_attachment("first@customer.example.test"))
         .await
@@ -70,7 +71,7 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     // Reply → 1 notification, stranger → ack + notification, ooo → notification only.
     lab.wait_for_messages("alice", "INBOX", 4, Duration::from_secs(30)).await.unwrap();
     lab.wait_for_messages("stranger", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
-    daemon.stop_ok();
+    daemon.stop().await;
 
     let tickets = daemon.tickets_json();
     assert_eq!(tickets.len(), 3, "{tickets:#?}");
@@ -98,6 +99,7 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     .unwrap();
     let stored = store.attachment(sha).unwrap().expect("the attachment is stored under its hash");
     drop(store);
+    daemon.wait_store_free().await;
     assert_eq!(stored, b"ERROR 401 at line 42\n");
 
     // Postfix may deliver the last two mails in either order.
@@ -109,21 +111,27 @@ async fn a_customer_mail_becomes_a_ticket_and_the_conversation_threads() {
     assert_ne!(stranger["client"], "client_1");
     assert_eq!(stranger["title"], "Printer on fire");
     assert_eq!(find("I am away until Monday.")["title"], "Out of office");
-    let bob = lab.imap_fetch_all("bob", "INBOX").await.unwrap();
-    assert!(bob.is_empty(), "no acknowledgement to an autoresponder");
+    let outbox = daemon.outbox_json();
+    assert!(
+        !outbox.iter().any(|m| m["to"].as_array().unwrap().iter().any(|a| a == "bob@example.test")),
+        "no acknowledgement to an autoresponder: {outbox:#?}"
+    );
 
     // Restart over the same mailbox: nothing is created or sent twice.
-    let mut daemon = daemon.restart();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    daemon.stop_ok();
+    daemon.start_in_process().await;
+    daemon.wait_fetched("support", Duration::from_secs(30)).await;
+    daemon.stop().await;
     assert_eq!(daemon.tickets_json().len(), 3);
-    assert_eq!(lab.imap_fetch_all("customer", "INBOX").await.unwrap().len(), 1, "one acknowledgement only");
+    let again = daemon.outbox_json();
+    let ids = |e: &[serde_json::Value]| e.iter().map(|m| m["message_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&outbox), "the restart queued nothing");
+    assert_eq!(common::queued(&again, "ack", "customer@example.test").len(), 1, "one acknowledgement only");
     let export = daemon.cli(&["export"]);
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["_id"], "support_ticket_1", "export runs oldest first");
-    assert_eq!(lab.imap_fetch_all("alice", "INBOX").await.unwrap().len(), 4);
+    assert_eq!(common::queued(&again, "agent_notify", "alice@example.test").len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +151,12 @@ async fn the_cli_refuses_plainly_while_the_daemon_holds_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_move_files_processed_mail_away() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "after = \"move\"\nmove_to = \"Processed\"\n");
+    let mut daemon = Daemon::in_process(&lab, |c| {
+        let m = c.mailbox();
+        m.after = Some(AfterAction::Move);
+        m.move_to = Some("Processed".into());
+    })
+    .await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -153,7 +166,7 @@ async fn after_move_files_processed_mail_away() {
     .unwrap();
     lab.wait_for_messages("customer", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
     lab.wait_for_messages("support", "Processed", 1, Duration::from_secs(30)).await.unwrap();
-    daemon.stop_ok();
+    daemon.stop().await;
     assert_eq!(lab.imap_count("support", "INBOX").await.unwrap(), 0);
     assert_eq!(daemon.tickets_json().len(), 1);
 }
@@ -161,7 +174,7 @@ async fn after_move_files_processed_mail_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processed_mail_is_marked_seen_and_kept() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -170,7 +183,7 @@ async fn processed_mail_is_marked_seen_and_kept() {
     .await
     .unwrap();
     lab.wait_for_messages("customer", "INBOX", 1, Duration::from_secs(30)).await.unwrap();
-    daemon.stop_ok();
+    daemon.stop().await;
     let flags = lab.imap_flags("support", "INBOX").await.unwrap();
     assert_eq!(flags.len(), 1);
     assert!(flags[0].1.iter().any(|f| f == "\\Seen"), "{flags:?}");
@@ -180,7 +193,11 @@ async fn processed_mail_is_marked_seen_and_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_delete_with_polling_instead_of_idle() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "after = \"delete\"\nidle = false");
+    let mut daemon = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().after = Some(AfterAction::Delete);
+        c.mailbox().idle = Some(false);
+    });
+    daemon.spawn();
     for i in 0..3 {
         let m = customer_mail(
             &format!("customer+{i}@example.test"),

@@ -77,11 +77,12 @@ async fn sigkill_anywhere_loses_nothing_and_duplicates_nothing() {
     s.logout().await.unwrap();
     let originals = (0..N).filter(|i| !is_reply(*i)).count();
 
-    let mut daemon = Daemon::start_with(
-        &lab,
-        "batch_size = 7",
-        "acks_per_sender_per_hour = 1000\nnotifications_per_agent_per_hour = 1000",
-    );
+    let mut daemon = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().batch_size = Some(7);
+        c.desk.acks_per_sender_per_hour = Some(1000);
+        c.desk.notifications_per_agent_per_hour = Some(1000);
+    });
+    daemon.spawn();
     daemon.kill9();
     let seed = 0x7ac4e7d;
     let mut rng = Lcg(seed);

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lab, wait_for_text};
+use common::{ApiAt, Daemon, Lab, wait_for_text};
 
 struct Mount(std::path::PathBuf);
 
@@ -25,7 +25,7 @@ fn mail(subject: &str, id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_acknowledging_and_recovers() {
     let lab = Lab::start();
-    let mut daemon = Daemon::prepare(&lab, "", "");
+    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Unix, "", "");
     let db = daemon.dir.path().join("db");
     std::fs::create_dir_all(&db).unwrap();
     let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"]).arg(&db).status().unwrap();
@@ -44,12 +44,10 @@ async fn a_full_disk_stops_acknowledging_and_recovers() {
     drop(f);
 
     lab.smtp_send("customer@example.test", &["support@example.test"], &mail("During", "df2@c.test")).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemon.log_text().contains("cannot store changes") {
-        assert!(Instant::now() < deadline, "no ERROR about the store:\n{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Retries go on (with backoff) while the disk stays full; the mail is not marked.
+    // The mailbox waits for the store, as ticketd reports.
+    daemon.wait_mailbox("support", &["store_wait"], Duration::from_secs(30), |_| true).await;
+    // Retries go on (with backoff) while the disk stays full, and the log
+    // says so once; the mail is not marked.
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.log_text().matches("waiting for the store").count() < 2 {
         assert!(Instant::now() < deadline, "no retries:\n{}", daemon.log_text());
@@ -132,13 +130,13 @@ async fn mailbox_state(api: &ticketd::cli::http::HttpClient) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_writes_cut_off_by_a_full_disk_never_shift_another_customers_bytes() {
     let lab = Lab::start();
-    let mut daemon = Daemon::prepare_api(&lab, common::ApiAt::Tcp, "", "");
+    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Tcp, "", "");
     let blobs = daemon.dir.path().join("attachments");
     std::fs::create_dir_all(&blobs).unwrap();
     let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&blobs).status().unwrap();
     assert!(ok.success(), "mounting a tmpfs needs root (CI runs as root)");
     let _mount = Mount(blobs.clone());
-    daemon.spawn();
+    daemon.start_in_process().await;
     let api = daemon.api();
 
     let mut sent: Vec<(u64, String, Vec<u8>)> = Vec::new();
@@ -167,7 +165,7 @@ async fn blob_writes_cut_off_by_a_full_disk_never_shift_another_customers_bytes(
         lab.imap_append("support", "INBOX", &raw).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while mailbox_state(&api).await != "store_wait" {
-            assert!(Instant::now() < deadline, "the store never refused the write:\n{}", daemon.log_text());
+            assert!(Instant::now() < deadline, "the store never refused the write");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         std::fs::remove_file(&filler).unwrap();
@@ -261,5 +259,5 @@ async fn blob_writes_cut_off_by_a_full_disk_never_shift_another_customers_bytes(
     assert!(!out.status.success(), "a backup of a damaged store fails");
     assert!(String::from_utf8_lossy(&out.stderr).contains(sha), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!daemon.dir.path().join("bad.tar").exists());
-    daemon.stop_ok();
+    daemon.stop().await;
 }

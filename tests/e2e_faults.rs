@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lab, decoded, header, wait_for_text};
+use common::{ApiAt, Daemon, Lab, decoded, header, wait_for_text};
+use ticketd::testkit::MailboxKeys;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -60,11 +61,17 @@ async fn an_imap_outage_is_survived_and_logged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_mailbox_does_not_stall_the_others() {
     let lab = Lab::start();
-    let others = format!(
-        "\n[[mailboxes]]\nname = \"wrongpass\"\naddress = \"helpdesk@example.test\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\npassword = \"not-the-password\"\n\n[[mailboxes]]\nname = \"unreachable\"\naddress = \"sales@example.test\"\nhost = \"127.0.0.1\"\nport = 1\ntls = \"none\"\npassword = \"x\"\ntimeout = \"2s\"\n",
-        lab.imap_port
-    );
-    let mut daemon = Daemon::start(&lab, &others);
+    let mut daemon = Daemon::prepare_api_with(&lab, ApiAt::Unix, |c| {
+        let mut wrong = MailboxKeys::new("wrongpass", "helpdesk@example.test", lab.imap_port);
+        wrong.username = None;
+        wrong.password = "not-the-password".into();
+        let mut unreachable = MailboxKeys::new("unreachable", "sales@example.test", 1);
+        unreachable.username = None;
+        unreachable.password = "x".into();
+        unreachable.timeout = Some(Duration::from_secs(2));
+        c.mailboxes.extend([wrong, unreachable]);
+    });
+    daemon.spawn();
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -73,12 +80,9 @@ async fn a_broken_mailbox_does_not_stall_the_others() {
     .await
     .unwrap();
     wait_for_text(&lab, "customer", "[Ticket #1] Still works", WAIT).await;
-    // Both broken mailboxes have been tried (and retried) meanwhile.
-    let deadline = Instant::now() + WAIT;
-    while count(&daemon.log_text(), "still unavailable") < 2 || !daemon.log_text().contains("mailbox login failed") {
-        assert!(Instant::now() < deadline, "{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Both broken mailboxes have been tried meanwhile, as ticketd reports.
+    daemon.wait_mailbox("wrongpass", &["login_failed"], WAIT, |_| true).await;
+    daemon.wait_mailbox("unreachable", &["down"], WAIT, |_| true).await;
     daemon.stop_ok();
     let log = daemon.log_text();
     assert_eq!(count(&log, "mailbox login failed"), 1, "{log}");
@@ -96,7 +100,8 @@ async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
     for m in &msgs {
         lab.imap_append("support", "Tickets", m).await.unwrap();
     }
-    let mut daemon = Daemon::start(&lab, "folder = \"Tickets\"");
+    let mut daemon = Daemon::prepare_with(&lab, |c| c.mailbox().folder = Some("Tickets".into()));
+    daemon.spawn();
     lab.wait_for_messages("customer", "INBOX", 3, WAIT).await.unwrap();
     daemon.stop_ok();
 
@@ -130,15 +135,12 @@ async fn a_uidvalidity_change_rereads_the_folder_without_duplicates() {
 async fn the_outbox_holds_through_an_smtp_outage_and_a_restart() {
     let lab = Lab::start();
     lab.stop_smtp();
-    let smtp = "retry_initial = \"1s\"\nretry_max = \"2s\"";
-    let mut daemon = Daemon::start_with(&lab, "", "");
-    // Faster retries for the test: rewrite the [smtp] section's keys.
-    daemon.kill9();
-    let cfg = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("timeout = \"10s\"\n\n[[mailboxes]]", &format!("timeout = \"10s\"\n{smtp}\n\n[[mailboxes]]"));
-    std::fs::write(&daemon.config, cfg).unwrap();
-    daemon.spawn();
+    // Faster retries for the test.
+    let mut daemon = Daemon::in_process(&lab, |c| {
+        c.smtp.retry_initial = Some(Duration::from_secs(1));
+        c.smtp.retry_max = Some(Duration::from_secs(2));
+    })
+    .await;
 
     lab.imap_append("support", "INBOX", &mail("customer@example.test", "Queued one", "q1@c.test", "", "first"))
         .await
@@ -154,24 +156,28 @@ async fn the_outbox_holds_through_an_smtp_outage_and_a_restart() {
         .await
         .unwrap();
     all_seen(&lab, 3).await;
-    let deadline = Instant::now() + WAIT;
-    while !daemon.log_text().contains("SMTP unavailable") {
-        assert!(Instant::now() < deadline, "{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The sender found SMTP down: the outbox records the failed attempt.
+    let tried = |e: &[serde_json::Value]| e.iter().map(|m| m["attempts"].as_u64().unwrap_or(0)).sum::<u64>();
+    let before = daemon
+        .eventually_outbox("a failed attempt recorded", WAIT, |e| {
+            e.iter().any(|m| m["attempts"].as_u64() >= Some(1) && m["last_error"].is_string())
+        })
+        .await;
     // Restart while SMTP is still down: the queue is on disk.
-    daemon.stop_ok();
+    daemon.stop().await;
     let out = daemon.cli(&["outbox", "--json"]);
     let pending = String::from_utf8_lossy(&out.stdout).lines().count();
     assert_eq!(pending, 5, "2 acks + 3 notifications wait:\n{}", String::from_utf8_lossy(&out.stdout));
-    daemon.spawn();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.start_in_process().await;
+    // The restarted sender meets the outage too before SMTP comes back.
+    let tried_before = tried(&before);
+    daemon.eventually_outbox("another attempt after the restart", WAIT, |e| tried(e) > tried_before).await;
     lab.start_smtp();
 
     wait_for_text(&lab, "stranger", "[Ticket #2] Queued two", WAIT).await;
     let notes = lab.wait_for_messages("alice", "INBOX", 3, WAIT).await.unwrap();
     lab.wait_for_messages("customer", "INBOX", 1, WAIT).await.unwrap();
-    daemon.stop_ok();
+    daemon.stop().await;
     assert_eq!(lab.imap_count("customer", "INBOX").await.unwrap(), 1, "each mail delivered once");
     assert_eq!(notes.len(), 3);
     // Per-ticket order: ticket 1's "New ticket" notification is handed to
@@ -192,18 +198,14 @@ async fn the_outbox_holds_through_an_smtp_outage_and_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_smtp_rejection_stops_retrying_and_is_recorded() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     // ghost@example.test does not exist: Postfix answers 550 at RCPT time.
     lab.imap_append("support", "INBOX", &mail("ghost@example.test", "Nobody home", "g1@c.test", "", "hello"))
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !daemon.log_text().contains("recipient permanently refused") {
-        assert!(Instant::now() < deadline, "{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.eventually_outbox("the refusal recorded", WAIT, |e| e.iter().any(|m| m["state"] == "failed")).await;
     lab.wait_for_messages("alice", "INBOX", 1, WAIT).await.unwrap();
-    daemon.stop_ok();
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     let last = t["threads"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "system");
@@ -217,7 +219,7 @@ async fn a_permanent_smtp_rejection_stops_retrying_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_naive_autoresponder_cannot_start_a_loop() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     // The worst kind of autoresponder: answers everything, with a fresh
     // subject, no threading headers and no Auto-Submitted.
     lab.smtp_send(
@@ -229,23 +231,27 @@ async fn a_naive_autoresponder_cannot_start_a_loop() {
     .unwrap();
     lab.wait_for_messages("carol", "INBOX", 1, WAIT).await.unwrap();
     let mut answered = 0;
-    let mut quiet_since = Instant::now();
     let started = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(6) && started.elapsed() < Duration::from_secs(60) && answered < 30
-    {
+    loop {
         let inbox = lab.imap_fetch_all("carol", "INBOX").await.unwrap();
-        if inbox.len() > answered {
-            while answered < inbox.len() {
-                answered += 1;
-                let m =
-                    mail("carol@example.test", "Out of office", &format!("l{answered}@carol.test"), "", "I am away.");
-                lab.smtp_send("carol@example.test", &["support@example.test"], &m).await.unwrap();
-            }
-            quiet_since = Instant::now();
+        while answered < inbox.len() && answered < 30 {
+            answered += 1;
+            let m = mail("carol@example.test", "Out of office", &format!("l{answered}@carol.test"), "", "I am away.");
+            lab.smtp_send("carol@example.test", &["support@example.test"], &m).await.unwrap();
         }
+        // The exchange is over when ticketd has taken in everything carol
+        // sent, has nothing left to send, and carol has every ack it sent.
+        let flags = lab.imap_flags("support", "INBOX").await.unwrap_or_default();
+        let taken_in = flags.len() == answered + 1 && flags.iter().all(|(_, f)| f.iter().any(|x| x == "\\Seen"));
+        let outbox = daemon.outbox_json();
+        let acks = common::queued(&outbox, "ack", "carol@example.test");
+        if taken_in && outbox.iter().all(|m| m["state"] != "queued") && acks.len() == inbox.len() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60) && answered < 30, "no end: {answered} answers");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    daemon.stop_ok();
+    daemon.stop().await;
     assert_eq!(answered, 5, "acknowledgements stop at the per-sender limit (5 per hour)");
     assert_eq!(lab.imap_count("carol", "INBOX").await.unwrap(), 5);
 }
@@ -257,7 +263,7 @@ async fn a_sieve_vacation_reply_ends_the_exchange() {
         "bob@example.test",
         "require [\"vacation\", \"vacation-seconds\"];\nvacation :seconds 1 :subject \"Away\" \"I am on vacation.\";\n",
     );
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     lab.smtp_send(
         "bob@example.test",
         &["support@example.test"],
@@ -275,9 +281,18 @@ async fn a_sieve_vacation_reply_ends_the_exchange() {
     lab.smtp_send("alice@example.test", &["support@example.test"], reply.as_bytes()).await.unwrap();
     // The vacation reply arrives and is ingested.
     all_seen(&lab, 3).await;
-    // Give a loop every chance to show itself.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    daemon.stop_ok();
+    // What ticketd queued: the ack, the notification, the relay. Nothing
+    // answers the vacation reply, so there is nothing left to loop on.
+    let outbox = daemon.eventually_outbox("everything sent", WAIT, |e| e.iter().all(|m| m["state"] == "sent")).await;
+    let kinds: Vec<(&str, &str)> =
+        outbox.iter().map(|m| (m["kind"].as_str().unwrap(), m["to"][0].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [("ack", "bob@example.test"), ("agent_notify", "alice@example.test"), ("relay", "bob@example.test")],
+        "{outbox:#?}"
+    );
+    lab.wait_for_messages("bob", "INBOX", 2, WAIT).await.unwrap();
+    daemon.stop().await;
     assert_eq!(
         lab.imap_count("support", "INBOX").await.unwrap(),
         3,
@@ -301,7 +316,7 @@ fn dsn(original_id: &str, rcpt: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounces_land_on_their_ticket_or_in_quarantine() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -314,7 +329,7 @@ async fn bounces_land_on_their_ticket_or_in_quarantine() {
     lab.imap_append("support", "INBOX", &dsn(&ack_id, "customer@example.test")).await.unwrap();
     lab.imap_append("support", "INBOX", &dsn("<never-sent@elsewhere.test>", "nobody@example.test")).await.unwrap();
     all_seen(&lab, 3).await;
-    daemon.stop_ok();
+    daemon.stop().await;
 
     let t = daemon.ticket_json(1);
     let last = t["threads"].as_array().unwrap().last().unwrap().clone();
@@ -345,9 +360,9 @@ async fn hostile_mail_is_quarantined_and_the_mailbox_keeps_flowing() {
     lab.imap_append("support", "INBOX", &mail("customer@example.test", "Normal", "n1@c.test", "", "fine"))
         .await
         .unwrap();
-    let mut daemon = Daemon::start_with(&lab, "", "max_message_bytes = 20000");
+    let mut daemon = Daemon::in_process(&lab, |c| c.desk.max_message_bytes = Some(20_000)).await;
     all_seen(&lab, 4).await;
-    daemon.stop_ok();
+    daemon.stop().await;
 
     let titles: Vec<String> = daemon.tickets_json().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect();
     assert!(titles.contains(&"Bad base64".to_owned()) && titles.contains(&"Normal".to_owned()), "{titles:?}");
@@ -360,10 +375,7 @@ async fn hostile_mail_is_quarantined_and_the_mailbox_keeps_flowing() {
     assert!(shown.contains("Subject: Huge"), "the header is kept: {shown}");
 
     // With a bigger limit the operator retries it into a ticket.
-    let cfg = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("max_message_bytes = 20000", "max_message_bytes = 20000000");
-    std::fs::write(&daemon.config, cfg).unwrap();
+    daemon.reconfigure(|c| c.desk.max_message_bytes = Some(20_000_000));
     let out = daemon.cli(&["quarantine", "retry", &huge_id]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(daemon.tickets_json().iter().any(|t| t["title"] == "Huge"));
@@ -435,10 +447,12 @@ async fn a_connection_cut_mid_fetch_loses_and_duplicates_nothing() {
     lab.imap_append_many("support", "INBOX", &msgs).await.unwrap();
     let proxy = cutting_proxy(lab.imap_port, 150_000).await;
     // customer+N@ is one sender for the acknowledgement limit.
-    let mut daemon = Daemon::prepare(&lab, "batch_size = 10", "acks_per_sender_per_hour = 1000");
-    let cfg = std::fs::read_to_string(&daemon.config).unwrap();
-    std::fs::write(&daemon.config, cfg.replacen(&format!("port = {}", lab.imap_port), &format!("port = {proxy}"), 1))
-        .unwrap();
+    let mut daemon = Daemon::prepare_with(&lab, |c| {
+        let m = c.mailbox();
+        m.batch_size = Some(10);
+        m.port = proxy;
+        c.desk.acks_per_sender_per_hour = Some(1000);
+    });
     daemon.spawn();
     common::all_seen(&lab, "support", n, Duration::from_secs(60)).await;
     lab.wait_for_messages("customer", "INBOX", n, WAIT).await.unwrap();
@@ -464,7 +478,7 @@ async fn a_connection_cut_mid_fetch_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_participant_does_not_hold_back_the_customer() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     // ghost@example.test is in Cc but does not exist (Postfix: 550 at RCPT).
     let first = mail("customer@example.test", "Two readers", "pr1@c.test", "Cc: ghost@example.test\r\n", "hello");
     lab.smtp_send("customer@example.test", &["support@example.test"], &first).await.unwrap();
@@ -475,12 +489,12 @@ async fn a_refused_participant_does_not_hold_back_the_customer() {
     );
     lab.smtp_send("alice@example.test", &["support@example.test"], reply.as_bytes()).await.unwrap();
     wait_for_text(&lab, "customer", "Answer for both of you.", WAIT).await;
-    let deadline = Instant::now() + WAIT;
-    while !daemon.log_text().contains("recipient permanently refused") {
-        assert!(Instant::now() < deadline, "{}", daemon.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    daemon.stop_ok();
+    daemon
+        .eventually_outbox("ghost's refusal recorded", WAIT, |e| {
+            e.iter().any(|m| m["kind"] == "relay" && m["refused"].as_array().is_some_and(|r| !r.is_empty()))
+        })
+        .await;
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     assert_eq!(t["participants"], serde_json::json!(["ghost@example.test"]));
     let system: Vec<&str> = t["threads"]

@@ -4,9 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Daemon, Lab, address};
+use common::{ApiAt, Daemon, Lab, address};
+use ticketd::config::{AfterAction, Initial};
 
 fn old_mail(i: usize, date: &str) -> Vec<u8> {
     format!(
@@ -26,22 +27,21 @@ async fn fill(lab: &Lab, user: &str) {
     s.logout().await.unwrap();
 }
 
-fn daemon_for(lab: &Lab, user: &str, initial: &str) -> Daemon {
-    let d = Daemon::prepare(lab, &format!("initial = \"{initial}\""), "acks_per_sender_per_hour = 100");
-    let cfg = std::fs::read_to_string(&d.config).unwrap();
-    let cfg = cfg
-        .replacen("address = \"support@example.test\"", &format!("address = \"{}\"", address(user)), 1)
-        .replacen("username = \"support@example.test\"", &format!("username = \"{}\"", address(user)), 1);
-    std::fs::write(&d.config, cfg).unwrap();
-    d
+/// A desk on `user`'s mailbox, meeting it for the first time as `initial` says.
+fn daemon_for(lab: &Lab, user: &str, initial: Initial) -> Daemon {
+    Daemon::prepare_api_with(lab, ApiAt::Unix, |c| {
+        let m = c.mailbox();
+        m.initial = Some(initial);
+        m.address = address(user);
+        m.username = Some(address(user));
+        c.desk.acks_per_sender_per_hour = Some(100);
+    })
 }
 
-async fn settle(d: &Daemon, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !d.log_text().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?}:\n{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The first contact is over: the worker has been through the folder once
+/// and waits for new mail, as `/readyz` says.
+async fn settle(d: &Daemon) {
+    d.wait_fetched("support", Duration::from_secs(30)).await;
 }
 
 fn titles(d: &Daemon) -> Vec<String> {
@@ -59,13 +59,12 @@ async fn mail_already_there_is_handled_as_initial_says() {
     }
 
     // The default, "unseen": the two unread mails are work; read mail is history.
-    let mut d = daemon_for(&lab, "desk-unseen", "unseen");
-    d.spawn();
+    let mut d = daemon_for(&lab, "desk-unseen", Initial::Unseen);
+    d.start_in_process().await;
     lab.wait_for_messages("customer", "INBOX", 2, Duration::from_secs(30)).await.unwrap();
     lab.wait_for_messages("alice", "INBOX", 2, Duration::from_secs(30)).await.unwrap();
-    settle(&d, "first contact with this mailbox").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    d.stop_ok();
+    settle(&d).await;
+    d.stop().await;
     assert_eq!(titles(&d), vec!["Old question 5", "Old question 6"]);
     let flags = lab.imap_flags("desk-unseen", "INBOX").await.unwrap();
     assert_eq!(flags.len(), 7, "nothing moved or deleted");
@@ -74,23 +73,23 @@ async fn mail_already_there_is_handled_as_initial_says() {
     assert_eq!(lab.imap_fetch_all("alice", "INBOX").await.unwrap().len(), 2, "two notifications, not seven");
 
     // "new": nothing already there; what arrives afterwards is.
-    let mut d = daemon_for(&lab, "desk-new", "new");
-    d.spawn();
-    settle(&d, "first contact with this mailbox").await;
+    let mut d = daemon_for(&lab, "desk-new", Initial::New);
+    d.start_in_process().await;
+    settle(&d).await;
     let fresh = "From: carol@example.test\r\nTo: desk-new@example.test\r\nSubject: Fresh\r\nMessage-ID: <fresh@c.test>\r\n\r\nNew today.\r\n";
     lab.smtp_send("carol@example.test", &["desk-new@example.test"], fresh.as_bytes()).await.unwrap();
     lab.wait_for_messages("alice", "INBOX", 3, Duration::from_secs(30)).await.unwrap();
-    d.stop_ok();
+    d.stop().await;
     assert_eq!(titles(&d), vec!["Fresh"]);
     let flags = lab.imap_flags("desk-new", "INBOX").await.unwrap();
     assert!(flags[5..7].iter().all(|(_, f)| !f.iter().any(|x| x == "\\Seen")), "old unread mail left alone: {flags:?}");
 
     // "import": all of it, quietly, with the original dates.
-    let mut d = daemon_for(&lab, "desk-import", "import");
-    d.spawn();
+    let mut d = daemon_for(&lab, "desk-import", Initial::Import);
+    d.start_in_process().await;
     common::all_seen(&lab, "desk-import", 7, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    d.stop_ok();
+    settle(&d).await;
+    d.stop().await;
     let tickets = d.tickets_json();
     assert_eq!(tickets.len(), 7);
     for t in &tickets {
@@ -107,7 +106,10 @@ async fn mail_already_there_is_handled_as_initial_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_connect_names_each_server_that_does_not_work() {
     let lab = Lab::start();
-    let good = Daemon::prepare(&lab, "after = \"move\"\nmove_to = \"Done\"", "");
+    let good = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().after = Some(AfterAction::Move);
+        c.mailbox().move_to = Some("Done".into());
+    });
     let out = good.cli(&["check-config", "--connect"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "the move_to folder is missing:\n{text}");
@@ -118,10 +120,7 @@ async fn check_config_connect_names_each_server_that_does_not_work() {
     let out = good.cli(&["check-config", "--connect"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
-    let wrong = Daemon::prepare(&lab, "", "");
-    let cfg =
-        std::fs::read_to_string(&wrong.config).unwrap().replacen("password = \"secret\"", "password = \"wrong\"", 1);
-    std::fs::write(&wrong.config, cfg).unwrap();
+    let wrong = Daemon::prepare_with(&lab, |c| c.mailbox().password = "wrong".into());
     let out = wrong.cli(&["check-config", "--connect"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success());
@@ -129,14 +128,10 @@ async fn check_config_connect_names_each_server_that_does_not_work() {
 
     // Nothing listens on a port just released.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let down = Daemon::prepare(&lab, "", "");
-    let cfg = std::fs::read_to_string(&down.config).unwrap();
-    let cfg = cfg.replacen(&format!("port = {}", lab.imap_port), &format!("port = {free}"), 1).replacen(
-        &format!("port = {}", lab.smtp_port),
-        &format!("port = {free}"),
-        1,
-    );
-    std::fs::write(&down.config, cfg).unwrap();
+    let down = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().port = free;
+        c.smtp.port = free;
+    });
     let out = down.cli(&["check-config", "--connect"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

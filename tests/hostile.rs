@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Lab};
+use common::{ApiAt, Daemon, Lab};
+use ticketd::config::Tls;
 
 fn normal_mail(id: &str, subject: &str) -> Vec<u8> {
     format!(
@@ -34,7 +35,7 @@ async fn a_mail_that_kills_the_process_is_quarantined_after_two_deaths_and_the_m
     lab.imap_append("support", "INBOX", &poison).await.unwrap();
     lab.imap_append("support", "INBOX", &normal_mail("after@customer.example.test", "After the poison")).await.unwrap();
 
-    let mut daemon = Daemon::prepare(&lab, "", "");
+    let mut daemon = Daemon::prepare_api(&lab, ApiAt::Unix, "", "");
     daemon.env = vec![("TICKETD_CRASH_ON".into(), "POISON-PILL-7".into())];
     let mut starts = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -57,7 +58,8 @@ async fn a_mail_that_kills_the_process_is_quarantined_after_two_deaths_and_the_m
     }
     // One death in a normal batch, two with the message in hand alone.
     assert!(starts <= 3 + 1, "{starts} starts");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The worker went on past the poison and is waiting for more mail.
+    daemon.wait_fetched("support", Duration::from_secs(30)).await;
     assert!(daemon.running(), "alive after quarantining:\n{}", daemon.log_text());
     daemon.stop_ok();
     assert!(ticket_titled(&daemon, "After the poison").is_some(), "the next mail is a ticket");
@@ -68,7 +70,7 @@ async fn a_mail_that_kills_the_process_is_quarantined_after_two_deaths_and_the_m
 
     // A clean restart after the quarantine is a normal start again.
     daemon.spawn();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.wait_fetched("support", Duration::from_secs(30)).await;
     daemon.stop_ok();
     assert!(!daemon.log_text().rsplit("ticketd ready").next().unwrap_or("").contains("one message at a time"));
 }
@@ -142,7 +144,7 @@ async fn a_huge_body_gets_an_excerpt_to_agents_and_holds_nobody_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_out_of_office_answer_never_acts() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -158,22 +160,26 @@ async fn an_agents_out_of_office_answer_never_acts() {
     );
     lab.smtp_send("alice@example.test", &["support@example.test"], oof.as_bytes()).await.unwrap();
     ingested(&lab, "support", 2, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     assert_eq!(t["status"], "open", "no command applied: {t:#}");
     assert_eq!(t["assignedTo"], serde_json::Value::Null, "not assigned to the absent agent");
     let last = t["threads"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["internal"], true, "kept for the agents only: {last}");
     assert!(last["message"].as_str().unwrap().contains("out of the office"));
-    let to_customer = lab.imap_fetch_all("customer", "INBOX").await.unwrap();
-    assert_eq!(to_customer.len(), 1, "the acknowledgement only: nothing relayed");
+    let to_customer: Vec<serde_json::Value> = daemon
+        .outbox_json()
+        .into_iter()
+        .filter(|m| m["to"].as_array().unwrap().iter().any(|a| a == "customer@example.test"))
+        .collect();
+    assert_eq!(to_customer.len(), 1, "the acknowledgement only: nothing relayed: {to_customer:#?}");
+    assert_eq!(to_customer[0]["kind"], "ack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_participants_and_a_huge_subject_are_still_delivered() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     let cc: Vec<String> = (0..60).map(|i| format!("customer+p{i}@example.test")).collect();
     let subject = format!("Long {}", "subject ".repeat(248));
     let first = format!(
@@ -200,7 +206,7 @@ async fn sixty_participants_and_a_huge_subject_are_still_delivered() {
     let to = common::header(&relays[0], "To").unwrap();
     assert_eq!(to.matches("@example.test").count(), 61, "{to}");
     assert!(relays[0].lines().all(|l| l.len() <= 998));
-    daemon.stop_ok();
+    daemon.stop().await;
     let t = daemon.ticket_json(1);
     assert!(t["title"].as_str().unwrap().chars().count() <= 201, "title capped");
     let description = t["description"].as_str().unwrap();
@@ -219,20 +225,13 @@ async fn no_credential_reaches_a_trace_log() {
     lab.enable_smtp_auth();
     let smtp_pw = "Smtp-Pw-51e0b2";
     lab.add_user("relay", smtp_pw);
-    let mut daemon = Daemon::prepare(&lab, "", "");
-    let ca = lab.ca_pem.display().to_string();
-    let cfg = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replacen("password = \"secret\"", &format!("password = \"{imap_pw}\""), 1)
-        .replacen(
-            &format!("port = {}\ntls = \"none\"", lab.smtp_port),
-            &format!(
-                "port = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nusername = \"relay@example.test\"\npassword = \"{smtp_pw}\"",
-                lab.smtp_port
-            ),
-            1,
-        );
-    std::fs::write(&daemon.config, cfg).unwrap();
+    let mut daemon = Daemon::prepare_with(&lab, |c| {
+        c.mailbox().password = imap_pw.into();
+        c.smtp.tls = Tls::Starttls;
+        c.smtp.ca_file = Some(lab.ca_pem.clone());
+        c.smtp.username = Some("relay@example.test".into());
+        c.smtp.password = Some(smtp_pw.into());
+    });
     daemon.env = vec![("TICKETD_LOG".into(), "trace".into())];
     daemon.spawn();
     lab.smtp_send(
@@ -289,7 +288,7 @@ mod base64_check {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_delivery_report_is_ordinary_mail() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     lab.smtp_send(
         "customer@example.test",
         &["support@example.test"],
@@ -313,7 +312,7 @@ async fn a_forged_delivery_report_is_ordinary_mail() {
     .await
     .unwrap();
     ingested(&lab, "support", 2, Duration::from_secs(30)).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let t1 = daemon.ticket_json(1);
     assert!(
         !t1["threads"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains("attacker text")),
@@ -331,11 +330,11 @@ async fn a_forged_delivery_report_is_ordinary_mail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_mail_is_not_printed_to_a_terminal() {
     let lab = Lab::start();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::in_process(&lab, |_| {}).await;
     let evil = "From: customer@example.test\r\nTo: support@example.test\r\nSubject: Printer\r\nMessage-ID: <esc@c.test>\r\n\r\nHello \x1b]0;pwned\x07\x1b[2J world\r\n";
     lab.smtp_send("customer@example.test", &["support@example.test"], evil.as_bytes()).await.unwrap();
     ingested(&lab, "support", 1, Duration::from_secs(30)).await;
-    daemon.stop_ok();
+    daemon.stop().await;
     let piped = daemon.cli(&["tickets", "raw", "1"]);
     assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
     assert!(piped.stdout.windows(2).any(|w| w == b"\x1b]"), "to a pipe the bytes are unaltered");

@@ -72,7 +72,7 @@ fn schemas() -> Value {
         "Attachment": {"type": "object", "required": ["filename", "url", "size", "type"], "properties": {
             "filename": {"type": "string"}, "url": {"type": "string"}, "size": {"type": "integer"}, "type": {"type": "string"}
         }},
-        "Ticket": {"type": "object", "description": "The Support Ticket object", "required": ["_id", "title", "description", "status", "priority", "category", "client", "assignedTo", "threads", "attachments", "tags", "resolution", "createdAt", "updatedAt", "resolvedAt"], "properties": {
+        "Ticket": {"type": "object", "description": "The Support Ticket object", "required": ["_id", "title", "description", "status", "priority", "category", "client", "assignedTo", "threads", "attachments", "tags", "resolution", "createdAt", "updatedAt", "resolvedAt", "firstResponseDue", "resolutionDue"], "properties": {
             "_id": {"type": "string", "example": "support_ticket_42"},
             "title": {"type": "string"}, "description": {"type": "string"},
             "status": vocab(&["open", "pending", "in_progress", "resolved", "closed"]),
@@ -88,7 +88,13 @@ fn schemas() -> Value {
             "updatedAt": {"type": "string", "format": "date-time"},
             "resolvedAt": {"type": ["string", "null"], "format": "date-time"},
             "number": {"type": "integer"},
-            "participants": {"type": "array", "items": {"type": "string"}}
+            "participants": {"type": "array", "items": {"type": "string"}},
+            "firstResponseDue": {"type": ["string", "null"], "format": "date-time", "description": "When the first agent answer is due under the response target in force; null where no target applies or it was met"},
+            "resolutionDue": {"type": ["string", "null"], "format": "date-time", "description": "When the resolution is due; null where no target applies or it was met"},
+            "mergedInto": {"type": "string", "description": "Present on a ticket merged into another: that ticket's id"}
+        }},
+        "MergeRequest": {"type": "object", "additionalProperties": false, "required": ["into"], "properties": {
+            "into": {"type": ["integer", "string"], "description": "The surviving ticket: 42 or \"support_ticket_42\""}
         }},
         "TicketPage": {"type": "object", "required": ["tickets"], "properties": {
             "tickets": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}},
@@ -133,7 +139,7 @@ fn schemas() -> Value {
         }},
         "OutboxEntry": {"type": "object", "properties": {
             "seq": {"type": "integer"}, "ticket": {"type": "integer"},
-            "kind": vocab(&["ack", "agent_notify", "relay", "resolved", "command_error", "receipt"]),
+            "kind": vocab(&["ack", "agent_notify", "relay", "resolved", "command_error", "receipt", "digest", "escalation", "reminder"]),
             "state": vocab(&["queued", "sent", "failed", "dropped"]),
             "to": {"type": "array", "items": {"type": "string"}}, "subject": {"type": "string"},
             "message_id": {"type": "string"}, "attempts": {"type": "integer"},
@@ -167,9 +173,15 @@ fn list_parameters() -> Value {
         q("q", "Case-insensitive text in the title or description", json!({"type": "string", "maxLength": 256})),
         q(
             "sort",
-            "Default -number (newest first)",
-            vocab(&["-number", "number", "-updatedAt", "updatedAt", "-createdAt", "createdAt"])
+            "Default -number (newest first); due: the earliest running response target first",
+            vocab(&["-number", "number", "-updatedAt", "updatedAt", "-createdAt", "createdAt", "due"])
         ),
+        q(
+            "due",
+            "overdue: a running response target is past due; soon: one is due within `within`",
+            vocab(&["overdue", "soon"])
+        ),
+        q("within", "With due=soon: how far ahead (default 1h), e.g. 30m, 4h", json!({"type": "string"})),
         q("limit", "Page size, default 50", json!({"type": "integer", "minimum": 1, "maximum": 500})),
         q("cursor", "The next_cursor of the previous page", json!({"type": "string"})),
     ])
@@ -177,6 +189,7 @@ fn list_parameters() -> Value {
 
 pub fn document() -> Value {
     let mut doc = paths_and_schemas();
+    spam_paths(&mut doc);
     // Who may call each route comes from the route table, the one place
     // roles are decided, so the document cannot disagree with the server.
     for spec in super::routes::route_table() {
@@ -245,6 +258,11 @@ fn paths_and_schemas() -> Value {
                 "parameters": [ticket_id(), if_match(), act_as()],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Text"}}}},
                 "responses": ticket_changed("201")}},
+            "/api/v1/tickets/{id}/merge": {"post": {"operationId": "mergeTicket",
+                "summary": "Merge this ticket into another: that one gains its entries, attachments, tags and participants (its customer too); this one is closed and points there, and its later mail lands there. Refused (400 on into) into itself, a closed or merged ticket, or across a merge cycle. Not undone.",
+                "parameters": [ticket_id(), act_as()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MergeRequest"}}}},
+                "responses": ticket_changed("200")}},
             "/api/v1/quarantine": {"get": {"operationId": "listQuarantine", "summary": "Messages that could not become tickets",
                 "responses": {"200": ok_json("Entries", "QuarantineList"), "401": err("No token, or a wrong one")}}},
             "/api/v1/quarantine/{id}": {
@@ -286,4 +304,60 @@ fn paths_and_schemas() -> Value {
                     "401": err("No token, or a wrong one"), "404": err("No attachment with that hash and name")}}}
         }
     })
+}
+
+/// The spam list, the blocklist and blocking a ticket's sender.
+fn spam_paths(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["SpamEntry"] = json!({"type": "object", "required": ["id", "at", "source", "reason"], "properties": {
+        "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+        "mailbox": {"type": "string"}, "uid": {"type": "integer"},
+        "source": {"type": "string", "enum": ["border_spamassassin", "border_rspamd", "scanner_rspamd", "blocked", "rspamd_unreachable"],
+            "description": "Who held it: the border's filter, rspamd asked by ticketd, the blocklist, or rspamd unreachable with spam.unreachable = \"hold\""},
+        "score": {"type": ["number", "null"]}, "reason": {"type": "string"},
+        "from": {"type": ["string", "null"]}, "subject": {"type": "string"},
+        "message_id": {"type": ["string", "null"]}, "raw_sha256": {"type": "string"}
+    }});
+    schemas["SpamDetail"] = json!({"allOf": [{"$ref": "#/components/schemas/SpamEntry"},
+        {"type": "object", "properties": {"raw_base64": {"type": "string", "description": "The raw mail, base64"}}}]});
+    schemas["SpamList"] = json!({"type": "object", "properties": {"entries": {"type": "array", "items": {"$ref": "#/components/schemas/SpamEntry"}}}});
+    schemas["BlockEntry"] = json!({"type": "object", "required": ["entry", "source"], "properties": {
+        "entry": {"type": "string", "description": "name@domain (with or without +detail, any case) or @domain (with its subdomains)"},
+        "source": {"type": "string", "enum": ["config", "runtime"]},
+        "by": {"type": "string"}, "at": {"type": "string", "format": "date-time"}, "ticket": {"type": "integer"}
+    }});
+    schemas["Blocklist"] = json!({"type": "object", "properties": {"entries": {"type": "array", "items": {"$ref": "#/components/schemas/BlockEntry"}}}});
+    schemas["BlockRequest"] = json!({"type": "object", "additionalProperties": false, "required": ["entry"], "properties": {"entry": {"type": "string"}}});
+    schemas["BlockChanged"] =
+        json!({"type": "object", "properties": {"entry": {"type": "string"}, "changed": {"type": "boolean"}}});
+    let paths = &mut doc["paths"];
+    paths["/api/v1/tickets/{id}/block"] = json!({"post": {"operationId": "blockSender",
+        "summary": "Block the ticket's sender (as #block by mail): the ticket is closed and tagged spam, their later mail is held on the spam list",
+        "parameters": [ticket_id(), if_match(), act_as()],
+        "responses": ticket_changed("200")}});
+    paths["/api/v1/spam"] = json!({"get": {"operationId": "listSpam",
+        "summary": "Mail held for review (spam, blocked senders): no ticket, no acknowledgement, nothing sent",
+        "responses": {"200": ok_json("Entries", "SpamList"), "400": err("A parameter"), "401": err("No token, or a wrong one")}}});
+    paths["/api/v1/spam/{id}"] = json!({
+        "get": {"operationId": "getSpam", "summary": "One held mail and its raw bytes", "parameters": [id_param("The entry's id")],
+            "responses": {"200": ok_json("The entry", "SpamDetail"), "401": err("No token, or a wrong one"), "404": err("No such entry")}},
+        "delete": {"operationId": "dropSpam", "summary": "Forget the held mail and its raw copy (it is not ingested again)", "parameters": [id_param("The entry's id")],
+            "responses": {"204": {"description": "Dropped"}, "401": err("No token, or a wrong one"), "404": err("No such entry")}}
+    });
+    paths["/api/v1/spam/{id}/release"] = json!({"post": {"operationId": "releaseSpam",
+        "summary": "Ingest the held mail as ordinary mail (a ticket, acknowledged if the ordinary rules allow it)",
+        "parameters": [id_param("The entry's id")],
+        "responses": {"200": ok_json("What happened", "RetryOutcome"), "401": err("No token, or a wrong one"), "404": err("No such entry, or its raw copy is gone")}}});
+    paths["/api/v1/blocklist"] = json!({
+        "get": {"operationId": "listBlocklist", "summary": "The blocklist: spam.block from the config, then entries added at run time",
+            "responses": {"200": ok_json("Entries", "Blocklist"), "400": err("A parameter"), "401": err("No token, or a wrong one")}},
+        "post": {"operationId": "addBlock", "summary": "Block an address or a whole domain: their mail is held on the spam list",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BlockRequest"}}}},
+            "responses": {"201": ok_json("Added", "BlockChanged"), "200": ok_json("It was blocked already", "BlockChanged"),
+                "400": err("Not an address or @domain"), "401": err("No token, or a wrong one"), "415": err("Not JSON")}}
+    });
+    paths["/api/v1/blocklist/{entry}"] = json!({"delete": {"operationId": "removeBlock",
+        "summary": "Unblock a run-time entry (entries of spam.block are removed in the config file)",
+        "parameters": [{"name": "entry", "in": "path", "required": true, "description": "name@domain or @domain", "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "Removed"}, "400": err("Not an entry, or one of the config file"), "401": err("No token, or a wrong one"), "404": err("Not on the run-time blocklist")}}});
 }

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::desk::summary::client_number;
 
 /// One configured agent.

@@ -35,6 +35,21 @@ pub struct Readiness {
     /// Each API listener: serving, or why not.
     #[serde(default)]
     pub listeners: BTreeMap<String, Check>,
+    /// A node of a cluster: `leader` or `standby` (absent on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The node that leads (its name), when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Where the leader's API is (`cluster.advertise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_address: Option<String>,
+    /// The lease's epoch (raised by every new leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// This node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +141,14 @@ pub async fn readiness(st: &AppState) -> Readiness {
     if !writer.ok {
         problems.push("the desk writer has stopped".into());
     }
+    let cluster = st.desk.cluster().map(|c| c.status());
+    // A standby fetches no mail: its mailboxes are not a reason to be unready.
+    let standby = cluster.as_ref().is_some_and(|c| !c.leading);
+    if let Some(c) = &cluster
+        && !c.lock_ok
+    {
+        problems.push("the database does not answer the lease's calls".to_owned());
+    }
     let mut mailboxes = BTreeMap::new();
     for m in &st.desk.config().mailboxes {
         let r = match snap.mailboxes.get(&m.name) {
@@ -144,7 +167,7 @@ pub async fn readiness(st: &AppState) -> Readiness {
                 last_error: None,
             },
         };
-        if !r.up {
+        if !r.up && !standby {
             problems.push(format!("mailbox {}: {}", m.name, r.state));
         }
         mailboxes.insert(m.name.clone(), r);
@@ -163,7 +186,20 @@ pub async fn readiness(st: &AppState) -> Readiness {
         }
         listeners.insert(name, Check { ok: error.is_none(), error });
     }
-    Readiness { ready: problems.is_empty(), problems, store, writer, mailboxes, outbox, listeners }
+    Readiness {
+        ready: problems.is_empty(),
+        problems,
+        store,
+        writer,
+        mailboxes,
+        outbox,
+        listeners,
+        role: cluster.as_ref().map(|c| if c.leading { "leader" } else { "standby" }.to_owned()),
+        leader: cluster.as_ref().and_then(|c| c.leader.clone()),
+        leader_address: cluster.as_ref().and_then(|c| c.leader_address.clone()),
+        epoch: cluster.as_ref().map(|c| c.epoch),
+        node: cluster.as_ref().map(|c| c.node.clone()),
+    }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
@@ -172,13 +208,18 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         let store = desk.store();
         let quarantine =
             store.backend().count(Table::Quarantine).map_err(|e| ApiError::from(crate::desk::DeskError::from(e)))?;
+        let now = Utc::now();
+        let (overdue, timers_due) = desk.time_counts(now)?;
         Ok(Scrape {
             snapshot: desk.health().snapshot(),
             mailboxes: desk.config().mailboxes.iter().map(|m| m.name.clone()).collect(),
             outbox: desk.outbox_summary()?,
             quarantine,
             store_bytes: store.backend().size_on_disk().unwrap_or(0),
-            now: Utc::now(),
+            overdue,
+            timers_due,
+            now,
+            cluster: desk.cluster().map(|c| c.status()),
         })
     })
     .await

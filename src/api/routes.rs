@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::guard::{bounded, frame, method_not_allowed, no_route, require_admin, require_token};
-use super::wire::{self, Entries, QuarantineDetail, TextBody, TicketPatch, check_text};
+use super::wire::{self, Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, check_text};
 use super::{AppState, probes};
 use crate::desk::{Desk, DeskError, Upload};
 use crate::store::BlobKind;
@@ -112,6 +112,7 @@ fn table(upload_limit: usize) -> Table {
     t.add(Token, Method::GET, "/api/v1/tickets/{id}/raw", ticket_raw, json);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/replies", post_reply, upload_limit);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/notes", post_note, json);
+    t.add(Token, Method::POST, "/api/v1/tickets/{id}/merge", merge_ticket, json);
     t.add(Admin, Method::GET, "/api/v1/quarantine", list_quarantine, json);
     t.add(Admin, Method::GET, "/api/v1/quarantine/{id}", get_quarantine, json);
     t.add(Admin, Method::POST, "/api/v1/quarantine/{id}/retry", retry_quarantine, json);
@@ -124,6 +125,14 @@ fn table(upload_limit: usize) -> Table {
     t.add(Admin, Method::GET, "/api/v1/store/stats", store_stats, json);
     t.add(Token, Method::GET, "/api/v1/clients/{id}", super::people::get_client, json);
     t.add(Token, Method::GET, "/api/v1/agents", super::people::list_agents, json);
+    t.add(Token, Method::POST, "/api/v1/tickets/{id}/block", block_sender, json);
+    t.add(Admin, Method::GET, "/api/v1/spam", list_spam, json);
+    t.add(Admin, Method::GET, "/api/v1/spam/{id}", get_spam, json);
+    t.add(Admin, Method::POST, "/api/v1/spam/{id}/release", release_spam, json);
+    t.add(Admin, Method::DELETE, "/api/v1/spam/{id}", drop_spam, json);
+    t.add(Admin, Method::GET, "/api/v1/blocklist", list_blocklist, json);
+    t.add(Admin, Method::POST, "/api/v1/blocklist", add_block, json);
+    t.add(Admin, Method::DELETE, "/api/v1/blocklist/{entry}", remove_block, json);
     t
 }
 
@@ -157,6 +166,7 @@ pub fn router_with(st: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(st.clone(), crate::cluster::forward::layer))
         .layer(middleware::from_fn_with_state(st.clone(), frame))
         .with_state(st)
 }
@@ -484,6 +494,22 @@ pub async fn post_note(
     Ok(ticket_response(StatusCode::CREATED, &rec))
 }
 
+/// Merges the ticket into the one the body names (#19); answers with the
+/// survivor. A refusal (closed target, a cycle, …) is a 400 on `into`.
+pub async fn merge_ticket(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> R<Response> {
+    let n = ticket_number(id)?;
+    let body = body.map_err(|e| body_rejection(e, wire::MAX_JSON_BYTES))?;
+    let MergeBody { into } = parse_json(&headers, &body)?;
+    let rec = st.desk.merge(n, into, caller.actor).await?;
+    Ok(ticket_response(StatusCode::OK, &rec))
+}
+
 pub async fn list_quarantine(State(st): State<AppState>, RawQuery(raw): RawQuery) -> R<Response> {
     no_parameters(raw.as_deref())?;
     let entries = blocking(&st, |d| d.quarantine()).await?;
@@ -760,6 +786,90 @@ impl std::io::Write for ChannelWriter {
 pub async fn store_stats(State(st): State<AppState>) -> R<Response> {
     let stats = blocking(&st, |d| d.stats()).await?;
     Ok(json(StatusCode::OK, &stats))
+}
+
+/// An agent blocks the ticket's sender: the ticket is closed and tagged
+/// `spam`, their later mail is held (the same rules as `#block` by mail).
+pub async fn block_sender(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> R<Response> {
+    let n = ticket_number(id)?;
+    let expect = if_match(&headers)?;
+    let rec = st.desk.act(n, caller.actor, vec![Action::BlockSender], Vec::new(), expect).await?;
+    Ok(ticket_response(StatusCode::OK, &rec))
+}
+
+pub async fn list_spam(State(st): State<AppState>, RawQuery(raw): RawQuery) -> R<Response> {
+    no_parameters(raw.as_deref())?;
+    let entries = blocking(&st, |d| d.spam()).await?;
+    Ok(json(StatusCode::OK, &crate::desk::spam::SpamList { entries }))
+}
+
+pub async fn get_spam(State(st): State<AppState>, id: Result<Path<String>, PathRejection>) -> R<Response> {
+    let n = entry_number(id, "spam entry")?;
+    let found = blocking(&st, move |d| d.spam_entry(n)).await?;
+    let (entry, raw) = found.ok_or_else(|| ApiError::not_found(format!("no spam entry {n}")).field("id"))?;
+    use base64::Engine as _;
+    let raw_base64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    Ok(json(StatusCode::OK, &crate::desk::spam::SpamDetail { entry, raw_base64 }))
+}
+
+pub async fn release_spam(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
+    let n = entry_number(id, "spam entry")?;
+    let outcome = st.desk.spam_release(n, caller.actor).await?;
+    Ok(json(StatusCode::OK, &outcome))
+}
+
+pub async fn drop_spam(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> R<Response> {
+    let n = entry_number(id, "spam entry")?;
+    st.desk.spam_drop(n, caller.actor).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_blocklist(State(st): State<AppState>, RawQuery(raw): RawQuery) -> R<Response> {
+    no_parameters(raw.as_deref())?;
+    let entries = blocking(&st, |d| d.blocklist()).await?;
+    Ok(json(StatusCode::OK, &crate::desk::spam::Blocklist { entries }))
+}
+
+fn block_entry(text: &str) -> R<crate::spam::BlockEntry> {
+    crate::spam::BlockEntry::parse(text)
+        .map_err(|e| ApiError::invalid("entry", crate::text::clean_line(&e.to_string())))
+}
+
+pub async fn add_block(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> R<Response> {
+    let body = body.map_err(|e| body_rejection(e, wire::MAX_JSON_BYTES))?;
+    let req: wire::BlockRequest = parse_json(&headers, &body)?;
+    let entry = block_entry(&req.entry)?;
+    let changed = st.desk.block(entry, true, caller.actor).await?;
+    let status = if changed.changed { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &changed))
+}
+
+pub async fn remove_block(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    entry: Result<Path<String>, PathRejection>,
+) -> R<Response> {
+    let entry = block_entry(&segment(entry)?)?;
+    st.desk.block(entry, false, caller.actor).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]

@@ -309,9 +309,7 @@ async fn accept(b: &Bound, socket_name: &str) -> std::io::Result<(Box<dyn Io>, A
             let local = s.local_addr()?.to_string();
             Ok((Box::new(s), Arrival { local, peer: Some(peer.ip()) }))
         }
-        Bound::Unix(l, _) => {
-            Ok((Box::new(l.accept().await?.0), Arrival { local: socket_name.to_owned(), peer: None }))
-        }
+        Bound::Unix(l, _) => Ok((Box::new(l.accept().await?.0), Arrival { local: socket_name.to_owned(), peer: None })),
     }
 }
 

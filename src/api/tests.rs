@@ -13,11 +13,8 @@ use tower::ServiceExt;
 use super::AppState;
 use super::auth::{Principal, Token, Tokens};
 use super::routes::{route_table, router};
-use crate::config::Config;
-use crate::desk::ActorRef;
-use crate::desk::{Desk, Item, Parts};
-use crate::outbox::templates::Templates;
-use crate::store::Store;
+use crate::desk::{ActorRef, Desk, Item};
+use crate::testkit::{AgentKeys, ApiKeys, TestConfig};
 use crate::triage::act::Action;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -29,29 +26,20 @@ struct World {
     app: axum::Router,
 }
 
-async fn world(api_extra: &str) -> World {
+/// The router over a fresh test desk with Alice and Bob, the API's admin
+/// token and Alice's; `edit` changes the config first.
+async fn world(edit: impl FnOnce(&mut TestConfig)) -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), format!("{ADMIN}\n")).unwrap();
-    let toml = format!(
-        "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@example.test\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/token\"\n{api_extra}\n",
-        dir.path().display()
-    );
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
+    let cfg = TestConfig::new(dir.path())
+        .with(|c| {
+            c.agents.push(AgentKeys::new("agent_bob", "bob@example.test", "Bob"));
+            c.api = Some(ApiKeys::new("127.0.0.1:0", dir.path().join("token")));
+        })
+        .with(edit)
+        .load();
     let api = cfg.api.clone().unwrap();
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
+    let desk = Desk::open(Arc::new(cfg), false).unwrap().desk;
     let tokens = Tokens::from_values(vec![
         (Token::new(ADMIN), Principal::Admin),
         (Token::new(ALICE), Principal::Agent("agent_alice".into())),
@@ -114,7 +102,7 @@ impl World {
 
 #[tokio::test]
 async fn tokens_are_required_and_checked() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     let (s, e) = w.call(Method::GET, "/api/v1/tickets", None, None).await;
     assert_eq!((s, e["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
@@ -131,7 +119,7 @@ async fn tokens_are_required_and_checked() {
 
 #[tokio::test]
 async fn patches_follow_the_rules_and_name_bad_fields() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     let (s, e) = w.call(Method::PATCH, "/api/v1/tickets/1", Some(ADMIN), Some(json!({"status": "wip"}))).await;
     assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")), "{e}");
@@ -228,7 +216,7 @@ async fn patches_follow_the_rules_and_name_bad_fields() {
 
 #[tokio::test]
 async fn queries_are_bounded_and_cursors_checked() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     for (q, field) in
         [("limit=100000", "limit"), ("cursor=nope", "cursor"), ("status=wip", "status"), ("shoe=1", "shoe")]
@@ -246,7 +234,7 @@ async fn queries_are_bounded_and_cursors_checked() {
 
 #[tokio::test]
 async fn attachments_are_served_by_hash_and_recorded_name_only() {
-    let w = world("public_attachments = true").await;
+    let w = world(|c| c.api.as_mut().unwrap().public_attachments = Some(true)).await;
     w.ingest().await;
     let t = w.desk.ticket(1).unwrap().unwrap().ticket;
     let url = &t.attachments[0].url;
@@ -273,7 +261,7 @@ async fn attachments_are_served_by_hash_and_recorded_name_only() {
 
 #[tokio::test]
 async fn the_openapi_document_names_exactly_the_routes() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     let (s, doc) = w.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let mut documented = BTreeSet::new();
@@ -333,7 +321,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 
 #[tokio::test]
 async fn multipart_replies_carry_files_within_their_limits() {
-    let w = world("[attachments]\nmax_bytes = 16").await;
+    let w = world(|c| c.attachments.max_bytes = Some(16)).await;
     w.ingest().await;
     let (ct, body) = multipart(&[("text", None, b"See the file."), ("files", Some("fix.txt"), b"unplug it")]);
     let (s, _, b) = w.raw(Method::POST, "/api/v1/tickets/1/replies", Some(ADMIN), &[], Some((&ct, body))).await;
@@ -357,7 +345,7 @@ async fn multipart_replies_carry_files_within_their_limits() {
 
 #[tokio::test]
 async fn the_outbox_is_the_admins_and_a_drop_names_who_dropped() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     let (s, page) = w.call(Method::GET, "/api/v1/outbox", Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -379,7 +367,7 @@ async fn the_outbox_is_the_admins_and_a_drop_names_who_dropped() {
 /// the desk (the CLI's, an email command's path) get the same words.
 #[tokio::test]
 async fn a_bad_value_gets_the_same_words_on_every_channel() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     for (body, field) in [
         (json!({"tags": ["a\u{7}b"]}), "tags"),
@@ -401,7 +389,7 @@ async fn a_bad_value_gets_the_same_words_on_every_channel() {
 
 #[tokio::test]
 async fn tags_change_by_delta_and_clients_and_agents_are_people() {
-    let w = world("").await;
+    let w = world(|_| {}).await;
     w.ingest().await;
     let patch = |body: Value| w.call(Method::PATCH, "/api/v1/tickets/1", Some(ALICE), Some(body));
     let (s, t) = patch(json!({"tagsAdd": ["printer", "urgent"]})).await;
@@ -414,7 +402,11 @@ async fn tags_change_by_delta_and_clients_and_agents_are_people() {
     let (s, e) = patch(json!({"tags": ["a"], "tagsAdd": ["b"]})).await;
     assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tags")), "{e}");
     let (s, e) = patch(json!({"tagsAdd": ["two words"]})).await;
-    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tags")), "the rules say what a tag may be: {e}");
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("tags")),
+        "the rules say what a tag may be: {e}"
+    );
 
     let (s, c) = w.call(Method::GET, "/api/v1/clients/client_1", Some(ALICE), None).await;
     assert_eq!(s, StatusCode::OK, "{c}");

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::ApiError;
-use crate::desk::views::{MAX_LIMIT, QuarantineView, Sort, TicketQuery};
+use crate::desk::views::{DueFilter, MAX_LIMIT, QuarantineView, Sort, TicketQuery};
 use crate::ticket::{Category, Priority, Status};
 
 /// Longest query string accepted; a ticket query needs far less.
@@ -56,6 +56,26 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// A key whose `null` means "none" (absent stays `None`).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// `POST /api/v1/tickets/{id}/merge` (#19): `{"into": 42}` (or
+/// `"support_ticket_42"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    #[serde(deserialize_with = "ticket_ref")]
+    pub into: u64,
+}
+
+fn ticket_ref<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    let n = match &v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => crate::ticket::parse_ticket_ref(s),
+        _ => None,
+    };
+    n.filter(|n| *n > 0)
+        .ok_or_else(|| serde::de::Error::custom("into: a ticket number (42) or id (\"support_ticket_42\")"))
 }
 
 /// The body of a reply or a note sent as JSON.
@@ -113,6 +133,7 @@ pub fn parse_ticket_query(raw: Option<&str>) -> Result<TicketQuery, ApiError> {
     }
     let mut q = TicketQuery::default();
     let mut seen: Vec<String> = Vec::new();
+    let mut within = None;
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
         if seen.contains(&k) {
@@ -141,19 +162,42 @@ pub fn parse_ticket_query(raw: Option<&str>) -> Result<TicketQuery, ApiError> {
                 q.limit = Some(n);
             }
             "cursor" => q.cursor = Some(v),
+            "due" => {
+                q.due = Some(match v.as_str() {
+                    "overdue" => DueFilter::Overdue,
+                    "soon" => DueFilter::Within(DueFilter::DEFAULT_WITHIN),
+                    _ => return Err(ApiError::invalid("due", format!("invalid due {v:?}: expected overdue or soon"))),
+                })
+            }
+            "within" => {
+                let d = humantime::parse_duration(&v)
+                    .ok()
+                    .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+                    .filter(|d| *d > chrono::TimeDelta::zero() && *d <= chrono::TimeDelta::days(366))
+                    .ok_or_else(|| {
+                        ApiError::invalid("within", format!("invalid within {v:?}: a duration such as 2h or 30m"))
+                    })?;
+                within = Some(d);
+            }
             _ => {
                 let shown = crate::text::truncate_chars(&k, 40);
                 return Err(ApiError::new(
                     axum::http::StatusCode::BAD_REQUEST,
                     "unknown_parameter",
                     format!(
-                        "unknown parameter {shown:?}: expected status, priority, category, assignedTo, tag, client, q, sort, limit, cursor"
+                        "unknown parameter {shown:?}: expected status, priority, category, assignedTo, tag, client, q, sort, limit, cursor, due, within"
                     ),
                 )
                 .field(shown));
             }
         }
         seen.push(k);
+    }
+    if let Some(w) = within {
+        match q.due {
+            Some(DueFilter::Within(_)) => q.due = Some(DueFilter::Within(w)),
+            _ => return Err(ApiError::invalid("within", "within goes with due=soon")),
+        }
     }
     Ok(q)
 }
@@ -188,6 +232,18 @@ pub fn ticket_query_string(q: &TicketQuery) -> String {
     if let Some(c) = &q.cursor {
         s.append_pair("cursor", c);
     }
+    match q.due {
+        Some(DueFilter::Overdue) => {
+            s.append_pair("due", "overdue");
+        }
+        Some(DueFilter::Within(w)) => {
+            s.append_pair("due", "soon");
+            if w != DueFilter::DEFAULT_WITHIN {
+                s.append_pair("within", &format!("{}s", w.num_seconds()));
+            }
+        }
+        None => {}
+    }
     s.finish()
 }
 
@@ -208,8 +264,12 @@ mod tests {
             sort: Sort::UpdatedDesc,
             limit: Some(20),
             cursor: Some("1700000000_42".into()),
+            due: Some(DueFilter::Within(chrono::TimeDelta::minutes(90))),
+            as_of: None,
         };
         assert_eq!(parse_ticket_query(Some(&ticket_query_string(&q))).unwrap(), q);
+        let overdue = TicketQuery { due: Some(DueFilter::Overdue), sort: Sort::DueAsc, ..TicketQuery::default() };
+        assert_eq!(parse_ticket_query(Some(&ticket_query_string(&overdue))).unwrap(), overdue);
         assert_eq!(parse_ticket_query(None).unwrap(), TicketQuery::default());
     }
 
@@ -223,6 +283,9 @@ mod tests {
         assert_eq!(field("tag=a&tag=b"), Some("tag".into()));
         assert_eq!(field("q=%1b%5b31m"), Some("q".into()));
         assert_eq!(field("sort=random"), Some("sort".into()));
+        assert_eq!(field("due=late"), Some("due".into()));
+        assert_eq!(field("within=2h"), Some("within".into()), "within needs due=soon");
+        assert_eq!(field("due=soon&within=soon"), Some("within".into()));
         let long = format!("q={}", "a".repeat(MAX_QUERY_BYTES));
         assert_eq!(parse_ticket_query(Some(&long)).unwrap_err().body.error, "bad_query");
     }
@@ -240,4 +303,11 @@ mod tests {
         let back = serde_json::to_string(&TicketPatch { assigned_to: Some(None), ..TicketPatch::default() }).unwrap();
         assert_eq!(back, r#"{"assignedTo":null}"#);
     }
+}
+
+/// `POST /api/v1/blocklist`: one entry, `name@domain` or `@domain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    pub entry: String,
 }

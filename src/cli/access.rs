@@ -16,10 +16,13 @@ use serde::de::DeserializeOwned;
 use super::http::{Body, HttpClient, HttpError, Reply, Trust};
 use crate::api::auth::read_token;
 use crate::api::error::ErrorBody;
-use crate::api::wire::{Entries, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
+use crate::api::wire::BlockRequest;
+use crate::api::wire::{Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
 use crate::config::{ApiConfig, Config, Listen};
+use crate::desk::spam::{BlockChanged, BlockView, Blocklist, SpamDetail, SpamList, SpamView};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, OpenError, RetryOutcome, Upload};
+use crate::spam::BlockEntry;
 use crate::store::StoreError;
 use crate::ticket::Ticket;
 use crate::triage::act::Action;
@@ -59,6 +62,9 @@ impl Access {
     /// the daemon's API, verified before the admin token is sent.
     pub async fn open(cfg: Config) -> anyhow::Result<Access> {
         let cfg = Arc::new(cfg);
+        if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+            return Access::open_cluster(cfg).await;
+        }
         match Desk::open(cfg.clone(), false) {
             Ok(started) => Ok(Access::Local(started.desk)),
             Err(OpenError::Store(StoreError::Locked(path))) => {
@@ -78,6 +84,36 @@ impl Access {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// On PostgreSQL: the lease decides (see `cluster::cli`): a node's API
+    /// while one leads — this machine's node first, else the leader's
+    /// advertised address — otherwise the store itself, this process
+    /// holding the lease.
+    async fn open_cluster(cfg: Arc<Config>) -> anyhow::Result<Access> {
+        use crate::cluster::cli::{Found, leader_addr, open};
+        let info = match open(cfg.clone()).await? {
+            Found::Local(desk) => return Ok(Access::Local(desk)),
+            Found::Leader(info) => info,
+        };
+        let leader = info.node.clone().unwrap_or_else(|| "?".into());
+        let Some(api) = &cfg.api else {
+            return Err(anyhow!(
+                "node {leader} leads the cluster, and this config has no [api] section (whose token_file the CLI needs to talk to a node): add [api] (see the example config)"
+            ));
+        };
+        let mut why = Vec::new();
+        match Remote::connect(api, &cfg.store.path).await {
+            Ok(r) => return Ok(Access::Remote(r)),
+            Err(e) => why.push(format!("this node's API: {e}")),
+        }
+        if let Some(addr) = leader_addr(&info).await {
+            match Remote::connect_tcp(api, addr).await {
+                Ok(r) => return Ok(Access::Remote(r)),
+                Err(e) => why.push(format!("the leader's API: {e}")),
+            }
+        }
+        Err(anyhow!("node {leader} leads the cluster, but no node's API answered: {}", why.join("; ")))
     }
 
     /// Lets a local writer finish what it was asked.
@@ -147,6 +183,25 @@ impl Access {
         }
     }
 
+    /// Merges ticket `n` into `into`; returns the survivor.
+    pub async fn merge(&self, n: u64, into: u64, actor: ActorRef) -> Result<Ticket, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.merge(n, into, actor).await?.ticket),
+            Access::Remote(r) => {
+                let http = match actor {
+                    ActorRef::Admin => r.http.acting_as(None),
+                    ActorRef::Agent(id) => r.http.acting_as(Some(id)),
+                    ActorRef::System => {
+                        return Err(AccessError::Unsupported("the API does not act as the system".into()));
+                    }
+                };
+                let path = format!("/api/v1/tickets/{n}/merge");
+                let body = Body::json(&MergeBody { into });
+                decode(&r.request_as(&http, Method::POST, &path, &[], Some(body)).await?)
+            }
+        }
+    }
+
     pub async fn outbox(&self, all: bool) -> Result<Vec<OutboxView>, AccessError> {
         match self {
             Access::Local(d) => Ok(d.outbox(all)?),
@@ -176,7 +231,7 @@ impl Access {
     /// A consistent backup of the whole desk into `file` (written beside
     /// it under a temporary name, synced, then renamed): by the daemon
     /// through the API while it runs, else from the store directly.
-    pub async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+    pub async fn backup(&self, file: &std::path::Path) -> Result<crate::archive::BackupSummary, AccessError> {
         match self {
             Access::Local(d) => {
                 crate::desk::backup::backup_to_file(d, file).await.map_err(|e| AccessError::Unsupported(e.to_string()))
@@ -225,6 +280,66 @@ impl Access {
         }
     }
 
+    pub async fn spam(&self) -> Result<Vec<SpamView>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam()?),
+            Access::Remote(r) => Ok(r.json::<SpamList>(Method::GET, "/api/v1/spam", None).await?.entries),
+        }
+    }
+
+    pub async fn spam_entry(&self, id: u64) -> Result<Option<(SpamView, Vec<u8>)>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_entry(id)?),
+            Access::Remote(r) => {
+                let Some(d) = r.optional::<SpamDetail>(&format!("/api/v1/spam/{id}")).await? else {
+                    return Ok(None);
+                };
+                use base64::Engine as _;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(d.raw_base64.as_bytes())
+                    .map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))?;
+                Ok(Some((d.entry, raw)))
+            }
+        }
+    }
+
+    pub async fn spam_release(&self, id: u64) -> Result<RetryOutcome, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_release(id, ActorRef::Admin).await?),
+            Access::Remote(r) => r.json(Method::POST, &format!("/api/v1/spam/{id}/release"), None).await,
+        }
+    }
+
+    pub async fn spam_drop(&self, id: u64) -> Result<(), AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.spam_drop(id, ActorRef::Admin).await?),
+            Access::Remote(r) => r.request(Method::DELETE, &format!("/api/v1/spam/{id}"), &[], None).await.map(drop),
+        }
+    }
+
+    pub async fn blocklist(&self) -> Result<Vec<BlockView>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.blocklist()?),
+            Access::Remote(r) => Ok(r.json::<Blocklist>(Method::GET, "/api/v1/blocklist", None).await?.entries),
+        }
+    }
+
+    /// Adds (`add`) or removes a run-time blocklist entry.
+    pub async fn block(&self, entry: BlockEntry, add: bool) -> Result<BlockChanged, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.block(entry, add, ActorRef::Admin).await?),
+            Access::Remote(r) if add => {
+                let body = Body::json(&BlockRequest { entry: entry.to_string() });
+                r.json(Method::POST, "/api/v1/blocklist", Some(body)).await
+            }
+            Access::Remote(r) => {
+                let path = format!("/api/v1/blocklist/{}", path_segment(&entry.to_string()));
+                r.request(Method::DELETE, &path, &[], None).await?;
+                Ok(BlockChanged { entry: entry.to_string(), changed: true })
+            }
+        }
+    }
+
     pub async fn quarantine_drop(&self, id: u64) -> Result<(), AccessError> {
         match self {
             Access::Local(d) => Ok(d.quarantine_drop(id, ActorRef::Admin).await?),
@@ -233,6 +348,19 @@ impl Access {
             }
         }
     }
+}
+
+/// `s` as one URL path segment (an internationalised domain is not ASCII).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A multipart/form-data body: the text, then the files.
@@ -294,6 +422,15 @@ impl Remote {
         })
     }
 
+    /// Another node's API over TCP (a cluster's leader), after it proved
+    /// it holds the admin token (all nodes share it).
+    async fn connect_tcp(api: &ApiConfig, addr: std::net::SocketAddr) -> anyhow::Result<Remote> {
+        let token =
+            read_token(&api.token_file).map_err(|e| anyhow!("the CLI talks to it with the admin token, but {e}"))?;
+        let http = HttpClient::new(Listen::Tcp(addr)).with_trust(Trust::Proof(token.clone())).with_token(token);
+        Remote::first_call(http, &api.token_file).await.map_err(|e| anyhow!("{e}"))
+    }
+
     async fn first_call(http: HttpClient, token_file: &std::path::Path) -> Result<Remote, AccessError> {
         let remote = Remote { http, token_file: token_file.to_owned() };
         remote.request(Method::GET, "/api/v1/tickets?limit=1", &[], None).await?;
@@ -350,9 +487,9 @@ impl Remote {
         decode(&reply)
     }
 
-    async fn backup(&self, file: &std::path::Path) -> Result<crate::desk::backup::BackupSummary, AccessError> {
+    async fn backup(&self, file: &std::path::Path) -> Result<crate::archive::BackupSummary, AccessError> {
         let io = |e: std::io::Error| AccessError::Unsupported(format!("{}: {e}", file.display()));
-        let (partial, mut out) = crate::desk::backup::create_partial(file).map_err(io)?;
+        let (partial, mut out) = crate::archive::create_partial(file).map_err(io)?;
         let got = self.http.download("/api/v1/backup", &mut out).await;
         let body = match got {
             Ok((_, _, body)) => body,
@@ -370,7 +507,7 @@ impl Remote {
         out.sync_all().map_err(io)?;
         drop(out);
         // What arrived must be a whole, sound backup, or it is not one.
-        let manifest = match crate::desk::backup::verify(&partial) {
+        let manifest = match crate::archive::verify(&partial) {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
@@ -381,7 +518,7 @@ impl Remote {
         if let Some(dir) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
-        Ok(crate::desk::backup::BackupSummary {
+        Ok(crate::archive::BackupSummary {
             records: manifest.records(),
             blobs: manifest.blob_count(),
             blob_bytes: manifest.blob_bytes(),
@@ -446,7 +583,7 @@ impl Remote {
                 Action::Untag(t) => remove.extend(t.iter().cloned()),
                 Action::SetTags(t) => patch.tags = Some(t.clone()),
                 Action::Resolution(r) => patch.resolution = Some(r.clone()),
-                Action::Reply { .. } | Action::Note { .. } | Action::System(_) => {
+                Action::Reply { .. } | Action::Note { .. } | Action::System(_) | Action::BlockSender => {
                     return Err(AccessError::Unsupported("combine a reply or note with no other change".into()));
                 }
             }

@@ -86,6 +86,65 @@ pub enum Cmd {
         #[command(subcommand)]
         command: StoreCmd,
     },
+    /// Mail held for review (spam, blocked senders): list, show, release, drop.
+    Spam {
+        #[command(subcommand)]
+        command: SpamCmd,
+    },
+    /// The blocklist: addresses and whole domains whose mail is held as spam.
+    Block {
+        #[command(subcommand)]
+        command: BlockCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SpamCmd {
+    /// One line per held mail (oldest first).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why it was held, and the raw mail.
+    Show {
+        id: u64,
+        /// The entry and its raw mail (base64) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest it as ordinary mail: a ticket, acknowledged if the ordinary rules allow it.
+    Release {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget it and its raw copy; it will not be ingested again.
+    Drop {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BlockCmd {
+    /// Block an address (any case, any +detail) or a whole domain (`@bad.example`, subdomains included).
+    Add {
+        entry: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unblock an entry added at run time (spam.block entries are removed in the config).
+    Remove {
+        entry: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every entry: the config's, then those added at run time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,9 +200,20 @@ pub struct ListArgs {
     /// Text in the title or description.
     #[arg(long, short = 'q')]
     pub query: Option<String>,
-    /// -number (default), number, -updatedAt, updatedAt, -createdAt, createdAt.
+    /// -number (default), number, -updatedAt, updatedAt, -createdAt,
+    /// createdAt, due (the earliest running response target first).
     #[arg(long)]
     pub sort: Option<String>,
+    /// Only tickets with a response target past due (earliest due first
+    /// unless --sort says otherwise).
+    #[arg(long, conflicts_with = "due_soon")]
+    pub overdue: bool,
+    /// Only tickets with a response target due within --within (default 1h).
+    #[arg(long)]
+    pub due_soon: bool,
+    /// How far ahead --due-soon looks, e.g. 30m, 4h.
+    #[arg(long, requires = "due_soon", value_parser = humantime::parse_duration)]
+    pub within: Option<std::time::Duration>,
     /// At most this many (default: all).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -210,6 +280,19 @@ pub enum TicketsCmd {
         /// Attach a file (repeatable).
         #[arg(long)]
         attach: Vec<PathBuf>,
+        #[arg(long = "as")]
+        agent: Option<String>,
+    },
+    /// Merge a ticket into another (#19): that one gains its entries,
+    /// attachments, tags and participants (its customer too); this one is
+    /// closed and points there, and its later mail lands there. Not undone.
+    Merge {
+        /// The ticket merged away.
+        #[arg(value_parser = ticket_ref)]
+        id: u64,
+        /// The ticket that stays.
+        #[arg(long, value_parser = ticket_ref)]
+        into: u64,
         #[arg(long = "as")]
         agent: Option<String>,
     },

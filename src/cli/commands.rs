@@ -7,7 +7,7 @@ use super::access::Access;
 use super::args::{QuarantineCmd, TicketsCmd};
 use super::print::{quarantine_line, render_ticket};
 use super::{actor, fail, outcome, text_or_stdin};
-use crate::desk::views::{Sort, TicketQuery};
+use crate::desk::views::{DueFilter, Sort, TicketQuery};
 use crate::desk::{RetryOutcome, Upload};
 use crate::text::{clean_line, clean_text};
 use crate::triage::act::Action;
@@ -83,9 +83,25 @@ pub(super) async fn tickets(access: &Access, cmd: &TicketsCmd) -> anyhow::Result
                 tag: a.tag.clone(),
                 client: a.client.clone(),
                 q: a.query.clone(),
-                sort: a.sort.as_deref().map(Sort::parse).transpose()?.unwrap_or_default(),
+                sort: match a.sort.as_deref() {
+                    Some(s) => Sort::parse(s)?,
+                    None if a.overdue || a.due_soon => Sort::DueAsc,
+                    None => Sort::default(),
+                },
                 limit: a.limit,
                 cursor: None,
+                due: if a.overdue {
+                    Some(DueFilter::Overdue)
+                } else if a.due_soon {
+                    let w = match a.within {
+                        Some(w) => chrono::TimeDelta::from_std(w)?,
+                        None => DueFilter::DEFAULT_WITHIN,
+                    };
+                    Some(DueFilter::Within(w))
+                } else {
+                    None
+                },
+                as_of: None,
             };
             let list = match a.limit {
                 Some(_) => access.list(&q).await?.tickets,
@@ -186,6 +202,9 @@ pub(super) async fn tickets(access: &Access, cmd: &TicketsCmd) -> anyhow::Result
                 println!("{}: reply stored and queued for the customer", t.id)
             })
         }
+        TicketsCmd::Merge { id, into, agent } => outcome(access.merge(*id, *into, actor(agent)).await, |t| {
+            println!("support_ticket_{id} merged into {}", t.id)
+        }),
         TicketsCmd::Note { id, text, agent } => {
             let text = text_or_stdin(text)?;
             outcome(access.act(*id, actor(agent), vec![Action::Note { text }], Vec::new()).await, |t| {

@@ -106,6 +106,12 @@ impl HttpClient {
         self
     }
 
+    /// Bound on one request (default two minutes).
+    pub fn with_timeout(mut self, timeout: Duration) -> HttpClient {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn with_trust(mut self, trust: Trust) -> HttpClient {
         self.trust = trust;
         self

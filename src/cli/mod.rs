@@ -12,6 +12,7 @@ pub mod http;
 mod ops;
 mod print;
 mod progress;
+mod spam;
 
 use std::process::ExitCode;
 
@@ -227,6 +228,8 @@ async fn desk_command(access: &Access, command: &Cmd) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Quarantine { command } => commands::quarantine(access, command).await,
+        Cmd::Spam { command } => spam::spam(access, command).await,
+        Cmd::Block { command } => spam::block(access, command).await,
         Cmd::Run
         | Cmd::CheckConfig { .. }
         | Cmd::Import { .. }

@@ -5,12 +5,22 @@ use std::process::ExitCode;
 
 use super::args::{Cmd, StoreCmd};
 use super::fail;
+use crate::archive;
 use crate::config::Config;
 use crate::desk::{Desk, backup, import};
 
 /// The desk on a store this process opens: the daemon must be stopped
-/// (the store's lock says so otherwise).
-fn local_desk(cfg: Config) -> anyhow::Result<Desk> {
+/// (the store's lock says so otherwise; on PostgreSQL, the cluster's
+/// lease: while a node leads, the command is refused).
+async fn local_desk(cfg: Config, command: &str) -> anyhow::Result<Desk> {
+    if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
+        return match crate::cluster::cli::open(std::sync::Arc::new(cfg)).await? {
+            crate::cluster::cli::Found::Local(desk) => Ok(desk),
+            crate::cluster::cli::Found::Leader(info) => {
+                Err(anyhow::anyhow!(crate::cluster::cli::refusal(command, &info)))
+            }
+        };
+    }
     Ok(Desk::open(std::sync::Arc::new(cfg), false)?.desk)
 }
 
@@ -25,17 +35,17 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
             None => None,
         };
         let m = if *verify_only {
-            let m = backup::verify(file)?;
+            let m = archive::verify(file)?;
             let origin = match m.origin(secret.as_deref()) {
-                backup::Origin::Ours => "signed by this desk",
-                backup::Origin::Unsigned => "unsigned",
-                backup::Origin::Foreign if secret.is_none() => "signed (not checked: no desk.secret_file)",
-                backup::Origin::Foreign => "signed by ANOTHER desk",
+                archive::Origin::Ours => "signed by this desk",
+                archive::Origin::Unsigned => "unsigned",
+                archive::Origin::Foreign if secret.is_none() => "signed (not checked: no desk.secret_file)",
+                archive::Origin::Foreign => "signed by ANOTHER desk",
             };
             println!("{}: {origin}", file.display());
             m
         } else {
-            let desk = local_desk(cfg)?;
+            let desk = local_desk(cfg, "restore").await?;
             let file = file.clone();
             let trust = *trust;
             let d = desk.clone();
@@ -62,7 +72,8 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let desk = local_desk(cfg)?;
+    let name = if matches!(command, Cmd::Import { .. }) { "import" } else { "store prune" };
+    let desk = local_desk(cfg, name).await?;
     let r = match command {
         Cmd::Import { paths } => match import::run(&desk, paths, &mut super::progress::Progress::stderr()).await {
             Ok(summary) => {
@@ -81,6 +92,9 @@ pub(super) async fn command(cfg: Config, command: &Cmd) -> anyhow::Result<ExitCo
                 "pruned {} ticket(s): {} raw cop(ies), {} sent-mail bodies; {} stale rate-limit record(s) dropped",
                 r.tickets, r.raw_copies, r.sent_records, r.stale_acks
             );
+            if r.spam > 0 {
+                println!("{} held mail(s) older than spam.retention_days removed from the spam list", r.spam);
+            }
             if let Some(w) = &r.waiting {
                 println!("{w}");
             }

@@ -57,6 +57,14 @@ pub(super) fn render_ticket(t: &Ticket) -> String {
     }
     let fmt = crate::ticket::rfc3339::format;
     let _ = writeln!(s, "created {}  updated {}", fmt(&t.created_at), fmt(&t.updated_at));
+    let due = [("first response due", t.first_response_due), ("resolution due", t.resolution_due)];
+    let due: Vec<String> = due.iter().filter_map(|(k, v)| v.map(|v| format!("{k} {}", fmt(&v)))).collect();
+    if !due.is_empty() {
+        let _ = writeln!(s, "{}", due.join("  "));
+    }
+    if let Some(m) = &t.merged_into {
+        let _ = writeln!(s, "merged into {}", c(m));
+    }
     for a in &t.attachments {
         let _ = writeln!(s, "attachment {} ({} bytes, {}) {}", c(&a.filename), a.size, c(&a.mime_type), c(&a.url));
     }

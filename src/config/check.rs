@@ -11,13 +11,13 @@ use regex::Regex;
 
 use super::defaults::*;
 use super::raw::{
-    L, RawAgent, RawApi, RawAttachments, RawConfig, RawConsole, RawDesk, RawMailbox, RawPassword, RawRule, RawSmtp,
-    RawStore,
+    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawCluster, RawConfig, RawConsole, RawDesk, RawMailbox,
+    RawPassword, RawRule, RawSlaRule, RawSmtp, RawSpam, RawStore,
 };
 use super::secret::read_secret_file;
 use super::{
-    AfterAction, Agent, ApiConfig, AttachmentsConfig, Config, ConsoleConfig, DeskConfig, Initial, Listen,
-    MailboxConfig, Problem, Rule, Secret, SmtpConfig, StoreConfig, Tls,
+    AfterAction, Agent, ApiConfig, AttachmentsConfig, ClusterConfig, Config, ConsoleConfig, DeskConfig, Initial,
+    Listen, MailboxConfig, Problem, Rule, Secret, SmtpConfig, StoreBackend, StoreConfig, Tls,
 };
 
 /// Most characters of a display name or subject tag.
@@ -36,12 +36,13 @@ pub(super) struct Checker<'a> {
 
 /// Turns what was parsed into what the daemon uses. A section that needs
 /// another's result is checked after it.
-pub(super) fn config(c: &mut Checker<'_>, raw: RawConfig) -> Config {
+pub(super) fn config(c: &mut Checker<'_>, mut raw: RawConfig) -> Config {
     let store = store(c, raw.store);
     let mailboxes = mailboxes(c, raw.mailboxes);
     let smtp = smtp(c, raw.smtp);
     let (agents, agent_tokens) = agents(c, raw.agents, &mailboxes);
     let rules = rules(c, raw.rules);
+    let timers = desk_timers(c, &mut raw.desk);
     let desk = desk(c, raw.desk, &mailboxes);
     let mut api = api(c, raw.api, agent_tokens);
     let console = console(c, raw.console, api.is_some());
@@ -49,20 +50,137 @@ pub(super) fn config(c: &mut Checker<'_>, raw: RawConfig) -> Config {
         api.console = console;
     }
     let attachments = attachments(c, raw.attachments, api.as_ref());
-    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, warnings: Vec::new() }
+    let spam = spam(c, raw.spam, &desk);
+    let sla = time(c, raw.sla, raw.calendars, timers, &mailboxes);
+    let cluster = cluster(c, raw.cluster, &store, api.as_ref(), &mailboxes);
+    Config { store, desk, attachments, smtp, mailboxes, agents, rules, api, spam, sla, cluster, warnings: Vec::new() }
+}
+
+/// The timer keys of `[desk]` (DESIGN §12), taken out for [`time`].
+fn desk_timers(c: &mut Checker<'_>, d: &mut RawDesk) -> crate::sla::RawDeskTimers {
+    crate::sla::RawDeskTimers {
+        sla_warn_before: c.get("desk.sla_warn_before", d.sla_warn_before.take()),
+        pending_reminder_after: c.get("desk.pending_reminder_after", d.pending_reminder_after.take()),
+        pending_resolve_after: c.get("desk.pending_resolve_after", d.pending_resolve_after.take()),
+        close_resolved_after: c.get("desk.close_resolved_after", d.close_resolved_after.take()),
+    }
+}
+
+/// `[[sla]]`, `[[calendars]]` and the desk's timers: read the loader's
+/// lenient way, then checked all at once by the time core, each problem at
+/// its key path.
+fn time(
+    c: &mut Checker<'_>,
+    sla: Vec<RawSlaRule>,
+    calendars: Vec<RawCalendarDef>,
+    desk: crate::sla::RawDeskTimers,
+    mailboxes: &[MailboxConfig],
+) -> crate::sla::SlaConfig {
+    use crate::sla::{RawCalendar, RawHours, RawSla, RawSlaConfig};
+    let sla = sla
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |k: &str| format!("sla[{i}].{k}");
+            RawSla {
+                priority: c.get(&at("priority"), r.priority),
+                category: c.get(&at("category"), r.category),
+                mailbox: c.get(&at("mailbox"), r.mailbox),
+                first_response: c.get(&at("first_response"), r.first_response),
+                resolution: c.get(&at("resolution"), r.resolution),
+                calendar: c.get(&at("calendar"), r.calendar),
+            }
+        })
+        .collect();
+    let calendars = calendars
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |k: &str| format!("calendars[{i}].{k}");
+            let hours = r.hours.map(|h| RawHours {
+                mon: c.get(&at("hours.mon"), h.mon),
+                tue: c.get(&at("hours.tue"), h.tue),
+                wed: c.get(&at("hours.wed"), h.wed),
+                thu: c.get(&at("hours.thu"), h.thu),
+                fri: c.get(&at("hours.fri"), h.fri),
+                sat: c.get(&at("hours.sat"), h.sat),
+                sun: c.get(&at("hours.sun"), h.sun),
+            });
+            RawCalendar {
+                name: c.get(&at("name"), r.name),
+                timezone: c.get(&at("timezone"), r.timezone),
+                hours,
+                holidays: c.get(&at("holidays"), r.holidays).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let names: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+    match crate::sla::build(&RawSlaConfig { sla, calendars, desk }, &names) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            for e in errors {
+                c.err(e.path, e.message);
+            }
+            crate::sla::SlaConfig::default()
+        }
+    }
 }
 
 fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {
     let Some(s) = raw else {
         c.err("store.path", "missing: where the sled database lives");
         return StoreConfig {
+            backend: StoreBackend::Sled,
             path: PathBuf::new(),
             attachments_dir: PathBuf::new(),
             cache_bytes: DEFAULT_STORE_CACHE_CAPACITY,
             retention_days: DEFAULT_STORE_RETENTION_DAYS,
         };
     };
-    let path = c.required("store.path", s.path, "where the sled database lives").unwrap_or_default();
+    let postgres = match c.get("store.backend", s.backend).as_deref() {
+        None => DEFAULT_STORE_BACKEND == "postgres",
+        Some("sled") => false,
+        Some("postgres") => true,
+        Some(other) => {
+            c.err("store.backend", format!("invalid {other:?}: expected \"sled\" or \"postgres\""));
+            false
+        }
+    };
+    let url = c.get("store.url", s.url);
+    let url_file = c.get("store.url_file", s.url_file).map(|p| c.credential(p));
+    let backend = if postgres {
+        if let Some(p) = &url_file {
+            c.secret_file("store.url_file", p);
+        }
+        match (url, url_file) {
+            (Some(_), Some(_)) => {
+                c.err("store", "set only one of url, url_file");
+                StoreBackend::Postgres { url: Secret::Inline(String::new()) }
+            }
+            (Some(u), None) => {
+                if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                    c.err("store.url", "must be a postgres:// URL (postgres://user:password@host:port/database)");
+                }
+                StoreBackend::Postgres { url: Secret::Inline(u) }
+            }
+            (None, Some(p)) => StoreBackend::Postgres { url: Secret::File(p) },
+            (None, None) => {
+                c.err("store.url_file", "missing: backend = \"postgres\" needs url_file (or url)");
+                StoreBackend::Postgres { url: Secret::Inline(String::new()) }
+            }
+        }
+    } else {
+        if url.is_some() || url_file.is_some() {
+            c.warn("store", "url and url_file are read only with backend = \"postgres\"");
+        }
+        StoreBackend::Sled
+    };
+    let path = if postgres {
+        // Only the node's own files live there (a backup's spool).
+        c.get("store.path", s.path).unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH))
+    } else {
+        c.required("store.path", s.path, "where the sled database lives").unwrap_or_default()
+    };
     let attachments_dir =
         c.get("store.attachments_dir", s.attachments_dir).unwrap_or_else(|| default_store_attachments_dir(&path));
     let cache_bytes = match c.get("store.cache_capacity", s.cache_capacity) {
@@ -73,7 +191,90 @@ fn store(c: &mut Checker<'_>, raw: Option<RawStore>) -> StoreConfig {
         }),
     };
     let retention_days = c.get("store.retention_days", s.retention_days).unwrap_or(DEFAULT_STORE_RETENTION_DAYS);
-    StoreConfig { path, attachments_dir, cache_bytes, retention_days }
+    StoreConfig { backend, path, attachments_dir, cache_bytes, retention_days }
+}
+
+/// `[cluster]`: needed, and only read, with `store.backend = "postgres"`.
+fn cluster(
+    c: &mut Checker<'_>,
+    raw: Option<RawCluster>,
+    store: &StoreConfig,
+    api: Option<&ApiConfig>,
+    mailboxes: &[MailboxConfig],
+) -> Option<ClusterConfig> {
+    if store.backend == StoreBackend::Sled {
+        if raw.as_ref().is_some_and(|r| r.node.is_some() || r.advertise.is_some()) {
+            c.warn("cluster", "read only with store.backend = \"postgres\"");
+        }
+        return None;
+    }
+    for (i, m) in mailboxes.iter().enumerate() {
+        if m.after != AfterAction::Seen {
+            c.warn(
+                format!("mailboxes[{i}].after"),
+                "with store.backend = \"postgres\" a move or delete is final: should the database fail over to a \
+                 replica that had not received the last commits (asynchronous replication), mail moved or deleted \
+                 after them is lost; use \"seen\", or synchronous replication (see the README)",
+            );
+        }
+    }
+    let Some(r) = raw else {
+        c.err("cluster.node", "missing: store.backend = \"postgres\" needs [cluster] with this node's name");
+        return None;
+    };
+    let node = c.required("cluster.node", r.node, "this node's name, unique in the cluster").unwrap_or_default();
+    if !node.is_empty() && (node.len() > 40 || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        c.err("cluster.node", format!("{node:?}: 1 to 40 letters, digits, '.', '_' or '-'"));
+    }
+    let advertise = match c.get("cluster.advertise", r.advertise) {
+        Some(a) => {
+            let ok = a.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#']));
+            if !ok {
+                c.err(
+                    "cluster.advertise",
+                    format!("{a:?}: write http://HOST:PORT (this node's API, as the others reach it)"),
+                );
+            }
+            if api.is_none() {
+                c.warn("cluster.advertise", "this node has no [api]: nothing answers there");
+            }
+            Some(a.trim_end_matches('/').to_owned())
+        }
+        None => match api.map(|a| &a.listen) {
+            Some(l @ Listen::Tcp(addr)) => {
+                if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+                    c.warn(
+                        "cluster.advertise",
+                        format!(
+                            "not set: the other nodes would reach this node's API at {}, which only works on this \
+                             machine; set it to an address they can reach",
+                            l.base_url()
+                        ),
+                    );
+                }
+                Some(l.base_url())
+            }
+            Some(Listen::Unix(_)) => {
+                c.warn(
+                    "cluster.advertise",
+                    "not set and api.listen is a unix socket: standbys cannot forward changes here",
+                );
+                None
+            }
+            None => None,
+        },
+    };
+    let lease_timeout = c.duration("cluster.lease_timeout", r.lease_timeout, DEFAULT_CLUSTER_LEASE_TIMEOUT);
+    if lease_timeout < Duration::from_secs(2) || lease_timeout > Duration::from_secs(300) {
+        c.err("cluster.lease_timeout", "between 2s and 300s");
+    }
+    Some(ClusterConfig {
+        node,
+        advertise,
+        lease_timeout,
+        forward: c.get("cluster.forward", r.forward).unwrap_or(DEFAULT_CLUSTER_FORWARD),
+    })
 }
 
 fn mailboxes(c: &mut Checker<'_>, raw: Vec<RawMailbox>) -> Vec<MailboxConfig> {
@@ -322,6 +523,9 @@ fn desk(c: &mut Checker<'_>, d: RawDesk, mailboxes: &[MailboxConfig]) -> DeskCon
             .unwrap_or(DEFAULT_NOTIFICATIONS_PER_AGENT_PER_HOUR),
         agent_proof_days: c.get("desk.agent_proof_days", d.agent_proof_days).unwrap_or(DEFAULT_AGENT_PROOF_DAYS),
         trust_from_header: c.get("desk.trust_from_header", d.trust_from_header).unwrap_or(DEFAULT_TRUST_FROM_HEADER),
+        acks_require_aligned_sender: c
+            .get("desk.acks_require_aligned_sender", d.acks_require_aligned_sender)
+            .unwrap_or_else(|| default_acks_require_aligned_sender(trusted_authserv_id.as_deref())),
         trusted_authserv_id,
         send_receipts: c.get("desk.send_receipts", d.send_receipts).unwrap_or(DEFAULT_SEND_RECEIPTS),
         max_message_bytes: c.get("desk.max_message_bytes", d.max_message_bytes).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
@@ -478,6 +682,78 @@ fn attachments(c: &mut Checker<'_>, raw: RawAttachments, api: Option<&ApiConfig>
     AttachmentsConfig { base_url, max_bytes }
 }
 
+/// `[spam]`: see `crate::spam` and `docs/spam-borders.md`.
+fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::SpamConfig {
+    use crate::spam::{BlockList, Border, Placement, RspamdConfig, SpamConfig, check_placement, check_threshold};
+    let border = c.spam_vocab("spam.border", s.border, DEFAULT_SPAM_BORDER);
+    let placement = c.spam_vocab("spam.placement", s.placement, DEFAULT_SPAM_PLACEMENT);
+    if let Err(why) = check_placement(border, placement) {
+        c.err("spam.placement", why);
+    }
+    let border_host = c
+        .get("spam.border_host", s.border_host)
+        .or_else(|| default_spam_border_host(desk.trusted_authserv_id.as_deref()))
+        .map(|h| h.trim().to_ascii_lowercase());
+    if let Some(h) = &border_host
+        && !looks_like_address(&format!("x@{h}"))
+    {
+        c.err("spam.border_host", format!("{h:?} is not a host name"));
+    }
+    if border != Border::None && placement == Placement::AboveBorder && border_host.is_none() {
+        c.err(
+            "spam.border_host",
+            format!(
+                "missing: with border = \"{border}\" and placement = \"above-border\" ticketd must know the host name your border writes in its Received: line (set spam.border_host or desk.trusted_authserv_id)"
+            ),
+        );
+    }
+    let number = |c: &mut Checker<'_>, path: &str, v: L<f64>| match c.get(path, v) {
+        Some(t) => match check_threshold(t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(path, e);
+                None
+            }
+        },
+        None => None,
+    };
+    let score_threshold = number(c, "spam.score_threshold", s.score_threshold);
+    let reply_hard_limit =
+        number(c, "spam.reply_hard_limit", s.reply_hard_limit).unwrap_or(DEFAULT_SPAM_REPLY_HARD_LIMIT);
+    let timeout = c.duration("spam.rspamd_timeout", s.rspamd_timeout, DEFAULT_SPAM_RSPAMD_TIMEOUT);
+    let rspamd = c.get("spam.rspamd_url", s.rspamd_url).and_then(|url| {
+        match crate::spam::rspamd::RspamdClient::new(&url, timeout) {
+            Ok(client) => Some(RspamdConfig { url: client.url().to_owned(), timeout }),
+            Err(e) => {
+                c.err("spam.rspamd_url", e.problem);
+                None
+            }
+        }
+    });
+    let unreachable = c.spam_vocab("spam.unreachable", s.unreachable, DEFAULT_SPAM_UNREACHABLE);
+    let retention_days = c.get("spam.retention_days", s.retention_days).unwrap_or(DEFAULT_SPAM_RETENTION_DAYS);
+    let block = match c.get("spam.block", s.block) {
+        None => BlockList::default(),
+        Some(entries) => BlockList::parse(&entries).unwrap_or_else(|errors| {
+            for e in errors {
+                c.err("spam.block", e.to_string());
+            }
+            BlockList::default()
+        }),
+    };
+    SpamConfig {
+        border,
+        placement,
+        border_host,
+        score_threshold,
+        reply_hard_limit,
+        rspamd,
+        unreachable,
+        retention_days,
+        block,
+    }
+}
+
 impl<'a> Checker<'a> {
     pub(super) fn new(
         problems: &'a mut Vec<Problem>,
@@ -545,6 +821,23 @@ impl Checker<'_> {
     }
 
     fn vocab<T: std::str::FromStr<Err = crate::ticket::VocabError>>(
+        &mut self,
+        path: &str,
+        value: L<String>,
+        default: T,
+    ) -> T {
+        match self.get(path, value).map(|v| v.parse()) {
+            None => default,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                self.err(path, e.to_string());
+                default
+            }
+        }
+    }
+
+    /// One of `[spam]`'s words (`border`, `placement`, `unreachable`).
+    fn spam_vocab<T: std::str::FromStr<Err = crate::spam::VocabError>>(
         &mut self,
         path: &str,
         value: L<String>,

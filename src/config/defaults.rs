@@ -18,6 +18,21 @@ use crate::ticket::{Category, Priority};
 /// The config file read without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/ticketd/ticketd.toml";
 
+/// `store.backend`: the embedded sled database.
+pub const DEFAULT_STORE_BACKEND: &str = "sled";
+
+/// `store.path` with `backend = "postgres"` (only the node's own files,
+/// a backup's spool, live beside it).
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/ticketd/db";
+
+/// `cluster.lease_timeout`: the detection window for a lost leader. A
+/// takeover after a crash takes well under it (the lock is free at once); a
+/// paused or cut-off leader is replaced within it plus about a second.
+pub const DEFAULT_CLUSTER_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `cluster.forward`: standbys forward changes to the leader.
+pub const DEFAULT_CLUSTER_FORWARD: bool = true;
+
 /// `store.attachments_dir`: `attachments` next to the database directory.
 pub fn default_store_attachments_dir(store_path: &Path) -> PathBuf {
     store_path.parent().unwrap_or(Path::new(".")).join("attachments")
@@ -54,6 +69,13 @@ pub const DEFAULT_AGENT_PROOF_DAYS: u32 = 30;
 /// `desk.trust_from_header`: false, agents prove who they are.
 pub const DEFAULT_TRUST_FROM_HEADER: bool = false;
 
+/// `desk.acks_require_aligned_sender`: on where the border's
+/// `Authentication-Results` can be believed (`desk.trusted_authserv_id` is
+/// set), off without them (nothing to judge alignment by).
+pub fn default_acks_require_aligned_sender(trusted_authserv_id: Option<&str>) -> bool {
+    trusted_authserv_id.is_some()
+}
+
 /// `desk.send_receipts`: false, no receipt after an agent's #commands.
 pub const DEFAULT_SEND_RECEIPTS: bool = false;
 
@@ -62,6 +84,16 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 50 << 20;
 
 /// `desk.clock_interval`: how often time-based work is looked at.
 pub const DEFAULT_CLOCK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `desk.sla_warn_before`: a response target's warning goes out 15 minutes
+/// before it passes (never more than half the target ahead); "0s" turns
+/// warnings off. The time core applies it (`sla::config::build`).
+pub const DEFAULT_SLA_WARN_BEFORE: chrono::TimeDelta = crate::sla::DEFAULT_WARN_BEFORE;
+
+// `desk.pending_reminder_after`, `desk.pending_resolve_after` and
+// `desk.close_resolved_after` have no default: unset, the timer is off (an
+// automatic change to a customer's ticket is something the admin asks for).
+// No `[[sla]]`: no response targets.
 
 /// `desk.message_id_domain`: the domain of the first mailbox's address
 /// (`ticketd.invalid` without a mailbox, which is an error anyway).
@@ -192,3 +224,27 @@ pub const DEFAULT_MAILBOX_INITIAL: Initial = Initial::Unseen;
 pub fn default_agent_name(id: &str) -> String {
     id.to_owned()
 }
+
+/// `spam.border`: believe no border's verdict headers.
+pub const DEFAULT_SPAM_BORDER: crate::spam::Border = crate::spam::Border::None;
+
+/// `spam.placement`: the border's verdict counts above its topmost
+/// `Received:` line.
+pub const DEFAULT_SPAM_PLACEMENT: crate::spam::Placement = crate::spam::Placement::AboveBorder;
+
+/// `spam.border_host`: the border's host name is `desk.trusted_authserv_id`.
+pub fn default_spam_border_host(trusted_authserv_id: Option<&str>) -> Option<String> {
+    trusted_authserv_id.map(str::to_owned)
+}
+
+/// `spam.reply_hard_limit`: rspamd's reject score.
+pub const DEFAULT_SPAM_REPLY_HARD_LIMIT: f64 = crate::spam::DEFAULT_REPLY_HARD_LIMIT;
+
+/// `spam.rspamd_timeout`: one scan, connecting included.
+pub const DEFAULT_SPAM_RSPAMD_TIMEOUT: Duration = crate::spam::DEFAULT_RSPAMD_TIMEOUT;
+
+/// `spam.unreachable`: mail rspamd could not judge is ingested.
+pub const DEFAULT_SPAM_UNREACHABLE: crate::spam::Unreachable = crate::spam::Unreachable::Accept;
+
+/// `spam.retention_days`: held mail older than this is removed (0: never).
+pub const DEFAULT_SPAM_RETENTION_DAYS: u32 = crate::spam::DEFAULT_RETENTION_DAYS;

@@ -114,6 +114,14 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// The local HTTP API; off without an `[api]` section.
     pub api: Option<ApiConfig>,
+    /// `[spam]`: whose verdicts to believe, whom to ask, whom to block.
+    pub spam: crate::spam::SpamConfig,
+    /// Response targets (`[[sla]]`, `[[calendars]]`) and the timers of
+    /// `[desk]` (`sla_warn_before`, `pending_reminder_after`,
+    /// `pending_resolve_after`, `close_resolved_after`): DESIGN §12.
+    pub sla: crate::sla::SlaConfig,
+    /// This node of a cluster on PostgreSQL (`store.backend = "postgres"`).
+    pub cluster: Option<ClusterConfig>,
     /// Not errors, but worth saying (check-config prints them).
     pub warnings: Vec<Problem>,
 }
@@ -236,8 +244,34 @@ impl ApiConfig {
     }
 }
 
+/// Which engine holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded sled database at `store.path` (the default).
+    Sled,
+    /// A PostgreSQL database that several nodes share; the URL is a
+    /// credential (`store.url_file`, or `store.url`), read when the store opens.
+    Postgres { url: Secret },
+}
+
+/// `[cluster]`: this node of a cluster on PostgreSQL (DESIGN section 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique in the cluster: 1 to 40 letters, digits, '.', '_' or '-'.
+    pub node: String,
+    /// Where the other nodes reach this node's API (`http://host:port`);
+    /// `None` without `[api]`.
+    pub advertise: Option<String>,
+    /// The detection window for a lost leader.
+    pub lease_timeout: Duration,
+    /// A standby forwards changes to the leader's API (else it answers 503
+    /// naming the leader).
+    pub forward: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    pub backend: StoreBackend,
     pub path: PathBuf,
     pub attachments_dir: PathBuf,
     pub cache_bytes: u64,
@@ -263,6 +297,11 @@ pub struct DeskConfig {
     pub agent_proof_days: u32,
     pub trust_from_header: bool,
     pub trusted_authserv_id: Option<String>,
+    /// No acknowledgement to a sender whose address our border's
+    /// `Authentication-Results` show failing both SPF and DKIM alignment
+    /// (DMARC fail): an acknowledgement to a forged sender is backscatter.
+    /// Default: on where `trusted_authserv_id` is set, off without it.
+    pub acks_require_aligned_sender: bool,
     pub send_receipts: bool,
     /// Messages larger than this (RFC822.SIZE) are quarantined unread.
     pub max_message_bytes: u64,
@@ -444,8 +483,21 @@ impl Config {
 /// Sorts paths as a reader expects: sections in file order, list entries
 /// by number (`mailboxes[2]` before `mailboxes[10]`).
 fn path_order(path: &str) -> Vec<(u8, String, usize)> {
-    const SECTIONS: &[&str] =
-        &["store", "desk", "attachments", "api", "console", "smtp", "mailboxes", "agents", "rules"];
+    const SECTIONS: &[&str] = &[
+        "store",
+        "cluster",
+        "desk",
+        "attachments",
+        "api",
+        "console",
+        "smtp",
+        "mailboxes",
+        "agents",
+        "rules",
+        "spam",
+        "sla",
+        "calendars",
+    ];
     path.split('.')
         .map(|part| {
             let (name, index) = match part.split_once('[') {

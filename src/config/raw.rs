@@ -47,6 +47,67 @@ pub(super) struct RawConfig {
     pub(super) rules: Vec<RawRule>,
     pub(super) api: Option<RawApi>,
     pub(super) console: Option<RawConsole>,
+    pub(super) cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub(super) spam: RawSpam,
+    #[serde(default)]
+    pub(super) sla: Vec<RawSlaRule>,
+    #[serde(default)]
+    pub(super) calendars: Vec<RawCalendarDef>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawSpam {
+    pub(super) border: L<String>,
+    pub(super) placement: L<String>,
+    pub(super) border_host: L<String>,
+    pub(super) score_threshold: L<f64>,
+    pub(super) reply_hard_limit: L<f64>,
+    pub(super) rspamd_url: L<String>,
+    pub(super) rspamd_timeout: L<String>,
+    pub(super) unreachable: L<String>,
+    pub(super) retention_days: L<u32>,
+    pub(super) block: L<Vec<String>>,
+}
+
+/// One `[[sla]]` table (the shape `sla::config::build` checks).
+#[derive(Deserialize)]
+pub(super) struct RawSlaRule {
+    pub(super) priority: L<String>,
+    pub(super) category: L<String>,
+    pub(super) mailbox: L<String>,
+    pub(super) first_response: L<String>,
+    pub(super) resolution: L<String>,
+    pub(super) calendar: L<String>,
+}
+
+/// One `[[calendars]]` table.
+#[derive(Deserialize)]
+pub(super) struct RawCalendarDef {
+    pub(super) name: L<String>,
+    pub(super) timezone: L<String>,
+    pub(super) hours: Option<RawWeek>,
+    pub(super) holidays: L<Vec<String>>,
+}
+
+/// `hours = { mon = "09:00-17:00", … }`.
+#[derive(Deserialize)]
+pub(super) struct RawWeek {
+    pub(super) mon: L<String>,
+    pub(super) tue: L<String>,
+    pub(super) wed: L<String>,
+    pub(super) thu: L<String>,
+    pub(super) fri: L<String>,
+    pub(super) sat: L<String>,
+    pub(super) sun: L<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawCluster {
+    pub(super) node: L<String>,
+    pub(super) advertise: L<String>,
+    pub(super) lease_timeout: L<String>,
+    pub(super) forward: L<bool>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +139,9 @@ pub(super) struct RawStore {
     pub(super) attachments_dir: L<PathBuf>,
     pub(super) cache_capacity: L<String>,
     pub(super) retention_days: L<u32>,
+    pub(super) backend: L<String>,
+    pub(super) url: L<String>,
+    pub(super) url_file: L<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,11 +155,16 @@ pub(super) struct RawDesk {
     pub(super) agent_proof_days: L<u32>,
     pub(super) trust_from_header: L<bool>,
     pub(super) trusted_authserv_id: L<String>,
+    pub(super) acks_require_aligned_sender: L<bool>,
     pub(super) send_receipts: L<bool>,
     pub(super) max_message_bytes: L<u64>,
     pub(super) clock_interval: L<String>,
     pub(super) message_id_domain: L<String>,
     pub(super) templates_dir: L<PathBuf>,
+    pub(super) sla_warn_before: L<String>,
+    pub(super) pending_reminder_after: L<String>,
+    pub(super) pending_resolve_after: L<String>,
+    pub(super) close_resolved_after: L<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -236,10 +236,146 @@ fn the_console_section_and_its_defaults() {
         "{api}[console]\nsession_idle = \"2d\"\nsession_max = \"1d\"\npublic_url = \"desk.example.com/x\"\ncolour = 1\n"
     );
     let err = Config::load_with_env(&write(&d, &bad), Some(HashMap::new())).unwrap_err().to_string();
-    for want in ["console.session_idle: must not be longer", "console.public_url: invalid", "console.colour: unknown key"] {
+    for want in
+        ["console.session_idle: must not be longer", "console.public_url: invalid", "console.colour: unknown key"]
+    {
         assert!(err.contains(want), "missing {want:?} in {err}");
     }
     let alone = format!("{MINIMAL}\n[console]\nbehind_tls = true\n");
     let err = Config::load_with_env(&write(&d, &alone), Some(HashMap::new())).unwrap_err().to_string();
     assert!(err.contains("console: the console is served on the API's listener"), "{err}");
+}
+
+#[test]
+fn spam_section_defaults_and_every_problem_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::load_with_env(&write(&d, MINIMAL), Some(HashMap::new())).unwrap();
+    assert_eq!(c.spam, crate::spam::SpamConfig::default());
+    assert!(!c.desk.acks_require_aligned_sender, "off without trusted_authserv_id");
+    let with_border =
+        format!("[desk]\ntrusted_authserv_id = \"MX.example.test\"\n[spam]\nborder = \"spamassassin\"\n{MINIMAL}");
+    let c = Config::load_with_env(&write(&d, &with_border), Some(HashMap::new())).unwrap();
+    assert!(c.desk.acks_require_aligned_sender, "on where trusted_authserv_id is set");
+    assert_eq!(c.spam.border_host.as_deref(), Some("mx.example.test"), "border_host defaults to the authserv-id");
+
+    let bad = format!(
+        "[spam]\nborder = \"SpamAssassin\"\nplacement = \"milter\"\nrspamd_url = \"https://rspamd:11333\"\nunreachable = \"drop\"\nscore_threshold = \"high\"\nblock = [\"ok@example.net\", \"nope\", \"*@x.example\"]\n{MINIMAL}"
+    );
+    let err = Config::load_with_env(&write(&d, &bad), Some(HashMap::new())).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
+    let text = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    for want in [
+        "spam.border: \"SpamAssassin\" is not one of",
+        "spam.rspamd_url: only http://",
+        "spam.unreachable: \"drop\" is not one of",
+        "spam.score_threshold:",
+        "spam.block: blocklist entry \"nope\"",
+        "spam.block: blocklist entry \"*@x.example\": wildcards",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let sa_milter = format!("[spam]\nborder = \"spamassassin\"\nplacement = \"milter\"\n{MINIMAL}");
+    let err = Config::load_with_env(&write(&d, &sa_milter), Some(HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("spam.placement: spamass-milter"), "{err}");
+    let no_host = format!("[spam]\nborder = \"rspamd\"\n{MINIMAL}");
+    let err = Config::load_with_env(&write(&d, &no_host), Some(HashMap::new())).unwrap_err();
+    assert!(err.to_string().contains("spam.border_host: missing"), "{err}");
+}
+
+/// `[[sla]]`, `[[calendars]]` and the desk's timers (#19) are read the
+/// loader's way: unknown keys and wrong types are listed with every other
+/// problem, the time core's own checks come with their paths, and the
+/// environment overrides the timers like any scalar key.
+#[test]
+fn time_rules_are_checked_with_everything_else() {
+    let d = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[desk]\npending_resolve_after = \"7d\"\nclose_resolved_after = 5\n{MINIMAL}[[sla]]\npriority = \"urgent\"\nfirst_reply = \"1h\"\ncalendar = \"office\"\n[[calendars]]\nname = \"office\"\ntimezone = \"Europe/Berln\"\nhours = {{ monday = \"09:00-17:00\", tue = \"17:00-09:00\" }}\n"
+    );
+    let err = Config::load_with_env(&write(&d, &body), Some(HashMap::new())).unwrap_err();
+    let ConfigError::Invalid(problems) = err else { panic!("expected Invalid") };
+    let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    for want in [
+        "desk.close_resolved_after: invalid type",
+        "sla[0].first_reply: unknown key",
+        "sla[0]: give first_response, resolution or both",
+        "calendars[0].hours.monday: unknown key",
+        "calendars[0].timezone: unknown time zone \"Europe/Berln\"",
+        "calendars[0].hours.tue: invalid hours \"17:00-09:00\"",
+    ] {
+        assert!(got.iter().any(|g| g.starts_with(want)), "missing {want:?} in {got:#?}");
+    }
+    let ok = format!(
+        "[desk]\npending_resolve_after = \"7d\"\n{MINIMAL}[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\n"
+    );
+    let env = HashMap::from([("TICKETD__DESK__CLOSE_RESOLVED_AFTER".to_owned(), "2s".to_owned())]);
+    let c = Config::load_with_env(&write(&d, &ok), Some(env)).unwrap();
+    assert_eq!(c.sla.rules.len(), 1);
+    assert_eq!(c.sla.lifecycle.pending_resolve_after, Some(chrono::TimeDelta::days(7)));
+    assert_eq!(c.sla.lifecycle.close_resolved_after, Some(chrono::TimeDelta::seconds(2)), "from the environment");
+    assert_eq!(c.sla.lifecycle.pending_reminder_after, None, "off unless set");
+    assert_eq!(c.sla.warn_before, defaults::DEFAULT_SLA_WARN_BEFORE);
+}
+
+/// `MINIMAL` on PostgreSQL: `store` and `[cluster]` replaced by `head`.
+fn on_postgres(head: &str, mailbox_extra: &str) -> String {
+    let rest = MINIMAL.split_once("[smtp]").unwrap().1;
+    format!("{head}\n[smtp]{rest}{mailbox_extra}\n")
+}
+
+#[test]
+fn postgres_needs_a_url_and_a_node_and_sled_stays_the_default() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::load_with_env(&write(&d, MINIMAL), Some(HashMap::new())).unwrap();
+    assert_eq!((c.store.backend.clone(), c.cluster.clone()), (StoreBackend::Sled, None));
+
+    let url_file = d.path().join("postgres-url");
+    std::fs::write(&url_file, "postgres://u:p@db/t\n").unwrap();
+    std::fs::set_permissions(&url_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = on_postgres(
+        &format!(
+            "[store]\nbackend = \"postgres\"\nurl_file = \"{}\"\n[cluster]\nnode = \"n1\"\nadvertise = \"http://10.0.0.11:8025\"\n",
+            url_file.display()
+        ),
+        "",
+    );
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Postgres { url: Secret::File(url_file.clone()) });
+    assert_eq!(c.store.path, PathBuf::from(defaults::DEFAULT_STORE_PATH), "no sled path needed");
+    let cl = c.cluster.unwrap();
+    assert_eq!((cl.node.as_str(), cl.advertise.as_deref()), ("n1", Some("http://10.0.0.11:8025")));
+    assert_eq!((cl.lease_timeout, cl.forward), (Duration::from_secs(10), true), "the window stays under 15 s");
+    let w: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(w, ["cluster.advertise"], "no [api] answers there");
+
+    let text =
+        on_postgres("[store]\nbackend = \"postgres\"\n[cluster]\nnode = \"bad name\"\nlease_timeout = \"1s\"\n", "");
+    let Err(ConfigError::Invalid(p)) = Config::load_with_env(&write(&d, &text), Some(HashMap::new())) else {
+        panic!("accepted")
+    };
+    let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["store.url_file", "cluster.lease_timeout", "cluster.node"], "{p:?}");
+
+    let text = on_postgres("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:p@db/t\"\nurl_file = \"/x\"\n", "");
+    let Err(ConfigError::Invalid(p)) = Config::load_with_env(&write(&d, &text), Some(HashMap::new())) else {
+        panic!("accepted")
+    };
+    assert!(p.iter().any(|p| p.path == "store" && p.message.starts_with("set only one of")), "{p:?}");
+    assert!(p.iter().any(|p| p.path == "cluster.node"), "[cluster] is required: {p:?}");
+}
+
+#[test]
+fn postgres_with_move_or_delete_is_warned_about() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "[store]\nbackend = \"postgres\"\nurl = \"postgres://u:p@db/t\"\n[cluster]\nnode = \"n1\"\n";
+    let text = on_postgres(head, "after = \"delete\"");
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(w.iter().any(|w| w.starts_with("mailboxes[0].after:") && w.contains("synchronous replication")), "{w:?}");
+    let c = Config::load_with_env(&write(&d, &on_postgres(head, "")), Some(HashMap::new())).unwrap();
+    assert!(c.warnings.iter().all(|w| w.path != "mailboxes[0].after"), "seen is fine");
+    // Sled ignores the cluster's keys, and says so.
+    let text = format!("{MINIMAL}\n[cluster]\nnode = \"n1\"\n");
+    let c = Config::load_with_env(&write(&d, &text), Some(HashMap::new())).unwrap();
+    assert!(c.warnings.iter().any(|w| w.path == "cluster"), "{:?}", c.warnings);
 }

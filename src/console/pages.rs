@@ -952,11 +952,7 @@ async fn render_admin(
                 to: o.to.join(", "),
                 subject: o.subject,
                 attempts: o.attempts,
-                next: if o.state == crate::outbox::OutState::Queued {
-                    ago(now, o.next_attempt)
-                } else {
-                    String::new()
-                },
+                next: if o.state == crate::outbox::OutState::Queued { ago(now, o.next_attempt) } else { String::new() },
                 error: o.last_error.unwrap_or_default(),
             })
             .collect(),

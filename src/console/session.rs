@@ -34,8 +34,8 @@ use subtle::ConstantTimeEq;
 
 use super::Console;
 use super::views::{self, Chrome, Page};
-use crate::api::auth::Principal;
 use crate::api::Arrival;
+use crate::api::auth::Principal;
 use crate::desk::ActorRef;
 use crate::desk::sessions::{SessionOp, SessionRecord};
 

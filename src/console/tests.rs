@@ -15,7 +15,7 @@ use crate::api::routes::router_with;
 use crate::api::{AppState, Arrival};
 use crate::config::Config;
 use crate::desk::{Desk, Item, Parts};
-use crate::outbound::templates::Templates;
+use crate::outbox::templates::Templates;
 use crate::store::Store;
 use crate::triage::act::Action;
 
@@ -285,7 +285,7 @@ async fn every_change_needs_our_origin_and_the_sessions_token() {
     let last = t.threads.last().unwrap();
     assert_eq!((last.author.as_str(), last.message.as_str(), last.internal), ("agent_alice", "psst", true));
     assert!(
-        w.desk.outbox(false).unwrap().iter().all(|o| o.kind != crate::outbound::OutKind::Relay),
+        w.desk.outbox(false).unwrap().iter().all(|o| o.kind != crate::outbox::OutKind::Relay),
         "a note goes to no customer"
     );
     let shown = w.get("/desk/tickets/1?done=note", Some(&cookie)).await.body;
@@ -362,8 +362,7 @@ async fn a_stale_reply_is_refused_with_the_draft_kept_and_a_double_send_acts_onc
         t.threads.iter().filter(|e| e.kind == crate::ticket::ThreadType::Agent && !e.internal).collect();
     assert_eq!(replies.len(), 1, "sent once");
     assert_eq!(t.attachments.last().unwrap().filename, "log.txt");
-    let relays =
-        w.desk.outbox(false).unwrap().into_iter().filter(|o| o.kind == crate::outbound::OutKind::Relay).count();
+    let relays = w.desk.outbox(false).unwrap().into_iter().filter(|o| o.kind == crate::outbox::OutKind::Relay).count();
     assert_eq!(relays, 1);
 }
 

@@ -46,7 +46,8 @@ pub fn take_counter(tx: &mut Tx<'_>, key: &[u8]) -> Result<u64, StoreError> {
 /// whose number must be the next one).
 pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, StoreError> {
     let mut rec = rec.clone();
-    match tx.ticket(rec.number)? {
+    let current = tx.ticket(rec.number)?;
+    match &current {
         Some(current) if current.version != rec.version => {
             return Err(conflict(format!(
                 "ticket {} (version {} decided on, {} stored)",
@@ -61,10 +62,33 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
         }
     }
     index_attachments(tx, &rec)?;
+    index_timers(tx, current.as_ref(), &rec);
     rec.version += 1;
     tx.put(Table::Tickets, be(rec.number), json(&rec));
     super::summary::put(tx, &rec);
     Ok(rec)
+}
+
+/// Keeps the clock's indexes (`Table::Timers`) in step with the ticket's
+/// `timers` as saved: the old keys go, the new ones come, in the same
+/// commit as the record.
+pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) {
+    let n = new.number;
+    let pairs = [
+        (old.and_then(|o| o.timers.wake), new.timers.wake, keys::wake as fn(i64, u64) -> Vec<u8>),
+        (old.and_then(|o| o.timers.due), new.timers.due, keys::due_index),
+    ];
+    for (was, is, key) in pairs {
+        if was == is {
+            continue;
+        }
+        if let Some(t) = was {
+            tx.delete(Table::Timers, key(t.timestamp(), n));
+        }
+        if let Some(t) = is {
+            tx.put(Table::Timers, key(t.timestamp(), n), Vec::new());
+        }
+    }
 }
 
 /// Records every attachment of `rec` the download index does not know yet.
@@ -196,6 +220,7 @@ pub fn apply(
     let mut quarantined = None;
     let sender = mail.and_then(|m| m.from.as_ref());
     let name_of = |address: &str| sender.filter(|f| f.address == address).and_then(|f| f.name.as_deref());
+    let mut held = None;
     for effect in &decision.effects {
         match effect {
             Effect::CreateClient { address, number } => {
@@ -248,13 +273,18 @@ pub fn apply(
                 tx.put(Table::Quarantine, be(id), json(&q));
                 quarantined = Some(id);
             }
+            Effect::Hold(h) => held = Some(super::spam::hold(tx, origin, mail, h, now)?),
+            Effect::Block { entry, by, ticket } => {
+                super::spam::put_block(tx, entry, by, *ticket, now)?;
+            }
+            Effect::AckRefused(r) => tracing::info!(reason = r.code(), "no acknowledgement sent"),
         }
     }
     if let Some(o) = origin {
         tx.put_blob(BlobKind::Raw, &o.raw_sha256, o.raw);
         let rec = IngestRecord {
             raw_sha256: o.raw_sha256.clone(),
-            ticket: if quarantined.is_some() { None } else { ticket_no },
+            ticket: if quarantined.is_some() || held.is_some() { None } else { ticket_no },
             uid_validity: o.uid_validity,
             uid: o.uid,
             at: now,

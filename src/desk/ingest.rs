@@ -34,12 +34,17 @@ pub enum Item {
     /// Already read when ticketd first met the mailbox (`initial =
     /// "unseen"`): history, not work; only the cursor moves past it.
     Skip { uid: u32 },
+    /// A fetched message and what rspamd said about it (`spam.rspamd_url`,
+    /// asked before the writer: see `desk::spam::scan`).
+    Scanned { uid: u32, raw: Vec<u8>, scan: crate::spam::ScanResult },
 }
 
 impl Item {
     pub fn uid(&self) -> u32 {
         match self {
-            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } | Item::Skip { uid } => *uid,
+            Item::Mail { uid, .. } | Item::TooLarge { uid, .. } | Item::Skip { uid } | Item::Scanned { uid, .. } => {
+                *uid
+            }
         }
     }
 }
@@ -122,6 +127,21 @@ pub(super) fn lookup(w: &Rules, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<U
         Some(n) if by_thread.as_ref().is_none_or(|t| t.number != n) => tx.ticket(n)?,
         _ => None,
     };
+    // A merged ticket's mail goes to the ticket it was merged into.
+    let mut merged_via = Vec::new();
+    let by_thread = by_thread.map(|r| super::merge::follow(tx, r, &mut merged_via)).transpose()?;
+    let by_token = by_token
+        .map(|r| super::merge::follow(tx, r, &mut merged_via))
+        .transpose()?
+        .filter(|t| by_thread.as_ref().is_none_or(|b| b.number != t.number));
+    let merge_into = match crate::triage::commands::merge_target(&mail.body) {
+        Some(n) => tx.ticket(n)?,
+        None => None,
+    };
+    let merge_chain = match &merge_into {
+        Some(t) => super::merge::chain(tx, t)?,
+        None => Vec::new(),
+    };
     let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
     let recent = |key: &str| -> Result<u32, StoreError> { Ok(tx.recent(key)?.count(now)) };
     let target = by_thread.as_ref().or(by_token.as_ref()).map(|r| r.number);
@@ -158,6 +178,12 @@ pub(super) fn lookup(w: &Rules, tx: &Tx<'_>, mail: &InboundMail, now: DateTime<U
         own_mail,
         parent_mail,
         bounced_mail,
+        scan: None,
+        blocked: super::spam::blocked(&w.cfg, tx, sender)?,
+        released: false,
+        merged_via,
+        merge_into: merge_into.map(Box::new),
+        merge_chain,
     };
     Ok(Lookup { snap, dedupe_key, duplicate_of })
 }
@@ -207,7 +233,7 @@ pub(super) fn quarantine_unread(
     let uid = item.uid();
     error!(mailbox, uid, deaths, "a message keeps stopping ticketd: quarantined without reading it");
     let raw: &[u8] = match item {
-        Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } => raw,
+        Item::Mail { raw, .. } | Item::TooLarge { header: raw, .. } | Item::Scanned { raw, .. } => raw,
         Item::Skip { .. } => &[],
     };
     let raw_sha256 = sha256_hex(raw);
@@ -248,6 +274,7 @@ pub(super) fn ingest_one(
     let quiet = mode == Mode::Quiet;
     let cfg = rules.cfg.clone();
     let mb = rules.mailbox(mailbox);
+    let mut scan = None;
     let (uid, raw) = match item {
         Item::TooLarge { uid, size, header } => {
             let reason = format!(
@@ -283,6 +310,10 @@ pub(super) fn ingest_one(
             return Ok(false);
         }
         Item::Mail { uid, raw } => (*uid, raw.as_slice()),
+        Item::Scanned { uid, raw, scan: s } => {
+            scan = Some(s.clone());
+            (*uid, raw.as_slice())
+        }
         Item::Skip { uid } => {
             let mut cursor = match tx.cursor(mailbox)? {
                 Some(c) if c.uid_validity == uid_validity => c,
@@ -299,10 +330,12 @@ pub(super) fn ingest_one(
             return Ok(false);
         }
     };
+    let sla = &cfg.sla;
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::failpoint::poison(raw);
         InboundMail::parse(raw).map(|mail| {
-            let found = lookup(rules, tx, &mail, now)?;
+            let mut found = lookup(rules, tx, &mail, now)?;
+            found.snap.scan = scan;
             let ctx = rules.context(mb, quiet);
             // History keeps its own dates (never later than now).
             let when = if quiet { mail.date.filter(|d| *d <= now).unwrap_or(now) } else { now };
@@ -319,6 +352,8 @@ pub(super) fn ingest_one(
                             | Effect::HoldForDigest { .. }
                     )
                 });
+                // Decided at the mail's date: what is already due is history.
+                crate::triage::timers::history(&mut d, sla, now);
             }
             Ok::<_, StoreError>((mail, found, d))
         })
@@ -358,6 +393,7 @@ pub(super) fn ingest_one(
     let queued = !queued.is_empty();
     let message_id = mail.as_ref().and_then(|m| m.message_id.as_deref()).unwrap_or("");
     health.count_message(mailbox, decision.outcome.code());
+    super::spam::count(health, &decision);
     match &decision.outcome {
         Outcome::Created { ticket, follow_up_of } => {
             info!(mailbox, uid, message_id, ticket, ?follow_up_of, "new ticket")
@@ -379,6 +415,9 @@ pub(super) fn ingest_one(
         }
         Outcome::OwnMail => info!(mailbox, uid, message_id, "skipped: our own mail came back"),
         Outcome::Acted { ticket, .. } => info!(mailbox, uid, message_id, ticket, "changed"),
+        Outcome::Held { source } => {
+            info!(mailbox, uid, message_id, source = source.code(), "held for review (spam list)")
+        }
     }
     Ok(queued)
 }

@@ -7,13 +7,17 @@ pub mod apply;
 pub mod backup;
 pub mod import;
 pub mod ingest;
+mod merge;
 mod migrate;
 pub mod probe;
 pub mod query;
 pub mod retention;
 pub mod sessions;
+pub mod spam;
 pub mod stats;
 pub mod summary;
+mod term;
+pub mod timers;
 pub mod tx;
 pub mod views;
 pub mod writer;
@@ -34,53 +38,35 @@ use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "error")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeskError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Invalid(#[serde(with = "act_errors")] Vec<ActError>),
+    Invalid(Vec<ActError>),
     #[error("the ticket changed meanwhile (now version {current})")]
     Conflict { current: u64 },
     #[error("store: {0}")]
     Store(String),
     #[error("the desk is stopping")]
     Stopped,
+    /// A standby of a cluster: changes go to the leader.
+    #[error("{}", not_leader_text(node, leader.as_deref(), address.as_deref()))]
+    NotLeader { node: String, leader: Option<String>, address: Option<String> },
+}
+
+fn not_leader_text(node: &str, leader: Option<&str>, address: Option<&str>) -> String {
+    match (leader, address) {
+        (Some(l), Some(a)) => format!("node {node} is a standby and does not write: the leader is {l}, at {a}"),
+        (Some(l), None) => format!("node {node} is a standby and does not write: the leader is {l}"),
+        _ => format!("node {node} is a standby and does not write, and no node leads right now: try again shortly"),
+    }
 }
 
 impl DeskError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> DeskError {
         DeskError::Invalid(vec![ActError { field, message: message.into() }])
     }
-}
-
-mod act_errors {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::triage::act::ActError;
-
-    #[derive(Serialize, Deserialize)]
-    struct E {
-        field: String,
-        message: String,
-    }
-
-    pub fn serialize<S: Serializer>(v: &[ActError], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|e| E { field: e.field.to_owned(), message: e.message.clone() }).collect::<Vec<_>>().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ActError>, D::Error> {
-        let v = Vec::<E>::deserialize(d)?;
-        Ok(v.into_iter().map(|e| ActError { field: crate::desk::field_name(&e.field), message: e.message }).collect())
-    }
-}
-
-/// Field names travel as strings over the API; the known ones map back.
-pub fn field_name(s: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["status", "priority", "category", "assignedTo", "tags", "resolution", "text", "attachments", "actor", "seq"];
-    KNOWN.iter().find(|k| **k == s).copied().unwrap_or("request")
 }
 
 /// An attachment uploaded with an API/CLI reply.
@@ -94,11 +80,14 @@ pub struct Upload {
 /// What one commit changed: the tickets (by number) and whether the
 /// queues moved. Published by the writer once the commit is durable
 /// ([`Desk::subscribe`]); a hint to re-read, never the data itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes {
     pub tickets: Vec<u64>,
     pub outbox: bool,
     pub quarantine: bool,
+    /// The spam list or the blocklist.
+    #[serde(default)]
+    pub spam: bool,
 }
 
 impl Changes {
@@ -115,6 +104,7 @@ impl Changes {
                 }
                 crate::store::Table::Outbox | crate::store::Table::Sent => c.outbox = true,
                 crate::store::Table::Quarantine => c.quarantine = true,
+                crate::store::Table::Spam | crate::store::Table::Blocklist => c.spam = true,
                 _ => {}
             }
         }
@@ -122,7 +112,31 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty() && !self.outbox && !self.quarantine
+        self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam
+    }
+
+    /// As notes for the other nodes (see `Committer::commit_noting`): JSON,
+    /// split so each stays well under PostgreSQL's 8000-byte payload.
+    pub fn notes(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut chunks = self.tickets.chunks(400).peekable();
+        if chunks.peek().is_none() {
+            out.push(serde_json::to_string(self).unwrap_or_default());
+        }
+        for (i, c) in chunks.enumerate() {
+            let first = i == 0;
+            let part = Changes {
+                tickets: c.to_vec(),
+                outbox: self.outbox && first,
+                quarantine: self.quarantine && first,
+                spam: self.spam && first,
+            };
+            out.push(serde_json::to_string(&part).unwrap_or_default());
+        }
+        out
     }
 }
 
@@ -198,6 +212,8 @@ pub struct Desk {
     jobs: mpsc::Sender<writer::Job>,
     changes: tokio::sync::broadcast::Sender<Changes>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// A node of a cluster on PostgreSQL: whether it writes now (see `term`).
+    cluster: Option<Arc<term::Terms>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +268,17 @@ impl Desk {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(Started {
-            desk: Desk { store, cfg, secret, health, wake, jobs, changes, thread: Arc::new(Mutex::new(Some(thread))) },
+            desk: Desk {
+                store,
+                cfg,
+                secret,
+                health,
+                wake,
+                jobs,
+                changes,
+                thread: Arc::new(Mutex::new(Some(thread))),
+                cluster: None,
+            },
             unclean,
         })
     }
@@ -290,9 +316,34 @@ impl Desk {
     }
 
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> writer::Job) -> Result<T, DeskError> {
+        if let Some(c) = &self.cluster
+            && !c.node.serving()
+        {
+            return Err(c.node.not_leader());
+        }
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(job(tx)).await.map_err(|_| DeskError::Stopped)?;
-        rx.await.map_err(|_| DeskError::Stopped)
+        self.jobs.send(job(tx)).await.map_err(|_| self.refused())?;
+        rx.await.map_err(|_| self.refused())
+    }
+
+    /// Why a job got no answer: the desk stops, or (a standby) another node writes.
+    fn refused(&self) -> DeskError {
+        match &self.cluster {
+            Some(c) if !c.node.serving() => c.node.not_leader(),
+            _ => DeskError::Stopped,
+        }
+    }
+
+    /// Whether an IMAP post-action or an SMTP send may start now: always
+    /// on a single node; in a cluster, only while this node's lease is
+    /// confirmed (see `cluster::Node::may_act`).
+    pub fn may_act(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.node.may_act())
+    }
+
+    /// This node of a cluster, if it is one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Node>> {
+        self.cluster.as_ref().map(|c| &c.node)
     }
 
     /// Commits a fetched batch; the answer names the UIDs now durable.
@@ -319,7 +370,7 @@ impl Desk {
         self.jobs
             .send(writer::Job::Ingest { mailbox, uid_validity, items, fetched, mode, reply, session })
             .await
-            .map_err(|_| DeskError::Stopped)?;
+            .map_err(|_| self.refused())?;
         Ok(rx)
     }
 
@@ -401,8 +452,33 @@ impl Desk {
     }
 
     /// Runs the time-based work due at `now`; returns how much was done.
+    /// Bounded: see [`Desk::time_backlog`].
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<usize, DeskError> {
         self.ask(|reply| writer::Job::Tick { now, reply }).await?
+    }
+
+    /// Whether a tick at `now` would find more than one tick does (tickets
+    /// due past [`timers::PER_TICK`], a sweep under way): the daemon's
+    /// clock ticks again at once. Reads committed state.
+    pub fn time_backlog(&self, now: DateTime<Utc>) -> Result<bool, DeskError> {
+        let due = self.store.first_timer(crate::store::keys::WAKE)?.is_some_and(|at| at <= now.timestamp());
+        Ok(due || !timers::settled(&self.store, &self.cfg.sla)?)
+    }
+
+    /// (tickets overdue, tickets the clock should have looked at by `now`
+    /// and has not yet), from the clock's indexes: for the metrics.
+    pub fn time_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), DeskError> {
+        use crate::store::keys::{DUE, WAKE};
+        let count = |index| -> Result<u64, DeskError> {
+            Ok(self.store.timers_until(index, now.timestamp(), usize::MAX)?.len() as u64)
+        };
+        Ok((count(DUE)?, count(WAKE)?))
+    }
+
+    /// Merges ticket `from` into ticket `into` (`triage::merge` says how,
+    /// and when it is refused); returns the survivor.
+    pub async fn merge(&self, from: u64, into: u64, actor: ActorRef) -> Result<TicketRecord, DeskError> {
+        self.ask(|reply| writer::Job::Merge { from, into, actor, reply }).await?
     }
 
     /// Records a clean stop and ends the writer; waits for its thread.

@@ -23,6 +23,15 @@ struct Head<'a> {
     number: u64,
     #[serde(borrow)]
     client_address: Cow<'a, str>,
+    #[serde(default)]
+    timers: HeadTimers,
+}
+
+/// Of a record's time bookkeeping, what the queue looks at (#19).
+#[derive(Deserialize, Default)]
+struct HeadTimers {
+    #[serde(default)]
+    due: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -52,8 +61,11 @@ fn head(v: &[u8]) -> Result<Head<'_>, StoreError> {
 }
 
 impl TicketQuery {
-    fn matches(&self, h: &Head<'_>, q_lower: Option<&str>) -> bool {
+    fn matches(&self, h: &Head<'_>, q_lower: Option<&str>, now: DateTime<Utc>) -> bool {
         let t = &h.ticket;
+        if self.due.is_some_and(|f| !f.matches(h.timers.due, now)) {
+            return false;
+        }
         self.status.is_none_or(|s| t.status == s)
             && self.priority.is_none_or(|p| t.priority == p)
             && self.category.is_none_or(|c| t.category == c)
@@ -105,10 +117,11 @@ impl Prefilter {
     }
 }
 
-fn sort_key(s: Sort, t: &HeadTicket<'_>) -> DateTime<Utc> {
+fn sort_key(s: Sort, h: &Head<'_>) -> DateTime<Utc> {
     match s {
-        Sort::UpdatedAsc | Sort::UpdatedDesc => t.updated_at,
-        _ => t.created_at,
+        Sort::UpdatedAsc | Sort::UpdatedDesc => h.ticket.updated_at,
+        Sort::DueAsc => h.timers.due.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        _ => h.ticket.created_at,
     }
 }
 
@@ -130,6 +143,7 @@ fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError> {
     let store = desk.store();
     let pre = text.and_then(Prefilter::new);
     let skip = |v: &[u8]| pre.as_ref().is_some_and(|p| !p.may_match(v));
+    let now = q.as_of.unwrap_or_else(Utc::now);
     match q.sort {
         Sort::NumberDesc | Sort::NumberAsc => {
             let after = q.cursor.as_deref().map(|c| c.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
@@ -139,7 +153,7 @@ fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError> {
             let mut more = false;
             for item in store.backend().scan(Table::Tickets, scan) {
                 let (_, v) = item?;
-                if skip(&v) || !q.matches(&head(&v)?, text) {
+                if skip(&v) || !q.matches(&head(&v)?, text, now) {
                     continue;
                 }
                 if tickets.len() == limit {
@@ -168,8 +182,8 @@ fn list(desk: &Desk, q: &TicketQuery) -> Result<TicketPage, DeskError> {
                     continue;
                 }
                 let h = head(&v)?;
-                if q.matches(&h, text) {
-                    keys.push((sort_key(sort, &h.ticket).timestamp(), h.number));
+                if q.matches(&h, text, now) {
+                    keys.push((sort_key(sort, &h).timestamp(), h.number));
                 }
             }
             keys.sort_unstable_by(|a, b| if desc { b.cmp(a) } else { a.cmp(b) });
@@ -215,9 +229,12 @@ mod tests {
             client: Some("Carla@Example.com".into()),
             ..TicketQuery::default()
         };
-        assert!(q.matches(&h, Some("on\" fire")));
-        assert!(!q.matches(&h, Some("paper")));
-        assert!(!TicketQuery { assigned_to: Some("agent_alice".into()), ..TicketQuery::default() }.matches(&h, None));
+        let now = Utc::now();
+        assert!(q.matches(&h, Some("on\" fire"), now));
+        assert!(!q.matches(&h, Some("paper"), now));
+        assert!(
+            !TicketQuery { assigned_to: Some("agent_alice".into()), ..TicketQuery::default() }.matches(&h, None, now)
+        );
         assert!(contains_lower("Printer ON Fire", "on fire"));
         assert!(contains_lower("Temperature 300 \u{212A}", "300 k"), "non-ASCII text lower-cases as before");
         assert!(!contains_lower("Printer", "printers"));

@@ -60,6 +60,8 @@ struct Mark {
 pub struct Plan {
     tickets: Vec<PlanTicket>,
     acks: Vec<Vec<u8>>,
+    /// Held mail older than `spam.retention_days`.
+    spam: Vec<u64>,
     more: bool,
 }
 
@@ -79,6 +81,9 @@ pub struct PruneReport {
     pub raw_copies: u64,
     pub sent_records: u64,
     pub stale_acks: u64,
+    /// Held mail (the spam list) removed with its raw copy.
+    #[serde(default)]
+    pub spam: u64,
     /// More is due than one run takes.
     pub more: bool,
     /// Why the tickets of this run were left for later.
@@ -92,12 +97,13 @@ impl PruneReport {
         self.raw_copies += o.raw_copies;
         self.sent_records += o.sent_records;
         self.stale_acks += o.stale_acks;
+        self.spam += o.spam;
         self.more = o.more;
         self.waiting.clone_from(&o.waiting);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets == 0 && self.stale_acks == 0
+        self.tickets == 0 && self.stale_acks == 0 && self.spam == 0
     }
 }
 
@@ -153,6 +159,30 @@ pub fn plan(store: &Store, retention_days: u32, now: DateTime<Utc>) -> Result<Pl
     Ok(plan)
 }
 
+/// Held mail older than `days` (0: kept until a person drops it), at most
+/// [`SPAM_PER_RUN`].
+pub fn plan_spam(store: &Store, plan: &mut Plan, days: u32, now: DateTime<Utc>) -> Result<(), StoreError> {
+    if days == 0 {
+        return Ok(());
+    }
+    let cutoff = now - chrono::Duration::days(i64::from(days));
+    for item in store.backend().scan(Table::Spam, Scan::default()) {
+        let (_, v) = item?;
+        let e: crate::store::spam::SpamEntry = parse(Table::Spam, &v)?;
+        if e.at >= cutoff {
+            continue;
+        }
+        if plan.spam.len() == SPAM_PER_RUN {
+            plan.more = true;
+            break;
+        }
+        plan.spam.push(e.id);
+    }
+    Ok(())
+}
+
+pub const SPAM_PER_RUN: usize = 1000;
+
 fn plan_tickets(store: &Store, chosen: &BTreeMap<u64, u64>) -> Result<Vec<PlanTicket>, StoreError> {
     let picked = |r: &IngestRecord| r.ticket.is_some_and(|t| chosen.contains_key(&t));
     let mut raws: BTreeMap<u64, Vec<(Vec<u8>, String)>> = BTreeMap::new();
@@ -175,6 +205,9 @@ fn plan_tickets(store: &Store, chosen: &BTreeMap<u64, u64>) -> Result<Vec<PlanTi
         }
         for q in store.quarantine_entries()? {
             shas.remove(&q.raw_sha256);
+        }
+        for e in store.spam_entries()? {
+            shas.remove(&e.raw_sha256);
         }
     }
     let mut sent: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -246,6 +279,18 @@ pub(super) fn prune_writes(
             report.tickets += 1;
         }
     }
+    if !plan.spam.is_empty() && copying {
+        report.waiting = Some("a backup is copying stored mail; pruning waits for it".into());
+        report.more = true;
+    } else {
+        for id in plan.spam {
+            use crate::store::spam::SpamRecords;
+            let Some(e) = tx.spam_entry(id)? else { continue };
+            tx.delete(Table::Spam, be(id));
+            super::spam::forget_raw(tx, &e, now)?;
+            report.spam += 1;
+        }
+    }
     for key in plan.acks {
         let Some(v) = tx.get(Table::Acks, &key)? else { continue };
         let recent: crate::store::Recent = serde_json::from_slice(&v).unwrap_or_default();
@@ -262,9 +307,14 @@ impl Desk {
     pub async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, DeskError> {
         let store = self.store().clone();
         let days = self.config().store.retention_days;
-        let plan = tokio::task::spawn_blocking(move || plan(&store, days, now))
-            .await
-            .map_err(|e| DeskError::Store(format!("planning retention: {e}")))??;
+        let spam_days = self.config().spam.retention_days;
+        let plan = tokio::task::spawn_blocking(move || {
+            let mut p = plan(&store, days, now)?;
+            plan_spam(&store, &mut p, spam_days, now)?;
+            Ok::<_, StoreError>(p)
+        })
+        .await
+        .map_err(|e| DeskError::Store(format!("planning retention: {e}")))??;
         self.ask(|reply| Job::Prune { plan, now, reply }).await?
     }
 
@@ -316,6 +366,7 @@ pub async fn run_hourly(desk: Desk, shutdown: CancellationToken) {
                 raw_copies = total.raw_copies,
                 sent_records = total.sent_records,
                 stale_acks = total.stale_acks,
+                spam = total.spam,
                 more = total.more,
                 "retention: pruned"
             );

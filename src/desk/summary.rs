@@ -372,12 +372,17 @@ mod tests {
                 resolved_at: None,
                 number: Some(3),
                 participants: vec![],
+                first_response_due: None,
+                resolution_due: None,
+                merged_into: None,
             },
             number: 3,
             client_address: "carla@example.test".into(),
             mailbox: "support".into(),
             thread_ids: vec![],
             version: 4,
+            timers: Default::default(),
+            merged_into: None,
         }
     }
 

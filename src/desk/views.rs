@@ -30,10 +30,14 @@ pub enum Sort {
     CreatedDesc,
     #[serde(rename = "createdAt")]
     CreatedAsc,
+    /// The earliest running response target first; tickets without one
+    /// last (#19).
+    #[serde(rename = "due")]
+    DueAsc,
 }
 
 impl Sort {
-    pub const NAMES: &'static str = "-number, number, -updatedAt, updatedAt, -createdAt, createdAt";
+    pub const NAMES: &'static str = "-number, number, -updatedAt, updatedAt, -createdAt, createdAt, due";
 
     pub fn parse(s: &str) -> Result<Sort, DeskError> {
         Ok(match s {
@@ -43,6 +47,7 @@ impl Sort {
             "updatedAt" => Sort::UpdatedAsc,
             "-createdAt" => Sort::CreatedDesc,
             "createdAt" => Sort::CreatedAsc,
+            "due" => Sort::DueAsc,
             _ => {
                 return Err(DeskError::invalid_query(
                     "sort",
@@ -70,6 +75,34 @@ pub struct TicketQuery {
     pub limit: Option<usize>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// Only tickets whose earliest running response target is overdue, or
+    /// due soon (#19).
+    pub due: Option<DueFilter>,
+    /// The instant the due filter compares with (default: now).
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// The queue's "overdue" and "due soon" (#19): a ticket's earliest
+/// response target whose clock runs (a pending ticket's is stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueFilter {
+    /// Past due and unmet.
+    Overdue,
+    /// Not yet due, but within this.
+    Within(chrono::TimeDelta),
+}
+
+impl DueFilter {
+    /// "Due soon" when no window is given.
+    pub const DEFAULT_WITHIN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+    pub fn matches(self, due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        match (self, due) {
+            (_, None) => false,
+            (DueFilter::Overdue, Some(d)) => d <= now,
+            (DueFilter::Within(w), Some(d)) => d > now && d <= now + w,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -120,8 +120,15 @@ pub(super) enum Job {
         dir: std::path::PathBuf,
         reply: oneshot::Sender<Result<super::backup::Snapshot, super::backup::BackupError>>,
     },
+    /// Ticket `from` merged into ticket `into` (#19).
+    Merge {
+        from: u64,
+        into: u64,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<TicketRecord, DeskError>>,
+    },
     /// Time-based work due at `now` (the clock is the caller's): held
-    /// notifications' digests.
+    /// notifications' digests, response targets, lifecycle timers (#19).
     Tick {
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<usize, DeskError>>,
@@ -136,6 +143,26 @@ pub(super) enum Job {
         plan: super::retention::Plan,
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<super::retention::PruneReport, DeskError>>,
+    },
+    /// Ingest a held mail as ordinary mail (`desk::spam`).
+    SpamRelease {
+        id: u64,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<RetryOutcome, DeskError>>,
+    },
+    /// Forget a held mail.
+    SpamDrop {
+        id: u64,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<(), DeskError>>,
+    },
+    /// Add (`add`) or remove a run-time blocklist entry; the answer says
+    /// whether anything changed.
+    Block {
+        entry: crate::spam::BlockEntry,
+        add: bool,
+        actor: ActorRef,
+        reply: oneshot::Sender<Result<bool, DeskError>>,
     },
 }
 
@@ -403,7 +430,7 @@ impl Writer {
     /// goes through here.
     fn commit_writes(&mut self, writes: crate::store::WriteSet) -> Result<(), StoreError> {
         let changes = super::Changes::of(&writes);
-        self.committer.commit(writes)?;
+        self.committer.commit_noting(writes, || changes.notes())?;
         if !changes.is_empty() {
             // Nobody listening is fine: the feed is a hint to re-read.
             let _ = self.changes.send(changes);
@@ -552,13 +579,54 @@ impl Writer {
             }
             Job::Tick { now, reply } => {
                 let r = self.tick(tx, now);
-                let r = match r {
-                    Ok(n) => Ok(n),
+                let (r, work) = match r {
+                    Ok((n, work)) => (Ok(n), Some(work)),
                     Err(e) => {
                         tx.rollback(sp);
-                        Err(e)
+                        (Err(e), None)
                     }
                 };
+                // Counted once durable: a failed commit fires them again.
+                let health = self.health.clone();
+                let finish = done(reply, r);
+                Box::new(move |err| {
+                    if let (None, Some(w)) = (err, &work) {
+                        w.count(&health);
+                    }
+                    finish(err)
+                })
+            }
+            Job::Merge { from, into, actor, reply } => {
+                let now = Utc::now().trunc_subsecs(0);
+                let r = super::merge::merge(&self.rules, tx, from, into, &actor, now);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                done(reply, r)
+            }
+            Job::SpamRelease { id, actor, reply } => {
+                debug!(id, by = actor.label(), "releasing a spam entry");
+                let r =
+                    super::spam::release(&self.rules, &self.health, &self.store, tx, id).map(|(outcome, queued)| {
+                        self.queued |= queued;
+                        outcome
+                    });
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
+                done(reply, r)
+            }
+            Job::SpamDrop { id, actor, reply } => {
+                let copying = self.blob_copies.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                let r = super::spam::drop_entry(tx, id, &actor, copying);
+                let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::Block { entry, add, actor, reply } => {
+                let r = super::spam::change_block(&self.rules.cfg, tx, &entry, add, &actor);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
                 done(reply, r)
             }
             Job::EndRun { .. } | Job::Backup { .. } | Job::Load { .. } => unreachable!("handled in group()"),
@@ -742,9 +810,20 @@ impl Writer {
         }
     }
 
+    /// The time-based work due at `now`: the clock's (response targets,
+    /// lifecycle timers; see `desk::timers`), then the digests. Returns
+    /// how much was done (tickets fired or swept, digests queued).
+    fn tick(&mut self, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<(usize, super::timers::Work), DeskError> {
+        let now = now.trunc_subsecs(0);
+        let work = super::timers::run(&self.rules, tx, now)?;
+        self.queued |= work.queued;
+        let digests = self.digests(tx, now)?;
+        Ok((digests + work.fired + work.swept, work))
+    }
+
     /// Sends each held digest whose agent is under the hourly limit again,
     /// or whose oldest line has waited an hour. Returns the digests queued.
-    fn tick(&mut self, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<usize, DeskError> {
+    fn digests(&mut self, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<usize, DeskError> {
         let cfg = self.rules.cfg.clone();
         let Some(mailbox) = cfg.mailboxes.first() else { return Ok(0) };
         let ctx = self.rules.context(mailbox, false);

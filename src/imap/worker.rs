@@ -194,6 +194,7 @@ impl Worker {
             let leftover: Vec<u32> = leftover.into_iter().filter(|u| *u > acked_uid && *u <= last_uid).collect();
             if !leftover.is_empty() {
                 info!(mailbox = %mb.name, count = leftover.len(), "finishing post-actions interrupted before");
+                self.may_act()?;
                 post.apply(&mut s, &leftover).await?;
             }
             self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(desk_err)?;
@@ -317,6 +318,13 @@ impl Worker {
             }
             crate::failpoint::hit("fetched");
             items.sort_by_key(Item::uid);
+            // rspamd is asked here, not by the writer (whose thread does no
+            // network I/O); history is not live mail and is not scanned.
+            if mode == Mode::Live
+                && let Some(scanner) = crate::spam::Scanner::from_config(&self.desk.config().spam, &mb.address)
+            {
+                items = crate::desk::spam::scan(items, &scanner, self.desk.health()).await;
+            }
             // Queued behind the previous batch, so the writer goes straight
             // on to it while the previous one is marked processed on IMAP.
             // Bounded: when the writer is busy the worker waits; nothing is dropped.
@@ -387,6 +395,7 @@ impl Worker {
         post_due: &mut Vec<u32>,
     ) -> Result<(), ImapError> {
         if !post_due.is_empty() {
+            self.may_act()?;
             let started = std::time::Instant::now();
             post.apply(s, post_due).await?;
             tracing::trace!(count = post_due.len(), us = started.elapsed().as_micros() as u64, "post-action done");
@@ -394,6 +403,16 @@ impl Worker {
             crate::failpoint::hit("post-action");
         }
         self.desk.acked(&self.mb.name, uid_validity, last_uid).await.map_err(|e| ImapError::Ingest(e.to_string()))
+    }
+
+    /// The guard right before a post-action: in a cluster whose lease is in
+    /// doubt, stored mail stays unmarked (it is marked once the lease is
+    /// confirmed, or by the next leader, from the cursor's `acked_uid`).
+    fn may_act(&self) -> Result<(), ImapError> {
+        if self.desk.may_act() {
+            return Ok(());
+        }
+        Err(ImapError::Ingest("this node's lease is in doubt: post-actions wait".into()))
     }
 
     async fn idle(&self, s: ImapSession) -> Result<(ImapSession, Wake), ImapError> {

@@ -201,7 +201,6 @@ pub struct InboundMail {
     /// Without angle brackets, as the sender wrote it.
     pub message_id: Option<String>,
     pub raw_sha256: String,
-    pub raw_len: usize,
     /// The first usable address of From, else of Sender, Reply-To or
     /// Return-Path (a note says which); `None` with [`Self::from_problem`].
     pub from: Option<MailAddress>,
@@ -224,11 +223,6 @@ pub struct InboundMail {
     /// `Received`, `Authentication-Results` and spam verdict headers in
     /// order, top first.
     pub trace: Vec<Trace>,
-    /// The `X-Ticketd-Ticket` header we put on our own mail.
-    pub ticketd_header: Option<String>,
-    /// Some bytes could not be decoded (bad base64, a charset that does not
-    /// fit); the text holds U+FFFD or a best guess.
-    pub encoding_problem: bool,
     /// What was cut, guessed or changed while parsing, one short sentence
     /// each, for `system` thread entries.
     pub notes: Vec<String>,
@@ -352,9 +346,9 @@ impl InboundMail {
             }
             other => other,
         };
-        let mut in_reply_to = ids(msg.in_reply_to(), "In-Reply-To", &mut notes);
+        let mut in_reply_to = ids(msg.in_reply_to(), msg.header_raw("In-Reply-To"), "In-Reply-To", &mut notes);
         in_reply_to.truncate(MAX_IN_REPLY_TO);
-        let mut references = ids(msg.references(), "References", &mut notes);
+        let mut references = ids(msg.references(), msg.header_raw("References"), "References", &mut notes);
         if references.len() > MAX_REFERENCES {
             notes.push(format!(
                 "{} References ids over the limit of {MAX_REFERENCES} were dropped (the oldest)",
@@ -369,18 +363,16 @@ impl InboundMail {
             notes.push(format!("subject longer than {MAX_SUBJECT_CHARS} characters was cut"));
         }
 
-        let mut assembly = Assembly { tree: &tree, notes: &mut notes, tld, used: 0, cut: false, problem: false };
+        let mut assembly = Assembly { tree: &tree, notes: &mut notes, tld, used: 0, cut: false };
         let body = assembly.body();
         let report = delivery_report(&tree);
         let attachments = if report.is_some() { Vec::new() } else { assembly.attachments(&parser) };
-        let encoding_problem = assembly.problem;
 
         let date_raw = msg.header_raw(HeaderName::Date).map(clean_line).unwrap_or_default();
         let content_sha256 = content_hash(from.as_ref(), &subject, &date_raw, &body, &attachments);
         Ok(InboundMail {
             message_id,
             raw_sha256: hex::encode(Sha256::digest(raw)),
-            raw_len: raw.len(),
             to: address_list(msg.to(), "To", &mut notes),
             cc: address_list(msg.cc(), "Cc", &mut notes),
             subject,
@@ -393,11 +385,6 @@ impl InboundMail {
             report,
             auth_results,
             trace,
-            ticketd_header: msg
-                .header("X-Ticketd-Ticket")
-                .and_then(|v| v.as_text())
-                .map(|s| cut_chars(&clean_line(s), MAX_NAME_CHARS)),
-            encoding_problem,
             notes: notes.0,
             from_problem,
             content_sha256,
@@ -515,10 +502,14 @@ fn usable_id(id: &str) -> bool {
     id.len() <= MAX_ID_LEN && !id.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
-fn ids(v: &HeaderValue<'_>, field: &str, notes: &mut Notes) -> Vec<String> {
-    let all: Vec<&str> = match v {
-        HeaderValue::Text(t) => vec![t.as_ref()],
-        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
+fn ids(v: &HeaderValue<'_>, raw: Option<&str>, field: &str, notes: &mut Notes) -> Vec<String> {
+    // Python's `email` package writes a line that would pass 78 columns as
+    // RFC 2047 encoded words, ids and all: decoded, they are ids again.
+    let decoded = raw.filter(|r| r.contains("=?")).and_then(decode_id_list);
+    let all: Vec<&str> = match (&decoded, v) {
+        (Some(d), _) => d.iter().map(String::as_str).collect(),
+        (None, HeaderValue::Text(t)) => vec![t.as_ref()],
+        (None, HeaderValue::TextList(l)) => l.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
     };
     let mut out = Vec::with_capacity(all.len());
@@ -534,6 +525,30 @@ fn ids(v: &HeaderValue<'_>, field: &str, notes: &mut Notes) -> Vec<String> {
         notes.push(format!("{dropped} {field} ids longer than {MAX_ID_LEN} characters or with spaces were dropped"));
     }
     out
+}
+
+/// The Message-IDs of an `In-Reply-To` or `References` value written
+/// (partly) as RFC 2047 encoded words: decoded as unstructured text by
+/// mail-parser, then read as `<id>` tokens (or bare words with an `@`
+/// when there are none). None when nothing usable comes out.
+fn decode_id_list(raw: &str) -> Option<Vec<String>> {
+    let header = format!("Subject:{raw}\r\n\r\n");
+    let parsed = MessageParser::default().parse_headers(header.as_bytes())?;
+    let text = parsed.subject()?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        let Some(len) = rest[start..].find('>') else { break };
+        let id = rest[start + 1..start + len].trim();
+        if !id.is_empty() {
+            out.push(id.to_owned());
+        }
+        rest = &rest[start + len + 1..];
+    }
+    if out.is_empty() {
+        out = text.split_whitespace().filter(|w| w.contains('@')).map(str::to_owned).collect();
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The sender domain's last label, which sharpens charset guesses (.jp,
@@ -587,7 +602,6 @@ struct Assembly<'t, 'a, 'n> {
     /// Body bytes taken so far.
     used: usize,
     cut: bool,
-    problem: bool,
 }
 
 impl Assembly<'_, '_, '_> {
@@ -663,7 +677,6 @@ impl Assembly<'_, '_, '_> {
         let limit = if is_html { MAX_HTML_INPUT } else { room.saturating_mul(2).saturating_add(8) };
         let (bytes, problem, cut) = mime::decode_transfer(e.body, e.info.encoding, limit);
         if problem {
-            self.problem = true;
             self.notes.push(NOTE_BAD_TRANSFER);
         }
         let hint = if is_html && e.info.charset.is_none() { meta_charset(&bytes) } else { None };
@@ -672,7 +685,6 @@ impl Assembly<'_, '_, '_> {
         if let Some(n) = decoded.note {
             self.notes.push(n);
         }
-        self.problem |= decoded.problem;
         let text = if is_html {
             let r = html::render(&decoded.text, room + 8);
             if cut || r.input_cut {
@@ -711,7 +723,6 @@ impl Assembly<'_, '_, '_> {
             } else {
                 let (bytes, problem, _) = mime::decode_transfer(e.body, e.info.encoding, usize::MAX);
                 if problem {
-                    self.problem = true;
                     self.notes.push(NOTE_BAD_TRANSFER);
                 }
                 let mime_type = e.info.mime_type();
@@ -922,5 +933,43 @@ From: support@example.test\nMessage-ID: <ticketd.1.ack@example.test>\nSubject: [
         assert_eq!(r.final_recipient.as_deref(), Some("nobody@example.test"));
         assert!(r.is_failure());
         assert!(m.auto.is_automatic());
+    }
+
+    const LONG_ID: &str =
+        "CAF=first.long.message.id.from.a.corporate.mail.system.0123456789abcdef0123@mail.example.net";
+
+    fn encoded_ids_are_read(raw: &[u8]) {
+        let m = InboundMail::parse(raw).unwrap();
+        assert_eq!(m.in_reply_to, vec![LONG_ID], "notes: {:?}", m.notes);
+        assert_eq!(m.references, vec!["start@example.net", LONG_ID]);
+        assert!(!m.notes.iter().any(|n| n.contains("dropped")), "{:?}", m.notes);
+    }
+
+    /// `tests/fixtures/python-email/reply-encoded-ids.eml` is what
+    /// `reply.py` beside it printed (Python 3.11's `email`): In-Reply-To and
+    /// References as RFC 2047 encoded words. Where python3 is installed the
+    /// script runs again, so a newer `email` package is checked too.
+    #[test]
+    fn ids_written_as_encoded_words_by_python_email_are_decoded() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/python-email");
+        let fixture = std::fs::read(format!("{dir}/reply-encoded-ids.eml")).unwrap();
+        assert!(String::from_utf8_lossy(&fixture).contains("In-Reply-To: =?utf-8?q?=3CCAF"));
+        encoded_ids_are_read(&fixture);
+        encoded_ids_are_read(&fixture.iter().copied().filter(|b| *b != b'\r').collect::<Vec<u8>>());
+        let fresh = std::process::Command::new("python3")
+            .arg(format!("{dir}/reply.py"))
+            .arg(format!("<{LONG_ID}>"))
+            .arg("<start@example.net>")
+            .output();
+        match fresh {
+            Ok(out) if out.status.success() => encoded_ids_are_read(&out.stdout),
+            Ok(out) => panic!("reply.py failed: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => eprintln!("python3 not run ({e}); the committed output was checked"),
+        }
+        // Plain ids, and an encoded word that holds no id, are read as before.
+        let plain = InboundMail::parse(b"From: a@x.test\r\nIn-Reply-To: <p1@x>\r\n\r\nhi\r\n").unwrap();
+        assert_eq!(plain.in_reply_to, vec!["p1@x"]);
+        let word = InboundMail::parse(b"From: a@x.test\r\nIn-Reply-To: =?utf-8?q?hello_world?=\r\n\r\nhi\r\n").unwrap();
+        assert!(!word.in_reply_to.iter().any(|i| i.starts_with("hello")), "{:?}", word.in_reply_to);
     }
 }

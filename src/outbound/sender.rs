@@ -32,6 +32,9 @@ pub struct Sender {
 enum Stop {
     /// The connection or the server is the problem: the rest would fail alike.
     Transient(String),
+    /// This node's lease is in doubt (a cluster): nothing is sent until it
+    /// is confirmed or another node leads.
+    Paused,
 }
 
 impl Sender {
@@ -44,6 +47,13 @@ impl Sender {
         loop {
             if self.shutdown.is_cancelled() {
                 break;
+            }
+            if !self.desk.may_act() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
             }
             let hold = match self.round(&mut client, &mut failing).await {
                 Ok(true) => {
@@ -119,6 +129,7 @@ impl Sender {
                         self.defer(*seq, entry, &error, failing).await?;
                         return Ok(true);
                     }
+                    Err(Stop::Paused) => return Ok(false),
                 }
             }
         }
@@ -201,6 +212,10 @@ impl Sender {
         if rcpts.is_empty() {
             reports.push(Delivery::Done);
             return Ok(reports);
+        }
+        // The guard right before the send (a cluster's lease in doubt).
+        if !self.desk.may_act() {
+            return Err(Stop::Paused);
         }
         let results = match client.send(&from, &rcpts, &bytes).await {
             Ok(r) => r,

@@ -27,6 +27,11 @@ pub enum OutKind {
     /// To an agent past `desk.notifications_per_agent_per_hour`: the
     /// notifications held back, in one mail (about no single ticket).
     Digest,
+    /// A response target is about to pass, or passed: to the assignee, or
+    /// every agent (#19). Carries the agent-only id, like a notification.
+    Escalation,
+    /// To the customer of a ticket pending too long: we wait for you (#19).
+    Reminder,
 }
 
 impl OutKind {
@@ -41,6 +46,8 @@ impl OutKind {
             OutKind::CommandError => "command_error",
             OutKind::Receipt => "receipt",
             OutKind::Digest => "digest",
+            OutKind::Escalation => "escalation",
+            OutKind::Reminder => "reminder",
         }
     }
 

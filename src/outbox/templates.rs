@@ -11,6 +11,8 @@ pub struct Templates {
     pub resolved: String,
     pub command_error: String,
     pub receipt: String,
+    /// To the customer of a ticket pending too long (#19).
+    pub pending_reminder: String,
 }
 
 const ACK: &str = "Hello,
@@ -61,6 +63,16 @@ const RECEIPT: &str = "Applied to ticket #{{number}}:
 {{changes}}
 ";
 
+const PENDING_REMINDER: &str = "Hello,
+
+your ticket #{{number}} ({{title}}) is waiting for your answer.
+{{next_step}}
+To answer, just reply to this message.
+
+-- 
+{{display_name}}
+";
+
 impl Default for Templates {
     fn default() -> Self {
         Templates {
@@ -69,13 +81,15 @@ impl Default for Templates {
             resolved: RESOLVED.into(),
             command_error: COMMAND_ERROR.into(),
             receipt: RECEIPT.into(),
+            pending_reminder: PENDING_REMINDER.into(),
         }
     }
 }
 
 impl Templates {
     /// Defaults, overridden by `ack.txt`, `agent_notify.txt`, `resolved.txt`,
-    /// `command_error.txt` and `receipt.txt` where present.
+    /// `command_error.txt`, `receipt.txt` and `pending_reminder.txt` where
+    /// present.
     pub fn load(dir: Option<&Path>) -> std::io::Result<Templates> {
         let mut t = Templates::default();
         let Some(dir) = dir else { return Ok(t) };
@@ -85,6 +99,7 @@ impl Templates {
             ("resolved.txt", &mut t.resolved),
             ("command_error.txt", &mut t.command_error),
             ("receipt.txt", &mut t.receipt),
+            ("pending_reminder.txt", &mut t.pending_reminder),
         ] {
             match std::fs::read_to_string(dir.join(name)) {
                 Ok(s) => *slot = s,

@@ -36,6 +36,7 @@
 pub mod calendar;
 pub mod config;
 pub mod lifecycle;
+pub mod record;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,7 @@ pub use config::{
     SlaRule, build,
 };
 pub use lifecycle::{LifecycleConfig, LifecycleEvent, lifecycle_due};
+pub use record::Timers;
 
 use crate::ticket::{Category, Priority, Status, ThreadType};
 

@@ -236,31 +236,43 @@ pub fn blocked(address: &str, list: &BlockList) -> Option<Blocked> {
     if list.is_empty() {
         return None;
     }
+    candidates(address).into_iter().find(|e| list.contains(e)).map(|entry| Blocked { entry })
+}
+
+/// Every entry that would block `address`, the one that wins first: the
+/// address itself (lower-cased), the address without its `+detail`, its
+/// domain, then each parent domain. This is the question a store of
+/// entries is asked (one point look-up each); [`blocked`] asks it of a
+/// [`BlockList`]. At most two addresses and one entry per label of a
+/// domain of at most 253 bytes, whatever `address` is.
+pub fn candidates(address: &str) -> Vec<BlockEntry> {
     let a = address.trim();
     let a = a.strip_prefix('<').and_then(|s| s.strip_suffix('>')).unwrap_or(a).trim();
-    let (local, domain) = a.rsplit_once('@')?;
+    let Some((local, domain)) = a.rsplit_once('@') else { return Vec::new() };
     if domain.is_empty() || domain.len() > MAX_DOMAIN + 1 {
-        return None;
+        return Vec::new();
     }
     let domain = domain.trim_end_matches('.').to_lowercase();
-    let hit = |e: BlockEntry| list.contains(&e).then_some(Blocked { entry: e });
+    let mut out = Vec::new();
     if !local.is_empty() && local.len() <= 4 * MAX_LOCAL {
         let local = local.to_lowercase();
-        if let Some(b) = hit(BlockEntry::Address(format!("{local}@{domain}"))) {
-            return Some(b);
-        }
-        if let Some((base, _detail)) = local.split_once('+')
-            && let Some(b) = hit(BlockEntry::Address(format!("{base}@{domain}")))
-        {
-            return Some(b);
+        if let Some((base, _detail)) = local.split_once('+') {
+            let base = format!("{base}@{domain}");
+            out.push(BlockEntry::Address(format!("{local}@{domain}")));
+            out.push(BlockEntry::Address(base));
+        } else {
+            out.push(BlockEntry::Address(format!("{local}@{domain}")));
         }
     }
     let mut suffix = domain.as_str();
     loop {
-        if let Some(b) = hit(BlockEntry::Domain(suffix.to_owned())) {
-            return Some(b);
+        if !suffix.is_empty() {
+            out.push(BlockEntry::Domain(suffix.to_owned()));
         }
-        suffix = suffix.split_once('.')?.1;
+        match suffix.split_once('.') {
+            Some((_, rest)) => suffix = rest,
+            None => return out,
+        }
     }
 }
 
@@ -345,6 +357,19 @@ mod tests {
         let json = serde_json::to_string(&l.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(json, r#"["@bad.example"]"#);
         assert!(serde_json::from_str::<BlockEntry>(r#""nope""#).is_err());
+    }
+
+    #[test]
+    fn candidates_are_what_a_store_is_asked_in_order() {
+        let c: Vec<String> = candidates("<Ann+Offers@Mail.Bad.Example>").iter().map(ToString::to_string).collect();
+        assert_eq!(
+            c,
+            ["ann+offers@mail.bad.example", "ann@mail.bad.example", "@mail.bad.example", "@bad.example", "@example"]
+        );
+        assert!(candidates("no-at-sign").is_empty());
+        assert!(candidates("x@").is_empty());
+        let long = format!("x@{}bad.example", "a.".repeat(100_000));
+        assert!(candidates(&long).is_empty(), "longer than any domain: nothing to ask");
     }
 
     #[test]

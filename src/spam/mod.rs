@@ -20,6 +20,7 @@
 
 pub mod block;
 pub mod rspamd;
+pub mod scan;
 pub mod verdict;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use block::{BlockEntry, BlockEntryError, BlockList, Blocked, blocked};
+pub use scan::{ScanResult, Scanner};
 pub use verdict::{Action, Filter, Verdict, VerdictSource, border_verdict};
 
 /// `[spam]`: what ticketd believes about spam and whom it asks.
@@ -46,6 +48,12 @@ pub struct SpamConfig {
     /// and below it is not, whatever the filter's own yes/no said (the
     /// desk's own bar). Unset (default): the filter's own decision.
     pub score_threshold: Option<f64>,
+    /// `reply_hard_limit`: a reply to an existing ticket from its own
+    /// customer (or a participant) or from a proven agent is held as spam
+    /// only when a verdict's score is at least this; below it (or with no
+    /// score at all) it joins its ticket and the verdict is logged.
+    /// Default 15 (rspamd's reject score).
+    pub reply_hard_limit: f64,
     /// `rspamd_url` (and `rspamd_timeout`, default 10 s): ask rspamd
     /// directly. Unset (default): ticketd asks nobody.
     pub rspamd: Option<RspamdConfig>,
@@ -66,6 +74,7 @@ impl Default for SpamConfig {
             placement: Placement::AboveBorder,
             border_host: None,
             score_threshold: None,
+            reply_hard_limit: DEFAULT_REPLY_HARD_LIMIT,
             rspamd: None,
             unreachable: Unreachable::Accept,
             retention_days: DEFAULT_RETENTION_DAYS,
@@ -75,6 +84,7 @@ impl Default for SpamConfig {
 }
 
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_REPLY_HARD_LIMIT: f64 = 15.0;
 pub const DEFAULT_RSPAMD_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,6 +210,12 @@ fn a_blob_written_and_deleted_in_one_commit(dir: &Path, open: Opener<'_>) {
     assert_eq!(b.get_blob(BlobKind::Attachment, &sha(kept)).unwrap().as_deref(), Some(kept));
     let listed: Vec<String> = b.blobs(BlobKind::Attachment).map(|r| r.unwrap().0).collect();
     assert_eq!(listed, vec![sha(kept)]);
+    // A committed blob deleted and staged again in one set stays.
+    let mut w = WriteSet::default();
+    w.delete_blob(BlobKind::Attachment, &sha(kept));
+    w.put_blob(BlobKind::Attachment, &sha(kept), kept.to_vec());
+    b.commit(w).unwrap();
+    assert_eq!(b.get_blob(BlobKind::Attachment, &sha(kept)).unwrap().as_deref(), Some(kept), "the put came last");
 }
 
 /// All or nothing: a commit refused for one of its blobs leaves no record

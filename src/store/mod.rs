@@ -20,6 +20,7 @@ pub mod contract;
 pub mod postgres;
 pub mod segments;
 pub mod sled_backend;
+pub mod spam;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +136,18 @@ pub enum Table {
     /// Agent id → [`HeldDigest`]: notifications held past the agent's
     /// hourly limit, until their digest goes out.
     Digests,
+    /// Id → [`spam::SpamEntry`]: mail held for review (spam, a blocked
+    /// sender), with its verdict.
+    Spam,
+    /// Blocklist entry (`name@domain`, `@domain`) → [`spam::BlockRecord`]:
+    /// the entries added at run time (the config's own are not stored).
+    Blocklist,
+    /// The desk's clock (#19): `w` + when a ticket next needs looking at +
+    /// ticket (the wake index, read from the front by the tick), and `d` +
+    /// its earliest running due time + ticket (the queue's "overdue" and
+    /// "due soon"); values empty. Kept in step with each ticket's saved
+    /// `timers` by `desk::apply`.
+    Timers,
     /// Ticket number → its [`crate::desk::summary::TicketSummary`], kept
     /// by the writer with every save: what a queue row shows and filters
     /// on, without reading the ticket's threads.
@@ -163,6 +176,9 @@ impl Table {
         Table::OutboxTickets,
         Table::Attachments,
         Table::Digests,
+        Table::Spam,
+        Table::Blocklist,
+        Table::Timers,
         Table::Summaries,
         Table::ClientInfo,
         Table::Sessions,
@@ -185,6 +201,9 @@ impl Table {
             Table::OutboxTickets => "outbox_tickets",
             Table::Attachments => "attachments",
             Table::Digests => "digests",
+            Table::Spam => "spam",
+            Table::Blocklist => "blocklist",
+            Table::Timers => "timers",
             Table::Summaries => "summaries",
             Table::ClientInfo => "client_info",
             Table::Sessions => "sessions",
@@ -296,6 +315,16 @@ pub trait Backend: Get + Send + Sync {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
     /// Bytes the store occupies on disk, tables and blobs.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Whether [`Backend::commit_noted`] sends its notes anywhere (a shared
+    /// database tells the other nodes what each commit changed).
+    fn takes_notes(&self) -> bool {
+        false
+    }
+    /// [`Backend::commit`], and the notes delivered to whoever listens if
+    /// and only if the commit lands.
+    fn commit_noted(&self, writes: WriteSet, _notes: Vec<String>) -> Result<(), StoreError> {
+        self.commit(writes)
+    }
 }
 
 /// The one handle that writes a store (see the module note).
@@ -306,6 +335,16 @@ pub struct Committer {
 impl Committer {
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         self.backend.commit(writes)
+    }
+
+    /// Commits with notes for the other nodes, made only when the backend
+    /// takes them (so a single-node store pays nothing for them).
+    pub fn commit_noting(&self, writes: WriteSet, notes: impl FnOnce() -> Vec<String>) -> Result<(), StoreError> {
+        if self.backend.takes_notes() {
+            self.backend.commit_noted(writes, notes())
+        } else {
+            self.backend.commit(writes)
+        }
     }
 }
 
@@ -476,12 +515,44 @@ pub mod keys {
         k
     }
 
+    /// `Timers` key of the wake index: `w`, the instant (as in [`due`]),
+    /// the ticket.
+    pub fn wake(at: i64, ticket: u64) -> Vec<u8> {
+        timer(WAKE, at, ticket)
+    }
+
+    /// `Timers` key of the due index: `d`, the instant, the ticket.
+    pub fn due_index(at: i64, ticket: u64) -> Vec<u8> {
+        timer(DUE, at, ticket)
+    }
+
+    pub const WAKE: u8 = b'w';
+    pub const DUE: u8 = b'd';
+
+    fn timer(kind: u8, at: i64, ticket: u64) -> Vec<u8> {
+        let mut k = vec![kind];
+        k.extend_from_slice(&due(at, ticket));
+        k
+    }
+
+    /// (instant, ticket) of a `Timers` key of either index.
+    pub fn split_timer(k: &[u8]) -> Option<(i64, u64)> {
+        split_due(k.get(1..)?)
+    }
+
+    /// Meta: a digest of the time config the tickets' clocks were last
+    /// settled under; another one starts the sweep.
+    pub const TIMERS_CONFIG: &[u8] = b"timers:config";
+    /// Meta: the sweep's next ticket number.
+    pub const TIMERS_SWEEP: &[u8] = b"timers:sweep";
+
     pub const RUNNING: &[u8] = b"running";
     pub const SECRET: &[u8] = b"secret";
     pub const NEXT_TICKET: &[u8] = b"next_ticket";
     pub const NEXT_CLIENT: &[u8] = b"next_client";
     pub const NEXT_OUTBOX: &[u8] = b"next_outbox";
     pub const NEXT_QUARANTINE: &[u8] = b"next_quarantine";
+    pub const NEXT_SPAM: &[u8] = b"next_spam";
 }
 
 /// Typed point reads, for anything that can [`Get`].
@@ -668,6 +739,28 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// (instant, ticket) of one of the clock's indexes (`keys::WAKE` or
+    /// `keys::DUE`), earliest first, up to and including `until`, at most
+    /// `limit`: the cost is what is due, not what waits.
+    pub fn timers_until(&self, index: u8, until: i64, limit: usize) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }) {
+            let (k, _) = item?;
+            let Some((at, n)) = keys::split_timer(&k) else { continue };
+            if at > until || out.len() >= limit {
+                break;
+            }
+            out.push((at, n));
+        }
+        Ok(out)
+    }
+
+    /// The earliest instant of one of the clock's indexes.
+    pub fn first_timer(&self, index: u8) -> Result<Option<i64>, StoreError> {
+        let first = self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }).next();
+        Ok(first.transpose()?.and_then(|(k, _)| keys::split_timer(&k)).map(|(at, _)| at))
     }
 
     /// When the earliest waiting entry becomes due.

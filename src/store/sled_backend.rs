@@ -62,6 +62,9 @@ fn prefix(table: Table) -> u8 {
         Table::OutboxTickets => b'k',
         Table::Attachments => b'f',
         Table::Digests => b'h',
+        Table::Spam => b'p',
+        Table::Blocklist => b'l',
+        Table::Timers => b'w',
         Table::Summaries => b'y',
         Table::ClientInfo => b'n',
         Table::Sessions => b'z',
@@ -240,7 +243,9 @@ impl SledBackend {
         // Blob bytes first: nothing may name bytes a crash could lose.
         let t0 = std::time::Instant::now();
         let mut batch = sled::Batch::default();
-        let mut stored: std::collections::HashSet<(BlobKind, &str)> = std::collections::HashSet::new();
+        // What this write set did to a blob so far (true: stored): the last
+        // write wins, as the committed index is read only before the first.
+        let mut done: std::collections::HashMap<(BlobKind, &str), bool> = std::collections::HashMap::new();
         let mut gone = Vec::new();
         // Nothing is written when any blob is not what its name promises.
         for b in &writes.blobs {
@@ -251,17 +256,21 @@ impl SledBackend {
         for b in &writes.blobs {
             match b {
                 BlobWrite::Put { kind, sha256, bytes } => {
-                    if stored.contains(&(*kind, sha256.as_str())) || self.has_blob(&inner, *kind, sha256)? {
+                    let here = match done.get(&(*kind, sha256.as_str())) {
+                        Some(stored) => *stored,
+                        None => self.has_blob(&inner, *kind, sha256)?,
+                    };
+                    if here {
                         continue;
                     }
                     let loc = self.append_blob(*kind, bytes)?;
                     batch.insert(blob_key(*kind, sha256), &loc.encode()[..]);
-                    stored.insert((*kind, sha256.as_str()));
+                    done.insert((*kind, sha256.as_str()), true);
                 }
                 BlobWrite::Delete { kind, sha256 } => {
                     // The bytes stay in their segment as dead space.
                     batch.remove(blob_key(*kind, sha256));
-                    stored.remove(&(*kind, sha256.as_str()));
+                    done.insert((*kind, sha256.as_str()), false);
                     match kind {
                         BlobKind::Raw => gone.push(Legacy::Raw(sha256.clone())),
                         BlobKind::Attachment => gone.push(Legacy::File(attachment_file(&self.attachments_dir, sha256))),
@@ -483,4 +492,21 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod prefixes {
+    use super::*;
+
+    /// Tables share one tree: two with one prefix would read each other's
+    /// records.
+    #[test]
+    fn every_table_has_a_prefix_of_its_own() {
+        let mut seen: Vec<u8> = vec![BLOB_INDEX];
+        for t in Table::ALL {
+            let p = prefix(*t);
+            assert!(!seen.contains(&p), "{} shares its prefix {:?}", t.name(), p as char);
+            seen.push(p);
+        }
+    }
 }

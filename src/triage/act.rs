@@ -63,6 +63,9 @@ pub enum Action {
     },
     /// A `system` entry (e.g. "Mail to x could not be delivered: …").
     System(String),
+    /// Block the ticket's sender (`#block`, the API): their later mail is
+    /// held at the door; the ticket is closed and tagged `spam`.
+    BlockSender,
 }
 
 /// Why an action was refused; `field` names the API field it came from.
@@ -81,6 +84,8 @@ pub struct Acted {
     pub changes: Vec<String>,
     /// Mail to queue (relay, resolved notice).
     pub mails: Vec<OutMail>,
+    /// Blocklist entries to add, and by whom.
+    pub blocks: Vec<(crate::spam::BlockEntry, String)>,
 }
 
 /// Text from a person (a reply, a note, a resolution): any length up to
@@ -122,6 +127,9 @@ impl Acted {
             effects.push(Effect::IndexMessageId { id: crate::mail::normalise_id(&m.message_id), ticket });
             effects.push(Effect::Send(Box::new(m)));
         }
+        for (entry, by) in self.blocks {
+            effects.push(Effect::Block { entry, by, ticket: Some(ticket) });
+        }
         Decision { outcome: Outcome::Acted { ticket, changes: self.changes }, effects }
     }
 }
@@ -136,7 +144,9 @@ pub fn act(
     out: &Composer<'_>,
     now: DateTime<Utc>,
 ) -> Result<Decision, Vec<ActError>> {
-    changes(rec, actor, actions, out, now).map(Acted::into_decision)
+    let mut d = changes(rec, actor, actions, out, now).map(Acted::into_decision)?;
+    super::timers::settle_decision(&mut d, &[rec], &out.ctx.cfg.sla, now);
+    Ok(d)
 }
 
 /// [`act`], with its parts apart (an agent's mail reply builds on them).
@@ -149,6 +159,7 @@ pub(super) fn changes(
 ) -> Result<Acted, Vec<ActError>> {
     let cfg = out.ctx.cfg;
     let was = rec.ticket.status;
+    let rec_merged = rec.merged_into;
     let mut rec = rec.clone();
     let who = actor.label().to_owned();
     let mut changes: Vec<String> = Vec::new();
@@ -156,6 +167,7 @@ pub(super) fn changes(
     let mut status_set = false;
     let mut assigned = false;
     let mut replies: Vec<(String, Vec<OutAttachment>)> = Vec::new();
+    let mut blocks = Vec::new();
     for action in actions {
         let t = &mut rec.ticket;
         let mut change = |c: String, t: &mut crate::ticket::Ticket| {
@@ -163,6 +175,13 @@ pub(super) fn changes(
             changes.push(c);
         };
         match action {
+            Action::Status(s) if *s != Status::Closed && rec_merged.is_some() => {
+                let into = rec_merged.unwrap_or_default();
+                errors.push(ActError {
+                    field: "status",
+                    message: format!("this ticket was merged into #{into}: work on #{into} (a merge is not undone)"),
+                });
+            }
             Action::Status(s) => {
                 status_set = true;
                 if *s != t.status {
@@ -277,6 +296,39 @@ pub(super) fn changes(
                 t.push_internal(&who, ThreadType::Agent, text.clone(), now);
             }
             Action::System(text) => t.push_thread("system", ThreadType::System, text.clone(), now),
+            Action::BlockSender => {
+                let address = rec.client_address.clone();
+                let ours = cfg.mailboxes.iter().any(|m| m.address.eq_ignore_ascii_case(&address));
+                if ours || cfg.agent_by_email(&address).is_some() {
+                    let whose = if ours { "a support address" } else { "an agent's address" };
+                    errors.push(ActError { field: "block", message: format!("{address} is {whose}: not blocked") });
+                    continue;
+                }
+                let entry = match crate::spam::BlockEntry::parse(&address) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(ActError { field: "block", message: e.to_string() });
+                        continue;
+                    }
+                };
+                status_set = true;
+                if t.status != Status::Closed {
+                    let old = t.status;
+                    t.set_status(Status::Closed, now);
+                    change(format!("status {old} → closed by {who}"), t);
+                }
+                if !t.tags.iter().any(|x| x == "spam") {
+                    if t.tags.len() >= MAX_TAGS {
+                        errors
+                            .push(ActError { field: "tags", message: format!("a ticket has at most {MAX_TAGS} tags") });
+                        continue;
+                    }
+                    t.tags.push("spam".into());
+                    change(format!("tagged spam by {who}"), t);
+                }
+                change(format!("sender {entry} blocked by {who}: their mail is held as spam from now on"), t);
+                blocks.push((entry, who.clone()));
+            }
         }
     }
     if !errors.is_empty() {
@@ -313,7 +365,7 @@ pub(super) fn changes(
     for m in &mails {
         super::push_thread_id(&mut rec, &m.message_id);
     }
-    Ok(Acted { rec, changes, mails })
+    Ok(Acted { rec, changes, mails, blocks })
 }
 
 /// Removes `agent_email` wherever it appears in `text`.

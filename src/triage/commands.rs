@@ -15,6 +15,11 @@ pub enum Command {
     Resolution(String),
     /// The rest of the mail is an internal note, not relayed.
     Note,
+    /// Block the ticket's sender: the ticket is closed and tagged `spam`,
+    /// and their later mail is held (the rest of the mail is a note).
+    Block,
+    /// Merge this ticket into that one (#19), after everything else.
+    Merge(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +103,12 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
                     out.commands.push(Command::Untag(tags));
                 }
             }
+            "block" if !arg.is_empty() => fail("#block takes no value: it blocks the ticket's sender".into()),
+            "block" => out.commands.push(Command::Block),
+            "merge" => match merge_arg(arg) {
+                Some(n) => out.commands.push(Command::Merge(n)),
+                None => fail(needs_arg("the ticket to merge into, e.g. #merge 42")),
+            },
             "resolution" if arg.is_empty() => fail(needs_arg("text")),
             "resolution" => out.commands.push(Command::Resolution(arg.to_owned())),
             "note" => {
@@ -112,13 +123,37 @@ pub fn parse(text: &str, me: &str, cfg: &Config) -> Parsed {
                 }
             }
             other => fail(format!(
-                "unknown command #{other}: expected #status, #priority, #category, #assign, #tag, #untag, #resolution or #note"
+                "unknown command #{other}: expected #status, #priority, #category, #assign, #tag, #untag, #resolution, #note, #block or #merge"
             )),
         }
         i += 1;
     }
     out.rest = lines[i.min(lines.len())..].join("\n").trim().to_owned();
     out
+}
+
+/// `42`, `#42` or `support_ticket_42`.
+fn merge_arg(arg: &str) -> Option<u64> {
+    crate::ticket::parse_ticket_ref(arg.trim().trim_start_matches('#')).filter(|n| *n > 0)
+}
+
+/// The ticket a `#merge N` among the leading command lines names: what
+/// the desk must look up before the rules run (they read no store).
+pub fn merge_target(text: &str) -> Option<u64> {
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        let body = line.strip_prefix('#').filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()))?;
+        let (word, arg) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+        if word.eq_ignore_ascii_case("merge") {
+            return merge_arg(arg);
+        }
+        if word.eq_ignore_ascii_case("note") && !arg.is_empty() {
+            return None;
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -159,6 +194,21 @@ mod tests {
         assert!(p.errors[0].why.starts_with("unknown command #frobnicate"));
         assert!(p.errors[1].why.contains("unknown agent \"carol\""));
         assert_eq!(p.errors[2].why, "#priority needs a value");
+    }
+
+    #[test]
+    fn merge_names_the_survivor() {
+        let p = parse("#merge 42\nSame problem as #42.", "agent_alice", &cfg());
+        assert_eq!(p.commands, vec![Command::Merge(42)]);
+        assert_eq!(p.rest, "Same problem as #42.");
+        assert_eq!(parse("#merge #7", "agent_alice", &cfg()).commands, vec![Command::Merge(7)]);
+        assert_eq!(parse("#merge support_ticket_7", "agent_alice", &cfg()).commands, vec![Command::Merge(7)]);
+        let bad = parse("#merge soon", "agent_alice", &cfg());
+        assert_eq!(bad.errors.len(), 1);
+        assert!(bad.errors[0].why.contains("#merge needs the ticket to merge into"), "{:?}", bad.errors);
+        assert_eq!(merge_target("\n#status open\n#merge 42\nhi"), Some(42));
+        assert_eq!(merge_target("hi\n#merge 42"), None, "commands only count at the top");
+        assert_eq!(merge_target("#note #merge 42"), None);
     }
 
     #[test]

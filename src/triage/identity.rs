@@ -60,6 +60,8 @@ impl IdKind {
             OutKind::CommandError => IdKind::CommandError,
             OutKind::Receipt => IdKind::Receipt,
             OutKind::Digest => IdKind::Notice,
+            OutKind::Escalation => IdKind::Notify,
+            OutKind::Reminder => IdKind::Notice,
         }
     }
 
@@ -306,7 +308,7 @@ fn received_by(value: &str) -> Option<String> {
 /// (`by <authserv-id>`). A sender can put any header into a mail, but only
 /// below the border's Received line; and with no such line we cannot tell
 /// ours from a forgery, so nothing counts.
-fn border_results<'m>(mail: &'m InboundMail, authserv_id: &str) -> Option<&'m str> {
+pub fn border_results<'m>(mail: &'m InboundMail, authserv_id: &str) -> Option<&'m str> {
     let id = authserv_id.to_ascii_lowercase();
     let border = mail
         .trace

@@ -6,9 +6,12 @@
 
 pub mod act;
 pub mod commands;
+pub mod door;
 pub mod identity;
+pub mod merge;
 pub mod outgoing;
 pub mod thread;
+pub mod timers;
 pub mod token;
 
 use chrono::{DateTime, Utc};
@@ -62,6 +65,21 @@ pub struct Snapshot {
     pub parent_mail: Option<Box<OutMail>>,
     /// The mail of ours a delivery report says failed.
     pub bounced_mail: Option<Box<OutMail>>,
+    /// What rspamd said when ticketd asked it (`spam.rspamd_url`); None:
+    /// not asked.
+    pub scan: Option<crate::spam::ScanResult>,
+    /// The blocklist entry (config or run time) that names the sender.
+    pub blocked: Option<crate::spam::BlockEntry>,
+    /// A person released this mail from the spam list: the door lets it in.
+    pub released: bool,
+    /// Tickets merged away that the lookup passed through to reach
+    /// `by_thread`/`by_token` (their survivor): an agent's proof naming one
+    /// of them counts for the survivor.
+    pub merged_via: Vec<u64>,
+    /// The ticket an agent's `#merge N` names, as stored (not followed).
+    pub merge_into: Option<Box<TicketRecord>>,
+    /// Where `merge_into` points through earlier merges, in order.
+    pub merge_chain: Vec<u64>,
 }
 
 pub struct Context<'a> {
@@ -122,6 +140,16 @@ pub enum Effect {
     },
     /// Something an operator should know (logged at WARN).
     Warn(String),
+    /// Keep the mail for review instead of the desk (see [`door`]).
+    Hold(Box<door::Hold>),
+    /// Put an entry on the run-time blocklist.
+    Block {
+        entry: crate::spam::BlockEntry,
+        by: String,
+        ticket: Option<u64>,
+    },
+    /// An acknowledgement the mail would have had was not sent (counted).
+    AckRefused(door::AckRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +179,10 @@ pub enum Outcome {
         ticket: u64,
         changes: Vec<String>,
     },
+    /// Spam or a blocked sender, kept for review (see [`door`]).
+    Held {
+        source: door::HoldSource,
+    },
 }
 
 impl Outcome {
@@ -165,6 +197,7 @@ impl Outcome {
             Outcome::Bounce { .. } => "bounce",
             Outcome::Quarantined => "quarantined",
             Outcome::Acted { .. } => "acted",
+            Outcome::Held { .. } => "held",
         }
     }
 }
@@ -226,6 +259,28 @@ pub fn agent_notify_key(agent: &str) -> String {
 }
 
 pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
+    let mut d = decide_mail(mail, snap, ctx, now);
+    let known: Vec<&TicketRecord> =
+        [snap.by_thread.as_ref(), snap.by_token.as_ref(), snap.merge_into.as_deref()].into_iter().flatten().collect();
+    timers::settle_decision(&mut d, &known, &ctx.cfg.sla, now);
+    d
+}
+
+/// An agent proven for `rec`, or for a ticket merged into it on the way
+/// there (their notifications name the old ticket).
+fn proven_for<'c>(
+    mail: &InboundMail,
+    rec: &TicketRecord,
+    snap: &Snapshot,
+    ctx: &Context<'c>,
+    now: DateTime<Utc>,
+) -> Option<(&'c Agent, identity::Proof)> {
+    std::iter::once(rec.number)
+        .chain(snap.merged_via.iter().copied())
+        .find_map(|n| identity::proven_agent(mail, Some(n), ctx.cfg, ctx.secret, now))
+}
+
+fn decide_mail(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateTime<Utc>) -> Decision {
     if snap.duplicate {
         return Decision::duplicate();
     }
@@ -250,15 +305,17 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
             };
             // And it names a Message-ID only a receiver of that mail knows
             // (the MAC under our secret), not one computed from the outside.
+            // The ticket's own mail, or mail of a ticket merged into it.
+            let mine = |rec: &TicketRecord, n: u64| n == rec.number || snap.merged_via.contains(&n);
             let proves = |rec: &TicketRecord| {
                 report
                     .original_message_id
                     .as_deref()
                     .and_then(|id| identity::verify_ours(ctx.secret, id, ctx.cfg.agents.iter().map(|a| a.id.as_str())))
-                    .is_some_and(|(n, _)| n == rec.number)
+                    .is_some_and(|(n, _)| mine(rec, n))
             };
             return match (&snap.by_thread, ours) {
-                (Some(rec), Some(m)) if m.ticket == rec.number && names_rcpt(m) && proves(rec) => {
+                (Some(rec), Some(m)) if mine(rec, m.ticket) && names_rcpt(m) && proves(rec) => {
                     bounce(mail, report, rec, now)
                 }
                 _ => Decision::quarantine("delivery report that references no mail of ours to that recipient"),
@@ -273,14 +330,20 @@ pub fn decide(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: DateT
     let token_ok = |rec: &TicketRecord| {
         rec.client_address == d.from.address
             || rec.ticket.participants.contains(&d.from.address)
-            || identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now).is_some()
+            || proven_for(mail, rec, snap, ctx, now).is_some()
     };
     let target = snap.by_thread.as_ref().or(snap.by_token.as_ref().filter(|r| token_ok(r)));
+    // Threading first, then the verdict: who writes to which ticket decides
+    // how much a spam verdict counts.
+    let mut d = d;
+    match door::judge(mail, snap, ctx, target, &d.from, now) {
+        door::Door::Hold(held) => return held,
+        door::Door::Pass(notes) => d.effects.extend(notes),
+    }
     let Some(rec) = target else {
         return d.new_ticket(automatic, None);
     };
-    if let Some((agent, proof)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
-        let mut d = d;
+    if let Some((agent, proof)) = proven_for(mail, rec, snap, ctx, now) {
         if proof == identity::Proof::Notification {
             // The proof travels in References: whoever else got this mail
             // now holds it too.
@@ -550,6 +613,9 @@ impl Decider<'_> {
             resolved_at: None,
             number: Some(number),
             participants: Vec::new(),
+            first_response_due: None,
+            resolution_due: None,
+            merged_into: None,
         };
         if let Some(old) = follow_up_of {
             t.push_thread(
@@ -574,6 +640,8 @@ impl Decider<'_> {
             mailbox: self.ctx.mailbox.name.clone(),
             thread_ids: self.mail.message_id.iter().cloned().collect(),
             version: 0,
+            timers: Default::default(),
+            merged_into: None,
         };
         self.index_inbound(number);
         if self.ctx.quiet {
@@ -585,10 +653,16 @@ impl Decider<'_> {
                 effects: self.effects,
             };
         }
-        if !automatic
-            && !self.mail.auto.auto_response_suppress
-            && self.snap.acks_last_hour < self.ctx.cfg.desk.acks_per_sender_per_hour
-        {
+        let refusal = if self.snap.acks_last_hour >= self.ctx.cfg.desk.acks_per_sender_per_hour {
+            Some(door::AckRefusal::RateLimit)
+        } else {
+            door::ack_refusal(self.mail, self.ctx.cfg)
+        };
+        let wants_ack = !automatic && !self.mail.auto.auto_response_suppress;
+        if let (true, Some(r)) = (wants_ack, refusal) {
+            self.effects.push(Effect::AckRefused(r));
+        }
+        if wants_ack && refusal.is_none() {
             let body = self.out.render(&self.ctx.templates.ack, &rec, &[]);
             let ack = self.out.mail_to(&rec, OutKind::Ack, vec![self.from.address.clone()], body, 0);
             // The customer's replies to it, and our later mail, thread on it.
@@ -677,8 +751,13 @@ impl Decider<'_> {
         }
         let mut actions: Vec<Action> = Vec::new();
         let mut note = false;
+        let mut merge_to = None;
         for cmd in parsed.commands {
             actions.push(match cmd {
+                Command::Merge(n) => {
+                    merge_to = Some(n);
+                    continue;
+                }
                 Command::Status(s) => Action::Status(s),
                 Command::Priority(p) => Action::Priority(p),
                 Command::Category(c) => Action::Category(c),
@@ -686,6 +765,12 @@ impl Decider<'_> {
                 Command::Tag(t) => Action::Tag(t),
                 Command::Untag(t) => Action::Untag(t),
                 Command::Resolution(r) => Action::Resolution(Some(r)),
+                Command::Block => {
+                    // Nothing more goes to a sender being blocked: the
+                    // text is kept as an internal note.
+                    note = true;
+                    Action::BlockSender
+                }
                 Command::Note => {
                     note = true;
                     continue;
@@ -732,6 +817,29 @@ impl Decider<'_> {
             }
         };
         let mut rec = acted.rec;
+        for (entry, by) in acted.blocks {
+            self.effects.push(Effect::Block { entry, by, ticket: Some(rec.number) });
+        }
+        let mut survivor = None;
+        if let Some(n) = merge_to {
+            // Last: the answer and the changes land on this ticket, then
+            // it all moves over.
+            let Some(target) = self.snap.merge_into.as_deref().filter(|t| t.number == n) else {
+                self.effects.retain(|e| !matches!(e, Effect::WriteAttachment { .. }));
+                return self.reject(&rec, agent, &format!("#merge {n}: no ticket #{n}"));
+            };
+            match merge::merged(&rec, target, &self.snap.merge_chain, Actor::Agent(agent), &self.out, self.now) {
+                Ok(m) => {
+                    rec = m.from;
+                    survivor = Some(m.into);
+                }
+                Err(errors) => {
+                    let errors = errors.iter().map(|e| format!("#merge {n}: {}", e.message)).collect::<Vec<_>>();
+                    self.effects.retain(|e| !matches!(e, Effect::WriteAttachment { .. }));
+                    return self.reject(&rec, agent, &errors.join("\n"));
+                }
+            }
+        }
         if !notes.is_empty() && !note {
             // The customer got the answer without them: the agent must know.
             let why = format!(
@@ -759,6 +867,9 @@ impl Decider<'_> {
         }
         let number = rec.number;
         self.effects.insert(0, Effect::SaveTicket(Box::new(rec)));
+        if let Some(b) = survivor {
+            self.effects.insert(1, Effect::SaveTicket(Box::new(b)));
+        }
         Decision { outcome: Outcome::Replied { ticket: number, agent: Some(agent.id.clone()) }, effects: self.effects }
     }
 }

@@ -129,6 +129,26 @@ impl Composer<'_> {
         self.to_customer(rec, self.mail_to(rec, OutKind::Resolved, vec![rec.client_address.clone()], body, 1))
     }
 
+    /// "We are waiting for you" to the customer of a ticket pending too
+    /// long (#19), threaded like the resolved notice.
+    pub fn pending_reminder(&self, rec: &TicketRecord, next_step: &str) -> OutMail {
+        let body = self.render(&self.ctx.templates.pending_reminder, rec, &[("next_step", next_step)]);
+        self.to_customer(rec, self.mail_to(rec, OutKind::Reminder, vec![rec.client_address.clone()], body, 0))
+    }
+
+    /// A response target about to pass or passed (#19): the notification
+    /// of [`Composer::notify_agents`] (same recipients, same agent-only
+    /// id, so the agent can act on the ticket by answering it), as its own
+    /// kind, the subject saying what happened.
+    pub fn escalation(&self, rec: &TicketRecord, headline: &str, message: &str) -> Vec<(String, OutMail)> {
+        let mut out = self.notify_agents(rec, headline, message);
+        for (_, m) in &mut out {
+            m.kind = OutKind::Escalation;
+            m.subject = format!("{headline}: {}", m.subject);
+        }
+        out
+    }
+
     /// Notifications to agents: the assignee if there is one, else everyone,
     /// with the agent each is for. Each carries the agent-only Message-ID
     /// that proves a reply.

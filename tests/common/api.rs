@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use ticketd::api::auth::Token;
 use ticketd::cli::http::HttpClient;
 use ticketd::config::{Config, Listen};
+use ticketd::testkit::{ApiKeys, TestConfig};
 
-use super::{Daemon, Lab, config_text_with};
+use super::{Daemon, Lab, lines};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 pub const ALICE_TOKEN: &str = "test-alice-token-0123456789abcdef";
@@ -21,6 +22,25 @@ pub enum ApiAt {
     Tcp,
 }
 
+/// Adds `[api]` at `at` to `c`, with an admin token and one for agent_alice
+/// (files in `c.dir`).
+pub fn with_api(c: &mut TestConfig, at: ApiAt) {
+    let dir = c.dir.clone();
+    std::fs::write(dir.join("api-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::write(dir.join("api-alice"), format!("{ALICE_TOKEN}\n")).unwrap();
+    let listen = match at {
+        ApiAt::Unix => format!("unix:{}/api.sock", dir.display()),
+        ApiAt::Tcp => {
+            c.attachments.base_url = None;
+            format!("127.0.0.1:{}", free_port())
+        }
+    };
+    if let Some(alice) = c.agents.iter_mut().find(|a| a.id == "agent_alice") {
+        alice.token_file = Some(dir.join("api-alice"));
+    }
+    c.api = Some(ApiKeys::new(listen, dir.join("api-token")));
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -28,22 +48,19 @@ fn free_port() -> u16 {
 impl Daemon {
     /// Writes a config with `[api]` but starts nothing.
     pub fn prepare_api(lab: &Lab, at: ApiAt, mailbox_extra: &str, desk_extra: &str) -> Daemon {
-        let d = Daemon::prepare(lab, mailbox_extra, desk_extra);
-        let dir = d.dir.path();
-        std::fs::write(dir.join("api-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
-        std::fs::write(dir.join("api-alice"), format!("{ALICE_TOKEN}\n")).unwrap();
-        let (listen, base_url) = match at {
-            ApiAt::Unix => (format!("unix:{}/api.sock", dir.display()), Some("http://127.0.0.1:8080/attachments")),
-            ApiAt::Tcp => (format!("127.0.0.1:{}", free_port()), None),
-        };
-        // The agents table comes last in the text, so its key lands there.
-        let text = format!(
-            "{}token_file = \"{dir}/api-alice\"\n\n[api]\nlisten = \"{listen}\"\ntoken_file = \"{dir}/api-token\"\n",
-            config_text_with(lab, dir, mailbox_extra, desk_extra, base_url),
-            dir = dir.display(),
-        );
-        std::fs::write(&d.config, text).unwrap();
-        d
+        Daemon::prepare_api_with(lab, at, |c| {
+            c.mailbox().extra = lines(mailbox_extra);
+            c.desk.extra = lines(desk_extra);
+        })
+    }
+
+    /// [`Daemon::prepare_with`] plus the API at `at`, an admin token and
+    /// one for agent_alice.
+    pub fn prepare_api_with(lab: &Lab, at: ApiAt, edit: impl FnOnce(&mut TestConfig)) -> Daemon {
+        Daemon::prepare_with(lab, |c| {
+            with_api(c, at);
+            edit(c);
+        })
     }
 
     pub fn start_api(lab: &Lab, at: ApiAt) -> Daemon {
@@ -60,6 +77,11 @@ impl Daemon {
     /// An HTTP client with the admin token.
     pub fn api(&self) -> HttpClient {
         HttpClient::new(self.listen()).with_token(Token::new(ADMIN_TOKEN))
+    }
+
+    /// An HTTP client with agent_alice's token.
+    pub fn api_as_alice(&self) -> HttpClient {
+        HttpClient::new(self.listen()).with_token(Token::new(ALICE_TOKEN))
     }
 
     /// An HTTP client with no token.
@@ -90,5 +112,40 @@ impl Daemon {
             assert!(Instant::now() < deadline, "GET {path}: not as expected within {limit:?}; last: {last}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+impl Daemon {
+    /// Waits until `/readyz` (every detail: the admin's view) shows
+    /// mailbox `name` in one of `states` (connecting, idle, fetching, down,
+    /// login_failed, store_wait, stopped) and `ok` holds for its entry;
+    /// returns the entry.
+    pub async fn wait_mailbox(
+        &self,
+        name: &str,
+        states: &[&str],
+        limit: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let v = self
+            .eventually_json("/readyz", limit, |_, v| {
+                let m = &v["mailboxes"][name];
+                m["state"].as_str().is_some_and(|s| states.contains(&s)) && ok(m)
+            })
+            .await;
+        v["mailboxes"][name].clone()
+    }
+
+    /// Waits until `/readyz` says ready: every mailbox logged in, the store
+    /// and the writer fine.
+    pub async fn wait_ready(&self, limit: Duration) -> serde_json::Value {
+        self.eventually_json("/readyz", limit, |status, v| status == 200 && v["ready"] == true).await
+    }
+
+    /// Waits until mailbox `name` is idle after a finished fetch round of
+    /// this run: what was in the folder when the daemon started (and its
+    /// first contact with the folder) has been handled.
+    pub async fn wait_fetched(&self, name: &str, limit: Duration) -> serde_json::Value {
+        self.wait_mailbox(name, &["idle"], limit, |m| m["last_fetch"].is_string()).await
     }
 }

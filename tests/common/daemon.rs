@@ -1,8 +1,15 @@
-//! Runs the real `ticketd` binary against a [`super::Lab`].
+//! Runs the real `ticketd` binary against a [`super::Lab`]. Readiness is
+//! what ticketd tells systemd: `READY=1` on a notify socket the harness
+//! owns, never a line of its log. ([`super::inproc`] runs the daemon inside
+//! the test's runtime instead, for tests that do not test the process.)
 
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use ticketd::testkit::TestConfig;
 
 use super::Lab;
 
@@ -14,7 +21,51 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// A command the daemon runs under (e.g. `prlimit --nofile=128 --`).
     pub wrapper: Vec<String>,
+    /// The config, typed; [`Daemon::reconfigure`] changes it and the file.
+    pub setup: TestConfig,
     child: Option<Child>,
+    notify: Option<NotifyListener>,
+    pub(crate) inproc: Option<super::inproc::InProcess>,
+}
+
+/// The harness's end of `NOTIFY_SOCKET`: everything the daemon tells
+/// systemd, read on a thread so the daemon never blocks on a full socket.
+struct NotifyListener {
+    path: PathBuf,
+    heard: Arc<Mutex<String>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifyListener {
+    fn bind(path: PathBuf) -> NotifyListener {
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let heard = Arc::new(Mutex::new(String::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (heard.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let mut h = h.lock().unwrap();
+                    h.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    h.push('\n');
+                }
+            }
+        });
+        NotifyListener { path, heard, stop }
+    }
+
+    fn heard(&self) -> String {
+        self.heard.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The binary under test; `TICKETD_BIN` picks another build (e.g. one with
@@ -46,6 +97,26 @@ pub fn header(raw: &str, name: &str) -> Option<String> {
     value
 }
 
+/// The test config for a daemon in `dir` against `lab`: [`TestConfig::new`]
+/// pointed at the lab's servers, with short timeouts and a 1 s poll, the
+/// attachments beside the store, and links under
+/// `http://127.0.0.1:8080/attachments`.
+pub fn lab_config(lab: &Lab, dir: &std::path::Path) -> TestConfig {
+    TestConfig::new(dir).servers(lab.imap_port, lab.smtp_port).with(|c| {
+        c.store.attachments_dir = Some(dir.join("attachments"));
+        c.attachments.base_url = Some("http://127.0.0.1:8080/attachments".into());
+        c.smtp.timeout = Some(Duration::from_secs(10));
+        let m = c.mailbox();
+        m.poll_interval = Some(Duration::from_secs(1));
+        m.timeout = Some(Duration::from_secs(10));
+    })
+}
+
+/// Raw TOML lines, for the `*_extra` arguments of the older helpers.
+pub fn lines(extra: &str) -> Vec<String> {
+    extra.lines().map(str::to_owned).filter(|l| !l.trim().is_empty()).collect()
+}
+
 pub fn config_text(lab: &Lab, dir: &std::path::Path, mailbox_extra: &str, desk_extra: &str) -> String {
     config_text_with(lab, dir, mailbox_extra, desk_extra, Some("http://127.0.0.1:8080/attachments"))
 }
@@ -58,46 +129,13 @@ pub fn config_text_with(
     desk_extra: &str,
     base_url: Option<&str>,
 ) -> String {
-    let base_url = base_url.map(|u| format!("base_url = \"{u}\"")).unwrap_or_default();
-    format!(
-        r#"[store]
-path = "{dir}/db"
-attachments_dir = "{dir}/attachments"
-
-[desk]
-display_name = "Example Support"
-{desk_extra}
-
-[attachments]
-{base_url}
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp}
-tls = "none"
-timeout = "10s"
-
-[[mailboxes]]
-name = "support"
-address = "support@example.test"
-host = "127.0.0.1"
-port = {imap}
-tls = "none"
-username = "support@example.test"
-password = "secret"
-poll_interval = "1s"
-timeout = "10s"
-{mailbox_extra}
-
-[[agents]]
-id = "agent_alice"
-email = "alice@example.test"
-name = "Alice"
-"#,
-        dir = dir.display(),
-        smtp = lab.smtp_port,
-        imap = lab.imap_port,
-    )
+    lab_config(lab, dir)
+        .with(|c| {
+            c.attachments.base_url = base_url.map(str::to_owned);
+            c.mailbox().extra = lines(mailbox_extra);
+            c.desk.extra = lines(desk_extra);
+        })
+        .to_toml()
 }
 
 impl Daemon {
@@ -113,11 +151,46 @@ impl Daemon {
 
     /// Writes the config but starts nothing.
     pub fn prepare(lab: &Lab, mailbox_extra: &str, desk_extra: &str) -> Daemon {
+        Self::prepare_with(lab, |c| {
+            c.mailbox().extra = lines(mailbox_extra);
+            c.desk.extra = lines(desk_extra);
+        })
+    }
+
+    /// Writes the [`lab_config`], changed by `edit`, but starts nothing.
+    pub fn prepare_with(lab: &Lab, edit: impl FnOnce(&mut TestConfig)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("ticketd.toml");
-        std::fs::write(&config, config_text(lab, dir.path(), mailbox_extra, desk_extra)).unwrap();
+        let setup = lab_config(lab, dir.path()).with(edit);
+        setup.write(&config);
         let log = dir.path().join("daemon.log");
-        Daemon { dir, config, log, env: Vec::new(), wrapper: Vec::new(), child: None }
+        Daemon {
+            dir,
+            config,
+            log,
+            env: Vec::new(),
+            wrapper: Vec::new(),
+            setup,
+            child: None,
+            notify: None,
+            inproc: None,
+        }
+    }
+
+    /// A copy of the config changed by `edit`, written to `name` in the
+    /// daemon's directory (the daemon keeps its own): for a CLI pointed
+    /// somewhere else.
+    pub fn config_variant(&self, name: &str, edit: impl FnOnce(&mut TestConfig)) -> PathBuf {
+        let path = self.dir.path().join(name);
+        self.setup.clone().with(edit).write(&path);
+        path
+    }
+
+    /// Changes the config (typed) and rewrites the file; a running daemon
+    /// sees it at its next start, the CLI at once.
+    pub fn reconfigure(&mut self, edit: impl FnOnce(&mut TestConfig)) {
+        edit(&mut self.setup);
+        self.setup.write(&self.config);
     }
 
     pub fn spawn(&mut self) {
@@ -125,10 +198,38 @@ impl Daemon {
     }
 
     /// Starts the daemon; false if it exited (e.g. a crash point) before
-    /// reporting ready.
+    /// telling the notify socket it is ready.
     pub fn try_spawn(&mut self) -> bool {
+        assert!(
+            !self.env.iter().any(|(k, _)| k == "NOTIFY_SOCKET"),
+            "the test reads NOTIFY_SOCKET itself: start with launch() and wait for READY=1 there"
+        );
+        let notify = self.notify.get_or_insert_with(|| NotifyListener::bind(self.dir.path().join("ready.sock")));
+        let (path, heard_before) = (notify.path.clone(), notify.heard().len());
+        self.launch_with(&[("NOTIFY_SOCKET", path.to_str().expect("UTF-8 path"))]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let heard = self.notify.as_ref().unwrap().heard();
+            if heard.get(heard_before..).is_some_and(|t| t.lines().any(|l| l == "READY=1")) {
+                return true;
+            }
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            assert!(Instant::now() < deadline, "ticketd not ready after 20s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process and returns at once (a test of the notify
+    /// protocol waits for READY=1 itself).
+    pub fn launch(&mut self) {
+        self.launch_with(&[]);
+    }
+
+    fn launch_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0) as usize;
         let mut cmd = match self.wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -142,6 +243,7 @@ impl Daemon {
             .arg(&self.config)
             .arg("run")
             .env("TICKETD_LOG", "info,ticketd=debug")
+            .envs(env.iter().copied())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -149,19 +251,6 @@ impl Daemon {
             .spawn()
             .expect("spawn ticketd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if text.get(start_len..).is_some_and(|t| t.contains("ticketd ready")) {
-                return true;
-            }
-            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                self.child = None;
-                return false;
-            }
-            assert!(Instant::now() < deadline, "ticketd not ready after 20s:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -298,4 +387,37 @@ pub async fn all_seen(lab: &Lab, user: &str, n: usize, limit: Duration) {
         assert!(Instant::now() < deadline, "{user}/INBOX not fully processed within {limit:?}: {flags:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+impl Daemon {
+    /// Everything ticketd queued, sent, failed or dropped, oldest first
+    /// (`ticketd outbox --all --json`: from the running daemon's API, or
+    /// from the store when it is stopped).
+    pub fn outbox_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["outbox", "--all", "--json"]);
+        assert!(out.status.success(), "outbox --all: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    }
+
+    /// Waits until what ticketd queued satisfies `ok`; returns it.
+    pub async fn eventually_outbox(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        super::eventually(what, limit, async || {
+            let entries = self.outbox_json();
+            if ok(&entries) { Ok(entries) } else { Err(format!("{entries:#?}")) }
+        })
+        .await
+    }
+}
+
+/// Outbox entries of `kind` (ack, agent_notify, relay, …) to `to`.
+pub fn queued<'a>(entries: &'a [serde_json::Value], kind: &str, to: &str) -> Vec<&'a serde_json::Value> {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == kind && e["to"].as_array().is_some_and(|t| t.iter().any(|a| a == to)))
+        .collect()
 }

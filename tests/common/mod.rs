@@ -18,6 +18,9 @@
 
 pub mod api;
 pub mod daemon;
+pub mod desk;
+pub mod inproc;
+pub mod mail;
 /// A private PostgreSQL (`scripts/pg-lab.sh`), shared with the library's unit tests.
 #[path = "../../src/store/postgres/lab.rs"]
 pub mod pg;
@@ -27,6 +30,8 @@ pub mod pg;
 pub use api::*;
 #[allow(unused_imports)]
 pub use daemon::*;
+#[allow(unused_imports)]
+pub use mail::Mail;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -189,6 +194,15 @@ impl Lab {
     pub fn set_sieve(&self, user: &str, script: &str) {
         let args = ["sieve", self.dir_str(), &address(user), "-"];
         if let Err(e) = run_script(&args, Some(script.as_bytes())) {
+            panic!("{e:#}");
+        }
+    }
+
+    /// Makes the lab's Postfix a border with a spam filter: every mail it
+    /// receives over SMTP passes the milter at `addr` (`inet:127.0.0.1:PORT`,
+    /// e.g. an rspamd lab's `milter`); Postfix is restarted on its port.
+    pub fn set_milter(&self, addr: &str) {
+        if let Err(e) = run_script(&["milter", self.dir_str(), addr], None) {
             panic!("{e:#}");
         }
     }
@@ -395,6 +409,20 @@ impl Drop for Lab {
         if let Err(e) = run_script(&["stop", self.dir_str()], None) {
             eprintln!("{e:#}");
         }
+    }
+}
+
+/// The one wait: polls `probe` every 100 ms until it answers `Ok`, for at
+/// most `limit`; the panic names `what` and the last answer (`Err`).
+pub async fn eventually<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}; last: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -18,6 +18,9 @@ pub struct RspamdLab {
     pub port: u16,
     /// `http://127.0.0.1:PORT`, for `spam.rspamd_url`.
     pub url: String,
+    /// `inet:127.0.0.1:PORT` of the proxy in milter mode, for Postfix's
+    /// `smtpd_milters` ([`super::Lab::set_milter`] where both are included).
+    pub milter: String,
     stopped: bool,
 }
 
@@ -56,11 +59,12 @@ impl RspamdLab {
         let dir = tempfile::Builder::new().prefix("ticketd-rspamd-").tempdir_in("/tmp").context("tempdir")?;
         let env = run_script("start", dir.path())?;
         let port = env.lines().find_map(|l| l.strip_prefix("RSPAMD_PORT=")).and_then(|p| p.trim().parse::<u16>().ok());
-        let Some(port) = port else {
+        let milter = env.lines().find_map(|l| l.strip_prefix("RSPAMD_MILTER=")).map(|m| m.trim().to_owned());
+        let (Some(port), Some(milter)) = (port, milter) else {
             let _ = run_script("stop", dir.path());
-            bail!("rspamd-lab.sh start printed no RSPAMD_PORT:\n{env}");
+            bail!("rspamd-lab.sh start printed no RSPAMD_PORT or RSPAMD_MILTER:\n{env}");
         };
-        Ok(RspamdLab { dir, port, url: format!("http://127.0.0.1:{port}"), stopped: false })
+        Ok(RspamdLab { dir, port, url: format!("http://127.0.0.1:{port}"), milter, stopped: false })
     }
 
     /// Stops rspamd now (idempotent): its port refuses connections after.

@@ -1,10 +1,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::config::Config;
-use crate::desk::{ActorRef, Delivery, Item, Parts};
-use crate::outbox::templates::Templates;
+use crate::desk::{ActorRef, Delivery, Item};
 use crate::store::{QuarantineEntry, WriteSet};
+use crate::testkit::TestConfig;
 use crate::triage::act::Action;
 
 struct World {
@@ -12,26 +11,13 @@ struct World {
     desk: Desk,
 }
 
+/// A fresh test desk that prunes after 30 days.
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[store]\npath = \"{0}/db\"\nretention_days = 30\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n",
-        dir.path().display()
-    );
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
-    let store = Store::open(&cfg.store).unwrap();
-    let parts = Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    };
-    let desk = Desk::start(parts).unwrap().desk;
+    let desk =
+        Desk::open(Arc::new(TestConfig::new(dir.path()).with(|c| c.store.retention_days = Some(30)).load()), false)
+            .unwrap()
+            .desk;
     World { _dir: dir, desk }
 }
 

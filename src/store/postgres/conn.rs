@@ -36,6 +36,8 @@ pub enum Role {
     Lease,
     /// `check-config --connect`.
     Probe,
+    /// The dedicated connection that LISTENs for what commits changed.
+    Listen,
 }
 
 impl Role {
@@ -45,6 +47,7 @@ impl Role {
             Role::Writer => "writer",
             Role::Lease => "lease",
             Role::Probe => "probe",
+            Role::Listen => "listen",
         }
     }
 }
@@ -273,6 +276,12 @@ impl PgSettings {
                 ms(t / 2)
             )),
             Role::Read | Role::Probe => {}
+            // Server-side keepalives, as for the lease: a cut link is noticed.
+            Role::Listen => sql.push_str(&format!(
+                "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = 3;",
+                (t / 5).as_secs().max(1),
+                (t / 10).as_secs().max(1)
+            )),
         }
         sql
     }
@@ -289,6 +298,40 @@ impl PgSettings {
             Tls::Verified(tls) => {
                 let (client, conn) = config.connect(tls.clone()).await?;
                 (client, tokio::spawn(async move { drop(conn.await) }))
+            }
+        };
+        client.batch_execute(&self.session_sql(role)).await?;
+        Ok(Conn { client, task })
+    }
+
+    /// One connection whose asynchronous messages (notifications) go to
+    /// `messages` (dropped when it is full: a notification is a hint).
+    pub(crate) async fn connect_with_messages(
+        &self,
+        role: Role,
+        messages: tokio::sync::mpsc::Sender<tokio_postgres::AsyncMessage>,
+    ) -> Result<Conn, tokio_postgres::Error> {
+        async fn drive<S, T>(
+            mut conn: tokio_postgres::Connection<S, T>,
+            to: tokio::sync::mpsc::Sender<tokio_postgres::AsyncMessage>,
+        ) where
+            S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = futures::StreamExt::next(&mut messages).await {
+                let _ = to.try_send(m);
+            }
+        }
+        let config = self.config_for(role);
+        let (client, task) = match &self.tls {
+            Tls::Off => {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                (client, tokio::spawn(drive(conn, messages)))
+            }
+            Tls::Verified(tls) => {
+                let (client, conn) = config.connect(tls.clone()).await?;
+                (client, tokio::spawn(drive(conn, messages)))
             }
         };
         client.batch_execute(&self.session_sql(role)).await?;
@@ -350,6 +393,12 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
     })
     .as_ref()
     .map_err(|e| StoreError::Internal(format!("starting the database runtime: {e}")))
+}
+
+/// Runs `fut` on the store's runtime in the background (a listener).
+pub(crate) fn spawn(fut: impl Future<Output = ()> + Send + 'static) -> Result<(), StoreError> {
+    runtime()?.spawn(fut);
+    Ok(())
 }
 
 /// Runs `fut` on the store's runtime and waits for it, from any thread (see

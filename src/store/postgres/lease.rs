@@ -117,7 +117,8 @@ impl Lease {
                     .client
                     .query_one(
                         "WITH l AS (UPDATE ticketd_lease SET epoch = epoch + 1, node = $1, advertise = $2, \
-                             pid = pg_backend_pid(), acquired_at = now() WHERE id = 1 RETURNING epoch, pid) \
+                             pid = pg_backend_pid(), acquired_at = now() WHERE id = 1 RETURNING epoch, pid), \
+                         e AS (INSERT INTO ticketd_epochs (epoch, node, acquired_at) SELECT epoch, $1, now() FROM l) \
                          UPDATE ticketd_heartbeat h SET epoch = l.epoch, pid = l.pid, at = now() FROM l \
                          WHERE h.id = 1 RETURNING h.epoch, h.pid",
                         &[&s.node, &s.advertise],

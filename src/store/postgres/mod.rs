@@ -71,9 +71,12 @@ fn table_id(t: Table) -> i16 {
         Table::OutboxTickets => 13,
         Table::Attachments => 14,
         Table::Digests => 15,
-        Table::Summaries => 16,
-        Table::ClientInfo => 17,
-        Table::Sessions => 18,
+        Table::Spam => 20,
+        Table::Blocklist => 21,
+        Table::Timers => 16,
+        Table::Summaries => 17,
+        Table::ClientInfo => 18,
+        Table::Sessions => 19,
     }
 }
 
@@ -92,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) readers: deadpool_postgres::Pool,
     writer: deadpool_postgres::Pool,
     lease: RwLock<Option<Lease>>,
+    /// Commits refused because this node's epoch was not (or no longer) current.
+    fence_refusals: std::sync::atomic::AtomicU64,
 }
 
 /// See the module note.
@@ -160,7 +165,15 @@ impl PostgresBackend {
             };
             tokio::time::timeout(limit, go).await.unwrap_or_else(|_| Err(timed_out("opening the database", limit)))
         })??;
-        Ok(PostgresBackend { shared: Arc::new(Shared { settings, readers, writer, lease: RwLock::new(None) }) })
+        Ok(PostgresBackend {
+            shared: Arc::new(Shared {
+                settings,
+                readers,
+                writer,
+                lease: RwLock::new(None),
+                fence_refusals: Default::default(),
+            }),
+        })
     }
 
     pub fn settings(&self) -> &PgSettings {
@@ -183,10 +196,54 @@ impl PostgresBackend {
         self.shared.lease.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.epoch())
     }
 
+    /// Commits refused so far because this node did not hold the current
+    /// epoch: by the database's fence, or before asking it (no lease).
+    pub fn fence_refusals(&self) -> u64 {
+        self.shared.fence_refusals.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The lease this backend commits under, if any (a clone: the lease
     /// lives while any clone does).
     pub fn lease(&self) -> Option<Lease> {
         self.shared.lease.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl PostgresBackend {
+    fn commit_planned(&self, writes: WriteSet, notes: Vec<String>) -> Result<(), StoreError> {
+        let Some(epoch) = self.epoch() else {
+            return Err(StoreError::Fenced(format!(
+                "node {} does not hold the lease (a standby does not write)",
+                self.shared.settings.node
+            )));
+        };
+        for b in &writes.blobs {
+            if let BlobWrite::Put { kind, sha256, bytes } = b {
+                verify_blob(*kind, sha256, bytes)?;
+            }
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut plan = Plan::of(writes);
+        let node = &self.shared.settings.node;
+        plan.notes = notes.into_iter().map(|n| format!("{node}\n{n}")).collect();
+        let shared = self.shared.clone();
+        let epoch = i64::try_from(epoch).map_err(|_| StoreError::Internal("epoch out of range".into()))?;
+        wait(async move {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match commit_once(&shared, epoch, &plan).await {
+                    Ok(()) => return Ok(()),
+                    Err(Failed::Before(e, lost)) if lost && tries < 2 => {
+                        tracing::debug!(error = %e, "a commit met a dead connection before COMMIT; once more on a fresh one");
+                    }
+                    Err(Failed::Before(e, _)) => return Err(e),
+                    Err(Failed::AtCommit(detail)) => return Err(StoreError::InDoubt(detail)),
+                }
+            }
+        })?
     }
 }
 
@@ -315,6 +372,8 @@ struct Plan {
     gone_kind: Vec<i16>,
     gone_sha: Vec<String>,
     blobs: Vec<(i16, String, Vec<u8>)>,
+    /// `pg_notify` payloads, sent if and only if the commit lands.
+    notes: Vec<String>,
 }
 
 impl Plan {
@@ -365,6 +424,10 @@ const UPSERT: &str = "INSERT INTO ticketd_records (tbl, k, v) SELECT * FROM unne
 const BLOBS_GONE: &str = "WITH d AS (SELECT * FROM unnest($1::int2[], $2::text[]) AS d(kind, sha256)), \
      pieces AS (DELETE FROM ticketd_blob_chunks c USING d WHERE c.kind = d.kind AND c.sha256 = d.sha256) \
      DELETE FROM ticketd_blobs b USING d WHERE b.kind = d.kind AND b.sha256 = d.sha256";
+/// The channel every node listens on for what a commit changed; each
+/// payload is the committing node's name, a newline, then the note.
+pub const CHANGES_CHANNEL: &str = "ticketd_changes";
+const NOTIFY: &str = "SELECT count(pg_notify('ticketd_changes', n)) FROM unnest($1::text[]) AS n";
 const BLOBS_PUT: &str = "WITH h AS (INSERT INTO ticketd_blobs (kind, sha256, len, chunk) \
      SELECT * FROM unnest($1::int2[], $2::text[], $3::int8[], $4::int4[]) ON CONFLICT DO NOTHING) \
      INSERT INTO ticketd_blob_chunks (kind, sha256, seq, data) \
@@ -400,6 +463,9 @@ async fn commit_once(shared: &Shared, epoch: i64, p: &Plan) -> Result<(), Failed
         if !p.blobs.is_empty() {
             sqls.push(BLOBS_PUT);
         }
+        if !p.notes.is_empty() {
+            sqls.push(NOTIFY);
+        }
         let stmts = futures::future::try_join_all(sqls.iter().map(|s| tx.prepare_cached(s))).await.map_err(before)?;
         let (mut hk, mut hs, mut hl, mut hc) = (vec![], vec![], vec![], vec![]);
         let (mut ck, mut cs, mut cq) = (Vec::<i16>::new(), Vec::<&str>::new(), Vec::<i32>::new());
@@ -428,6 +494,9 @@ async fn commit_once(shared: &Shared, epoch: i64, p: &Plan) -> Result<(), Failed
         }
         if !p.blobs.is_empty() {
             params.push(vec![&hk, &hs, &hl, &hc, &ck, &cs, &cq, &cd]);
+        }
+        if !p.notes.is_empty() {
+            params.push(vec![&p.notes]);
         }
         // Sent together, answered in order: one round trip.
         futures::future::try_join_all(stmts.iter().zip(&params).map(|(st, ps)| tx.execute(st, ps)))
@@ -537,37 +606,19 @@ impl Backend for PostgresBackend {
     }
 
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let Some(epoch) = self.epoch() else {
-            return Err(StoreError::Fenced(format!(
-                "node {} does not hold the lease (a standby does not write)",
-                self.shared.settings.node
-            )));
-        };
-        for b in &writes.blobs {
-            if let BlobWrite::Put { kind, sha256, bytes } = b {
-                verify_blob(*kind, sha256, bytes)?;
-            }
+        self.commit_noted(writes, Vec::new())
+    }
+
+    fn takes_notes(&self) -> bool {
+        true
+    }
+
+    fn commit_noted(&self, writes: WriteSet, notes: Vec<String>) -> Result<(), StoreError> {
+        let r = self.commit_planned(writes, notes);
+        if let Err(StoreError::Fenced(_)) = &r {
+            self.shared.fence_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let plan = Plan::of(writes);
-        let shared = self.shared.clone();
-        let epoch = i64::try_from(epoch).map_err(|_| StoreError::Internal("epoch out of range".into()))?;
-        wait(async move {
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                match commit_once(&shared, epoch, &plan).await {
-                    Ok(()) => return Ok(()),
-                    Err(Failed::Before(e, lost)) if lost && tries < 2 => {
-                        tracing::debug!(error = %e, "a commit met a dead connection before COMMIT; once more on a fresh one");
-                    }
-                    Err(Failed::Before(e, _)) => return Err(e),
-                    Err(Failed::AtCommit(detail)) => return Err(StoreError::InDoubt(detail)),
-                }
-            }
-        })?
+        r
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -587,5 +638,19 @@ impl Backend for PostgresBackend {
             })
             .await
         })?
+    }
+}
+
+#[cfg(test)]
+mod table_ids {
+    /// Two tables under one id would read each other's rows.
+    #[test]
+    fn every_table_has_an_id_of_its_own() {
+        let mut seen = Vec::new();
+        for t in super::Table::ALL {
+            let id = super::table_id(*t);
+            assert!(!seen.contains(&id), "{} shares its id {id}", t.name());
+            seen.push(id);
+        }
     }
 }

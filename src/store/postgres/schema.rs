@@ -17,6 +17,10 @@
 //!   (nor a commit for a heartbeat).
 //! - `ticketd_commits`: per epoch, how many commits landed and when the
 //!   first and last did (database time): the audit a failover test reads.
+//! - `ticketd_epochs` (version 2): when each epoch was taken and by whom
+//!   (database time): with `ticketd_commits`, a commit that landed after a
+//!   later epoch was taken would show (a stale commit; the fence makes it
+//!   impossible, the failover test counts them).
 //! - `ticketd_fence(epoch)`: the fence every commit runs first, inside its
 //!   transaction: it takes a share lock on the lease row and raises
 //!   SQLSTATE `TD001` unless `epoch` is the current one. A takeover's
@@ -26,7 +30,7 @@
 use tokio_postgres::Client;
 
 /// The version this build writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Blob pieces are at most this long.
 pub const CHUNK: usize = 1 << 20;
@@ -96,6 +100,14 @@ END
 $$;
 "#;
 
+const V2: &str = r#"
+CREATE TABLE ticketd_epochs (
+    epoch bigint PRIMARY KEY,
+    node text,
+    acquired_at timestamptz NOT NULL
+);
+"#;
+
 pub enum MigrateError {
     Db(tokio_postgres::Error),
     /// Written by a newer ticketd: not ours to touch.
@@ -124,6 +136,9 @@ pub async fn migrate(client: &mut Client) -> Result<(), MigrateError> {
     }
     if version < 1 {
         tx.batch_execute(V1).await?;
+    }
+    if version < 2 {
+        tx.batch_execute(V2).await?;
     }
     if version < VERSION {
         tx.execute(

@@ -1,0 +1,215 @@
+//! The desk's clock (#19), measured in one run (not a timed test), in
+//! process through the desk as the daemon drives it (no IMAP: the writer is
+//! where the clock's cost lands):
+//!
+//! - ingest throughput of N new-ticket mails (batches of 50, as the IMAP
+//!   worker hands them over) into a desk without response targets, and
+//!   into one where every priority has targets, every lifecycle timer is
+//!   on and the clock ticks every 100 ms meanwhile; alternating rounds,
+//!   medians;
+//! - with N open tickets with targets: a tick when nothing is due (the
+//!   common case: one look at the front of the wake index), a tick with
+//!   `PER_TICK` tickets due (each a breach notice to every agent), the
+//!   time to fire all N, and the sweep of all N after the targets changed.
+//!
+//! `cargo bench --bench timers` uses N = 10,000 and 2 rounds;
+//! `TICKETD_BENCH_TICKETS` and `TICKETD_BENCH_RUNS` change that. Under
+//! `cargo test` it is a small smoke run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use ticketd::config::Config;
+use ticketd::desk::{Desk, Item, Parts};
+use ticketd::outbox::templates::Templates;
+use ticketd::store::Store;
+
+const TARGETS: &str = "[[sla]]\npriority = \"low\"\nfirst_response = \"8h\"\nresolution = \"5d\"\n[[sla]]\npriority = \"medium\"\nfirst_response = \"4h\"\nresolution = \"3d\"\n[[sla]]\npriority = \"high\"\nfirst_response = \"2h\"\nresolution = \"1d\"\n[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\nresolution = \"8h\"\n";
+const TIMERS: &str = "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
+
+fn config(dir: &std::path::Path, desk: &str, rest: &str) -> Arc<Config> {
+    let toml = format!(
+        "[desk]\nacks_per_sender_per_hour = 100000\nnotifications_per_ticket_per_hour = 100000\nnotifications_per_agent_per_hour = 100000000\n{desk}\n[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@example.test\"\n[[rules]]\nsubject = \"(?i)down\"\npriority = \"urgent\"\n{rest}",
+        dir.display()
+    );
+    let p = dir.join("c.toml");
+    std::fs::write(&p, toml).unwrap();
+    Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap())
+}
+
+fn start(cfg: Arc<Config>) -> Desk {
+    let store = Store::open(&cfg.store).unwrap();
+    Desk::start(Parts {
+        cfg,
+        store,
+        secret: Some(b"0123456789abcdef0123".to_vec()),
+        templates: Templates::default(),
+        wake: Default::default(),
+        health: Default::default(),
+        daemon: false,
+    })
+    .unwrap()
+    .desk
+}
+
+/// A new ticket's mail: four subjects, so every priority's rule is used.
+fn mail(i: usize) -> Vec<u8> {
+    let subjects = ["Site is down", "Invoice question", "Cannot log in", "Feature idea: dark mode"];
+    let body = "Hello support,\r\n\r\nthe button does nothing. Steps: open the app, click, wait.\r\n\r\nThanks\r\n";
+    format!(
+        "From: Customer {i} <customer{i}@example.test>\r\nTo: support@example.test\r\nSubject: {} {i}\r\nMessage-ID: <timers-{i}@customer.example.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+        subjects[i % subjects.len()]
+    )
+    .into_bytes()
+}
+
+/// Ingests `n` new-ticket mails in batches of 50; returns msg/s.
+async fn ingest(desk: &Desk, n: usize) -> f64 {
+    let t = Instant::now();
+    for (b, chunk) in (0..n).collect::<Vec<_>>().chunks(50).enumerate() {
+        let items = chunk.iter().map(|&i| Item::Mail { uid: i as u32 + 1, raw: mail(i) }).collect::<Vec<_>>();
+        let r = desk.ingest("support", 1, items).await;
+        assert!(r.error.is_none(), "batch {b}: {:?}", r.error);
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("TICKETD_BENCH_TICKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full {
+        10_000
+    } else {
+        300
+    });
+    let runs: usize =
+        std::env::var("TICKETD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 2 } else { 1 });
+
+    // Ingest, alternating: without targets, then with targets and a ticking clock.
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    let mut kept = None;
+    for r in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let desk = start(config(dir.path(), "", ""));
+        let rate = ingest(&desk, n).await;
+        desk.end_run().await.unwrap();
+        without.push(rate);
+
+        let dir = tempfile::tempdir().unwrap();
+        let desk = start(config(dir.path(), TIMERS, TARGETS));
+        let clock = {
+            let desk = desk.clone();
+            tokio::spawn(async move {
+                let mut ticks = 0u64;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if desk.tick(Utc::now()).await.is_err() {
+                        return ticks;
+                    }
+                    ticks += 1;
+                }
+            })
+        };
+        let rate = ingest(&desk, n).await;
+        clock.abort();
+        with.push(rate);
+        eprintln!(
+            "round {}: without targets {:.0} msg/s, with targets and the clock {rate:.0} msg/s",
+            r + 1,
+            without[r]
+        );
+        kept = Some((dir, desk));
+    }
+    let (dir, desk) = kept.unwrap();
+    let first = desk.ticket(1).unwrap().unwrap();
+    assert!(first.ticket.first_response_due.is_some(), "every ticket has targets");
+    let created = first.ticket.created_at;
+    let open = desk.store().tickets().unwrap().len();
+
+    // Ticks with nothing due, N open tickets with targets.
+    let quiet_at = created + TimeDelta::minutes(1);
+    let mut quiet = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        assert_eq!(desk.tick(quiet_at).await.unwrap(), 0);
+        quiet.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Everything due at once: every first response breached (and the
+    // urgent ones' warnings moot), PER_TICK tickets a tick.
+    let due_at = created + TimeDelta::hours(9);
+    let mut busy = Vec::new();
+    let all = Instant::now();
+    let mut fired = 0;
+    while desk.time_backlog(due_at).unwrap() {
+        let t = Instant::now();
+        fired += desk.tick(due_at).await.unwrap();
+        busy.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(busy.len() < 10 * open, "the backlog drains");
+    }
+    let drain = all.elapsed().as_secs_f64();
+    let notices = desk.outbox(false).unwrap().iter().filter(|e| e.kind == ticketd::outbox::OutKind::Escalation).count();
+    desk.end_run().await.unwrap();
+    drop(desk);
+
+    // The targets change: the sweep re-settles every ticket.
+    let desk = start(config(
+        dir.path(),
+        TIMERS,
+        &TARGETS.replace("\"8h\"\nresolution = \"5d\"", "\"6h\"\nresolution = \"5d\""),
+    ));
+    let sweep_at = due_at + TimeDelta::minutes(1);
+    let t = Instant::now();
+    let mut sweep_ticks = 0;
+    while desk.time_backlog(sweep_at).unwrap() {
+        desk.tick(sweep_at).await.unwrap();
+        sweep_ticks += 1;
+        assert!(sweep_ticks < 10 * open, "the sweep ends");
+    }
+    let sweep = t.elapsed().as_secs_f64();
+    desk.end_run().await.unwrap();
+
+    println!();
+    println!("| ingest, {n} new-ticket mails | msg/s (median of {runs}) |");
+    println!("|---|---|");
+    println!("| no response targets | {:.0} |", median(without.clone()));
+    println!(
+        "| targets for every priority, lifecycle timers on, clock ticking every 100 ms | {:.0} |",
+        median(with.clone())
+    );
+    println!("| ratio with / without | {:.2} |", median(with) / median(without));
+    println!();
+    println!("| the clock, {open} open tickets with targets | value |");
+    println!("|---|---|");
+    println!(
+        "| tick, nothing due: p50 / p99 ms | {:.2} / {:.2} |",
+        percentile(quiet.clone(), 0.5),
+        percentile(quiet, 0.99)
+    );
+    println!(
+        "| tick, {} tickets due (breach notices): p50 / max ms | {:.0} / {:.0} |",
+        ticketd::desk::timers::PER_TICK,
+        percentile(busy.clone(), 0.5),
+        percentile(busy.clone(), 1.0)
+    );
+    println!(
+        "| all {fired} due tickets fired: ticks, seconds, notices queued | {}, {drain:.1}, {notices} |",
+        busy.len()
+    );
+    println!("| sweep after the targets changed: ticks, seconds | {sweep_ticks}, {sweep:.1} |");
+}

@@ -1,0 +1,176 @@
+//! The desk's clock in the one writer (#19): what a tick does besides the
+//! digests. The rules are `triage::timers`; this reads the store, asks
+//! them, and hands their decisions to `apply`, inside the tick's unit of
+//! work.
+//!
+//! From durable state only: every ticket's next wake-up instant is stored
+//! with it and indexed (`Table::Timers`, kept in step by `apply` whenever
+//! a ticket is saved), and a tick reads the index from its front, so its
+//! cost is what is due, not what waits, and at most [`PER_TICK`] tickets.
+//! A notice is queued in the same commit as the flag that says it was
+//! sent, so a restart neither loses nor repeats one; the rules compare
+//! stored instants with the `now` they are given, so a clock that jumps
+//! forward owes what it jumped over (once) and one that jumps back owes
+//! nothing again.
+//!
+//! When the time config changes (or on the first start after an upgrade,
+//! when no ticket has clocks yet), a sweep re-settles every ticket under
+//! the new rules, [`PER_TICK`] tickets a tick, before anything is fired.
+
+use chrono::{DateTime, Utc};
+use sha2::Digest;
+use tracing::{info, warn};
+
+use super::Rules;
+use super::apply::apply;
+use super::tx::Tx;
+use crate::health::Health;
+use crate::store::{Get, Records, StoreError, Table, be, keys};
+use crate::triage::outgoing::Composer;
+use crate::triage::{Decision, Effect, Outcome, agent_notify_key};
+
+/// Tickets one tick fires, and tickets one tick sweeps: a tick is one
+/// bounded unit of work; the daemon's clock ticks again at once while
+/// work is left ([`super::Desk::time_backlog`]).
+pub const PER_TICK: usize = 200;
+
+/// What a tick did, for the log and (once durable) the metrics.
+#[derive(Debug, Default)]
+pub(super) struct Work {
+    pub(super) fired: usize,
+    /// Tickets the sweep rewrote.
+    pub(super) swept: usize,
+    pub(super) queued: bool,
+    /// (notice kind, priority, target) of each warning and breach.
+    pub(super) sla: Vec<(&'static str, &'static str, &'static str)>,
+    pub(super) lifecycle: Vec<&'static str>,
+}
+
+impl Work {
+    pub(super) fn count(&self, health: &Health) {
+        for (kind, priority, target) in &self.sla {
+            health.count_sla(kind, priority, target);
+        }
+        for event in &self.lifecycle {
+            health.count_automation(event);
+        }
+    }
+}
+
+/// The time config as the sweep remembers it.
+pub(super) fn fingerprint(cfg: &crate::sla::SlaConfig) -> Vec<u8> {
+    sha2::Sha256::digest(format!("{cfg:?}").as_bytes()).to_vec()
+}
+
+/// Whether the tickets' clocks were settled under `cfg` (else the sweep
+/// has work).
+pub(super) fn settled(store: &impl Get, cfg: &crate::sla::SlaConfig) -> Result<bool, StoreError> {
+    Ok(store.get(Table::Meta, keys::TIMERS_CONFIG)?.as_deref() == Some(&fingerprint(cfg)[..]))
+}
+
+/// The clock's part of a tick at `now` (whole seconds).
+pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<Work, StoreError> {
+    let mut work = Work::default();
+    sweep(rules, tx, now, &mut work)?;
+    // The committed index; each record is read through the unit of work,
+    // which knows what earlier jobs of this group changed.
+    let due = tx.store().timers_until(keys::WAKE, now.timestamp(), PER_TICK)?;
+    for (at, n) in due {
+        let sp = tx.savepoint();
+        if let Err(e) = fire_one(rules, tx, at, n, now, &mut work) {
+            tx.rollback(sp);
+            warn!(ticket = n, error = %e, "time-based work on a ticket failed; it is tried again at the next tick");
+        }
+    }
+    if work.fired > 0 || work.swept > 0 {
+        info!(fired = work.fired, swept = work.swept, "the desk's clock did its work");
+    }
+    Ok(work)
+}
+
+fn fire_one(
+    rules: &Rules,
+    tx: &mut Tx<'_>,
+    at: i64,
+    n: u64,
+    now: DateTime<Utc>,
+    work: &mut Work,
+) -> Result<(), StoreError> {
+    let rec = tx.ticket(n)?;
+    let wake = rec.as_ref().and_then(|r| r.timers.wake);
+    if wake.map(|w| w.timestamp()) != Some(at) {
+        // Moved meanwhile (the record is the truth): this key is stale.
+        tx.delete(Table::Timers, keys::wake(at, n));
+        return Ok(());
+    }
+    let Some(rec) = rec.filter(|_| wake.is_some_and(|w| w <= now)) else { return Ok(()) };
+    let ctx = rules.context(rules.mailbox(&rec.mailbox), false);
+    let out = Composer { ctx: &ctx, seed: format!("clock:{n}:{}", rec.version), inbound_id: None, now };
+    let counts = rules
+        .cfg
+        .agents
+        .iter()
+        .map(|a| Ok((a.id.clone(), tx.recent(&agent_notify_key(&a.id))?.count(now))))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let fired = crate::triage::timers::fire(&rec, &out, &counts, now);
+    if let Some(after) = fired.decision.saved()
+        && after.timers.wake.is_some_and(|w| w <= now)
+    {
+        // The rules always move a fired ticket's wake past `now`; if they
+        // did not, the next tick looks again (no loop within this one).
+        warn!(ticket = n, "a ticket's timer did not move past now");
+    }
+    work.queued |= !apply(tx, None, None, &fired.decision, now)?.is_empty();
+    work.fired += 1;
+    let priority = fired.priority.as_str();
+    for ev in &fired.sla {
+        let kind = match ev.kind {
+            crate::sla::SlaEventKind::Warning => "warning",
+            crate::sla::SlaEventKind::Breach => "breach",
+        };
+        work.sla.push((kind, priority, ev.target.code()));
+        info!(ticket = n, target = ev.target.code(), kind, due = %ev.due, "response target notice");
+    }
+    if let Some(ev) = fired.lifecycle {
+        work.lifecycle.push(ev.code());
+        info!(ticket = n, event = ev.code(), "automatic lifecycle step");
+    }
+    Ok(())
+}
+
+/// Re-settles up to [`PER_TICK`] tickets when the time config is not the
+/// one they were settled under; records the config once all are.
+fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) -> Result<(), StoreError> {
+    let cfg = &rules.cfg.sla;
+    if settled(&*tx, cfg)? {
+        return Ok(());
+    }
+    let from = tx.counter(keys::TIMERS_SWEEP)?;
+    let after = from.checked_sub(1).filter(|n| *n > 0);
+    let numbers: Vec<u64> = tx
+        .store()
+        .tickets_from(after, false)
+        .take(PER_TICK)
+        .map(|r| r.map(|rec| rec.number))
+        .collect::<Result<_, _>>()?;
+    for &n in &numbers {
+        let Some(rec) = tx.ticket(n)? else { continue };
+        if let Some(new) = crate::triage::timers::resettle(&rec, cfg, now) {
+            let d = Decision {
+                outcome: Outcome::Acted { ticket: n, changes: Vec::new() },
+                effects: vec![Effect::SaveTicket(Box::new(new))],
+            };
+            apply(tx, None, None, &d, now)?;
+            work.swept += 1;
+        }
+    }
+    match numbers.last() {
+        Some(&last) if numbers.len() == PER_TICK => tx.put(Table::Meta, keys::TIMERS_SWEEP, be(last + 1).to_vec()),
+        _ => {
+            tx.put(Table::Meta, keys::TIMERS_CONFIG, fingerprint(cfg));
+            tx.delete(Table::Meta, keys::TIMERS_SWEEP);
+            info!("every ticket's clocks follow the time config now");
+        }
+    }
+    Ok(())
+}
