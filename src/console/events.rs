@@ -90,6 +90,9 @@ impl Hub {
         if c.quarantine {
             self.publish("quarantine", "{}".into());
         }
+        if c.spam {
+            self.publish("spam", "{}".into());
+        }
     }
 
     pub fn presence(&self, ticket: u64, who: &[Who]) {

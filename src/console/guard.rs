@@ -99,15 +99,49 @@ pub fn cross_site(c: &Console, headers: &HeaderMap) -> Option<&'static str> {
     }
 }
 
-/// Every console request: refuses cross-site state changes, and puts the
-/// security headers on every response.
+/// On a standby of a cluster, why a change cannot be made here: the
+/// console's forms are not forwarded to the leader (the API's changes are,
+/// see `cluster::forward`) — its session, origin and sign-in checks are
+/// this node's — so the answer is a page naming the leader's console.
+pub fn standby(c: &Console) -> Option<Response> {
+    let node = c.desk().cluster()?;
+    if node.serving() {
+        return None;
+    }
+    let e = node.not_leader();
+    let leader = match &e {
+        crate::desk::DeskError::NotLeader { address: Some(a), .. } => {
+            format!(" Open the console on the leader, {}/desk/, and sign in there.", a.trim_end_matches('/'))
+        }
+        _ => String::new(),
+    };
+    let text = format!(
+        "Nothing was changed: {e}. This node shows the desk but does not change it.{leader}          What you typed is kept as a draft in this browser."
+    );
+    Some(super::pages::refused(StatusCode::SERVICE_UNAVAILABLE, &text))
+}
+
+/// Requests that stay on this node even on a standby: a presence heartbeat
+/// (kept in this node's memory) and a CSP report (counted here).
+fn node_local(path: &str) -> bool {
+    path == "/desk/csp-report" || (path.starts_with("/desk/tickets/") && path.ends_with("/presence"))
+}
+
+/// Every console request: refuses cross-site state changes (and, on a
+/// standby, changes at all: [`standby`]), and puts the security headers on
+/// every response.
 pub async fn protect(State(c): State<Console>, req: Request, next: Next) -> Response {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let report = req.uri().path() == "/desk/csp-report";
+    let path = req.uri().path();
+    let report = path == "/desk/csp-report";
+    let local = node_local(path);
     let mut res = if unsafe_method && !report {
         match cross_site(&c, req.headers()) {
             Some(why) => super::pages::refused(StatusCode::FORBIDDEN, why),
-            None => next.run(req).await,
+            None => match standby(&c).filter(|_| !local) {
+                Some(r) => r,
+                None => next.run(req).await,
+            },
         }
     } else {
         next.run(req).await

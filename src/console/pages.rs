@@ -17,6 +17,7 @@ use super::queue::{self, Assignee, Filter, MAX_BULK, Order, PAGE};
 use super::session::{AdminUser, Fields, User, safe_next};
 use super::views::{self, Chrome, Opt, Page};
 use crate::desk::summary::{TicketSummary, client_number};
+use crate::desk::views::DueFilter;
 use crate::desk::{Desk, DeskError, RetryOutcome, Upload};
 use crate::store::ClientInfo;
 use crate::ticket::{Category, Priority, Status, ThreadType, TicketRecord};
@@ -84,6 +85,22 @@ pub fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
         3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
+}
+
+/// A due time as shown at `now` (see [`views::DueView`]).
+pub fn due_view(now: DateTime<Utc>, due: DateTime<Utc>) -> views::DueView {
+    let words = |secs: i64| match ago(now, now - chrono::TimeDelta::seconds(secs)) {
+        w if w == "just now" => "under a minute".to_owned(),
+        w => w,
+    };
+    let (rel, state) = if DueFilter::Overdue.matches(Some(due), now) {
+        (format!("overdue {}", words((now - due).num_seconds())), "overdue")
+    } else if DueFilter::Within(DueFilter::DEFAULT_WITHIN).matches(Some(due), now) {
+        (format!("in {}", words((due - now).num_seconds())), "soon")
+    } else {
+        (format!("in {}", words((due - now).num_seconds())), "later")
+    };
+    views::DueView { when: stamp(due), iso: crate::ticket::rfc3339::format(&due), rel, state }
 }
 
 fn size(n: u64) -> String {
@@ -169,6 +186,13 @@ fn done_text(code: &str) -> Option<String> {
         "dropped" => "Dropped.".into(),
         "sent" => "Queued to be sent now.".into(),
         "ended" => format!("Ended {} session(s).", n.parse::<usize>().ok()?),
+        "merged" => format!("Ticket #{} was merged into this one.", n.parse::<u64>().ok()?),
+        "released" => match n.parse::<u64>() {
+            Ok(t) => format!("Released: the mail is now ticket #{t}."),
+            Err(_) => "Released.".into(),
+        },
+        "blocked" => "Added to the blocklist.".into(),
+        "unblocked" => "Removed from the blocklist.".into(),
         _ => return None,
     })
 }
@@ -182,7 +206,7 @@ async fn render_queue(c: &Console, user: &User, f: Filter, error: Option<String>
     let me = user.agent.clone();
     let filter = f.clone();
     let data = blocking(c, move |d| {
-        let found = queue::run(d, &filter, me.as_deref(), PAGE)?;
+        let found = queue::run(d, &filter, me.as_deref(), Utc::now(), PAGE)?;
         let mut rows = Vec::with_capacity(found.numbers.len());
         for n in &found.numbers {
             if let Some(s) = d.summary(*n)? {
@@ -217,6 +241,7 @@ async fn render_queue(c: &Console, user: &User, f: Filter, error: Option<String>
             updated_iso: crate::ticket::rfc3339::format(&s.updated_at),
             attachments: s.attachments,
             presence: c.presence.marks(s.number, user.label()),
+            due: s.due.map(|d| due_view(now, d)),
             title: s.title,
             preview: s.preview,
             tags: s.tags,
@@ -240,6 +265,14 @@ async fn render_queue(c: &Console, user: &User, f: Filter, error: Option<String>
     view("pending", "Pending", counts.pending, &|v| v.statuses = vec![Status::Pending]);
     view("resolved", "Resolved", counts.resolved, &|v| v.statuses = vec![Status::Resolved]);
     view("closed", "Closed", counts.closed, &|v| v.statuses = vec![Status::Closed]);
+    view("overdue", "Overdue", counts.overdue, &|v| {
+        v.due = Some(DueFilter::Overdue);
+        v.any_status = true;
+    });
+    view("soon", "Due soon", counts.due_soon, &|v| {
+        v.due = Some(DueFilter::Within(DueFilter::DEFAULT_WITHIN));
+        v.any_status = true;
+    });
     let status_choice = if f.any_status {
         "any"
     } else {
@@ -419,6 +452,7 @@ fn render_ticket(
 ) -> Response {
     let Loaded { rec, client } = l;
     let t = &rec.ticket;
+    let now = Utc::now();
     let customer = customer_name(client.as_ref(), &rec.client_address);
     let entries = t
         .threads
@@ -496,6 +530,10 @@ fn render_ticket(
         entries,
         files,
         presence: c.presence.marks(rec.number, user.label()),
+        first_response_due: t.first_response_due.map(|d| due_view(now, d)),
+        resolution_due: t.resolution_due.map(|d| due_view(now, d)),
+        merged_into: rec.merged_into,
+        idem_merge: idem(),
         assigned_to_me: user.agent.is_some() && t.assigned_to == user.agent,
         me_agent: user.agent.clone(),
         idem_reply: idem(),
@@ -839,6 +877,48 @@ pub async fn tags(State(c): State<Console>, user: User, Path(n): Path<String>, b
     }
 }
 
+/// `POST /desk/tickets/{number}/merge` (`into=42`, as seen at `version`):
+/// through `Desk::merge`, the writer's merge that the API's
+/// `POST /api/v1/tickets/{id}/merge` uses; then the ticket that stays.
+pub async fn merge(State(c): State<Console>, user: User, Path(n): Path<String>, body: Bytes) -> Response {
+    let Some(n) = number(&n) else { return no_ticket() };
+    let f = Fields::parse(&body);
+    if !user.token_ok(f.get("csrf")) {
+        return bad_token();
+    }
+    let Some(into) = f.get("into").map(|v| v.trim().trim_start_matches('#')).and_then(number) else {
+        let e = DeskError::invalid("into", "Name the ticket to merge into by its number, such as 42.");
+        return not_done(&c, &user, n, e, Drafts::default()).await;
+    };
+    let Some(version) = version_of(f.get("version")) else {
+        return refused(StatusCode::BAD_REQUEST, "The form does not say which version of the ticket it was based on.");
+    };
+    let current = match load(&c, n).await {
+        Ok(l) => l.rec.version,
+        Err(r) => return r,
+    };
+    if current != version {
+        return not_done(&c, &user, n, DeskError::Conflict { current }, Drafts::default()).await;
+    }
+    let desk = c.desk().clone();
+    let actor = user.actor();
+    let (c2, u2) = (c.clone(), user.clone());
+    let r = c
+        .once
+        .run(&user, f.get("idem"), || async move {
+            let (c, user) = (c2, u2);
+            match desk.merge(n, into, actor).await {
+                Ok(kept) => Ok(format!("/desk/tickets/{}?done=merged-{n}", kept.number)),
+                Err(e) => Err(not_done(&c, &user, n, e, Drafts::default()).await),
+            }
+        })
+        .await;
+    match r {
+        Ok(to) => Redirect::to(&to).into_response(),
+        Err(r) => r,
+    }
+}
+
 /// `GET /desk/files/{sha256}/{filename}`: an attachment for a signed-in
 /// agent, served exactly as the API serves it (a download, sandboxed).
 pub async fn file(State(c): State<Console>, _user: User, Path((sha, name)): Path<(String, String)>) -> Response {
@@ -852,6 +932,16 @@ pub async fn file(State(c): State<Console>, _user: User, Path((sha, name)): Path
 
 /// The last failed mails the admin page lists.
 const FAILED_SHOWN: usize = 50;
+/// The newest held spam the admin page lists.
+const SPAM_SHOWN: usize = 100;
+
+fn spam_why(e: &crate::desk::spam::SpamView) -> String {
+    let reason = crate::text::clean_line(&e.reason);
+    match e.score {
+        Some(s) => format!("{reason} (score {s:.1})"),
+        None => reason,
+    }
+}
 
 pub async fn admin(State(c): State<Console>, AdminUser(user): AdminUser, RawQuery(raw): RawQuery) -> Response {
     let done = raw
@@ -878,10 +968,12 @@ async fn render_admin(
         outbox.extend(failed);
         let sessions = d.sessions()?;
         let stats = d.stats()?;
-        Ok((quarantine, outbox, sessions, stats))
+        let spam = d.spam()?;
+        let blocklist = d.blocklist()?;
+        Ok((quarantine, outbox, sessions, stats, spam, blocklist))
     })
     .await;
-    let (quarantine, outbox, sessions, stats) = match data {
+    let (quarantine, outbox, sessions, stats, mut spam, blocklist) = match data {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -928,8 +1020,43 @@ async fn render_admin(
     for (name, n) in &stats.tables {
         kv.push((format!("table {name}"), n.to_string()));
     }
+    let spam_total = spam.len();
+    spam.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
+    spam.truncate(SPAM_SHOWN);
+    let spam = spam
+        .into_iter()
+        .map(|e| views::SpamRow {
+            id: e.id,
+            at: stamp(e.at),
+            from: crate::text::clean_line(e.from.as_deref().unwrap_or("(no sender)")),
+            subject: crate::text::clean_line(&e.subject),
+            why: spam_why(&e),
+        })
+        .collect();
+    let blocklist = blocklist
+        .into_iter()
+        .map(|b| {
+            let mut about = Vec::new();
+            if let Some(by) = &b.by {
+                about.push(format!("by {}", if by == "admin" { "Admin".to_owned() } else { agent_name(c, by) }));
+            }
+            if let Some(at) = b.at {
+                about.push(stamp(at));
+            }
+            if let Some(t) = b.ticket {
+                about.push(format!("from #{t}"));
+            }
+            if b.source == "config" {
+                about.push("spam.block in the config".into());
+            }
+            views::BlockRow { runtime: b.source != "config", about: about.join(", "), entry: b.entry }
+        })
+        .collect();
     let p = views::Admin {
         c: user.chrome(c).page("admin"),
+        spam,
+        spam_total,
+        blocklist,
         ready: ready.ready,
         problems: ready.problems.clone(),
         mailboxes,
@@ -1090,4 +1217,105 @@ pub async fn end_sessions(State(c): State<Console>, AdminUser(user): AdminUser, 
         .await
         .map(|n| format!("ended-{n}"));
     admin_done(&c, &user, r).await
+}
+
+/// A held mail's page: who sent it, why it is held, its raw text.
+pub async fn spam_entry(State(c): State<Console>, AdminUser(user): AdminUser, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else { return no_entry() };
+    let found = match blocking(&c, move |d| d.spam_entry(id)).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some((e, raw)) = found else {
+        return refused(StatusCode::NOT_FOUND, &format!("There is no spam entry {id}."));
+    };
+    const SHOWN: usize = 256 << 10;
+    let cut = raw.len() > SHOWN;
+    let text = crate::text::clean_text(&String::from_utf8_lossy(&raw[..raw.len().min(SHOWN)]));
+    let p = views::SpamEntryPage {
+        c: user.chrome(&c).page("admin"),
+        id: e.id,
+        from: crate::text::clean_line(e.from.as_deref().unwrap_or("(no sender)")),
+        subject: crate::text::clean_line(&e.subject),
+        why: spam_why(&e),
+        mailbox: e.mailbox.clone(),
+        at: stamp(e.at),
+        raw: views::breakable(&text),
+        cut,
+        size: size(raw.len() as u64),
+    };
+    html(StatusCode::OK, &p.c.nonce.clone(), p.render_page())
+}
+
+/// Releases a held mail: it is taken in as if it had just arrived
+/// (`Desk::spam_release`, as `POST /api/v1/spam/{id}/release`).
+pub async fn spam_release(
+    State(c): State<Console>,
+    AdminUser(user): AdminUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if admin_form(&user, &body).is_none() {
+        return bad_token();
+    }
+    let Ok(id) = id.parse::<u64>() else { return no_entry() };
+    let r = c.desk().spam_release(id, user.actor()).await.map(|o| match o {
+        RetryOutcome::Ingested { ticket: Some(t) } => format!("released-{t}"),
+        RetryOutcome::Ingested { ticket: None } => "released".into(),
+        RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
+    });
+    admin_done(&c, &user, r).await
+}
+
+pub async fn spam_drop(
+    State(c): State<Console>,
+    AdminUser(user): AdminUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if admin_form(&user, &body).is_none() {
+        return bad_token();
+    }
+    let Ok(id) = id.parse::<u64>() else { return no_entry() };
+    let r = c.desk().spam_drop(id, user.actor()).await.map(|()| "dropped".to_owned());
+    admin_done(&c, &user, r).await
+}
+
+/// `POST /desk/admin/blocklist` (`entry=`) adds, `…/blocklist/remove`
+/// removes: through `Desk::block`, as the API and the CLI do.
+pub async fn block_add(State(c): State<Console>, AdminUser(user): AdminUser, body: Bytes) -> Response {
+    block_change(c, user, body, true).await
+}
+
+pub async fn block_remove(State(c): State<Console>, AdminUser(user): AdminUser, body: Bytes) -> Response {
+    block_change(c, user, body, false).await
+}
+
+async fn block_change(c: Console, user: User, body: Bytes, add: bool) -> Response {
+    let Some(f) = admin_form(&user, &body) else { return bad_token() };
+    let entry = match crate::spam::BlockEntry::parse(f.get("entry").unwrap_or("").trim()) {
+        Ok(e) => e,
+        Err(e) => {
+            let msg = format!("Not done: {}", crate::text::clean_line(&e.to_string()));
+            return render_admin(&c, &user, None, Some(msg), StatusCode::BAD_REQUEST).await;
+        }
+    };
+    let r =
+        c.desk().block(entry, add, user.actor()).await.map(|_| if add { "blocked" } else { "unblocked" }.to_owned());
+    admin_done(&c, &user, r).await
+}
+
+/// `GET /desk/tickets/{number}/version`: `{"version": 7}`, so an open page
+/// learns that it is stale without reading the whole ticket again.
+pub async fn version(State(c): State<Console>, _user: User, Path(n): Path<String>) -> Response {
+    let Some(n) = number(&n) else { return no_ticket() };
+    match blocking(&c, move |d| d.summary(n)).await {
+        Ok(Some(s)) => {
+            let mut r = axum::Json(serde_json::json!({ "version": s.version })).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(None) => no_ticket(),
+        Err(r) => r,
+    }
 }

@@ -8,8 +8,11 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::session::urlencode;
 use crate::desk::summary::{SummaryHead, client_number};
+use crate::desk::views::DueFilter;
 use crate::desk::{Desk, DeskError};
 use crate::store::ClientInfo;
 use crate::ticket::{Category, Priority, Status};
@@ -36,11 +39,15 @@ pub enum Order {
     Oldest,
     /// Urgent first; within a priority as `Waiting`.
     Priority,
+    /// The earliest running response target first (#19); tickets without
+    /// one after, as `Waiting`.
+    Due,
 }
 
 impl Order {
-    pub const ALL: [(Order, &'static str, &'static str); 5] = [
+    pub const ALL: [(Order, &'static str, &'static str); 6] = [
         (Order::Waiting, "waiting", "Waiting longest"),
+        (Order::Due, "due", "Due first"),
         (Order::Priority, "priority", "Priority"),
         (Order::Updated, "updated", "Recently updated"),
         (Order::Newest, "newest", "Newest"),
@@ -67,6 +74,9 @@ pub struct Filter {
     pub client: Option<String>,
     /// As typed; matched lower-cased.
     pub q: Option<String>,
+    /// Overdue, or due within a window: the API's `due=overdue|soon` (and
+    /// `within=`), on the same due time.
+    pub due: Option<DueFilter>,
     pub order: Order,
     pub cursor: Option<Key>,
     /// Parameters that were not understood (shown, then ignored).
@@ -80,6 +90,14 @@ pub type Key = (i64, i64, u64);
 
 const ACTIVE: [Status; 3] = [Status::Open, Status::InProgress, Status::Pending];
 
+/// A "due soon" window as the API takes it (`2h`, `30m`), at most a year,
+/// in whole minutes.
+fn within(v: &str) -> Option<TimeDelta> {
+    let d = humantime::parse_duration(v).ok()?;
+    let m = i64::try_from(d.as_secs() / 60).ok()?;
+    (1..=366 * 24 * 60).contains(&m).then(|| TimeDelta::minutes(m))
+}
+
 fn parse_key(s: &str) -> Option<Key> {
     let mut it = s.split('.');
     let k = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
@@ -91,6 +109,7 @@ impl Filter {
     /// understood is named in `ignored` and left out.
     pub fn parse(raw: Option<&str>) -> Filter {
         let mut f = Filter::default();
+        let mut within_given = None;
         let raw = raw.unwrap_or("");
         if raw.len() > crate::api::wire::MAX_QUERY_BYTES {
             f.ignored.push("the whole query (too long)".into());
@@ -141,12 +160,39 @@ impl Filter {
                     }
                     None => false,
                 },
+                "due" => match v {
+                    "overdue" => {
+                        f.due = Some(DueFilter::Overdue);
+                        true
+                    }
+                    "soon" => {
+                        let w = match f.due {
+                            Some(DueFilter::Within(w)) => w,
+                            _ => DueFilter::DEFAULT_WITHIN,
+                        };
+                        f.due = Some(DueFilter::Within(w));
+                        true
+                    }
+                    _ => false,
+                },
+                "within" => match within(v) {
+                    Some(w) => {
+                        within_given = Some(w);
+                        true
+                    }
+                    None => false,
+                },
                 "cursor" => parse_key(v).map(|c| f.cursor = Some(c)).is_some(),
                 _ => false,
             };
             if !ok {
                 f.ignored.push(crate::text::truncate_chars(&k, 40));
             }
+        }
+        match (within_given, f.due) {
+            (Some(w), Some(DueFilter::Within(_))) => f.due = Some(DueFilter::Within(w)),
+            (Some(_), _) => f.ignored.push("within (it goes with due=soon)".into()),
+            _ => {}
         }
         if f.any_status {
             f.statuses.clear();
@@ -189,6 +235,18 @@ impl Filter {
                 s.append_pair(k, v);
             }
         }
+        match self.due {
+            Some(DueFilter::Overdue) => {
+                s.append_pair("due", "overdue");
+            }
+            Some(DueFilter::Within(w)) => {
+                s.append_pair("due", "soon");
+                if w != DueFilter::DEFAULT_WITHIN {
+                    s.append_pair("within", &format!("{}m", w.num_minutes()));
+                }
+            }
+            None => {}
+        }
         if self.order != Order::Waiting {
             s.append_pair("sort", self.order.name());
         }
@@ -223,6 +281,10 @@ pub struct Counts {
     pub pending: usize,
     pub resolved: usize,
     pub closed: usize,
+    /// Past a running response target (#19).
+    pub overdue: usize,
+    /// Due within [`DueFilter::DEFAULT_WITHIN`].
+    pub due_soon: usize,
 }
 
 pub struct Found {
@@ -260,15 +322,23 @@ fn key(order: Order, h: &SummaryHead<'_>) -> Key {
             let (g, t) = waiting();
             (rank(h.priority) * 2 + g, t, n)
         }
+        Order::Due => match h.due {
+            Some(d) => (0, d.timestamp(), n),
+            None => {
+                let (g, t) = waiting();
+                (1 + g, t, n)
+            }
+        },
         Order::Updated => (0, -h.updated_at.timestamp(), n),
         Order::Newest => (0, -(n as i64), n),
         Order::Oldest => (0, h.created_at.timestamp(), n),
     }
 }
 
-/// Runs `f` over every summary; `me` is the agent asking (for "Mine").
-/// Runs on the caller's thread: call it from the blocking pool.
-pub fn run(desk: &Desk, f: &Filter, me: Option<&str>, limit: usize) -> Result<Found, DeskError> {
+/// Runs `f` over every summary; `me` is the agent asking (for "Mine"),
+/// `now` the instant due times are compared with. Runs on the caller's
+/// thread: call it from the blocking pool.
+pub fn run(desk: &Desk, f: &Filter, me: Option<&str>, now: DateTime<Utc>, limit: usize) -> Result<Found, DeskError> {
     let q = f.q.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
     // A search looks at names too: all clients at once, only then.
     let names: HashMap<u64, ClientInfo> = if q.is_some() { desk.clients()? } else { HashMap::new() };
@@ -286,7 +356,10 @@ pub fn run(desk: &Desk, f: &Filter, me: Option<&str>, limit: usize) -> Result<Fo
             Status::Resolved => counts.resolved += 1,
             Status::Closed => counts.closed += 1,
         }
+        counts.overdue += usize::from(DueFilter::Overdue.matches(h.due, now));
+        counts.due_soon += usize::from(DueFilter::Within(DueFilter::DEFAULT_WITHIN).matches(h.due, now));
         let fields = f.status_ok(h.status)
+            && f.due.is_none_or(|d| d.matches(h.due, now))
             && f.priority.is_none_or(|p| p == h.priority)
             && f.category.is_none_or(|c| c == h.category)
             && f.assignee.as_ref().is_none_or(|a| match a {

@@ -49,20 +49,40 @@ impl Reply {
     }
 }
 
-async fn world(console: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), format!("{ADMIN}\n")).unwrap();
+fn config(dir: &std::path::Path, console: &str) -> Arc<Config> {
+    std::fs::write(dir.join("token"), format!("{ADMIN}\n")).unwrap();
     let toml = format!(
         "[store]\npath = \"{0}/db\"\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n[[mailboxes]]\nname = \"support\"\naddress = \"support@example.test\"\nhost = \"127.0.0.1\"\ntls = \"none\"\npassword = \"x\"\n[[agents]]\nid = \"agent_alice\"\nemail = \"alice@example.test\"\nname = \"Alice\"\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@example.test\"\nname = \"Bob\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{0}/token\"\n{console}\n",
-        dir.path().display()
+        dir.display()
     );
-    let p = dir.path().join("c.toml");
+    let p = dir.join("c.toml");
     std::fs::write(&p, toml).unwrap();
-    let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap());
+    Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap())
+}
+
+/// The API's router with the console's routes, on `desk`.
+fn app(desk: Desk, cfg: Arc<Config>) -> axum::Router {
     let api = cfg.api.clone().unwrap();
+    let tokens = Tokens::from_values(vec![
+        (Token::new(ADMIN), Principal::Admin),
+        (Token::new(ALICE), Principal::Agent("agent_alice".into())),
+    ]);
+    let st = AppState {
+        desk,
+        tokens: Arc::new(tokens),
+        permits: Arc::new(tokio::sync::Semaphore::new(api.concurrency)),
+        api: Arc::new(api),
+        listeners: Default::default(),
+    };
+    router_with(st.clone(), super::router(st, tokio_util::sync::CancellationToken::new()))
+}
+
+async fn world(console: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), console);
     let store = Store::open(&cfg.store).unwrap();
     let desk = Desk::start(Parts {
-        cfg,
+        cfg: cfg.clone(),
         store,
         secret: Some(b"0123456789abcdef0123".to_vec()),
         templates: Templates::default(),
@@ -72,18 +92,7 @@ async fn world(console: &str) -> World {
     })
     .unwrap()
     .desk;
-    let tokens = Tokens::from_values(vec![
-        (Token::new(ADMIN), Principal::Admin),
-        (Token::new(ALICE), Principal::Agent("agent_alice".into())),
-    ]);
-    let st = AppState {
-        desk: desk.clone(),
-        tokens: Arc::new(tokens),
-        permits: Arc::new(tokio::sync::Semaphore::new(api.concurrency)),
-        api: Arc::new(api),
-        listeners: Default::default(),
-    };
-    let app = router_with(st.clone(), super::router(st, tokio_util::sync::CancellationToken::new()));
+    let app = app(desk.clone(), cfg);
     World { _dir: dir, desk, app }
 }
 
@@ -603,4 +612,222 @@ async fn the_event_stream_says_hello_then_passes_on_the_writers_changes() {
     assert!(next.contains("event: tickets") && next.contains("\"tickets\":[1]"), "{next}");
     let anon = w.get("/desk/events", None).await;
     assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The numbers of the queue's rows, in order.
+fn rows(page: &str) -> Vec<u64> {
+    page.split("<tr id=\"t").skip(1).filter_map(|s| s.split('"').next()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn due_times_show_and_the_queue_filters_them_as_the_api_does() {
+    let w = world("[[sla]]\npriority = \"medium\"\nfirst_response = \"1h\"\nresolution = \"8h\"\n").await;
+    w.ingest(1, mail("carla@customer.test", "m1@c.test", "Help", "Hi")).await;
+    w.ingest(2, mail("dan@customer.test", "m2@c.test", "Later", "Hi")).await;
+    w.desk
+        .act(2, crate::desk::ActorRef::Admin, vec![Action::Priority(crate::ticket::Priority::Low)], vec![], None)
+        .await
+        .unwrap();
+    let cookie = w.sign_in(ALICE).await;
+    let q = w.get("/desk/", Some(&cookie)).await;
+    assert!(q.body.contains(">Due</th>"), "a due column");
+    assert!(q.body.contains("class=\"due due-soon\""), "#1 is due within the hour: {}", q.body);
+    assert!(q.body.contains("data-view=\"soon\">Due soon <span class=\"count\">1</span>"));
+    assert!(q.body.contains("data-view=\"overdue\">Overdue <span class=\"count\">0</span>"));
+    assert_eq!(rows(&w.get("/desk/?due=soon", Some(&cookie)).await.body), vec![1]);
+    assert_eq!(rows(&w.get("/desk/?due=overdue", Some(&cookie)).await.body), Vec::<u64>::new());
+    assert_eq!(rows(&w.get("/desk/?due=soon&within=10m", Some(&cookie)).await.body), Vec::<u64>::new());
+    assert_eq!(rows(&w.get("/desk/?sort=due", Some(&cookie)).await.body), vec![1, 2], "due first");
+
+    // Two hours on, #1 is overdue: the console and the API's list agree.
+    let later = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let f = super::queue::Filter::parse(Some("due=overdue"));
+    let found = super::queue::run(&w.desk, &f, None, later, super::queue::PAGE).unwrap();
+    assert_eq!((found.numbers.clone(), found.counts.overdue), (vec![1], 1));
+    let api = crate::desk::views::TicketQuery {
+        due: Some(crate::desk::views::DueFilter::Overdue),
+        as_of: Some(later),
+        ..Default::default()
+    };
+    let listed: Vec<u64> = w.desk.list(&api).unwrap().tickets.iter().filter_map(|t| t.number).collect();
+    assert_eq!(listed, found.numbers);
+    assert_eq!(super::queue::Filter::parse(Some("within=2h&due=soon")).href(None), "/desk/?due=soon&within=120m");
+
+    let t = w.get("/desk/tickets/1", Some(&cookie)).await.body;
+    assert!(t.contains("First response due <time") && t.contains("Resolution due <time"), "{t}");
+    let t2 = w.get("/desk/tickets/2", Some(&cookie)).await.body;
+    assert!(!t2.contains("First response due"), "no target for low priority");
+}
+
+#[tokio::test]
+async fn a_merge_goes_through_the_desks_merge_and_the_merged_ticket_says_where() {
+    let w = world("").await;
+    w.ingest(1, mail("carla@customer.test", "m1@c.test", "Printer", "It smokes.")).await;
+    w.ingest(2, mail("carla@customer.test", "m2@c.test", "Printer again", "Still smoking.")).await;
+    let cookie = w.sign_in(ALICE).await;
+    let page = w.get("/desk/tickets/2", Some(&cookie)).await;
+    assert!(
+        page.body.contains("<label for=\"merge-into\">Merge into ticket</label>")
+            && page.body.contains(">Merge</button>")
+    );
+    let (csrf, version) = (page.field("csrf"), page.field("version"));
+    let merge = |into: &'static str, version: String| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        let w = &w;
+        async move {
+            w.post(
+                "/desk/tickets/2/merge",
+                Some(&cookie),
+                Some(ORIGIN),
+                &[("csrf", &csrf), ("version", &version), ("into", into)],
+            )
+            .await
+        }
+    };
+    let bad = merge("soon", version.clone()).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("by its number"), "{}", bad.body);
+    let itself = merge("2", version.clone()).await;
+    assert_eq!(itself.status, StatusCode::BAD_REQUEST, "the rules refuse: {}", itself.body);
+    let stale = merge("#1", "0".into()).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    let ok = merge("#1", version).await;
+    assert_eq!((ok.status, ok.location()), (StatusCode::SEE_OTHER, "/desk/tickets/1?done=merged-2"));
+    let rec = w.desk.ticket(2).unwrap().unwrap();
+    assert_eq!((rec.merged_into, rec.ticket.status), (Some(1), crate::ticket::Status::Closed));
+    let kept = w.get(ok.location(), Some(&cookie)).await.body;
+    assert!(kept.contains("Ticket #2 was merged into this one.") && kept.contains("Still smoking."));
+    let gone = w.get("/desk/tickets/2", Some(&cookie)).await.body;
+    assert!(gone.contains("Merged into <a href=\"/desk/tickets/1\">#1</a>"), "{gone}");
+    assert!(!gone.contains("merge-into"), "no second merge");
+    let q = w.get("/desk/?status=any", Some(&cookie)).await.body;
+    assert_eq!(rows(&q).len(), 2);
+}
+
+#[tokio::test]
+async fn the_admin_releases_and_drops_held_spam_and_keeps_the_blocklist() {
+    let w = world("[spam]\nblock = [\"@junk.test\"]\n").await;
+    w.ingest(1, mail("Offers <offers@junk.test>", "s1@junk.test", "Cheap <b>printers</b>", "Buy now")).await;
+    w.ingest(2, mail("offers@junk.test", "s2@junk.test", "Cheap ink", "Buy more")).await;
+    let held = w.desk.spam().unwrap();
+    assert_eq!(held.len(), 2, "a blocked sender's mail is held");
+    let alice = w.sign_in(ALICE).await;
+    assert_eq!(w.get("/desk/admin/spam/1", Some(&alice)).await.status, StatusCode::FORBIDDEN);
+    let admin = w.sign_in(ADMIN).await;
+    let page = w.get("/desk/admin", Some(&admin)).await;
+    for want in [
+        "Spam <span class=\"count\">2 held</span>",
+        &esc("Cheap <b>printers</b>"),
+        "Release spam entry",
+        "Drop spam entry",
+        "@junk.test",
+        "in the config",
+        "<label for=\"block-entry\">Block address or domain</label>",
+    ] {
+        assert!(page.body.contains(want), "{want} in {}", page.body);
+    }
+    let csrf = page.field("csrf");
+    let (first, second) = (held[0].id, held[1].id);
+    let entry = w.get(&format!("/desk/admin/spam/{first}"), Some(&admin)).await;
+    assert!(entry.status == StatusCode::OK && entry.body.contains("Buy now"));
+    let r = w.post(&format!("/desk/admin/spam/{first}/release"), Some(&admin), Some(ORIGIN), &[("csrf", &csrf)]).await;
+    assert!(r.location().starts_with("/desk/admin?done="), "{}", r.body);
+    let r = w.post(&format!("/desk/admin/spam/{second}/drop"), Some(&admin), Some(ORIGIN), &[("csrf", &csrf)]).await;
+    assert_eq!(r.location(), "/desk/admin?done=dropped");
+    assert!(w.desk.spam().unwrap().is_empty());
+
+    let add = |entry: &'static str| {
+        let (admin, csrf) = (admin.clone(), csrf.clone());
+        let w = &w;
+        async move {
+            w.post("/desk/admin/blocklist", Some(&admin), Some(ORIGIN), &[("csrf", &csrf), ("entry", entry)]).await
+        }
+    };
+    assert_eq!(add("nope").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(add("Spammer@Bad.test").await.location(), "/desk/admin?done=blocked");
+    let page = w.get("/desk/admin", Some(&admin)).await.body;
+    assert!(page.contains("Unblock spammer@bad.test") && page.contains("by Admin"), "{page}");
+    let r = w
+        .post(
+            "/desk/admin/blocklist/remove",
+            Some(&admin),
+            Some(ORIGIN),
+            &[("csrf", &csrf), ("entry", "spammer@bad.test")],
+        )
+        .await;
+    assert_eq!(r.location(), "/desk/admin?done=unblocked");
+    assert!(w.desk.blocklist().unwrap().iter().all(|b| b.entry != "spammer@bad.test"));
+}
+
+#[tokio::test]
+async fn a_page_asks_for_its_tickets_version_alone() {
+    let w = world("").await;
+    w.ingest(1, mail("carla@customer.test", "m1@c.test", "Help", "Hi")).await;
+    let cookie = w.sign_in(ALICE).await;
+    let v = w.get("/desk/tickets/1/version", Some(&cookie)).await;
+    assert_eq!(v.status, StatusCode::OK);
+    let before: serde_json::Value = serde_json::from_str(&v.body).unwrap();
+    w.desk
+        .act(1, crate::desk::ActorRef::Admin, vec![Action::Priority(crate::ticket::Priority::High)], vec![], None)
+        .await
+        .unwrap();
+    let after: serde_json::Value =
+        serde_json::from_str(&w.get("/desk/tickets/1/version", Some(&cookie)).await.body).unwrap();
+    assert_eq!(after["version"].as_u64(), Some(before["version"].as_u64().unwrap() + 1));
+    assert_eq!(w.get("/desk/tickets/9/version", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(w.get("/desk/tickets/1/version", None).await.status, StatusCode::SEE_OTHER, "signed in only");
+}
+
+/// A standby of a cluster (on the PostgreSQL lab): it shows the desk, and a
+/// change gets a page that names the leader instead of a 403 from the
+/// leader's origin check; presence stays on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_shows_the_desk_and_answers_a_change_with_the_leaders_address() {
+    use crate::store::postgres::{LeaderInfo, PgSettings, PostgresBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let (backend, node) = tokio::task::spawn_blocking(|| {
+        let lab = crate::store::postgres::lab::PgLab::shared().unwrap();
+        let db = lab.fresh_db("console").unwrap();
+        let backend = Arc::new(PostgresBackend::open(PgSettings::from_url(&lab.url(&db), "n2").unwrap()).unwrap());
+        let cluster = crate::config::ClusterConfig {
+            node: "n2".into(),
+            advertise: Some("http://10.0.0.12:8025".into()),
+            lease_timeout: std::time::Duration::from_secs(10),
+            forward: true,
+        };
+        let node = Arc::new(crate::cluster::Node::new(&cluster, backend.clone()));
+        node.set_leader(LeaderInfo {
+            node: Some("n1".into()),
+            advertise: Some("http://10.0.0.11:8025".into()),
+            epoch: 3,
+            heartbeat_age: None,
+            held: true,
+        });
+        (backend, node)
+    })
+    .await
+    .unwrap();
+    let store = Store::with_backend(backend);
+    let desk = Desk::standby(cfg.clone(), store, b"0123456789abcdef0123".to_vec(), Default::default(), node).unwrap();
+    let app = app(desk.clone(), cfg);
+    let w = World { _dir: dir, desk, app };
+    let page = w.get("/desk/login", None).await;
+    assert_eq!(page.status, StatusCode::OK, "pages are served");
+    let r = w
+        .post(
+            "/desk/login",
+            Some(&set_cookie(&page.headers, "ticketd_login")),
+            Some(ORIGIN),
+            &[("login_token", &page.field("login_token")), ("token", ALICE)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.body.contains("the leader is n1") && r.body.contains("http://10.0.0.11:8025/desk/"), "{}", r.body);
+    assert!(r.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    let cross = w.post("/desk/login", None, Some("https://evil.test"), &[]).await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN, "the origin check comes first");
+    let beat = w.post("/desk/tickets/1/presence", None, Some(ORIGIN), &[("state", "viewing")]).await;
+    assert_eq!(beat.status, StatusCode::UNAUTHORIZED, "presence is this node's: no session, not the leader's");
+    assert!(!crate::cluster::forward::needs_leader(&Method::POST, "/desk/tickets/1/note"));
 }

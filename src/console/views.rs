@@ -150,6 +150,20 @@ pub struct Row {
     pub updated_iso: String,
     pub attachments: u32,
     pub presence: Vec<Mark>,
+    /// The earliest running response target (#19), if any.
+    pub due: Option<DueView>,
+}
+
+/// A due time as shown: when, how far off, and whether it is overdue or
+/// due soon (the API's `due=overdue|soon`).
+pub struct DueView {
+    /// "2026-12-07 10:30 UTC".
+    pub when: String,
+    pub iso: String,
+    /// "overdue 2 h 5 min", "in 40 min".
+    pub rel: String,
+    /// `overdue`, `soon` or `later`.
+    pub state: &'static str,
 }
 
 #[derive(Template)]
@@ -225,6 +239,13 @@ pub struct TicketPage {
     pub entries: Vec<EntryView>,
     pub files: Vec<FileView>,
     pub presence: Vec<Mark>,
+    /// The first agent answer is due then (#19; none when met or no
+    /// target applies).
+    pub first_response_due: Option<DueView>,
+    pub resolution_due: Option<DueView>,
+    /// Merged into that ticket (#19): this one is closed, its mail goes there.
+    pub merged_into: Option<u64>,
+    pub idem_merge: String,
     pub me_agent: Option<String>,
     pub assigned_to_me: bool,
     pub idem_reply: String,
@@ -277,6 +298,23 @@ pub struct OutboxRow {
     pub waiting: bool,
 }
 
+pub struct SpamRow {
+    pub id: u64,
+    pub at: String,
+    pub from: String,
+    pub subject: String,
+    /// Why it is held, with the score when there is one.
+    pub why: String,
+}
+
+pub struct BlockRow {
+    pub entry: String,
+    /// Added at run time (and so removable here); else from `spam.block`.
+    pub runtime: bool,
+    /// "by agent_alice, 2026-12-07 10:30 UTC, from #12".
+    pub about: String,
+}
+
 pub struct SessionRow {
     pub agent: String,
     pub name: String,
@@ -297,8 +335,28 @@ pub struct Admin {
     pub failed_shown: usize,
     pub sessions: Vec<SessionRow>,
     pub stats: Vec<(String, String)>,
+    pub spam: Vec<SpamRow>,
+    /// Entries held in all (the page shows the newest).
+    pub spam_total: usize,
+    pub blocklist: Vec<BlockRow>,
     pub notice: Option<String>,
     pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "spam.html")]
+pub struct SpamEntryPage {
+    pub c: Chrome,
+    pub id: u64,
+    pub from: String,
+    pub subject: String,
+    pub why: String,
+    pub mailbox: String,
+    pub at: String,
+    /// In [`breakable`] pieces.
+    pub raw: Vec<String>,
+    pub cut: bool,
+    pub size: String,
 }
 
 #[derive(Template)]

@@ -57,6 +57,13 @@ pub struct TicketSummary {
     pub text: String,
     /// `text` holds the whole description.
     pub text_whole: bool,
+    /// The earliest due instant of a response target whose clock runs
+    /// (#19): what the API's `?due=overdue|soon` looks at.
+    #[serde(with = "crate::ticket::rfc3339_opt", default)]
+    pub due: Option<DateTime<Utc>>,
+    /// Merged into that ticket (#19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<u64>,
 }
 
 impl TicketSummary {
@@ -142,6 +149,8 @@ pub fn of(rec: &TicketRecord) -> TicketSummary {
         version: rec.version,
         text: format!("{}\n{}", t.title.to_lowercase(), desc.to_lowercase()),
         text_whole: desc.len() == t.description.len(),
+        due: rec.timers.due,
+        merged_into: rec.merged_into,
     }
 }
 
@@ -225,6 +234,8 @@ pub struct SummaryHead<'a> {
     pub text_whole: bool,
     #[serde(borrow)]
     pub title: Cow<'a, str>,
+    #[serde(with = "crate::ticket::rfc3339_opt", default)]
+    pub due: Option<DateTime<Utc>>,
 }
 
 impl SummaryHead<'_> {

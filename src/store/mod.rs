@@ -486,8 +486,9 @@ pub mod keys {
     /// Meta marker: the attachment index covers every ticket.
     pub const ATTACHMENT_INDEX: &[u8] = b"index:attachments:1";
 
-    /// Meta marker: every ticket has its summary and every client its info.
-    pub const SUMMARY_INDEX: &[u8] = b"index:summaries:1";
+    /// Meta marker: every ticket has its summary (2: with its due time and
+    /// merge, #19) and every client its info.
+    pub const SUMMARY_INDEX: &[u8] = b"index:summaries:2";
 
     pub fn in_hand(mailbox: &str) -> Vec<u8> {
         let mut k = b"inhand\0".to_vec();
