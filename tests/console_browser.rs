@@ -31,8 +31,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{ADMIN_TOKEN, ALICE_TOKEN, ApiAt, Daemon, Lab, header as mail_header, wait_for_text};
+use ticketd::testkit::AgentKeys;
 
 const WAIT: Duration = Duration::from_secs(60);
+/// The whole test: past this it fails (and its browsers are killed).
+const WHOLE: Duration = Duration::from_secs(15 * 60);
+/// What one page load or one script may take in the browser.
+const PAGE_LOAD: Duration = Duration::from_secs(60);
 const BOB_TOKEN: &str = "test-bob-token-0123456789abcdef0";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -45,43 +50,136 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// chromedriver on a free loopback port, stopped on drop.
+/// chromedriver on a free loopback port, in a process group of its own
+/// that holds every Chromium process it starts. Dropping it (also while a
+/// panic unwinds, or when the whole test times out) kills that group;
+/// a watchdog process outside the group kills it too if this test process
+/// dies without unwinding (SIGKILL, abort). Headless Chromium left behind
+/// by a failed run kept its pages, their timers and live streams running
+/// for hours.
 struct Driver {
     child: Child,
+    stopped: bool,
+    watchdog: Option<Child>,
     url: String,
     profiles: tempfile::TempDir,
 }
 
 impl Driver {
     fn start() -> Driver {
+        use std::os::unix::process::CommandExt;
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(path).exists(),
                 "{path} is missing: the browser test needs Debian's {package} (bash scripts/install-deps.sh installs it)"
             );
         }
+        let left = browsers_running();
+        if !left.is_empty() {
+            eprintln!(
+                "warning: Chromium processes not started by this test are running (pid, seconds, RSS KiB):\n{left}"
+            );
+        }
         let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
+        let mut child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting chromedriver");
+        let group = child.id();
+        // It waits for the end of a pipe only this process holds (the fd is
+        // close-on-exec: no other child inherits it), which ends however
+        // this process ends.
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _; kill -9 -{group} 2>/dev/null"))
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen within 20s");
+            if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                panic!("chromedriver did not listen within 20s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Driver { child, url, profiles: tempfile::tempdir().unwrap() }
+        Driver { child, stopped: false, watchdog, url, profiles: tempfile::tempdir().unwrap() }
+    }
+
+    /// Kills chromedriver and every browser process of its group, and waits
+    /// (at most 10 s) until none is left.
+    fn stop(&mut self) -> Result<(), String> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.child.wait();
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let profiles = self.profiles.path().to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // SAFETY: as above; signal 0 only asks whether the group still has a member.
+            let group_left = unsafe { libc::kill(-group, 0) } == 0;
+            let strays = processes_mentioning(&profiles);
+            for pid in &strays {
+                // SAFETY: as above, one process that runs on our own profile directory.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            if !group_left && strays.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "browser processes outlived the test: group {group} left: {group_left}, strays {strays:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Err(e) = self.stop() {
+            eprintln!("{e}");
+        }
     }
+}
+
+/// Processes whose command line names `needle` (our profile directory).
+fn processes_mentioning(needle: &str) -> Vec<libc::pid_t> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// `ps -eo pid,etimes,rss,comm` lines of Chromium processes (ours or not).
+fn browsers_running() -> String {
+    let out = Command::new("ps").args(["-eo", "pid,etimes,rss,comm"]).output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3).is_some_and(|c| c.contains("chrom")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Requests the canary and the attacker's site receive, by path.
@@ -168,6 +266,13 @@ impl Browser {
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let c = ClientBuilder::new(connector).capabilities(caps).connect(&d.url).await.expect("a WebDriver session");
+        c.update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(PAGE_LOAD),
+            Some(PAGE_LOAD),
+            Some(Duration::ZERO),
+        ))
+        .await
+        .expect("WebDriver timeouts");
         Browser { c, base: base.to_owned(), who }
     }
 
@@ -326,31 +431,37 @@ async fn console_csp_reports(daemon: &Daemon) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-/// The daemon with the API on a loopback port and a second agent, Bob.
+/// The daemon with the API on a loopback port, a second agent (Bob), a
+/// response target for urgent tickets and a blocked sender.
 fn start_daemon(lab: &Lab) -> Daemon {
-    let mut d = Daemon::prepare_api(lab, ApiAt::Tcp, "", "");
-    let dir = d.dir.path().to_owned();
-    std::fs::write(dir.join("api-bob"), format!("{BOB_TOKEN}\n")).unwrap();
-    let text = std::fs::read_to_string(&d.config).unwrap().replacen(
-        "\n[api]\n",
-        &format!(
-            "\n[[agents]]\nid = \"agent_bob\"\nemail = \"bob@example.test\"\nname = \"Bob\"\ntoken_file = \"{}/api-bob\"\n\n[api]\n",
-            dir.display()
-        ),
-        1,
-    );
-    std::fs::write(&d.config, text).unwrap();
+    let mut d = Daemon::prepare_api_with(lab, ApiAt::Tcp, |c| {
+        let bob = c.dir.join("api-bob");
+        std::fs::write(&bob, format!("{BOB_TOKEN}\n")).unwrap();
+        let mut b = AgentKeys::new("agent_bob", "bob@example.test", "Bob");
+        b.token_file = Some(bob);
+        c.agents.push(b);
+    });
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let targets = "[[sla]]\npriority = \"urgent\"\nfirst_response = \"4h\"\nresolution = \"2d\"\n\n[spam]\nblock = [\"stranger+offers@example.test\"]\n";
+    std::fs::write(&d.config, format!("{text}\n{targets}")).unwrap();
     d.spawn();
     d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
+    let mut driver = Driver::start();
+    let done = tokio::time::timeout(WHOLE, scenario(&driver)).await;
+    let stopped = driver.stop();
+    assert!(done.is_ok(), "the browser test did not finish within {WHOLE:?}");
+    stopped.unwrap();
+}
+
+async fn scenario(driver: &Driver) {
     let started = Instant::now();
     let lab = Lab::start();
     let daemon = start_daemon(&lab);
     let base = daemon.listen().base_url();
-    let driver = Driver::start();
     let (canary, canary_hits) = http_server(String::new()).await;
     let c = format!("http://127.0.0.1:{canary}");
     let api = daemon.api();
@@ -402,6 +513,9 @@ async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
     daemon
         .eventually_json("/api/v1/quarantine", WAIT, |_, v| v["entries"].as_array().is_some_and(|e| e.len() == 1))
         .await;
+    let offer = mail("Offers <stranger+offers@example.test>", "s1@offers.example.test", "Cheap printers", "Buy now.");
+    lab.smtp_send("stranger+offers@example.test", &["support@example.test"], &offer).await.unwrap();
+    daemon.eventually_json("/api/v1/spam", WAIT, |_, v| v["entries"].as_array().is_some_and(|e| e.len() == 1)).await;
     let patch = |n: u64, body: Value| {
         let api = &api;
         async move {
@@ -421,8 +535,8 @@ async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
     patch(3, json!({"assignedTo": "agent_bob", "status": "in_progress"})).await;
     patch(4, json!({"priority": "low", "category": "feature_request", "status": "pending"})).await;
 
-    let alice = Browser::open(&driver, &base, "alice").await;
-    let bob = Browser::open(&driver, &base, "bob").await;
+    let alice = Browser::open(driver, &base, "alice").await;
+    let bob = Browser::open(driver, &base, "bob").await;
 
     // Sign in, the queue, a filter.
     alice.sign_in(ALICE_TOKEN).await;
@@ -505,6 +619,13 @@ async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
     alice.intact("the ticket").await;
     alice.screenshot("ticket").await;
 
+    // Response targets: urgent #2 is due in four hours, in the queue and on its page.
+    alice.go("/desk/").await;
+    let due = alice.text("#t2 [data-col=due]").await;
+    assert!(due.starts_with("in 3 h") || due.starts_with("in 4 h"), "#2's first response is due: {due:?}");
+    alice.go("/desk/tickets/2").await;
+    assert!(alice.text("#due").await.contains("First response due"));
+
     // Bulk, while Bob watches the queue with a row selected.
     bob.go("/desk/").await;
     bob.css("#sel2").await.click().await.unwrap();
@@ -534,16 +655,31 @@ async fn the_console_works_in_a_real_browser_and_hostile_mail_runs_nothing() {
     })
     .await;
 
-    // The admin: quarantine retry, outbox drop.
+    // Merge #4 into #3: through the desk's merge; #4 says where it went.
+    alice.go("/desk/tickets/4").await;
+    alice.field("Merge into ticket").await.send_keys("3").await.unwrap();
+    alice.button("Merge").await.click().await.unwrap();
+    eventually("merged", WAIT, || async { Ok(alice.path().await == "/desk/tickets/3?done=merged-4") }).await;
+    assert!(alice.text("#notice").await.contains("#4 was merged into this one"));
+    alice.go("/desk/tickets/4").await;
+    assert!(alice.text("#merged").await.contains("#3"));
+    assert_eq!(api_json(&daemon, "/api/v1/tickets/4").await["mergedInto"], "support_ticket_3");
+
+    // The admin: quarantine retry, outbox drop, held spam.
     bob.button("Sign out").await.click().await.unwrap();
     eventually("signed out", WAIT, || async { Ok(bob.path().await.starts_with("/desk/login")) }).await;
     bob.sign_in(ADMIN_TOKEN).await;
     bob.go("/desk/admin").await;
     bob.axe("admin").await;
     bob.intact("the admin page").await;
+    assert!(bob.text("#spam").await.contains("Cheap printers"), "the held offer is listed");
     bob.button("Retry quarantine entry 1").await.click().await.unwrap();
     eventually("retried", WAIT, || async { Ok(bob.path().await.starts_with("/desk/admin?done=")) }).await;
     assert!(bob.text(".notice").await.contains("Retried, and quarantined again"), "a mail with no sender stays out");
+    let held = api_json(&daemon, "/api/v1/spam").await["entries"][0]["id"].as_u64().unwrap();
+    bob.button(&format!("Drop spam entry {held}")).await.click().await.unwrap();
+    eventually("spam dropped", WAIT, || async { Ok(bob.path().await == "/desk/admin?done=dropped") }).await;
+    assert_eq!(api_json(&daemon, "/api/v1/spam").await["entries"], json!([]));
     lab.stop_smtp();
     alice.go("/desk/tickets/2").await;
     alice.field("Reply").await.send_keys("We are checking the double charge.").await.unwrap();

@@ -87,29 +87,59 @@
     try { if (msg.id) localStorage.setItem(LAST, String(msg.id)); } catch (_) { /* ignore */ }
     for (const fn of handlers) { try { fn(msg); } catch (err) { console.error(err); } }
   };
-  const KINDS = ['hello', 'tickets', 'presence', 'outbox', 'quarantine', 'reset'];
+  const KINDS = ['hello', 'tickets', 'presence', 'outbox', 'quarantine', 'spam', 'reset'];
+  // One EventSource at a time, closed when the page goes away. The browser
+  // reconnects a dropped stream by itself; when it gives up (an error
+  // answer, e.g. a session that ended) or keeps failing (the daemon is
+  // down), the stream is closed and opened again later, waiting twice as
+  // long each time up to a minute, and not at all after MAX_FAILURES.
+  const MAX_FAILURES = 12;
+  let stream = null;
+  let failures = 0;
+  let retry = 0;
+  const closeStream = () => {
+    clearTimeout(retry);
+    retry = 0;
+    if (stream) { stream.close(); stream = null; }
+  };
   const openStream = (relay) => {
+    closeStream();
     let last = null;
     try { last = localStorage.getItem(LAST); } catch (_) { /* ignore */ }
     const es = new EventSource('/desk/events' + (last ? `?last=${encodeURIComponent(last)}` : ''));
+    stream = es;
+    es.addEventListener('open', () => { failures = 0; });
+    es.addEventListener('error', () => {
+      if (es !== stream) return;
+      failures += 1;
+      if (es.readyState !== EventSource.CLOSED && failures < 3) return;
+      closeStream();
+      if (failures >= MAX_FAILURES) { say('Live updates stopped. Reload the page to see changes.'); return; }
+      retry = setTimeout(() => openStream(relay), Math.min(60000, 1000 * 2 ** failures));
+    });
     for (const kind of KINDS) {
       es.addEventListener(kind, (e) => {
-        const msg = { id: Number(e.lastEventId) || 0, type: kind, data: JSON.parse(e.data || '{}') };
+        let data = {};
+        try { data = JSON.parse(e.data || '{}'); } catch (_) { /* a hint without data */ }
+        const msg = { id: Number(e.lastEventId) || 0, type: kind, data };
         if (relay) relay.postMessage(msg);
         dispatch(msg);
       });
     }
-    return es;
   };
+  window.addEventListener('pagehide', closeStream);
   if (me) {
     if ('BroadcastChannel' in window && navigator.locks) {
       const channel = new BroadcastChannel('ticketd-events');
       channel.onmessage = (e) => dispatch(e.data);
+      window.addEventListener('pagehide', () => channel.close());
       navigator.locks.request('ticketd-events', () => new Promise(() => { openStream(channel); }));
     } else {
       openStream(null);
     }
   }
+  // A request that hangs is given up, so the next one can start.
+  const timeout = (ms) => (AbortSignal.timeout ? AbortSignal.timeout(ms) : undefined);
 
   const presenceHtml = (cell, who) => {
     cell.replaceChildren();
@@ -164,7 +194,7 @@
       if (refreshing) { again = true; return; }
       refreshing = true;
       try {
-        const res = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+        const res = await fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' }, signal: timeout(20000) });
         if (!res.ok) return;
         const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
         const fresh = $$('#queue tbody tr[data-number]', doc);
@@ -253,17 +283,20 @@
     const changed = $('#changed');
     // Someone changed this ticket: say so (the forms still carry the old
     // version, so a send is refused rather than overwriting their change).
+    // Asks for the version only, never the whole ticket again.
+    let checking = false;
     const check = async () => {
+      if (checking || !changed || !changed.hidden) return;
+      checking = true;
       try {
-        const res = await fetch(`/desk/tickets/${n}`, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+        const res = await fetch(`/desk/tickets/${n}/version`, { credentials: 'same-origin', headers: { Accept: 'application/json' }, signal: timeout(15000) });
         if (!res.ok) return;
-        const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
-        const t = $('#ticket', doc);
-        if (t && t.dataset.version !== version && changed && changed.hidden) {
+        const v = await res.json();
+        if (String(v.version) !== version && changed.hidden) {
           changed.hidden = false;
           say('This ticket changed since you opened it.');
         }
-      } catch (_) { /* next event */ }
+      } catch (_) { /* next event */ } finally { checking = false; }
     };
     onEvent((m) => {
       if ((m.type === 'tickets' && (m.data.tickets || []).map(String).includes(n)) || m.type === 'reset') check();
@@ -276,17 +309,20 @@
       return writing ? 'replying' : 'viewing';
     };
     let lastState = '';
+    let beating = false;
     const beat = (force) => {
       const s = document.hidden ? 'viewing' : state();
-      if (!force && s === lastState) return;
+      if (beating || (!force && s === lastState)) return;
       lastState = s;
+      beating = true;
       fetch(`/desk/tickets/${n}/presence`, {
-        method: 'POST', credentials: 'same-origin', keepalive: true,
+        method: 'POST', credentials: 'same-origin', signal: timeout(10000),
         headers: { 'Content-Type': 'application/x-www-form-urlencoded', 'X-CSRF-Token': csrf },
         body: `state=${s}`,
-      }).catch(() => {});
+      }).catch(() => {}).finally(() => { beating = false; });
     };
-    setInterval(() => beat(true), 20000);
+    const heartbeat = setInterval(() => beat(true), 20000);
+    window.addEventListener('pagehide', () => clearInterval(heartbeat));
     for (const area of [reply, note]) {
       if (!area) continue;
       area.addEventListener('focus', () => beat(false));
