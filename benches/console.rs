@@ -165,7 +165,7 @@ async fn main() {
     let stop = CancellationToken::new();
     let api = ApiConfig::with_defaults(Listen::Tcp("127.0.0.1:0".parse().unwrap()));
     let tokens = Tokens::from_values(vec![(Token::new(TOKEN), Principal::Admin)]);
-    let server = Server::bind_with(desk.clone(), api, tokens).await.unwrap();
+    let server = Server::bind_with_extra(desk.clone(), api, tokens, Box::new(ticketd::console::router)).await.unwrap();
     let local = server.local().clone();
     tokio::spawn(server.run(stop.clone(), Default::default()));
     let http = HttpClient::new(local.clone());
