@@ -75,9 +75,12 @@ async fn ingest(desk: &Desk, n: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Of an even count, the mean of the two middle values (of two rounds the
+/// upper one alone would flatter whichever side had the quieter round).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -129,9 +132,10 @@ async fn main() {
         clock.abort();
         with.push(rate);
         eprintln!(
-            "round {}: without targets {:.0} msg/s, with targets and the clock {rate:.0} msg/s",
+            "round {}: without targets {:.0} msg/s, with targets and the clock {rate:.0} msg/s ({:.2})",
             r + 1,
-            without[r]
+            without[r],
+            rate / without[r]
         );
         kept = Some((dir, desk));
     }

@@ -106,7 +106,7 @@ async fn smtp(cfg: &Config) -> Finding {
 /// which version, writable, not behind a transaction pooler.
 async fn database(cfg: &Config) -> Option<Finding> {
     let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend else { return None };
-    let settings = match crate::cluster::node::settings(cfg, "").await {
+    let settings = match crate::cluster::settings(cfg, "").await {
         Ok(s) => s,
         Err(e) => return Some(Finding { subject: "database".into(), ok: false, detail: format!("{e:#}") }),
     };

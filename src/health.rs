@@ -100,8 +100,8 @@ struct State {
     automations: BTreeMap<&'static str, u64>,
     /// The writer's current unit of work began then.
     writer_busy: Option<Instant>,
-    /// Network operations in flight, by owner, with their deadline.
-    operations: BTreeMap<String, (Instant, Duration)>,
+    /// Each long-running task's promise to beat again by then.
+    beats: BTreeMap<String, Instant>,
     /// (what, label) → count: the door's work (see [`Health::count_door`]).
     door: BTreeMap<(&'static str, String), u64>,
 }
@@ -111,7 +111,7 @@ struct State {
 pub struct Health(Arc<Mutex<State>>);
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+pub struct Readings {
     pub mailboxes: BTreeMap<String, MailboxStatus>,
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
@@ -205,14 +205,29 @@ impl Health {
         self.with(|s| s.writer_busy = busy.then(Instant::now));
     }
 
-    /// An operation that must finish within `limit` (it has its own
-    /// timeout); past twice that, its owner is stuck.
-    pub fn begin(&self, owner: &str, limit: Duration) {
-        self.with(|s| s.operations.insert(owner.to_owned(), (Instant::now(), limit)));
+    /// `owner` (an IMAP worker, the sender, the clock) is alive and says
+    /// when it will beat again at the latest: `within` covers the wait it is
+    /// about to start plus the timeouts of what follows. Past that it is
+    /// stuck (a hang no timeout caught).
+    pub fn beat(&self, owner: &str, within: Duration) {
+        let by = Instant::now() + within;
+        self.with(|s| match s.beats.get_mut(owner) {
+            Some(t) => *t = by,
+            None => {
+                s.beats.insert(owner.to_owned(), by);
+            }
+        });
     }
 
-    pub fn end(&self, owner: &str) {
-        self.with(|s| s.operations.remove(owner));
+    /// `owner` stopped on purpose: nothing more is expected of it.
+    pub fn quiet(&self, owner: &str) {
+        self.with(|s| s.beats.remove(owner));
+    }
+
+    /// Every task that beats has ended (a cluster term stopped, some of its
+    /// tasks perhaps abandoned): nothing is expected of any of them.
+    pub fn quiet_all(&self) {
+        self.with(|s| s.beats.clear());
     }
 
     /// Something that should have finished long ago and has not: the reason
@@ -224,14 +239,15 @@ impl Health {
             {
                 return Some(format!("the writer has been busy for {}s", t.elapsed().as_secs()));
             }
-            s.operations.iter().find_map(|(owner, (t, limit))| {
-                (t.elapsed() > *limit * 2).then(|| format!("{owner} stuck for {}s", t.elapsed().as_secs()))
+            let now = Instant::now();
+            s.beats.iter().find_map(|(owner, by)| {
+                (now > *by).then(|| format!("{owner} is {}s late", now.duration_since(*by).as_secs()))
             })
         })
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.with(|s| Snapshot {
+    pub fn readings(&self) -> Readings {
+        self.with(|s| Readings {
             mailboxes: s.mailboxes.clone(),
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
@@ -296,12 +312,18 @@ mod tests {
         let line = h.status_line();
         assert!(line.starts_with("billing: login failed: login refused: wrong password, retrying in"), "{line}");
         assert!(line.contains("support: idle, 0 s ago"), "{line}");
-        h.begin("imap support", Duration::from_millis(1));
+        h.beat("imap worker support", Duration::from_secs(60));
+        h.beat("smtp sender", Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(h.stuck(Duration::from_secs(60)).is_some_and(|s| s.contains("imap support")));
-        h.end("imap support");
-        assert_eq!(h.stuck(Duration::from_secs(60)), None);
+        let why = h.stuck(Duration::from_secs(60));
+        assert!(why.as_deref().is_some_and(|s| s.starts_with("smtp sender is ")), "{why:?}");
+        h.beat("smtp sender", Duration::from_secs(60));
+        assert_eq!(h.stuck(Duration::from_secs(60)), None, "a beat in time clears it");
+        h.beat("clock", Duration::from_millis(1));
+        h.quiet("clock");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(h.stuck(Duration::from_secs(60)), None, "a task that stopped on purpose is not stuck");
         h.observe_ingest(0.02);
-        assert_eq!(h.snapshot().latency.buckets[2], 1, "0.02 s falls in the 0.025 bucket");
+        assert_eq!(h.readings().latency.buckets[2], 1, "0.02 s falls in the 0.025 bucket");
     }
 }

@@ -22,12 +22,12 @@
 //! ```text
 //! 0  text failpoint
 //! 1  ticket
-//! 2  mail outbox health tls sla cluster
-//! 3  spam
+//! 2  mail outbox health tls sla
+//! 3  record spam
 //! 4  config
 //! 5  triage testkit
 //! 6  store
-//! 7  archive
+//! 7  archive cluster
 //! 8  desk
 //! 9  api imap outbound
 //! 10 console
@@ -36,11 +36,16 @@
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
-//! mail and the config are; what a mail or an action means); the store
+//! mail and the config are; the response-target clocks of [`sla`] and the
+//! spam verdicts of [`spam`]; what a mail or an action means); the store
 //! below the one writer that uses it; the I/O shells (IMAP, SMTP, HTTP)
 //! on the desk; the agents' web console on the HTTP API (the daemon hands
 //! its routes to the API's server); the process and the command line on
-//! top.
+//! top. On PostgreSQL
+//! several nodes share the store and one of them writes: [`cluster`] is
+//! the lease and what the desk asks of it (may this node act now?); the
+//! shells that drive it sit with their kind (`daemon::cluster`,
+//! `api::forward`, `cli::cluster`).
 
 pub mod api;
 pub mod archive;
@@ -57,6 +62,7 @@ pub mod imap;
 pub mod mail;
 pub mod outbound;
 pub mod outbox;
+pub mod record;
 pub mod sla;
 pub mod spam;
 pub mod store;

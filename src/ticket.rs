@@ -1,4 +1,4 @@
-//! The Support Ticket object (shared/spec/support-ticket-object.txt) and its
+//! The Support Ticket object (docs/spec/support-ticket-object.txt) and its
 //! vocabularies. Field names and values are a public contract: the public JSON
 //! is exactly this struct, `_id` first, camelCase.
 
@@ -346,29 +346,4 @@ mod tests {
         assert_eq!(t.resolved_at, None);
         assert_eq!(t.updated_at, t1);
     }
-}
-
-/// A ticket as the store keeps it: the public object plus the bookkeeping
-/// that must never leak into the public JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TicketRecord {
-    pub ticket: Ticket,
-    pub number: u64,
-    /// Lower-cased address of the client, where replies and notices go.
-    pub client_address: String,
-    /// Name of the mailbox the ticket came in through; replies leave from it.
-    pub mailbox: String,
-    /// Message-IDs of the customer-side conversation, oldest first, so our
-    /// mail keeps the customer's thread intact (References).
-    pub thread_ids: Vec<String>,
-    /// Bumped by the writer on every save; the API's optimistic check.
-    #[serde(default)]
-    pub version: u64,
-    /// Response targets and lifecycle timers (#19), kept by the rules in
-    /// `triage::timers`.
-    #[serde(default, skip_serializing_if = "crate::sla::Timers::is_empty")]
-    pub timers: crate::sla::Timers,
-    /// Merged into this ticket: mail that finds this one goes there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merged_into: Option<u64>,
 }

@@ -137,7 +137,7 @@ fn resolve(w: &World, text: &str, fixture: &str) -> String {
 
 /// What the desk holds that a decision can change.
 struct State {
-    tickets: BTreeMap<u64, ticketd::ticket::TicketRecord>,
+    tickets: BTreeMap<u64, ticketd::record::TicketRecord>,
     outbox: BTreeMap<u64, ticketd::desk::views::OutboxView>,
     quarantine: BTreeSet<u64>,
     counters: BTreeMap<String, u32>,
@@ -170,7 +170,7 @@ fn state(w: &World) -> State {
         quarantine: w.desk.quarantine().expect("quarantine").into_iter().map(|q| q.id).collect(),
         counters,
         digests,
-        outcomes: w.desk.health().snapshot().messages.into_iter().map(|(_, outcome, n)| (outcome, n)).fold(
+        outcomes: w.desk.health().readings().messages.into_iter().map(|(_, outcome, n)| (outcome, n)).fold(
             BTreeMap::new(),
             |mut m, (o, n)| {
                 *m.entry(o).or_default() += n;
@@ -291,19 +291,25 @@ async fn run(name: &str, ending: Ending) -> Value {
 
 /// The lines that differ, with one line of context.
 fn diff(golden: &str, actual: &str) -> String {
+    // A line diff by longest common subsequence (the files are small), so
+    // one line gained or lost shows as that line, not as a shifted tail.
     let (g, a): (Vec<&str>, Vec<&str>) = (golden.lines().collect(), actual.lines().collect());
-    let mut out = String::new();
-    for i in 0..g.len().max(a.len()) {
-        if g.get(i) != a.get(i) {
-            if let Some(l) = i.checked_sub(1).and_then(|p| g.get(p)) {
-                out.push_str(&format!("    {l}\n"));
-            }
-            if let Some(l) = g.get(i) {
-                out.push_str(&format!("  - {l}\n"));
-            }
-            if let Some(l) = a.get(i) {
-                out.push_str(&format!("  + {l}\n"));
-            }
+    let mut common = vec![vec![0usize; a.len() + 1]; g.len() + 1];
+    for i in (0..g.len()).rev() {
+        for j in (0..a.len()).rev() {
+            common[i][j] = if g[i] == a[j] { common[i + 1][j + 1] + 1 } else { common[i + 1][j].max(common[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < g.len() || j < a.len() {
+        if i < g.len() && j < a.len() && g[i] == a[j] {
+            (i, j) = (i + 1, j + 1);
+        } else if j < a.len() && (i == g.len() || common[i][j + 1] >= common[i + 1][j]) {
+            out.push_str(&format!("  + {}\n", a[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("  - {}\n", g[i]));
+            i += 1;
         }
     }
     out

@@ -80,7 +80,7 @@ impl World {
         self.desk.outbox(true).unwrap().into_iter().filter(|e| e.kind == kind).collect()
     }
 
-    fn ticket(&self, n: u64) -> ticketd::ticket::TicketRecord {
+    fn ticket(&self, n: u64) -> ticketd::record::TicketRecord {
         self.desk.ticket(n).unwrap().unwrap()
     }
 }
@@ -137,7 +137,7 @@ async fn an_urgent_ticket_warns_once_breaches_once_and_shows_in_the_queue() {
         .collect();
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert_eq!(w.desk.list(&overdue(t + min(90))).unwrap().tickets.len(), 1);
-    let snap = w.desk.health().snapshot();
+    let snap = w.desk.health().readings();
     assert!(snap.sla.contains(&("breach".into(), "urgent".into(), "first_response".into(), 1)), "{:?}", snap.sla);
     assert_eq!(w.desk.time_counts(t + min(90)).unwrap(), (1, 0), "one overdue, nothing left to do");
 
@@ -197,7 +197,7 @@ async fn a_pending_ticket_is_reminded_once_then_resolved_then_closed_across_a_re
             .any(|e| e.kind == ThreadType::System && e.message == "status resolved → closed by system")
     );
     assert_eq!(w.desk.outbox(true).unwrap().len(), outbox_before, "closing sends nothing");
-    let snap = w.desk.health().snapshot();
+    let snap = w.desk.health().readings();
     assert!(snap.automations.contains(&("close_resolved".into(), 1)), "{:?}", snap.automations);
 }
 
@@ -311,4 +311,70 @@ async fn targets_configured_later_are_adopted_without_a_burst_and_the_tick_is_bo
     w.desk.tick(t2).await.unwrap();
     assert!(!w.desk.time_backlog(t2).unwrap());
     assert_eq!(w.sent(OutKind::Escalation).len(), 2 * n as usize, "one breach notice per ticket, to both agents");
+}
+
+#[tokio::test]
+async fn nothing_fires_under_the_old_targets_while_the_sweep_is_under_way() {
+    // The sweep goes by ticket number, the clock by due time: the urgent
+    // tickets come last in the one and first in the other.
+    let high = "[[sla]]\npriority = \"high\"\nfirst_response = \"8h\"\n[[rules]]\nsubject = \"(?i)slow\"\npriority = \"high\"\n";
+    let w = World::new("", &format!("{TARGETS}{high}"));
+    let n = ticketd::desk::timers::PER_TICK as u32;
+    for uid in 1..=n {
+        w.mail(uid, &format!("c{uid}@customer.test"), "Site is slow", "").await;
+    }
+    for uid in n + 1..=n + 5 {
+        w.mail(uid, &format!("c{uid}@customer.test"), "Site is down", "").await;
+    }
+    let urgent = u64::from(n + 5);
+    let t = created(&w, urgent);
+    assert_eq!(w.ticket(urgent).ticket.first_response_due, Some(t + min(60)));
+    // The urgent first response target grows to 4h. Two hours in, under
+    // the old rules the urgent tickets are overdue; under the new ones not.
+    let longer = TARGETS.replace("\"1h\"", "\"4h\"");
+    let w = w.restart("", &format!("{longer}{high}")).await;
+    let at = t + min(2 * 60);
+    let mut ticks = 0;
+    while w.desk.time_backlog(at).unwrap() {
+        w.desk.tick(at).await.unwrap();
+        ticks += 1;
+        assert!(ticks < 10, "the sweep ends");
+    }
+    assert!(ticks >= 2, "the sweep took more than one tick");
+    let sent = w.sent(OutKind::Escalation);
+    assert!(sent.is_empty(), "no notice is owed under the new targets: {} sent, e.g. {:?}", sent.len(), sent.first());
+    let rec = w.ticket(urgent);
+    assert_eq!(rec.ticket.first_response_due, Some(t + min(4 * 60)));
+    assert!(!rec.timers.sla.target(ticketd::sla::TargetKind::FirstResponse).breached);
+}
+
+#[tokio::test]
+async fn a_sweep_cut_short_by_another_config_change_starts_over() {
+    let w = World::new("", TARGETS);
+    let n = ticketd::desk::timers::PER_TICK as u32 + 5;
+    for uid in 1..=n {
+        w.mail(uid, &format!("c{uid}@customer.test"), "Site is down", "").await;
+    }
+    let t = created(&w, 1);
+    // A new target, and one tick of its sweep; then yet another target
+    // before the sweep got through.
+    let w = w.restart("", &TARGETS.replace("\"1h\"", "\"4h\"")).await;
+    w.desk.tick(t).await.unwrap();
+    assert!(w.desk.time_backlog(t).unwrap(), "the sweep is under way");
+    assert_eq!(w.ticket(1).ticket.first_response_due, Some(t + min(4 * 60)), "swept under the second config");
+    let w = w.restart("", &TARGETS.replace("\"1h\"", "\"2h\"")).await;
+    let mut ticks = 0;
+    while w.desk.time_backlog(t).unwrap() {
+        w.desk.tick(t).await.unwrap();
+        ticks += 1;
+        assert!(ticks < 10, "the sweep ends");
+    }
+    for k in [1, u64::from(n)] {
+        let rec = w.ticket(k);
+        assert_eq!(
+            rec.ticket.first_response_due,
+            Some(rec.ticket.created_at + min(2 * 60)),
+            "ticket {k} follows the config in force"
+        );
+    }
 }

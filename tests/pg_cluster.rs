@@ -295,7 +295,7 @@ fn the_probe_reports_version_writability_and_a_direct_connection() {
     assert!(report.version_num >= 130000 && report.server_version.starts_with(char::is_numeric), "{report}");
     assert_eq!(report.schema, None);
     PostgresBackend::open(s.clone()).unwrap();
-    assert_eq!(probe::probe(&s).unwrap().schema, Some(1));
+    assert_eq!(probe::probe(&s).unwrap().schema, Some(ticketd::store::postgres::schema::VERSION));
     lab.psql(&format!("ALTER DATABASE {db} SET default_transaction_read_only = on")).unwrap();
     let report = probe::probe(&s).unwrap();
     assert!(!report.ok() && report.problems[0].contains("read-only"), "{report}");

@@ -58,7 +58,7 @@ async fn ingest(w: &World, uid: u32, item: Item) {
 }
 
 fn door(w: &World, what: &str, label: &str) -> u64 {
-    w.desk.health().snapshot().door.iter().filter(|(a, l, _)| a == what && l == label).map(|(_, _, n)| *n).sum()
+    w.desk.health().readings().door.iter().filter(|(a, l, _)| a == what && l == label).map(|(_, _, n)| *n).sum()
 }
 
 #[tokio::test]
@@ -224,4 +224,26 @@ Message-ID: <CAF=first.long.message.id.from.a.corporate.mail.system.0123456789ab
     assert_eq!(w.desk.store().tickets().unwrap().len(), 1, "no second ticket");
     let t = w.desk.ticket(1).unwrap().unwrap().ticket;
     assert!(t.threads.iter().any(|e| e.message.contains("It is still broken.")), "{:?}", t.threads);
+}
+
+/// A quarantine entry retried goes through the rules of fetched mail, the
+/// door included: spam is held, counted like any held mail, and the retry
+/// says where it went; released, it is a ticket.
+#[tokio::test]
+async fn a_retried_quarantine_entry_meets_the_door_like_fetched_mail() {
+    let w = world("border = \"spamassassin\"");
+    let header = mail(SA_SPAM, "offers@spam.example", "big@spam.example", "Huge offer");
+    ingest(&w, 1, Item::TooLarge { uid: 1, size: 1 << 30, header }).await;
+    let q = w.desk.quarantine().unwrap();
+    assert_eq!(q.len(), 1, "too large: quarantined with its header");
+    let out = w.desk.quarantine_retry(q[0].id, ActorRef::Admin).await.unwrap();
+    let list = w.desk.spam().unwrap();
+    assert_eq!(list.len(), 1, "held on the spam list");
+    assert_eq!(out, RetryOutcome::Held { id: list[0].id, reason: list[0].reason.clone() });
+    assert_eq!(door(&w, "held", "border_spamassassin"), 1, "counted like a fetched mail held");
+    assert!(w.desk.quarantine().unwrap().is_empty());
+    assert!(w.desk.store().tickets().unwrap().is_empty());
+    let out = w.desk.spam_release(list[0].id, ActorRef::Admin).await.unwrap();
+    assert_eq!(out, RetryOutcome::Ingested { ticket: Some(1) });
+    assert_eq!(door(&w, "released", ""), 1);
 }

@@ -8,12 +8,12 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::desk::probe::OutboxSummary;
-use crate::health::{LATENCY_BUCKETS, Snapshot};
+use crate::desk::status::OutboxSummary;
+use crate::health::{LATENCY_BUCKETS, Readings};
 
 /// Everything one scrape shows.
 pub struct Scrape {
-    pub snapshot: Snapshot,
+    pub readings: Readings,
     /// Configured mailboxes: each gets its series even before it reports.
     pub mailboxes: Vec<String>,
     pub outbox: OutboxSummary,
@@ -72,7 +72,7 @@ fn age(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> f64 {
 
 pub fn render(s: &Scrape) -> String {
     let mut o = Out(String::new());
-    let snap = &s.snapshot;
+    let snap = &s.readings;
 
     o.head("ticketd_build_info", "gauge", "The running ticketd version (always 1).");
     o.sample("ticketd_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
@@ -200,7 +200,7 @@ const ACK_REFUSALS: &[&str] = &["rate_limit", "dmarc_fail", "unaligned"];
 
 /// The door: held mail by verdict source, blocked mail, releases,
 /// acknowledgements not sent by reason, rspamd scans by result.
-fn door(o: &mut Out, snap: &Snapshot) {
+fn door(o: &mut Out, snap: &Readings) {
     let n = |what: &str, label: &str| {
         snap.door.iter().filter(|(w, l, _)| w == what && l == label).map(|(_, _, n)| *n).sum::<u64>() as f64
     };
@@ -280,7 +280,7 @@ mod tests {
         h.count_sla("breach", "urgent", "first_response");
         h.count_automation("close_resolved");
         let text = render(&Scrape {
-            snapshot: h.snapshot(),
+            readings: h.readings(),
             mailboxes: vec!["support".into(), "billing".into()],
             outbox: OutboxSummary { queued: 2, ..OutboxSummary::default() },
             quarantine: 1,

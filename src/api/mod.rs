@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod forward;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;

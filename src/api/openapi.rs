@@ -134,7 +134,7 @@ fn schemas() -> Value {
             {"type": "object", "properties": {"raw_base64": {"type": "string", "description": "The raw mail, base64"}}}]},
         "QuarantineList": {"type": "object", "properties": {"entries": {"type": "array", "items": {"$ref": "#/components/schemas/QuarantineEntry"}}}},
         "RetryOutcome": {"type": "object", "required": ["result"], "properties": {
-            "result": vocab(&["ingested", "quarantined"]),
+            "result": vocab(&["ingested", "quarantined", "held"]),
             "ticket": {"type": ["integer", "null"]}, "id": {"type": "integer"}, "reason": {"type": "string"}
         }},
         "OutboxEntry": {"type": "object", "properties": {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::{self, Scrape};
-use crate::desk::probe::OutboxSummary;
+use crate::desk::status::OutboxSummary;
 use crate::health::LinkState;
 use crate::store::Table;
 
@@ -131,7 +131,7 @@ pub async fn readiness(st: &AppState) -> Readiness {
     .await
     .unwrap_or_else(|e| StoreView { read: Err(format!("the store probe failed: {e}")), outbox: Err(String::new()) });
     let now = Utc::now();
-    let snap = st.desk.health().snapshot();
+    let snap = st.desk.health().readings();
     let mut problems = Vec::new();
     let store = Check { ok: view.read.is_ok(), error: view.read.err() };
     if let Some(e) = &store.error {
@@ -211,7 +211,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         let now = Utc::now();
         let (overdue, timers_due) = desk.time_counts(now)?;
         Ok(Scrape {
-            snapshot: desk.health().snapshot(),
+            readings: desk.health().readings(),
             mailboxes: desk.config().mailboxes.iter().map(|m| m.name.clone()).collect(),
             outbox: desk.outbox_summary()?,
             quarantine,

@@ -26,8 +26,9 @@ use super::guard::{bounded, frame, method_not_allowed, no_route, require_admin, 
 use super::wire::{self, Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, check_text};
 use super::{AppState, probes};
 use crate::desk::{Desk, DeskError, Upload};
+use crate::record::TicketRecord;
 use crate::store::BlobKind;
-use crate::ticket::{TicketRecord, parse_ticket_ref};
+use crate::ticket::parse_ticket_ref;
 use crate::triage::act::Action;
 
 /// Who may call a route: the one place the roles are decided.
@@ -166,7 +167,7 @@ pub fn router_with(st: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(st.clone(), crate::cluster::forward::layer))
+        .layer(middleware::from_fn_with_state(st.clone(), super::forward::layer))
         .layer(middleware::from_fn_with_state(st.clone(), frame))
         .with_state(st)
 }

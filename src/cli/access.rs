@@ -86,12 +86,12 @@ impl Access {
         }
     }
 
-    /// On PostgreSQL: the lease decides (see `cluster::cli`): a node's API
+    /// On PostgreSQL: the lease decides (see `cli::cluster`): a node's API
     /// while one leads — this machine's node first, else the leader's
     /// advertised address — otherwise the store itself, this process
     /// holding the lease.
     async fn open_cluster(cfg: Arc<Config>) -> anyhow::Result<Access> {
-        use crate::cluster::cli::{Found, leader_addr, open};
+        use super::cluster::{Found, leader_addr, open};
         let info = match open(cfg.clone()).await? {
             Found::Local(desk) => return Ok(Access::Local(desk)),
             Found::Leader(info) => info,

@@ -60,6 +60,10 @@ pub(super) async fn quarantine(access: &Access, cmd: &QuarantineCmd) -> anyhow::
                 println!("entry {id} was quarantined again as {new}: {}", clean_line(&reason));
                 Ok(ExitCode::FAILURE)
             }
+            Ok(RetryOutcome::Held { id: held, reason }) => {
+                println!("entry {id} was held on the spam list as {held}: {}", clean_line(&reason));
+                Ok(ExitCode::FAILURE)
+            }
             Err(e) => fail(e),
         },
     }

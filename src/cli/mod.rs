@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod args;
+mod cluster;
 mod commands;
 pub mod http;
 mod ops;

@@ -14,11 +14,9 @@ use crate::desk::{Desk, backup, import};
 /// lease: while a node leads, the command is refused).
 async fn local_desk(cfg: Config, command: &str) -> anyhow::Result<Desk> {
     if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
-        return match crate::cluster::cli::open(std::sync::Arc::new(cfg)).await? {
-            crate::cluster::cli::Found::Local(desk) => Ok(desk),
-            crate::cluster::cli::Found::Leader(info) => {
-                Err(anyhow::anyhow!(crate::cluster::cli::refusal(command, &info)))
-            }
+        return match super::cluster::open(std::sync::Arc::new(cfg)).await? {
+            super::cluster::Found::Local(desk) => Ok(desk),
+            super::cluster::Found::Leader(info) => Err(anyhow::anyhow!(super::cluster::refusal(command, &info))),
         };
     }
     Ok(Desk::open(std::sync::Arc::new(cfg), false)?.desk)

@@ -97,6 +97,10 @@ pub(super) async fn spam(access: &Access, cmd: &SpamCmd) -> anyhow::Result<ExitC
                 println!("spam entry {id} could not be read and went to quarantine as {q}: {}", clean_line(&reason));
                 Ok(ExitCode::FAILURE)
             }
+            Ok(RetryOutcome::Held { id: again, reason }) => {
+                println!("spam entry {id} was held again as {again}: {}", clean_line(&reason));
+                Ok(ExitCode::FAILURE)
+            }
             Err(e) => fail(e),
         },
         SpamCmd::Drop { id, json } => outcome(access.spam_drop(*id).await, |_| {

@@ -3,33 +3,53 @@
 //! the SMTP sender; the others (standbys) serve the API and the console
 //! from the database and forward changes to the leader.
 //!
-//! - [`lease`]: the pure state machine (when to lead, when to stop side
-//!   effects, when to step down), over the local monotonic clock;
-//! - [`node`]: `ticketd run` on PostgreSQL: the lease thread that drives
-//!   the state machine with the database's answers, and the terms it
-//!   starts and ends (a term is one leadership: a writer, the workers, the
-//!   sender, all stopped before the lock is let go);
-//! - [`forward`]: a standby's API passes changes to the leader;
-//! - [`listen`]: what each commit changed, from the leader's transaction to
-//!   every node's change feed (LISTEN/NOTIFY);
-//! - [`cli`]: the CLI and the offline commands on PostgreSQL.
-//!
-//! [`Node`] is what the rest of the daemon asks about the cluster: whether
+//! Here: [`lease`], the pure state machine (when to lead, when to stop
+//! side effects, when to step down) over the local monotonic clock, and
+//! [`Node`], what the rest of the daemon asks about the cluster: whether
 //! this node writes now, who leads, and whether a side effect may start.
+//! The shells that drive them live with what they drive:
+//! `daemon::cluster` (`ticketd run` on PostgreSQL: the lease thread and
+//! the terms it starts and ends), `daemon::listen` (each commit's changes
+//! reach every node's change feed over LISTEN/NOTIFY), `api::forward` (a
+//! standby's API passes changes to the leader) and `cli::cluster` (the CLI
+//! and the offline commands on PostgreSQL).
 
-pub mod cli;
-pub mod forward;
 pub mod lease;
-pub mod listen;
-pub mod node;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::ClusterConfig;
-use crate::desk::DeskError;
-use crate::store::postgres::{LeaderInfo, PostgresBackend};
+use anyhow::Context;
+
+use crate::config::{ClusterConfig, Config, StoreBackend};
+use crate::store::postgres::{LeaderInfo, PgSettings, PostgresBackend};
+
+/// A change came to a node that does not write now: which node it was,
+/// and who leads (and where), if anyone does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotLeader {
+    pub node: String,
+    pub leader: Option<String>,
+    pub address: Option<String>,
+}
+
+/// The node's settings for the database, from the config (the URL read now).
+pub async fn settings(cfg: &Config, suffix: &str) -> anyhow::Result<PgSettings> {
+    let StoreBackend::Postgres { url } = &cfg.store.backend else {
+        anyhow::bail!("store.backend is not \"postgres\"");
+    };
+    let cc = cfg.cluster.as_ref().context("store.backend = \"postgres\" needs [cluster]")?;
+    let url = url.resolve().await.context("reading store.url_file")?;
+    let mut node = cc.node.clone();
+    if !suffix.is_empty() {
+        node.truncate(40 - suffix.len().min(40));
+        node.push_str(suffix);
+    }
+    Ok(PgSettings::from_url(&url, &node)?
+        .with_advertise(cc.advertise.as_deref().unwrap_or(""))
+        .with_lease_timeout(cc.lease_timeout))
+}
 
 /// This node's view of the cluster, shared by the lease thread, the desk
 /// and the API.
@@ -132,12 +152,12 @@ impl Node {
     }
 
     /// Where a change should go instead, and why this node does not take it.
-    pub fn not_leader(&self) -> DeskError {
+    pub fn not_leader(&self) -> NotLeader {
         let (leader, address) = match self.leader() {
             Some(l) if l.held && l.node.as_deref() != Some(self.name.as_str()) => (l.node, l.advertise),
             _ => (None, None),
         };
-        DeskError::NotLeader { node: self.name.clone(), leader, address }
+        NotLeader { node: self.name.clone(), leader, address }
     }
 
     pub fn status(&self) -> Status {

@@ -500,10 +500,27 @@ fn desk(c: &mut Checker<'_>, d: RawDesk, mailboxes: &[MailboxConfig]) -> DeskCon
             Err(e) => c.err("desk.secret_file", format!("{}: {e}", p.display())),
         }
     }
-    let message_id_domain =
-        c.get("desk.message_id_domain", d.message_id_domain).unwrap_or_else(|| default_message_id_domain(mailboxes));
+    let set_domain = c.get("desk.message_id_domain", d.message_id_domain);
+    let explicit = set_domain.is_some();
+    let message_id_domain = set_domain.unwrap_or_else(|| default_message_id_domain(mailboxes));
     if !looks_like_address(&format!("x@{message_id_domain}")) {
         c.err("desk.message_id_domain", format!("{message_id_domain:?} is not a domain"));
+    } else if message_id_domain.chars().count() > MAX_MESSAGE_ID_DOMAIN_CHARS {
+        // Longer, our Message-IDs pass 64 characters: an agent's tool built
+        // on Python's `email` then folds In-Reply-To as an encoded word.
+        let why = format!(
+            "{message_id_domain:?} is longer than {MAX_MESSAGE_ID_DOMAIN_CHARS} characters: the Message-IDs ticketd writes would not fit an unfolded In-Reply-To: line (64 characters)"
+        );
+        if explicit {
+            c.err("desk.message_id_domain", why);
+        } else {
+            c.warn(
+                "desk.message_id_domain",
+                format!(
+                    "{why}; it is the first mailbox's domain: set desk.message_id_domain to a shorter domain you own (replies to mail sent before still find their tickets)"
+                ),
+            );
+        }
     }
     let display_name = c.get("desk.display_name", d.display_name).unwrap_or_else(|| DEFAULT_DISPLAY_NAME.into());
     c.header_text("desk.display_name", &display_name);

@@ -95,6 +95,12 @@ pub const DEFAULT_SLA_WARN_BEFORE: chrono::TimeDelta = crate::sla::DEFAULT_WARN_
 // automatic change to a customer's ticket is something the admin asks for).
 // No `[[sla]]`: no response targets.
 
+/// The longest `desk.message_id_domain` with which every Message-ID ticketd
+/// writes (for tickets below 2,097,152) has at most 64 characters with its
+/// brackets, so `In-Reply-To: <id>` fits 78 columns unfolded
+/// (`triage::identity`).
+pub const MAX_MESSAGE_ID_DOMAIN_CHARS: usize = 24;
+
 /// `desk.message_id_domain`: the domain of the first mailbox's address
 /// (`ticketd.invalid` without a mailbox, which is an error anyway).
 pub fn default_message_id_domain(mailboxes: &[MailboxConfig]) -> String {

@@ -282,6 +282,33 @@ fn spam_section_defaults_and_every_problem_at_once() {
     assert!(err.to_string().contains("spam.border_host: missing"), "{err}");
 }
 
+/// Our Message-IDs must fit an unfolded `In-Reply-To:` line (#18.6): a
+/// domain that makes them longer is refused when set, and warned about when
+/// it is the first mailbox's domain (refusing would stop a running desk on
+/// upgrade).
+#[test]
+fn a_message_id_domain_too_long_for_an_unfolded_in_reply_to() {
+    let d = tempfile::tempdir().unwrap();
+    let long = "helpdesk.customer-care.example.com";
+    let set = format!("[desk]\nmessage_id_domain = \"{long}\"\n{MINIMAL}");
+    let err = Config::load_with_env(&write(&d, &set), Some(HashMap::new())).unwrap_err();
+    assert!(
+        err.to_string().contains("desk.message_id_domain: \"helpdesk.customer-care.example.com\" is longer than 24"),
+        "{err}"
+    );
+    let defaulted = MINIMAL.replace("Support@Example.test", &format!("support@{long}"));
+    let c = Config::load_with_env(&write(&d, &defaulted), Some(HashMap::new())).unwrap();
+    assert_eq!(c.desk.message_id_domain, long);
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter().any(|w| w.starts_with("desk.message_id_domain:") && w.contains("set desk.message_id_domain")),
+        "{w:?}"
+    );
+    let fits = format!("[desk]\nmessage_id_domain = \"{}\"\n{MINIMAL}", "x".repeat(20) + ".com");
+    let c = Config::load_with_env(&write(&d, &fits), Some(HashMap::new())).unwrap();
+    assert!(c.warnings.iter().all(|w| w.path != "desk.message_id_domain"), "{:?}", c.warnings);
+}
+
 /// `[[sla]]`, `[[calendars]]` and the desk's timers (#19) are read the
 /// loader's way: unknown keys and wrong types are listed with every other
 /// problem, the time core's own checks come with their paths, and the

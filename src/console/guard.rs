@@ -101,7 +101,7 @@ pub fn cross_site(c: &Console, headers: &HeaderMap) -> Option<&'static str> {
 
 /// On a standby of a cluster, why a change cannot be made here: the
 /// console's forms are not forwarded to the leader (the API's changes are,
-/// see `cluster::forward`) — its session, origin and sign-in checks are
+/// see `api::forward`) — its session, origin and sign-in checks are
 /// this node's — so the answer is a page naming the leader's console.
 pub fn standby(c: &Console) -> Option<Response> {
     let node = c.desk().cluster()?;
@@ -109,12 +109,11 @@ pub fn standby(c: &Console) -> Option<Response> {
         return None;
     }
     let e = node.not_leader();
-    let leader = match &e {
-        crate::desk::DeskError::NotLeader { address: Some(a), .. } => {
-            format!(" Open the console on the leader, {}/desk/, and sign in there.", a.trim_end_matches('/'))
-        }
-        _ => String::new(),
+    let leader = match &e.address {
+        Some(a) => format!(" Open the console on the leader, {}/desk/, and sign in there.", a.trim_end_matches('/')),
+        None => String::new(),
     };
+    let e = crate::desk::DeskError::from(e);
     let text = format!(
         "Nothing was changed: {e}. This node shows the desk but does not change it.{leader}          What you typed is kept as a draft in this browser."
     );

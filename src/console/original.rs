@@ -32,8 +32,9 @@ use super::session::User;
 use super::views::{self, Page};
 use crate::desk::Desk;
 use crate::mail::mime::{self, Kind};
+use crate::record::TicketRecord;
 use crate::store::BlobKind;
-use crate::ticket::{ThreadType, TicketRecord};
+use crate::ticket::ThreadType;
 
 /// HTML shown from a mail: a browser takes seconds to lay out a megabyte
 /// of text, and minutes for ten.

@@ -19,8 +19,9 @@ use super::views::{self, Chrome, Opt, Page};
 use crate::desk::summary::{TicketSummary, client_number};
 use crate::desk::views::DueFilter;
 use crate::desk::{Desk, DeskError, RetryOutcome, Upload};
+use crate::record::TicketRecord;
 use crate::store::ClientInfo;
-use crate::ticket::{Category, Priority, Status, ThreadType, TicketRecord};
+use crate::ticket::{Category, Priority, Status, ThreadType};
 use crate::triage::act::Action;
 
 /// An HTML page with the console's headers and a policy for `nonce`.
@@ -183,6 +184,7 @@ fn done_text(code: &str) -> Option<String> {
             Err(_) => "Retried.".into(),
         },
         "requarantined" => format!("Retried, and quarantined again (entry {}).", n.parse::<u64>().ok()?),
+        "held" => format!("Retried, and held as spam (spam entry {}).", n.parse::<u64>().ok()?),
         "dropped" => "Dropped.".into(),
         "sent" => "Queued to be sent now.".into(),
         "ended" => format!("Ended {} session(s).", n.parse::<usize>().ok()?),
@@ -1159,6 +1161,7 @@ pub async fn quarantine_retry(
         RetryOutcome::Ingested { ticket: Some(t) } => format!("retried-{t}"),
         RetryOutcome::Ingested { ticket: None } => "retried".into(),
         RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
+        RetryOutcome::Held { id, .. } => format!("held-{id}"),
     });
     admin_done(&c, &user, r).await
 }
@@ -1263,6 +1266,7 @@ pub async fn spam_release(
         RetryOutcome::Ingested { ticket: Some(t) } => format!("released-{t}"),
         RetryOutcome::Ingested { ticket: None } => "released".into(),
         RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
+        RetryOutcome::Held { id, .. } => format!("held-{id}"),
     });
     admin_done(&c, &user, r).await
 }

@@ -829,5 +829,5 @@ async fn a_standby_shows_the_desk_and_answers_a_change_with_the_leaders_address(
     assert_eq!(cross.status, StatusCode::FORBIDDEN, "the origin check comes first");
     let beat = w.post("/desk/tickets/1/presence", None, Some(ORIGIN), &[("state", "viewing")]).await;
     assert_eq!(beat.status, StatusCode::UNAUTHORIZED, "presence is this node's: no session, not the leader's");
-    assert!(!crate::cluster::forward::needs_leader(&Method::POST, "/desk/tickets/1/note"));
+    assert!(!crate::api::forward::needs_leader(&Method::POST, "/desk/tickets/1/note"));
 }

@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use super::tx::Tx;
 use crate::mail::{InboundMail, normalise_id};
 use crate::outbox::{Delivery, OutboxEntry};
+use crate::record::TicketRecord;
 use crate::store::{
     AttachmentIndex, BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
 };
-use crate::ticket::{TicketRecord, client_id};
+use crate::ticket::client_id;
 use crate::triage::{Decision, Effect, Outcome};
 
 /// Where one inbound message came from.

@@ -270,7 +270,7 @@ impl Summary {
 
 fn outcome_counts(desk: &Desk) -> std::collections::BTreeMap<String, u64> {
     let mut m = std::collections::BTreeMap::new();
-    for (mailbox, outcome, n) in desk.health().snapshot().messages {
+    for (mailbox, outcome, n) in desk.health().readings().messages {
         if mailbox == IMPORT_MAILBOX {
             *m.entry(outcome).or_default() += n;
         }

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use super::Rules;
 use super::apply::{Origin, apply};
 use super::tx::Tx;
+use super::writer::RetryOutcome;
 use crate::health::Health;
 use crate::mail::InboundMail;
 use crate::store::{IngestRecord, Records, StoreError, Table, json, keys};
@@ -220,6 +221,76 @@ pub(super) fn ingest_batch(
     (done, None, queued)
 }
 
+/// A stored raw mail through ingest again, in the writer's unit of work: a
+/// quarantine entry retried, or a held mail released (`released`: a person
+/// let it past the door). The same parse, lookup, rules and effects as a
+/// fetched mail, and the door's metrics counted the same way; only the
+/// mailbox's cursor does not move. Returns what became of it and whether
+/// mail was queued.
+pub(super) fn reingest(
+    rules: &Rules,
+    health: &Health,
+    tx: &mut Tx<'_>,
+    mailbox: &str,
+    uid: u32,
+    raw: &[u8],
+    released: bool,
+) -> Result<(RetryOutcome, bool), StoreError> {
+    let now = Utc::now().trunc_subsecs(0);
+    let (quarantined, held) = (tx.counter(keys::NEXT_QUARANTINE)?, tx.counter(keys::NEXT_SPAM)?);
+    let uid_validity = tx.cursor(mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(raw)));
+    let (mail, decision, dedupe_key) = match parsed {
+        Ok(Ok(mail)) => {
+            let mut found = lookup(rules, tx, &mail, now)?;
+            found.snap.released = released;
+            let ctx = rules.context(rules.mailbox(mailbox), false);
+            let d = decide(&mail, &found.snap, &ctx, now);
+            (Some(mail), d, found.dedupe_key)
+        }
+        Ok(Err(e)) => (None, Decision::quarantine(format!("unparseable: {e}")), format!("sha256:{}", sha256_hex(raw))),
+        Err(panic) => {
+            let what = panic_text(panic.as_ref());
+            error!(mailbox, uid, panic = %what, "internal error while reading a message again: quarantined");
+            (
+                None,
+                Decision::quarantine(format!("internal error while reading this message: {what}")),
+                format!("sha256:{}", sha256_hex(raw)),
+            )
+        }
+    };
+    let origin = Origin {
+        mailbox,
+        uid_validity,
+        uid,
+        raw,
+        raw_sha256: mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw)),
+        dedupe_key,
+        content_sha256: mail.as_ref().map(|m| content_of(m).to_owned()),
+        advance_cursor: false,
+        clear_in_hand: false,
+    };
+    let queued = !apply(tx, Some(&origin), mail.as_ref(), &decision, now)?.is_empty();
+    super::spam::count(health, &decision);
+    let outcome = if tx.counter(keys::NEXT_QUARANTINE)? > quarantined {
+        let q = tx.quarantined(quarantined)?.ok_or_else(|| StoreError::Corrupt {
+            table: Table::Quarantine.name(),
+            detail: format!("entry {quarantined} vanished"),
+        })?;
+        RetryOutcome::Quarantined { id: q.id, reason: q.reason }
+    } else if tx.counter(keys::NEXT_SPAM)? > held {
+        use crate::store::spam::SpamRecords as _;
+        let e = tx.spam_entry(held)?.ok_or_else(|| StoreError::Corrupt {
+            table: Table::Spam.name(),
+            detail: format!("entry {held} vanished"),
+        })?;
+        RetryOutcome::Held { id: e.id, reason: e.reason }
+    } else {
+        RetryOutcome::Ingested { ticket: decision.saved().map(|r| r.number) }
+    };
+    Ok((outcome, queued))
+}
+
 /// A message that was in hand when ticketd died [`POISON_DEATHS`] times:
 /// quarantined without being read again, so the mailbox goes on.
 pub(super) fn quarantine_unread(
@@ -372,7 +443,7 @@ pub(super) fn ingest_one(
     let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
     let dedupe_key = match &found {
         Some(f) => f.dedupe_key.clone(),
-        None => format!("sha256:{raw_sha256}"),
+        None => format!("sha256:{}", sha256_hex(raw)),
     };
     let decision =
         if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() { Decision::duplicate() } else { decision };

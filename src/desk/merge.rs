@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::apply::apply;
 use super::tx::Tx;
 use super::{ActorRef, DeskError, Rules};
+use crate::record::TicketRecord;
 use crate::store::{Records, StoreError};
-use crate::ticket::TicketRecord;
 use crate::triage::act::Actor;
 use crate::triage::outgoing::Composer;
 

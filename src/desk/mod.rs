@@ -9,12 +9,12 @@ pub mod import;
 pub mod ingest;
 mod merge;
 mod migrate;
-pub mod probe;
 pub mod query;
 pub mod retention;
 pub mod sessions;
 pub mod spam;
 pub mod stats;
+pub mod status;
 pub mod summary;
 mod term;
 pub mod timers;
@@ -32,8 +32,8 @@ use crate::config::Config;
 use crate::health::Health;
 pub use crate::outbox::Delivery;
 use crate::outbox::templates::Templates;
+use crate::record::TicketRecord;
 use crate::store::{Store, StoreError, WriteSet};
-use crate::ticket::TicketRecord;
 use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
@@ -53,6 +53,12 @@ pub enum DeskError {
     /// A standby of a cluster: changes go to the leader.
     #[error("{}", not_leader_text(node, leader.as_deref(), address.as_deref()))]
     NotLeader { node: String, leader: Option<String>, address: Option<String> },
+}
+
+impl From<crate::cluster::NotLeader> for DeskError {
+    fn from(n: crate::cluster::NotLeader) -> DeskError {
+        DeskError::NotLeader { node: n.node, leader: n.leader, address: n.address }
+    }
 }
 
 fn not_leader_text(node: &str, leader: Option<&str>, address: Option<&str>) -> String {
@@ -319,7 +325,7 @@ impl Desk {
         if let Some(c) = &self.cluster
             && !c.node.serving()
         {
-            return Err(c.node.not_leader());
+            return Err(c.node.not_leader().into());
         }
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).await.map_err(|_| self.refused())?;
@@ -329,7 +335,7 @@ impl Desk {
     /// Why a job got no answer: the desk stops, or (a standby) another node writes.
     fn refused(&self) -> DeskError {
         match &self.cluster {
-            Some(c) if !c.node.serving() => c.node.not_leader(),
+            Some(c) if !c.node.serving() => c.node.not_leader().into(),
             _ => DeskError::Stopped,
         }
     }
@@ -393,8 +399,7 @@ impl Desk {
     /// means redoing an idempotent post-action.
     pub async fn acked(&self, mailbox: &str, uid_validity: u32, uid: u32) -> Result<(), DeskError> {
         let mailbox = mailbox.to_owned();
-        let (reply, _ignored) = oneshot::channel();
-        self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid, reply }).await.map_err(|_| DeskError::Stopped)
+        self.jobs.send(writer::Job::Acked { mailbox, uid_validity, uid }).await.map_err(|_| DeskError::Stopped)
     }
 
     /// Where a mailbox stands (first contact decides it, see `initial`; a

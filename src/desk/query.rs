@@ -13,8 +13,9 @@ use serde::Deserialize;
 
 use super::views::{DEFAULT_LIMIT, MAX_LIMIT, Sort, TicketPage, TicketQuery};
 use super::{Desk, DeskError};
+use crate::record::TicketRecord;
 use crate::store::{Records, Scan, StoreError, Table, be, parse};
-use crate::ticket::{Category, Priority, Status, TicketRecord};
+use crate::ticket::{Category, Priority, Status};
 
 #[derive(Deserialize)]
 struct Head<'a> {

@@ -29,8 +29,9 @@ use super::tx::Tx;
 use super::writer::Job;
 use super::{Desk, DeskError};
 use crate::outbox::{OutState, OutboxEntry};
+use crate::record::TicketRecord;
 use crate::store::{Get, IngestRecord, Records, Scan, Store, StoreError, Table, be, json, parse};
-use crate::ticket::{Status, TicketRecord};
+use crate::ticket::Status;
 
 pub const TICKETS_PER_RUN: usize = 500;
 pub const ACKS_PER_RUN: usize = 10_000;

@@ -17,7 +17,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::apply::{Origin, apply, take_counter};
+use super::apply::{Origin, take_counter};
 use super::ingest::Item;
 use super::tx::Tx;
 use super::writer::{Job, RetryOutcome};
@@ -110,8 +110,9 @@ pub(super) fn count(health: &Health, d: &Decision) {
 }
 
 /// Runs the held mail `id` through ingest again, the door open, in the
-/// same unit of work (if that fails, the entry stays as it was). Returns
-/// what became of it and whether mail was queued.
+/// same unit of work (if that fails, the entry stays as it was): the
+/// ordinary rules of `super::ingest::reingest`. Returns what became of it
+/// and whether mail was queued.
 pub(super) fn release(
     rules: &Rules,
     health: &Health,
@@ -127,46 +128,8 @@ pub(super) fn release(
     if !e.ingest_key.is_empty() {
         tx.delete(Table::Ingested, e.ingest_key.clone());
     }
-    let now = Utc::now().trunc_subsecs(0);
-    let before = tx.counter(keys::NEXT_QUARANTINE)?;
-    let uid_validity = tx.cursor(&e.mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
-    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(&raw)));
-    let (mail, decision, dedupe_key) = match parsed {
-        Ok(Ok(mail)) => {
-            let mut found = super::ingest::lookup(rules, tx, &mail, now)?;
-            found.snap.released = true;
-            let ctx = rules.context(rules.mailbox(&e.mailbox), false);
-            let d = crate::triage::decide(&mail, &found.snap, &ctx, now);
-            (Some(mail), d, found.dedupe_key)
-        }
-        Ok(Err(err)) => (None, Decision::quarantine(format!("unparseable: {err}")), format!("sha256:{}", e.raw_sha256)),
-        Err(_) => (
-            None,
-            Decision::quarantine("internal error while reading this message"),
-            format!("sha256:{}", e.raw_sha256),
-        ),
-    };
-    let origin = Origin {
-        mailbox: &e.mailbox,
-        uid_validity,
-        uid: e.uid,
-        raw: &raw,
-        raw_sha256: e.raw_sha256.clone(),
-        dedupe_key,
-        content_sha256: mail.as_ref().map(|m| super::ingest::content_of(m).to_owned()),
-        advance_cursor: false,
-        clear_in_hand: false,
-    };
-    let queued = !apply(tx, Some(&origin), mail.as_ref(), &decision, now)?.is_empty();
-    count(health, &decision);
+    let (outcome, queued) = super::ingest::reingest(rules, health, tx, &e.mailbox, e.uid, &raw, true)?;
     health.count_door("released", "");
-    let next = tx.counter(keys::NEXT_QUARANTINE)?;
-    let outcome = if next > before {
-        let q = tx.quarantined(next - 1)?.ok_or_else(|| DeskError::Store("quarantine vanished".into()))?;
-        RetryOutcome::Quarantined { id: q.id, reason: q.reason }
-    } else {
-        RetryOutcome::Ingested { ticket: decision.saved().map(|r| r.number) }
-    };
     info!(id, outcome = ?outcome, "spam entry released");
     Ok((outcome, queued))
 }

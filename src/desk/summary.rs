@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::tx::Tx;
 use super::{Desk, DeskError};
+use crate::record::TicketRecord;
 use crate::store::{ClientInfo, Get, Records, Scan, StoreError, Table, be, json, parse};
-use crate::ticket::{Category, Priority, Status, ThreadType, TicketRecord};
+use crate::ticket::{Category, Priority, Status, ThreadType};
 
 /// Lower-cased description kept for text search; a longer one is searched
 /// in the ticket itself (see [`TicketSummary::text_whole`]).

@@ -71,7 +71,11 @@ pub(super) fn settled(store: &impl Get, cfg: &crate::sla::SlaConfig) -> Result<b
 /// The clock's part of a tick at `now` (whole seconds).
 pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<Work, StoreError> {
     let mut work = Work::default();
-    sweep(rules, tx, now, &mut work)?;
+    if !sweep(rules, tx, now, &mut work)? {
+        // A ticket not swept yet holds due times of the old rules: fired
+        // now, it would be told what the new ones no longer owe.
+        return Ok(work);
+    }
     // The committed index; each record is read through the unit of work,
     // which knows what earlier jobs of this group changed.
     let due = tx.store().timers_until(keys::WAKE, now.timestamp(), PER_TICK)?;
@@ -139,14 +143,15 @@ fn fire_one(
 }
 
 /// Re-settles up to [`PER_TICK`] tickets when the time config is not the
-/// one they were settled under; records the config once all are.
-fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) -> Result<(), StoreError> {
+/// one they were settled under; records the config once all are. Whether
+/// every ticket follows the config now.
+fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) -> Result<bool, StoreError> {
     let cfg = &rules.cfg.sla;
     if settled(&*tx, cfg)? {
-        return Ok(());
+        return Ok(true);
     }
-    let from = tx.counter(keys::TIMERS_SWEEP)?;
-    let after = from.checked_sub(1).filter(|n| *n > 0);
+    let print = fingerprint(cfg);
+    let after = sweep_cursor(&*tx, &print)?;
     let numbers: Vec<u64> = tx
         .store()
         .tickets_from(after, false)
@@ -165,12 +170,24 @@ fn sweep(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>, work: &mut Work) ->
         }
     }
     match numbers.last() {
-        Some(&last) if numbers.len() == PER_TICK => tx.put(Table::Meta, keys::TIMERS_SWEEP, be(last + 1).to_vec()),
+        Some(&last) if numbers.len() == PER_TICK => {
+            tx.put(Table::Meta, keys::TIMERS_SWEEP, [&be(last)[..], &print].concat());
+            Ok(false)
+        }
         _ => {
-            tx.put(Table::Meta, keys::TIMERS_CONFIG, fingerprint(cfg));
+            tx.put(Table::Meta, keys::TIMERS_CONFIG, print);
             tx.delete(Table::Meta, keys::TIMERS_SWEEP);
             info!("every ticket's clocks follow the time config now");
+            Ok(true)
         }
     }
-    Ok(())
+}
+
+/// The last ticket the sweep for the config `print` did, if one is under
+/// way. A cursor left by a sweep for another config (a restart under yet
+/// another one cut it short) counts for nothing: the tickets it passed
+/// follow that config, not this one, so the sweep starts over.
+fn sweep_cursor(store: &impl Get, print: &[u8]) -> Result<Option<u64>, StoreError> {
+    let Some(v) = store.get(Table::Meta, keys::TIMERS_SWEEP)? else { return Ok(None) };
+    Ok(v.split_at_checked(8).filter(|(_, p)| *p == print).and_then(|(n, _)| crate::store::from_be(n)))
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Desk, DeskError};
 use crate::outbox::{OutKind, OutState, OutboxEntry};
+use crate::record::TicketRecord;
 use crate::store::{IngestRecord, QuarantineEntry, Records};
-use crate::ticket::{Category, Priority, Status, Ticket, TicketRecord};
+use crate::ticket::{Category, Priority, Status, Ticket};
 
 /// Largest page a list returns.
 pub const MAX_LIMIT: usize = 500;

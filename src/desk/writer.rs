@@ -13,22 +13,29 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::apply::{Origin, apply, queue_mail, record_delivery, store_entry};
+use super::apply::{apply, queue_mail, record_delivery, store_entry};
 use super::ingest::{BatchResult, Item, Mode, POISON_DEATHS, ingest_batch, ingest_one, quarantine_unread};
 use super::tx::Tx;
 use super::{Delivery, DeskError, Upload};
 use crate::config::Config;
 use crate::health::Health;
-use crate::mail::{InboundMail, safe_filename};
+use crate::mail::safe_filename;
 use crate::outbox::OutAttachment;
 use crate::outbox::templates::Templates;
+use crate::record::TicketRecord;
 use crate::store::{BlobKind, Committer, Cursor, Get, InHand, Records, Store, StoreError, Table, be, json, keys};
-use crate::ticket::{Attachment, TicketRecord};
+use crate::ticket::Attachment;
 use crate::triage::act::{Action, Actor, act};
 use crate::triage::outgoing::Composer;
 use crate::triage::{Context, attachment_url};
 
-/// Who asks for a change, by name (resolved against the config here).
+/// Who asks for a change, by name, as it travels to the writer; the writer
+/// resolves it against the config into the rules' [`Actor`] (which borrows
+/// the agent's entry). The API's `Principal` is who holds a token, before
+/// any "act as"; the mail path proves an agent and names it here too. Four
+/// types, one fact at each stage: who holds the credential (`Principal`),
+/// the authenticated request (`Caller`), who acts (this), as the rules see
+/// it (`Actor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActorRef {
     Agent(String),
@@ -61,11 +68,11 @@ pub(super) enum Job {
         session: u64,
         reply: oneshot::Sender<BatchResult>,
     },
+    /// Nobody waits for it: see [`Desk::acked`](super::Desk::acked).
     Acked {
         mailbox: String,
         uid_validity: u32,
         uid: u32,
-        reply: oneshot::Sender<Result<(), DeskError>>,
     },
     SetCursor {
         mailbox: String,
@@ -174,6 +181,8 @@ pub enum RetryOutcome {
     Ingested { ticket: Option<u64> },
     /// Still not acceptable: a new entry with the new reason.
     Quarantined { id: u64, reason: String },
+    /// Held at the door (spam, a blocked sender): spam list entry `id`.
+    Held { id: u64, reason: String },
 }
 
 pub(super) struct Writer {
@@ -353,13 +362,12 @@ impl Writer {
                     self.wake_sender();
                     let _ = reply.send(r);
                 }
-                Job::Acked { mailbox, uid_validity, uid, reply } => {
+                Job::Acked { mailbox, uid_validity, uid } => {
                     // Not worth an fsync of its own: losing it only means
                     // redoing an idempotent post-action. It rides along with
                     // the next commit.
                     let e = self.acks.entry(mailbox).or_insert((uid_validity, uid));
                     *e = if e.0 == uid_validity { (uid_validity, e.1.max(uid)) } else { (uid_validity, uid) };
-                    let _ = reply.send(Ok(()));
                 }
                 Job::EndRun { reply } => {
                     tx.delete(Table::Meta, keys::RUNNING);
@@ -858,58 +866,9 @@ impl Writer {
         if let Some(k) = &q.ingest_key {
             tx.delete(Table::Ingested, k.clone());
         }
-        let now = Utc::now().trunc_subsecs(0);
-        let mb = self.rules.mailbox(&q.mailbox);
-        let raw_sha256 = q.raw_sha256.clone();
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(&raw)));
-        let outcome_of = |tx: &Tx<'_>, before: u64| -> Result<RetryOutcome, DeskError> {
-            let next = tx.counter(keys::NEXT_QUARANTINE)?;
-            if next > before {
-                let q = tx.quarantined(next - 1)?.ok_or_else(|| DeskError::Store("quarantine vanished".into()))?;
-                return Ok(RetryOutcome::Quarantined { id: q.id, reason: q.reason });
-            }
-            Ok(RetryOutcome::Ingested { ticket: None })
-        };
-        let before = tx.counter(keys::NEXT_QUARANTINE)?;
-        let Ok(Ok(mail)) = parsed else {
-            let reason = match parsed {
-                Ok(Err(e)) => format!("unparseable: {e}"),
-                _ => "internal error while reading this message".to_owned(),
-            };
-            let origin = Origin {
-                mailbox: &q.mailbox,
-                uid_validity: 0,
-                uid: q.uid,
-                raw: &raw,
-                dedupe_key: format!("sha256:{raw_sha256}"),
-                raw_sha256: raw_sha256.clone(),
-                content_sha256: None,
-                advance_cursor: false,
-                clear_in_hand: false,
-            };
-            apply(tx, Some(&origin), None, &crate::triage::Decision::quarantine(reason), now)?;
-            return outcome_of(tx, before);
-        };
-        let found = super::ingest::lookup(&self.rules, tx, &mail, now)?;
-        let ctx = self.rules.context(mb, false);
-        let d = crate::triage::decide(&mail, &found.snap, &ctx, now);
-        let origin = Origin {
-            mailbox: &q.mailbox,
-            uid_validity: tx.cursor(&q.mailbox)?.map(|c: Cursor| c.uid_validity).unwrap_or(0),
-            uid: q.uid,
-            raw: &raw,
-            raw_sha256,
-            dedupe_key: found.dedupe_key,
-            content_sha256: Some(super::ingest::content_of(&mail).to_owned()),
-            advance_cursor: false,
-            clear_in_hand: false,
-        };
-        let queued = apply(tx, Some(&origin), Some(&mail), &d, now)?;
-        self.queued |= !queued.is_empty();
-        match outcome_of(tx, before)? {
-            RetryOutcome::Ingested { .. } => Ok(RetryOutcome::Ingested { ticket: d.saved().map(|r| r.number) }),
-            q => Ok(q),
-        }
+        let (outcome, queued) = super::ingest::reingest(&self.rules, &self.health, tx, &q.mailbox, q.uid, &raw, false)?;
+        self.queued |= queued;
+        Ok(outcome)
     }
 }
 

@@ -14,6 +14,9 @@ use crate::desk::{Desk, Item, Mode};
 use crate::health::LinkState;
 use crate::store::{Cursor, Records};
 
+/// IDLE is re-issued at least this often (RFC 2177 allows 29 minutes).
+const IDLE_REISSUE: Duration = Duration::from_secs(300);
+
 /// Capped exponential backoff with jitter.
 #[derive(Debug)]
 pub struct Backoff {
@@ -87,9 +90,11 @@ impl Worker {
         let mut link = Link::New;
         let health = self.desk.health().clone();
         let name = self.mb.name.clone();
+        let owner = self.owner();
         // A login that keeps failing is an ERROR once, then a reminder now and then.
         let mut reminded = std::time::Instant::now();
         loop {
+            health.beat(&owner, self.slack());
             health.link(&name, LinkState::Connecting, None, None);
             let result = self.session(&mut backoff, &mut link).await;
             let Err(e) = result else { break };
@@ -127,13 +132,27 @@ impl Worker {
             } else {
                 debug!(mailbox = %self.mb.name, error = %e, ?delay, "still unavailable");
             }
+            health.beat(&owner, delay + self.slack());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.shutdown.cancelled() => break,
             }
         }
+        health.quiet(&owner);
         health.link(&name, LinkState::Stopped, None, None);
         debug!(mailbox = %self.mb.name, "worker stopped");
+    }
+
+    /// This worker's name for the watchdog (see [`crate::health::Health::beat`]).
+    fn owner(&self) -> String {
+        format!("imap worker {}", self.mb.name)
+    }
+
+    /// How long one step may take before the worker counts as stuck: a few
+    /// IMAP round trips, each bounded by `timeout`, and the writer taking a
+    /// batch.
+    fn slack(&self) -> Duration {
+        self.mb.timeout * 4 + Duration::from_secs(60)
     }
 
     async fn session(&self, backoff: &mut Backoff, link: &mut Link) -> Result<(), ImapError> {
@@ -200,7 +219,9 @@ impl Worker {
             self.desk.acked(&mb.name, uid_validity, last_uid).await.map_err(desk_err)?;
         }
         let health = self.desk.health();
+        let owner = self.owner();
         loop {
+            health.beat(&owner, self.slack());
             health.link(&mb.name, LinkState::Fetching, None, None);
             last_uid = self.fetch_new(&mut s, uid_validity, last_uid, &post, first, session).await?;
             health.fetched(&mb.name);
@@ -213,6 +234,8 @@ impl Worker {
                 let _ = timed("LOGOUT", mb.timeout, s.logout()).await;
                 return Ok(());
             }
+            let wait = if can_idle { self.mb.poll_interval.min(IDLE_REISSUE) } else { self.mb.poll_interval };
+            health.beat(&owner, wait + self.slack());
             let (next, wake) = if can_idle { self.idle(s).await? } else { self.poll(s).await? };
             s = next;
             if let Wake::Shutdown = wake {
@@ -284,6 +307,7 @@ impl Worker {
         let mut inflight: Option<InFlight> = None;
         let mut post_due: Vec<u32> = Vec::new();
         for (chunk, mode) in runs {
+            self.desk.health().beat(&self.owner(), self.slack());
             let is_history = |u: &u32| skip_until.is_some_and(|s| *u <= s) && seen.binary_search(u).is_ok();
             let (skipped, chunk): (Vec<_>, Vec<_>) = chunk.iter().copied().partition(|(u, _)| is_history(u));
             let (small, large): (Vec<_>, Vec<_>) = chunk.iter().partition(|(_, size)| *size <= self.max_message_bytes);
@@ -422,7 +446,7 @@ impl Worker {
         timed("IDLE", limit, h.init()).await?;
         // Re-issued well before the 29-minute limit: half-open connections
         // are noticed sooner, and the poll interval stays a fallback.
-        let wait_for = self.mb.poll_interval.min(Duration::from_secs(300));
+        let wait_for = self.mb.poll_interval.min(IDLE_REISSUE);
         let (fut, stop) = h.wait_with_timeout(wait_for);
         let outcome = tokio::select! {
             r = fut => Some(r?),

@@ -37,14 +37,26 @@ enum Stop {
     Paused,
 }
 
+/// The sender's name for the watchdog (see [`crate::health::Health::beat`]).
+const OWNER: &str = "smtp sender";
+
 impl Sender {
+    /// How long one step may take before the sender counts as stuck: one
+    /// SMTP transaction (connect, greet, send, each bounded by `timeout`)
+    /// and recording its outcome.
+    fn slack(&self) -> Duration {
+        self.smtp.timeout * 4 + Duration::from_secs(60)
+    }
+
     pub async fn run(self) {
         let mut client = SmtpClient::new(&self.smtp);
         let mut failing = false;
         // Consecutive rounds the server could not be reached: while it is
         // down, new mail does not make us knock again before the backoff.
         let mut outage = 0u32;
+        let health = self.desk.health().clone();
         loop {
+            health.beat(OWNER, self.slack());
             if self.shutdown.is_cancelled() {
                 break;
             }
@@ -71,6 +83,7 @@ impl Sender {
             };
             if let Some(hold) = hold {
                 debug!(?hold, "SMTP unavailable: holding the outbox");
+                health.beat(OWNER, hold + self.slack());
                 tokio::select! {
                     _ = tokio::time::sleep(hold) => {}
                     _ = self.shutdown.cancelled() => break,
@@ -84,12 +97,14 @@ impl Sender {
                     .clamp(Duration::from_millis(50), Duration::from_secs(60)),
                 _ => Duration::from_secs(60),
             };
+            health.beat(OWNER, wait + self.slack());
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.shutdown.cancelled() => break,
             }
         }
+        health.quiet(OWNER);
         client.quit().await;
         debug!("sender stopped");
     }
@@ -108,6 +123,7 @@ impl Sender {
                 if self.shutdown.is_cancelled() {
                     return Ok(false);
                 }
+                self.desk.health().beat(OWNER, self.slack());
                 let started = std::time::Instant::now();
                 match self.send_one(client, entry).await {
                     Ok(reports) => {

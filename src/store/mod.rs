@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::StoreConfig;
 use crate::mail::normalise_id;
 use crate::outbox::OutboxEntry;
-use crate::ticket::TicketRecord;
+use crate::record::TicketRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -544,7 +544,8 @@ pub mod keys {
     /// Meta: a digest of the time config the tickets' clocks were last
     /// settled under; another one starts the sweep.
     pub const TIMERS_CONFIG: &[u8] = b"timers:config";
-    /// Meta: the sweep's next ticket number.
+    /// Meta: the last ticket number the sweep did, then the digest of the
+    /// time config it sweeps for.
     pub const TIMERS_SWEEP: &[u8] = b"timers:sweep";
 
     pub const RUNNING: &[u8] = b"running";

@@ -12,7 +12,8 @@ use super::outgoing::Composer;
 use super::{Decision, Effect, Outcome};
 use crate::config::Agent;
 use crate::outbox::{OutAttachment, OutMail};
-use crate::ticket::{Attachment, Category, Priority, Status, ThreadType, TicketRecord};
+use crate::record::TicketRecord;
+use crate::ticket::{Attachment, Category, Priority, Status, ThreadType};
 
 pub use crate::ticket::{MAX_TAG_LEN, MAX_TAGS};
 /// A resolution is a summary, not a document.

@@ -20,14 +20,12 @@
 //! The verdicts, the blocklist match and the scan arrive as inputs (the
 //! [`Snapshot`]); nothing here does I/O.
 
-use chrono::{DateTime, Utc};
-
 use super::identity::{self, AuthResults};
 use super::{Context, Decision, Effect, Outcome, Snapshot};
 use crate::config::Config;
 use crate::mail::{InboundMail, MailAddress};
+use crate::record::TicketRecord;
 use crate::spam::{Filter, ScanResult, Unreachable, Verdict, VerdictSource, border_verdict};
-use crate::ticket::TicketRecord;
 
 /// Who decided a mail is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,15 +88,9 @@ impl Party {
     }
 }
 
-fn party(
-    mail: &InboundMail,
-    rec: &TicketRecord,
-    from: &MailAddress,
-    ctx: &Context<'_>,
-    now: DateTime<Utc>,
-) -> Option<Party> {
-    if let Some((agent, _)) = identity::proven_agent(mail, Some(rec.number), ctx.cfg, ctx.secret, now) {
-        return Some(Party::Agent(agent.id.clone()));
+fn party(rec: &TicketRecord, from: &MailAddress, agent: Option<&str>) -> Option<Party> {
+    if let Some(id) = agent {
+        return Some(Party::Agent(id.to_owned()));
     }
     if rec.client_address == from.address {
         return Some(Party::Customer);
@@ -117,21 +109,25 @@ fn of(v: &Verdict) -> HoldSource {
     HoldSource::Verdict(v.source)
 }
 
-/// The door for `mail`, which threads into `target` (if any), from `from`.
+/// The door for `mail`, which threads into `target` (if any), from `from`;
+/// `agent` is the agent the threading rules found proven for `target` (by
+/// one of its notifications, those of a ticket merged into it included, or
+/// by DKIM), the same answer that decides whether the mail is an agent's
+/// reply.
 pub fn judge(
     mail: &InboundMail,
     snap: &Snapshot,
     ctx: &Context<'_>,
     target: Option<&TicketRecord>,
     from: &MailAddress,
-    now: DateTime<Utc>,
+    agent: Option<&str>,
 ) -> Door {
     // A person looked at it and let it in.
     if snap.released {
         return Door::Pass(Vec::new());
     }
     let cfg = &ctx.cfg.spam;
-    let party = target.and_then(|rec| party(mail, rec, from, ctx, now).map(|p| (rec.number, p)));
+    let party = target.and_then(|rec| party(rec, from, agent).map(|p| (rec.number, p)));
     let mut notes = Vec::new();
     if let Some(entry) = &snap.blocked {
         match &party {

@@ -534,6 +534,13 @@ mod tests {
             assert_eq!(verify_ours(s, &id, []), Some((number, IdKind::Ack)));
             assert_eq!(verify_ours(b"other-secret-0123456", &id, []), None, "a report about it proves it saw it");
         }
+        // The longest domain the config accepts, and ticket numbers up to
+        // the bound it names: still 64.
+        let domain = format!("{}.test", "d".repeat(crate::config::defaults::MAX_MESSAGE_ID_DOMAIN_CHARS - 5));
+        for number in [1u64, 2_097_151] {
+            let id = agent_message_id(s, number, "agent_bob", tag("x", "notify", 1), at(40_000), &domain);
+            assert!(id.len() + 2 <= 64, "{} characters: {id}", id.len() + 2);
+        }
         let n = agent_message_id(s, 7, "agent_bob", tag("x", "notify", 1), at(0), "example.test");
         assert_eq!(verify_ours(s, &n, ["agent_alice", "agent_bob"]), Some((7, IdKind::Notify)));
         assert_eq!(verify_ours(s, &n, ["agent_alice"]), None);

@@ -30,7 +30,8 @@ use chrono::{DateTime, Utc};
 use super::act::{self, ActError, Action, Actor};
 use super::outgoing::Composer;
 use super::{Decision, Effect, MAX_PARTICIPANTS, Outcome};
-use crate::ticket::{MAX_TAGS, Status, ThreadType, TicketRecord, ticket_id};
+use crate::record::TicketRecord;
+use crate::ticket::{MAX_TAGS, Status, ThreadType, ticket_id};
 
 /// What a merge decided: A closed and pointing at B, B with A's content.
 #[derive(Debug, Clone, PartialEq, Eq)]

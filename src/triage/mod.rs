@@ -20,7 +20,8 @@ use crate::config::{Agent, Config, MailboxConfig};
 use crate::mail::{InboundMail, MailAddress, normalise_id, parent, quote};
 use crate::outbox::templates::Templates;
 use crate::outbox::{OutAttachment, OutKind, OutMail};
-use crate::ticket::{Attachment, Status, ThreadType, Ticket, TicketRecord, client_id, ticket_id};
+use crate::record::TicketRecord;
+use crate::ticket::{Attachment, Status, ThreadType, Ticket, client_id, ticket_id};
 use act::{Action, Actor};
 use commands::Command;
 use outgoing::Composer;
@@ -336,7 +337,8 @@ fn decide_mail(mail: &InboundMail, snap: &Snapshot, ctx: &Context<'_>, now: Date
     // Threading first, then the verdict: who writes to which ticket decides
     // how much a spam verdict counts.
     let mut d = d;
-    match door::judge(mail, snap, ctx, target, &d.from, now) {
+    let agent = target.and_then(|rec| proven_for(mail, rec, snap, ctx, now)).map(|(a, _)| a.id.as_str());
+    match door::judge(mail, snap, ctx, target, &d.from, agent) {
         door::Door::Hold(held) => return held,
         door::Door::Pass(notes) => d.effects.extend(notes),
     }

@@ -4,10 +4,10 @@
 
 use super::Context;
 use super::identity;
-use crate::config::{Agent, MailboxConfig};
+use crate::config::{Agent, Config, MailboxConfig};
 use crate::outbox::templates::render;
 use crate::outbox::{OutAttachment, OutKind, OutMail};
-use crate::ticket::TicketRecord;
+use crate::record::TicketRecord;
 
 /// Notifications carry at most this much of the customer's text; the rest
 /// is on the ticket.
@@ -154,10 +154,7 @@ impl Composer<'_> {
     /// that proves a reply.
     pub fn notify_agents(&self, rec: &TicketRecord, event: &str, message: &str) -> Vec<(String, OutMail)> {
         let cfg = self.ctx.cfg;
-        let agents: Vec<&Agent> = match &rec.ticket.assigned_to {
-            Some(id) => cfg.agents.iter().filter(|a| &a.id == id).collect(),
-            None => cfg.agents.iter().collect(),
-        };
+        let agents = notified(cfg, rec);
         let (excerpt, cut) = excerpt(message, NOTIFY_EXCERPT_BYTES);
         let message = if cut {
             format!("{excerpt}\n\n[… the message is longer; the full text is on ticket #{}]", rec.number)
@@ -259,4 +256,15 @@ pub fn excerpt(text: &str, max_bytes: usize) -> (String, bool) {
         _ => head,
     };
     (head.trim_end().to_owned(), true)
+}
+
+/// Who hears about `rec`: its assignee, or every agent while nobody is
+/// assigned — or while the assignee is no agent of the config any more
+/// (removed since), so a notice never goes to nobody.
+pub fn notified<'c>(cfg: &'c Config, rec: &TicketRecord) -> Vec<&'c Agent> {
+    let assignee = rec.ticket.assigned_to.as_ref().and_then(|id| cfg.agents.iter().find(|a| &a.id == id));
+    match assignee {
+        Some(a) => vec![a],
+        None => cfg.agents.iter().collect(),
+    }
 }

@@ -35,10 +35,11 @@ use super::act::{self, Action, Actor};
 use super::outgoing::Composer;
 use super::{Decision, Effect, Outcome};
 use crate::outbox::OutMail;
+use crate::record::TicketRecord;
 use crate::sla::{
     LifecycleEvent, SlaConfig, SlaEvent, SlaEventKind, SlaState, TargetKind, TicketKey, Timers, lifecycle_due,
 };
-use crate::ticket::{Priority, Status, ThreadType, TicketRecord};
+use crate::ticket::{Priority, Status, ThreadType};
 
 fn key(rec: &TicketRecord) -> TicketKey<'_> {
     TicketKey { priority: rec.ticket.priority, category: rec.ticket.category, mailbox: &rec.mailbox }
@@ -259,10 +260,10 @@ pub fn fire(rec: &TicketRecord, out: &Composer<'_>, agents_last_hour: &[(String,
     let mut counts: Vec<(String, u32)> = agents_last_hour.to_vec();
     for ev in &events {
         let target = target_name(ev.target);
-        let who = match &rec.ticket.assigned_to {
-            Some(a) => a.clone(),
-            None if out.ctx.cfg.agents.is_empty() => "nobody (no agents configured)".to_owned(),
-            None => "every agent".to_owned(),
+        let who = match super::outgoing::notified(out.ctx.cfg, &rec)[..] {
+            [] => "nobody (no agents configured)".to_owned(),
+            [a] if rec.ticket.assigned_to.as_ref() == Some(&a.id) => a.id.clone(),
+            _ => "every agent".to_owned(),
         };
         let (headline, entry, message) = match ev.kind {
             SlaEventKind::Warning => (

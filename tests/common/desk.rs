@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ticketd::config::Config;
 use ticketd::desk::{Desk, Item};
+use ticketd::record::TicketRecord;
 use ticketd::testkit::TestConfig;
-use ticketd::ticket::TicketRecord;
 
 /// The mailbox mail arrives in, and its UIDVALIDITY.
 pub const MAILBOX: &str = "support";

@@ -161,6 +161,35 @@ fn threading_first_a_customers_reply_is_held_only_past_the_hard_limit() {
     assert_eq!(d.outcome, Outcome::Held { source: HoldSource::Verdict(VerdictSource::Border(Filter::Rspamd)) });
 }
 
+/// An agent answering a notification of ticket #5, which was merged into
+/// #42, is proven for #42 by the threading rules (their notifications name
+/// the old ticket): the door must see the same agent, or their reply would
+/// be held on a score below the hard limit, or on the blocklist.
+#[test]
+fn an_agents_reply_through_a_merged_ticket_is_an_agents_reply_at_the_door() {
+    let cfg = config("", "");
+    let rec = existing(&cfg);
+    let old = crate::triage::identity::agent_message_id(
+        SECRET,
+        5,
+        "agent_alice",
+        crate::triage::identity::tag("abc", "agent_notify", 0),
+        now(),
+        &cfg.desk.message_id_domain,
+    );
+    let s = Snapshot { by_thread: Some(rec), merged_via: vec![5], ..snap() };
+    let raw = format!(
+        "{SA_SPAM}{BORDER}From: alice@example.test\r\nTo: support@example.test\r\nIn-Reply-To: <{old}>\r\nSubject: Re: Printer\r\n\r\nWe are on it.\r\n"
+    );
+    let d = run(&cfg, &raw, &s);
+    assert_eq!(d.outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) }, "{:?}", d.effects);
+    let warned = d.effects.iter().any(|e| matches!(e, Effect::Warn(w) if w.contains("agent agent_alice")));
+    assert!(warned, "the verdict is logged as an agent's: {:?}", d.effects);
+    let entry = BlockEntry::parse("@example.test").unwrap();
+    let d = run(&cfg, &raw.replace(SA_SPAM, SA_HAM), &Snapshot { blocked: Some(entry), ..s });
+    assert_eq!(d.outcome, Outcome::Replied { ticket: 42, agent: Some("agent_alice".into()) }, "{:?}", d.effects);
+}
+
 #[test]
 fn rspamds_own_verdict_and_the_unreachable_policy() {
     let spam = crate::spam::Verdict {

@@ -413,3 +413,49 @@ fn a_config_change_moves_due_times_at_the_sweep() {
         "its warning, in business time"
     );
 }
+
+#[test]
+fn an_emailed_agent_answer_meets_the_first_response_and_an_emailed_note_does_not() {
+    let w = World::new();
+    let rec = w.ticket("Site is down");
+    let proof = identity::agent_message_id(
+        SECRET,
+        1,
+        "agent_alice",
+        identity::tag("s", "agent_notify", 0),
+        t0(),
+        &w.cfg.desk.message_id_domain,
+    );
+    let answer = |id: &str, body: &str| {
+        format!(
+            "From: alice@example.test\nTo: support@example.test\nMessage-ID: <{id}@example.test>\nIn-Reply-To: {proof}\nSubject: Re: [Ticket #1] Site is down\n\n{body}\n"
+        )
+    };
+    let snap = |rec: &TicketRecord, key: &str| Snapshot {
+        by_thread: Some(rec.clone()),
+        dedupe_key: key.into(),
+        ..Snapshot::default()
+    };
+    let noted = w.decide(&answer("a1", "#note\nChecking the logs."), &snap(&rec, "id:a1"), at(10));
+    let noted = noted.saved().unwrap();
+    assert!(noted.ticket.threads.iter().any(|e| e.kind == ThreadType::Agent && e.internal), "{noted:#?}");
+    assert_eq!(noted.ticket.first_response_due, Some(at(60)), "an emailed #note is not an answer");
+    let d = w.decide(&answer("a2", "It is back up."), &snap(noted, "id:a2"), at(20));
+    assert!(d.outbox().any(|m| m.to.contains(&"carla@customer.test".to_owned())), "relayed");
+    let answered = d.saved().unwrap();
+    assert_eq!(answered.ticket.first_response_due, None, "the relayed answer meets it");
+    assert_eq!(answered.timers.sla.target(TargetKind::FirstResponse).met, Some(at(20)));
+}
+
+#[test]
+fn a_notice_for_an_assignee_no_longer_configured_goes_to_every_agent() {
+    let w = World::new();
+    // Assigned to an agent since removed from the config.
+    let mut rec = w.admin(&w.ticket("Site is down"), &[Action::Assign(Some("agent_bob".into()))], at(1));
+    rec.ticket.assigned_to = Some("agent_carol".into());
+    let (after, mails) = w.fired(&rec, at(61));
+    let to: Vec<&str> = mails.iter().flat_map(|m| m.to.iter().map(String::as_str)).collect();
+    assert_eq!(to, ["alice@example.test", "bob@example.test"], "nobody would hear of the breach otherwise");
+    let s = systems(&after);
+    assert!(s.iter().any(|s| s.starts_with("response target breached") && s.ends_with("every agent told")), "{s:?}");
+}

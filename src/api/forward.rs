@@ -24,9 +24,9 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
-use super::Node;
-use crate::api::AppState;
-use crate::api::error::ApiError;
+use super::AppState;
+use super::error::ApiError;
+use crate::cluster::Node;
 
 /// Set on a forwarded request: the standby that forwarded it.
 pub const FORWARDED_BY: &str = "x-ticketd-forwarded-by";
@@ -64,11 +64,8 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
 /// 503 `not_leader`, naming the leader (and why it was not asked, if it was not reachable).
 fn not_leader(node: &Node, unreachable: Option<String>) -> Response {
     let e = node.not_leader();
-    let address = match &e {
-        crate::desk::DeskError::NotLeader { address, .. } => address.clone(),
-        _ => None,
-    };
-    let mut message = e.to_string();
+    let address = e.address.clone();
+    let mut message = crate::desk::DeskError::from(e).to_string();
     if let Some(why) = unreachable {
         message.push_str(&format!(" (it cannot be reached: {why}); nothing was changed"));
     }

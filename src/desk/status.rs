@@ -1,6 +1,7 @@
-//! What the HTTP API asks beyond the views: is the writer alive, how the
-//! outbox stands, and which recorded attachment a download URL names (from
-//! the attachment index, `Table::Attachments`).
+//! The desk's standing, one read each (the lists are `query`'s): is the
+//! writer alive, how the outbox stands, and which recorded attachment a
+//! download URL names (from the attachment index, `Table::Attachments`).
+//! `/readyz`, `/metrics` and downloads ask these.
 
 use chrono::{DateTime, Utc};
 

@@ -2,7 +2,7 @@
 //!
 //! Every node opens the database, serves the API and the console from it,
 //! and listens for changes. A thread of its own (the lease thread) drives
-//! [`super::lease::Lease`] with the database's answers: standbys try for
+//! [`crate::cluster::lease::Lease`] with the database's answers: standbys try for
 //! the lease every T/10 and depose a holder whose heartbeat is older than
 //! T by the database's clock; the leader beats every T/5. When the machine
 //! says `Lead`, this task starts a term: the desk's writer (opened like a
@@ -21,36 +21,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::Node;
-use super::lease::{Action, Event};
-use crate::config::{Config, StoreBackend};
-use crate::daemon::Control;
+use super::Control;
+use crate::cluster::lease::{Action, Event};
+use crate::cluster::{Node, settings};
+use crate::config::Config;
 use crate::desk::Desk;
 use crate::health::Health;
-use crate::imap::worker::Worker;
-use crate::outbound::sender::Sender;
-use crate::store::postgres::{HeartbeatError, Lease as PgLease, PgSettings, PostgresBackend};
+use crate::store::postgres::{HeartbeatError, Lease as PgLease, PostgresBackend};
 use crate::store::{Get, Store, Table, keys};
 
 /// How long a term's tasks get to stop before the lease is let go anyway.
 const TERM_DRAIN: Duration = Duration::from_secs(10);
-
-/// The node's settings for the database, from the config (the URL read now).
-pub async fn settings(cfg: &Config, suffix: &str) -> anyhow::Result<PgSettings> {
-    let StoreBackend::Postgres { url } = &cfg.store.backend else {
-        anyhow::bail!("store.backend is not \"postgres\"");
-    };
-    let cc = cfg.cluster.as_ref().context("store.backend = \"postgres\" needs [cluster]")?;
-    let url = url.resolve().await.context("reading store.url_file")?;
-    let mut node = cc.node.clone();
-    if !suffix.is_empty() {
-        node.truncate(40 - suffix.len().min(40));
-        node.push_str(suffix);
-    }
-    Ok(PgSettings::from_url(&url, &node)?
-        .with_advertise(cc.advertise.as_deref().unwrap_or(""))
-        .with_lease_timeout(cc.lease_timeout))
-}
 
 /// What the lease thread asks of the node's task.
 enum Ask {
@@ -271,6 +252,7 @@ impl Term {
             warn!("this term's tasks did not stop within {}s; abandoning them", TERM_DRAIN.as_secs());
             self.tasks.abort_all();
         }
+        desk.health().quiet_all();
         desk.end_term(clean).await;
     }
 }
@@ -295,49 +277,7 @@ async fn start_term(
         info!(epoch, "leading: fetching and sending mail");
     }
     let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    for mb in &cfg.mailboxes {
-        let w = Worker {
-            mb: mb.clone(),
-            desk: desk.clone(),
-            max_message_bytes: cfg.desk.max_message_bytes,
-            shutdown: stop.clone(),
-        };
-        tasks.spawn(async move {
-            w.run().await;
-            "imap worker"
-        });
-    }
-    {
-        let (desk, stop) = (desk.clone(), stop.clone());
-        tasks.spawn(async move {
-            crate::desk::retention::run_hourly(desk, stop).await;
-            "retention"
-        });
-    }
-    {
-        let (desk, stop, every) = (desk.clone(), stop.clone(), cfg.desk.clock_interval);
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.cancelled() => break,
-                }
-                if let Err(e) = desk.tick(chrono::Utc::now()).await {
-                    warn!(error = %e, "time-based work failed; it is tried again at the next tick");
-                }
-            }
-            "clock"
-        });
-    }
-    let sender =
-        Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: desk.wake().clone(), shutdown: stop.clone() };
-    tasks.spawn(async move {
-        sender.run().await;
-        "smtp sender"
-    });
+    let tasks = super::spawn_work(cfg, desk, &stop);
     Ok(Term { tasks, stop })
 }
 

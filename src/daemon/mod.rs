@@ -3,7 +3,12 @@
 //! drives time-based work, the status/watchdog loop and the API; tells
 //! systemd when it is ready; and drains when [`Control::stop`] is called.
 //! Signals are main's: here they arrive as intents, so a test can run the
-//! daemon in-process and stop it.
+//! daemon in-process and stop it. On PostgreSQL the same work runs in
+//! terms of a cluster node instead ([`cluster`], with [`listen`] bringing
+//! the other nodes' changes).
+
+mod cluster;
+mod listen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +68,7 @@ impl Control {
 pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
     if let crate::config::StoreBackend::Postgres { .. } = cfg.store.backend {
         // A node of a cluster: it writes only while it holds the lease.
-        return crate::cluster::node::run(cfg, control).await;
+        return cluster::run(cfg, control).await;
     }
     let cfg = Arc::new(cfg);
     for m in &cfg.mailboxes {
@@ -77,74 +82,18 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
     let started = Desk::open(cfg.clone(), true)?;
     let desk = started.desk;
     let health = desk.health().clone();
-    let wake = desk.wake().clone();
     if started.unclean {
         warn!("the last run did not stop cleanly: the first batch of each mailbox is handled one message at a time");
     }
     // The tasks' own token: cancelled by Control, or when a task fails.
     let shutdown = CancellationToken::new();
 
-    let mut tasks = JoinSet::new();
-    for mb in &cfg.mailboxes {
-        let w = Worker {
-            mb: mb.clone(),
-            desk: desk.clone(),
-            max_message_bytes: cfg.desk.max_message_bytes,
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(async move {
-            w.run().await;
-            "imap worker"
-        });
-    }
-    {
-        let desk = desk.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            crate::desk::retention::run_hourly(desk, stop).await;
-            "retention"
-        });
-    }
-    {
-        // The clock: time-based work runs in the writer, from durable
-        // state, at the time this task reads (the rules never read a clock).
-        let desk = desk.clone();
-        let stop = shutdown.clone();
-        let every = cfg.desk.clock_interval;
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.cancelled() => break,
-                }
-                // A tick is bounded; while work is left (many tickets due
-                // at once, a sweep after a config change) the next one
-                // follows at once, each a job of its own, so mail and
-                // API changes go on in between.
-                for _ in 0..MAX_TICKS_AT_ONCE {
-                    let now = chrono::Utc::now();
-                    if let Err(e) = desk.tick(now).await {
-                        warn!(error = %e, "time-based work failed; it is tried again at the next tick");
-                        break;
-                    }
-                    if stop.is_cancelled() || !desk.time_backlog(now).unwrap_or(false) {
-                        break;
-                    }
-                }
-            }
-            "clock"
-        });
-    }
-    let sender = Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake, shutdown: shutdown.clone() };
-    tasks.spawn(async move {
-        sender.run().await;
-        "smtp sender"
-    });
+    let mut tasks = spawn_work(&cfg, &desk, &shutdown);
     // STATUS= says what each mailbox is doing; the watchdog is fed only
-    // while the runtime runs AND no unit of work is stuck, so a hung writer
-    // gets the service restarted (and the message in hand quarantined).
+    // while the runtime runs AND nothing is stuck (the writer busy past the
+    // limit, or an IMAP worker, the sender or the clock late for the beat it
+    // promised, see `Health::beat`), so a hang gets the service restarted
+    // (and a message in the writer's hands quarantined).
     let watchdog = sd_notify::watchdog_enabled();
     {
         let stop = shutdown.clone();
@@ -229,4 +178,74 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
         anyhow::bail!("stopped after a task failure");
     }
     Ok(())
+}
+
+/// The work of a writing node, on `desk` until `stop`: one IMAP worker per
+/// mailbox, retention, the clock and the SMTP sender. A single daemon runs
+/// it for its whole life; a cluster node for each term it leads.
+pub(crate) fn spawn_work(cfg: &Config, desk: &Desk, stop: &CancellationToken) -> JoinSet<&'static str> {
+    let mut tasks = JoinSet::new();
+    for mb in &cfg.mailboxes {
+        let w = Worker {
+            mb: mb.clone(),
+            desk: desk.clone(),
+            max_message_bytes: cfg.desk.max_message_bytes,
+            shutdown: stop.clone(),
+        };
+        tasks.spawn(async move {
+            w.run().await;
+            "imap worker"
+        });
+    }
+    {
+        let desk = desk.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            crate::desk::retention::run_hourly(desk, stop).await;
+            "retention"
+        });
+    }
+    {
+        // The clock: time-based work runs in the writer, from durable
+        // state, at the time this task reads (the rules never read a clock).
+        let desk = desk.clone();
+        let stop = stop.clone();
+        let every = cfg.desk.clock_interval;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let health = desk.health().clone();
+            loop {
+                // A tick is a writer job or a hundred: two minutes is ample.
+                health.beat("clock", every + Duration::from_secs(120));
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                // A tick is bounded; while work is left (many tickets due
+                // at once, a sweep after a config change) the next one
+                // follows at once, each a job of its own, so mail and
+                // API changes go on in between.
+                for _ in 0..MAX_TICKS_AT_ONCE {
+                    let now = chrono::Utc::now();
+                    if let Err(e) = desk.tick(now).await {
+                        warn!(error = %e, "time-based work failed; it is tried again at the next tick");
+                        break;
+                    }
+                    if stop.is_cancelled() || !desk.time_backlog(now).unwrap_or(false) {
+                        break;
+                    }
+                }
+            }
+            health.quiet("clock");
+            "clock"
+        });
+    }
+    let sender =
+        Sender { smtp: cfg.smtp.clone(), desk: desk.clone(), wake: desk.wake().clone(), shutdown: stop.clone() };
+    tasks.spawn(async move {
+        sender.run().await;
+        "smtp sender"
+    });
+    tasks
 }

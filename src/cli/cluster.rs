@@ -31,7 +31,7 @@ pub enum Found {
 
 /// Opens the store and decides (see the module note).
 pub async fn open(cfg: Arc<Config>) -> anyhow::Result<Found> {
-    let settings = super::node::settings(&cfg, "-cli").await?;
+    let settings = crate::cluster::settings(&cfg, "-cli").await?;
     let timeout = settings.lease_timeout;
     let backend = tokio::task::spawn_blocking(move || PostgresBackend::open(settings))
         .await
