@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine: a private Dovecot + Postfix lab on
 # loopback, ticketd running against it, a customer email sent over SMTP, and
-# the resulting ticket and acknowledgement printed.
+# the resulting ticket and acknowledgement printed. With --keep the daemon
+# stays up (until Ctrl-C) so the desk console can be tried in a browser.
 set -euo pipefail
+keep=
+[[ "${1:-}" == "--keep" ]] && keep=1
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
@@ -22,6 +25,8 @@ source "$dir/lab.env"
 echo "lab: Dovecot IMAP on 127.0.0.1:$IMAP_PORT, Postfix SMTP on 127.0.0.1:$SMTP_PORT ($dir)"
 api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 (umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/api-token")
+# Alice's own token: how an admin gives an agent the console (and the API).
+(umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/api-alice")
 
 cat >"$dir/ticketd.toml" <<TOML
 [store]
@@ -53,6 +58,7 @@ poll_interval = "5s"
 id = "agent_alice"
 email = "alice@example.test"
 name = "Alice"
+token_file = "$dir/api-alice"
 TOML
 
 "$bin" --config "$dir/ticketd.toml" check-config
@@ -103,8 +109,21 @@ echo
 echo "readiness (GET /readyz):"
 curl -sS "http://127.0.0.1:$api_port/readyz" | sed 's/^/  /'
 echo
-kill -TERM "$daemon_pid"
-wait "$daemon_pid"
+echo "the desk console: http://127.0.0.1:$api_port/desk/"
+echo "  sign in as Alice with her token:  $(cat "$dir/api-alice")"
+echo "  or as the admin with:             $(cat "$dir/api-token")"
+echo "  (an agent's token is the file named by token_file in their [[agents]] entry)"
+if [[ -n "$keep" ]]; then
+  echo "the daemon keeps running (log: $dir/ticketd.log); Ctrl-C stops it and the lab"
+  trap 'echo; echo stopping' INT
+  wait "$daemon_pid" || true
+  trap - INT
+else
+  echo "  (run with --keep to try it: the daemon then stays up until Ctrl-C)"
+fi
+echo
+kill -TERM "$daemon_pid" 2>/dev/null || true
+wait "$daemon_pid" || true
 daemon_pid=
 echo
 echo "daemon log:"

@@ -20,7 +20,13 @@ readonly MAIL_USER=ticketd-lab
 # postgresql: scripts/pg-lab.sh runs private servers (initdb/pg_ctl as
 # ticketd-lab) for the PostgreSQL backend's tests; the package's own cluster
 # (`main`) is neither used nor left running.
-readonly PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl rspamd postgresql)
+# chromium, chromium-driver: tests/console_browser.rs drives the desk console
+# in Debian's Chromium over WebDriver (no browser is downloaded).
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve postfix openssl ca-certificates python3 prometheus curl rspamd postgresql
+    chromium chromium-driver)
+# npm fetches the browser test's axe-core (tests/browser/package.json).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+readonly PACKAGES
 
 # apt and useradd need root; use sudo only when we are not root.
 if [[ ${EUID} -ne 0 ]]; then
@@ -41,7 +47,7 @@ fail() {
 
 missing() {
     local b
-    for b in dovecot doveadm postfix postconf openssl python3 promtool curl rspamd; do
+    for b in dovecot doveadm postfix postconf openssl python3 promtool curl rspamd chromium chromedriver npm; do
         command -v "$b" >/dev/null 2>&1 || return 0
     done
     # The lab runs rspamd as the package's user.

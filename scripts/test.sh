@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# The browser test's axe-core, exactly as pinned (tests/browser/package-lock.json).
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 cargo fmt --all -- --check

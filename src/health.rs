@@ -90,6 +90,9 @@ struct State {
     messages: BTreeMap<(String, &'static str), u64>,
     /// result → SMTP transactions.
     sends: BTreeMap<&'static str, u64>,
+    /// Where a Content-Security-Policy report came from (`console`, `mail`)
+    /// → reports received by the desk console.
+    csp_reports: BTreeMap<&'static str, u64>,
     latency: Histogram,
     /// (warning | breach, priority, target) → response target notices.
     sla: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -112,6 +115,7 @@ pub struct Readings {
     pub mailboxes: BTreeMap<String, MailboxStatus>,
     pub messages: Vec<(String, String, u64)>,
     pub sends: Vec<(String, u64)>,
+    pub csp_reports: Vec<(String, u64)>,
     pub latency: Histogram,
     /// (what, label, count) of the door: `held` by verdict source,
     /// `blocked`, `released`, `acks_refused` by reason, `scans` by result.
@@ -180,6 +184,12 @@ impl Health {
         self.with(|s| *s.sends.entry(result).or_default() += 1);
     }
 
+    /// A browser reported a Content-Security-Policy violation on a console
+    /// page (`console`) or in a mail's frame (`mail`).
+    pub fn count_csp_report(&self, source: &'static str) {
+        self.with(|s| *s.csp_reports.entry(source).or_default() += 1);
+    }
+
     /// A response target's warning or breach notice went out (#19).
     pub fn count_sla(&self, kind: &'static str, priority: &'static str, target: &'static str) {
         self.with(|s| *s.sla.entry((kind, priority, target)).or_default() += 1);
@@ -241,6 +251,7 @@ impl Health {
             mailboxes: s.mailboxes.clone(),
             messages: s.messages.iter().map(|((m, o), n)| (m.clone(), (*o).to_owned(), *n)).collect(),
             sends: s.sends.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+            csp_reports: s.csp_reports.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
             latency: s.latency.clone(),
             door: s.door.iter().map(|((w, l), n)| ((*w).to_owned(), l.clone(), *n)).collect(),
             sla: s.sla.iter().map(|((k, p, t), n)| ((*k).to_owned(), (*p).to_owned(), (*t).to_owned(), *n)).collect(),

@@ -30,15 +30,18 @@
 //! 7  archive cluster
 //! 8  desk
 //! 9  api imap outbound
-//! 10 daemon doctor
-//! 11 cli
+//! 10 console
+//! 11 daemon doctor
+//! 12 cli
 //! ```
 //!
 //! Pure data and rules at the bottom (what a mail, a ticket, an outgoing
 //! mail and the config are; the response-target clocks of [`sla`] and the
 //! spam verdicts of [`spam`]; what a mail or an action means); the store
 //! below the one writer that uses it; the I/O shells (IMAP, SMTP, HTTP)
-//! on the desk; the process and the command line on top. On PostgreSQL
+//! on the desk; the agents' web console on the HTTP API (the daemon hands
+//! its routes to the API's server); the process and the command line on
+//! top. On PostgreSQL
 //! several nodes share the store and one of them writes: [`cluster`] is
 //! the lease and what the desk asks of it (may this node act now?); the
 //! shells that drive it sit with their kind (`daemon::cluster`,
@@ -49,6 +52,7 @@ pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod desk;
 pub mod doctor;

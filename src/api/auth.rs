@@ -162,6 +162,12 @@ impl Tokens {
         Some(proof(key, challenge, local))
     }
 
+    /// The SHA-256 of `who`'s token (a console session remembers which
+    /// token it came from, and ends when that token is replaced).
+    pub fn digest_of(&self, who: &Principal) -> Option<[u8; 32]> {
+        self.known.read().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, p)| p == who).map(|(d, _)| *d)
+    }
+
     /// The principal of `presented`, looked at every known token.
     pub fn check(&self, presented: &str) -> Option<Principal> {
         let d = digest(presented);

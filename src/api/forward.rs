@@ -36,9 +36,11 @@ pub const LEADER: &str = "x-ticketd-leader";
 /// Bound on reaching the leader.
 const CONNECT: Duration = Duration::from_secs(3);
 
-/// Whether a request must be handled by the leader.
+/// Whether a request must be handled by the leader. The desk console
+/// (`/desk/`) answers for itself (`console::guard::standby`).
 pub fn needs_leader(method: &Method, path: &str) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path == "/api/v1/backup"
+    (!matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path == "/api/v1/backup")
+        && !path.starts_with("/desk/")
 }
 
 /// The API's layer: see the module note.
@@ -142,5 +144,6 @@ mod tests {
         assert!(needs_leader(&Method::GET, "/api/v1/backup"));
         assert!(!needs_leader(&Method::GET, "/api/v1/tickets"));
         assert!(!needs_leader(&Method::HEAD, "/attachments/x/y"));
+        assert!(!needs_leader(&Method::POST, "/desk/tickets/4/note"), "the console answers for itself");
     }
 }

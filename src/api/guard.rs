@@ -103,7 +103,7 @@ pub(super) async fn method_not_allowed() -> Response {
 /// Holds a request to `api.concurrency` and `api.timeout` until its
 /// response is fully sent, not just until the handler returns: a download
 /// streams inside both, so slow readers queue instead of piling up bodies.
-pub(super) async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let limit = if req.uri().path() == BACKUP_PATH { BACKUP_TIMEOUT } else { st.api.timeout };
     let deadline = tokio::time::Instant::now() + limit;
     let permit = match tokio::time::timeout_at(deadline, st.permits.clone().acquire_owned()).await {

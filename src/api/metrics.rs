@@ -120,6 +120,16 @@ pub fn render(s: &Scrape) -> String {
         o.sample("ticketd_smtp_sends_total", &[("result", r)], *n as f64);
     }
 
+    o.head(
+        "ticketd_console_csp_reports_total",
+        "counter",
+        "Content-Security-Policy violations browsers reported, by where (console: the desk console's own pages; mail: a mail's HTML frame).",
+    );
+    for source in ["console", "mail"] {
+        let n = snap.csp_reports.iter().find(|(s, _)| s == source).map_or(0, |(_, n)| *n);
+        o.sample("ticketd_console_csp_reports_total", &[("source", source)], n as f64);
+    }
+
     o.head("ticketd_imap_up", "gauge", "1 when the mailbox's IMAP connection is logged in and working, else 0.");
     for m in &s.mailboxes {
         let up = snap.mailboxes.get(m).is_some_and(|st| st.state.is_up());
@@ -289,6 +299,7 @@ mod tests {
             "ticketd_outbox_messages{state=\"queued\"} 2",
             "ticketd_smtp_sends_total{result=\"delivered\"} 1",
             "ticketd_smtp_sends_total{result=\"refused\"} 0",
+            "ticketd_console_csp_reports_total{source=\"console\"} 0",
             "ticketd_imap_up{mailbox=\"support\"} 1",
             "ticketd_imap_up{mailbox=\"billing\"} 0",
             "ticketd_quarantine_messages 1",

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod people;
 pub mod probes;
 pub mod routes;
 pub mod server;
@@ -41,6 +42,8 @@ pub struct AppState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
     pub local: String,
+    /// The client's address (TCP only).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What each configured listener is doing, for `/readyz`.

@@ -105,9 +105,22 @@ fn schemas() -> Value {
             "priority": vocab(&["low", "medium", "high", "urgent"]),
             "category": vocab(&["technical", "billing", "account", "feature_request", "general"]),
             "assignedTo": {"type": ["string", "null"], "description": "An agent id; null unassigns"},
-            "tags": {"type": "array", "items": {"type": "string"}, "description": "The full list"},
+            "tags": {"type": "array", "items": {"type": "string"}, "description": "The full list (not with tagsAdd or tagsRemove)"},
+            "tagsAdd": {"type": "array", "items": {"type": "string"}, "description": "Tags to add; the others stay"},
+            "tagsRemove": {"type": "array", "items": {"type": "string"}, "description": "Tags to take off; the others stay"},
             "resolution": {"type": ["string", "null"], "description": "null clears it"}
         }},
+        "Client": {"type": "object", "required": ["_id", "address", "name", "tickets"], "properties": {
+            "_id": {"type": "string", "example": "client_7"},
+            "address": {"type": "string", "description": "Lower-cased, as the client's tickets are keyed"},
+            "name": {"type": ["string", "null"], "description": "The display name of the client's latest mail"},
+            "tickets": {"type": "array", "description": "Newest first", "items": {"type": "object", "properties": {
+                "_id": {"type": "string"}, "number": {"type": "integer"}, "title": {"type": "string"},
+                "status": vocab(&["open", "pending", "in_progress", "resolved", "closed"]),
+                "updatedAt": {"type": "string", "format": "date-time"}}}}
+        }},
+        "AgentList": {"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"}}}}}},
         "Text": {"type": "object", "additionalProperties": false, "required": ["text"], "properties": {"text": {"type": "string"}}},
         "ReplyForm": {"type": "object", "properties": {
             "text": {"type": "string"},
@@ -269,6 +282,11 @@ fn paths_and_schemas() -> Value {
             "/api/v1/outbox/{id}/retry": {"post": {"operationId": "retryOutbox", "summary": "Send a waiting entry now, or queue a failed one again",
                 "parameters": [id_param("The entry's seq")],
                 "responses": {"204": {"description": "Queued"}, "400": err("It was sent already"), "401": err("No token, or a wrong one"), "404": err("No such entry")}}},
+            "/api/v1/clients/{id}": {"get": {"operationId": "getClient", "summary": "A customer: address, display name and their tickets",
+                "parameters": [id_param("`client_7` or `7`")],
+                "responses": {"200": ok_json("The client", "Client"), "401": err("No token, or a wrong one"), "404": err("No such client")}}},
+            "/api/v1/agents": {"get": {"operationId": "listAgents", "summary": "The configured agents",
+                "responses": {"200": ok_json("The agents", "AgentList"), "401": err("No token, or a wrong one")}}},
             "/api/v1/backup": {"get": {"operationId": "backup",
                 "summary": "A consistent snapshot of the whole desk as a tar, as `ticketd backup` writes (admin token)",
                 "responses": {"200": {"description": "The backup", "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},

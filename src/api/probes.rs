@@ -115,6 +115,14 @@ impl Readiness {
 /// Open, for probes; with a valid token it says what is wrong in full.
 pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let full = st.tokens.caller(&headers, st.desk.config()).is_ok();
+    let body = readiness(&st).await;
+    let body = if full { body } else { body.anonymous() };
+    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+/// What `/readyz` sees, in full (the console's admin page shows it too).
+pub async fn readiness(st: &AppState) -> Readiness {
     let desk = st.desk.clone();
     let view = tokio::task::spawn_blocking(move || StoreView {
         read: desk.store().backend().count(Table::Cursors).map(|_| ()).map_err(|e| e.to_string()),
@@ -178,7 +186,7 @@ pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) 
         }
         listeners.insert(name, Check { ok: error.is_none(), error });
     }
-    let body = Readiness {
+    Readiness {
         ready: problems.is_empty(),
         problems,
         store,
@@ -191,10 +199,7 @@ pub async fn readyz(State(st): State<AppState>, headers: axum::http::HeaderMap) 
         leader_address: cluster.as_ref().and_then(|c| c.leader_address.clone()),
         epoch: cluster.as_ref().map(|c| c.epoch),
         node: cluster.as_ref().map(|c| c.node.clone()),
-    };
-    let body = if full { body } else { body.anonymous() };
-    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(body)).into_response()
+    }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {

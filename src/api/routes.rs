@@ -124,6 +124,8 @@ fn table(upload_limit: usize) -> Table {
     t.add(Attachment, Method::GET, "/attachments/{sha256}/{filename}", get_attachment, json);
     t.add(Admin, Method::GET, "/api/v1/backup", backup, json);
     t.add(Admin, Method::GET, "/api/v1/store/stats", store_stats, json);
+    t.add(Token, Method::GET, "/api/v1/clients/{id}", super::people::get_client, json);
+    t.add(Token, Method::GET, "/api/v1/agents", super::people::list_agents, json);
     t.add(Token, Method::POST, "/api/v1/tickets/{id}/block", block_sender, json);
     t.add(Admin, Method::GET, "/api/v1/spam", list_spam, json);
     t.add(Admin, Method::GET, "/api/v1/spam/{id}", get_spam, json);
@@ -143,6 +145,12 @@ pub fn route_table() -> Vec<RouteSpec> {
 
 /// The whole application, ready to serve (also used in-process by tests).
 pub fn router(st: AppState) -> Router {
+    router_with(st, Router::new())
+}
+
+/// [`router`] with `extra` routes beside the API's (the desk console): the
+/// same request bounds and log line, and this API's answer to anything else.
+pub fn router_with(st: AppState, extra: Router<AppState>) -> Router {
     let upload = usize::try_from(st.api.max_upload_bytes).unwrap_or(usize::MAX);
     let t = table(upload);
     let token = t.token.route_layer(middleware::from_fn_with_state(st.clone(), require_token));
@@ -156,6 +164,7 @@ pub fn router(st: AppState) -> Router {
     let busy = token.merge(admin).merge(attachment).route_layer(middleware::from_fn_with_state(st.clone(), bounded));
     t.open
         .merge(busy)
+        .merge(extra)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(st.clone(), super::forward::layer))
@@ -336,7 +345,19 @@ fn patch_actions(p: TicketPatch) -> R<Vec<Action>> {
         actions.push(Action::Assign(a));
     }
     if let Some(tags) = p.tags {
+        if p.tags_add.is_some() || p.tags_remove.is_some() {
+            return Err(ApiError::invalid(
+                "tags",
+                "give the full list (tags) or changes (tagsAdd, tagsRemove), not both",
+            ));
+        }
         actions.push(Action::SetTags(tags));
+    }
+    if let Some(tags) = p.tags_add {
+        actions.push(Action::Tag(tags));
+    }
+    if let Some(tags) = p.tags_remove {
+        actions.push(Action::Untag(tags));
     }
     if let Some(r) = p.resolution {
         actions.push(Action::Resolution(r));
@@ -344,7 +365,7 @@ fn patch_actions(p: TicketPatch) -> R<Vec<Action>> {
     if actions.is_empty() {
         return Err(ApiError::invalid(
             "request",
-            "nothing to change: give status, priority, category, assignedTo, tags or resolution",
+            "nothing to change: give status, priority, category, assignedTo, tags, tagsAdd, tagsRemove or resolution",
         ));
     }
     Ok(actions)
@@ -868,5 +889,13 @@ mod tests {
     #[test]
     fn an_empty_patch_changes_nothing_and_says_so() {
         assert_eq!(patch_actions(TicketPatch::default()).unwrap_err().body.field.as_deref(), Some("request"));
+        let both = TicketPatch { tags: Some(vec![]), tags_remove: Some(vec!["x".into()]), ..TicketPatch::default() };
+        assert_eq!(patch_actions(both).unwrap_err().body.field.as_deref(), Some("tags"));
+        let p = TicketPatch {
+            tags_add: Some(vec!["a".into()]),
+            tags_remove: Some(vec!["b".into()]),
+            ..TicketPatch::default()
+        };
+        assert_eq!(patch_actions(p).unwrap(), vec![Action::Tag(vec!["a".into()]), Action::Untag(vec!["b".into()])]);
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::auth::{TokenError, Tokens};
-use super::routes::router;
+use super::routes::router_with;
 use super::{AppState, Arrival, Listeners};
 use crate::config::{ApiConfig, Listen};
 use crate::desk::Desk;
@@ -38,6 +38,10 @@ pub enum ServerError {
     Socket { path: PathBuf, why: String },
 }
 
+/// Routes served beside the API's own, made from the server's state; the
+/// token ends their long-lived answers when the server shuts down.
+pub type Extra = Box<dyn FnOnce(AppState, CancellationToken) -> Router<AppState> + Send>;
+
 enum Bound {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener, PathBuf),
@@ -54,6 +58,9 @@ enum Slot {
 pub struct Server {
     slots: Vec<Slot>,
     app: Router,
+    /// Ends the long-lived answers of the extra routes (the console's live
+    /// streams) when the server shuts down.
+    extra_stop: CancellationToken,
     tokens: Arc<Tokens>,
     local: Listen,
     api: Arc<ApiConfig>,
@@ -119,6 +126,24 @@ impl Server {
     /// made fails the start; a TCP address in use does not when a socket is
     /// configured (it is retried, and `/readyz` says so).
     pub async fn bind_with(desk: Desk, api: ApiConfig, tokens: Tokens) -> Result<Server, ServerError> {
+        Self::bind_with_extra(desk, api, tokens, Box::new(|_, _| Router::new())).await
+    }
+
+    /// [`Server::bind`], also serving `extra`'s routes (the desk console,
+    /// which a higher layer hands in: the API does not know it).
+    pub async fn bind_extra(desk: &Desk, extra: Extra) -> Result<Option<Server>, ServerError> {
+        let Some(api) = desk.config().api.clone() else { return Ok(None) };
+        let tokens = Tokens::load(&api)?;
+        Self::bind_with_extra(desk.clone(), api, tokens, extra).await.map(Some)
+    }
+
+    /// [`Server::bind_with`], also serving `extra`'s routes.
+    pub async fn bind_with_extra(
+        desk: Desk,
+        api: ApiConfig,
+        tokens: Tokens,
+        extra: Extra,
+    ) -> Result<Server, ServerError> {
         let listeners = Arc::new(Listeners::default());
         let mut slots = Vec::new();
         let local = match &api.listen {
@@ -150,7 +175,9 @@ impl Server {
         let permits = Arc::new(tokio::sync::Semaphore::new(api.concurrency));
         let tokens = Arc::new(tokens);
         let st = AppState { desk, tokens: tokens.clone(), api: api.clone(), listeners: listeners.clone(), permits };
-        Ok(Server { slots, app: router(st), tokens, local, api, listeners })
+        let extra_stop = CancellationToken::new();
+        let app = router_with(st.clone(), extra(st, extra_stop.clone()));
+        Ok(Server { slots, app, extra_stop, tokens, local, api, listeners })
     }
 
     /// Where it listens (the real port when the config said 0).
@@ -161,6 +188,15 @@ impl Server {
     /// Serves until `shutdown`, then stops accepting and lets running
     /// requests finish (at most [`GRACE`]).
     pub async fn run(self, shutdown: CancellationToken, reload: Arc<tokio::sync::Notify>) {
+        // Live streams never end on their own: they end with the server.
+        let _ends_streams = self.extra_stop.clone().drop_guard();
+        {
+            let (stop, streams) = (shutdown.clone(), self.extra_stop.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                streams.cancel();
+            });
+        }
         {
             // SIGHUP: the token files are read again (a new agent, a
             // rotated token) without a restart.
@@ -268,12 +304,12 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> I
 async fn accept(b: &Bound, socket_name: &str) -> std::io::Result<(Box<dyn Io>, Arrival)> {
     match b {
         Bound::Tcp(l) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
             let local = s.local_addr()?.to_string();
-            Ok((Box::new(s), Arrival { local }))
+            Ok((Box::new(s), Arrival { local, peer: Some(peer.ip()) }))
         }
-        Bound::Unix(l, _) => Ok((Box::new(l.accept().await?.0), Arrival { local: socket_name.to_owned() })),
+        Bound::Unix(l, _) => Ok((Box::new(l.accept().await?.0), Arrival { local: socket_name.to_owned(), peer: None })),
     }
 }
 

@@ -386,3 +386,44 @@ async fn a_bad_value_gets_the_same_words_on_every_channel() {
         assert!(direct.ends_with(e["message"].as_str().unwrap()), "{direct:?} and {:?} say the same", e["message"]);
     }
 }
+
+#[tokio::test]
+async fn tags_change_by_delta_and_clients_and_agents_are_people() {
+    let w = world(|_| {}).await;
+    w.ingest().await;
+    let patch = |body: Value| w.call(Method::PATCH, "/api/v1/tickets/1", Some(ALICE), Some(body));
+    let (s, t) = patch(json!({"tagsAdd": ["printer", "urgent"]})).await;
+    assert_eq!((s, t["tags"].clone()), (StatusCode::OK, json!(["printer", "urgent"])), "{t}");
+    // Two agents, each with an old view of the tags: neither erases the other's.
+    let (_, t) = patch(json!({"tagsAdd": ["hardware"]})).await;
+    let (_, t2) = patch(json!({"tagsRemove": ["urgent", "never-there"]})).await;
+    assert_eq!(t["tags"], json!(["printer", "urgent", "hardware"]));
+    assert_eq!(t2["tags"], json!(["printer", "hardware"]));
+    let (s, e) = patch(json!({"tags": ["a"], "tagsAdd": ["b"]})).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tags")), "{e}");
+    let (s, e) = patch(json!({"tagsAdd": ["two words"]})).await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("tags")),
+        "the rules say what a tag may be: {e}"
+    );
+
+    let (s, c) = w.call(Method::GET, "/api/v1/clients/client_1", Some(ALICE), None).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(
+        (c["_id"].as_str(), c["address"].as_str(), c["name"].as_str()),
+        (Some("client_1"), Some("carla@customer.test"), Some("Carla"))
+    );
+    assert_eq!(c["tickets"][0]["_id"], "support_ticket_1");
+    assert_eq!(c["tickets"][0]["title"], "Printer on fire");
+    assert_eq!(w.call(Method::GET, "/api/v1/clients/1", Some(ALICE), None).await.1["_id"], "client_1");
+    let (s, e) = w.call(Method::GET, "/api/v1/clients/client_9", Some(ALICE), None).await;
+    assert_eq!((s, e["field"].as_str()), (StatusCode::NOT_FOUND, Some("id")));
+    assert_eq!(w.call(Method::GET, "/api/v1/clients/client_1", None, None).await.0, StatusCode::UNAUTHORIZED);
+
+    let (s, a) = w.call(Method::GET, "/api/v1/agents", Some(ALICE), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = a["entries"].as_array().unwrap().iter().filter_map(|x| x["id"].as_str()).collect();
+    assert_eq!(ids, ["agent_alice", "agent_bob"]);
+    assert_eq!(a["entries"][0]["email"], "alice@example.test");
+}

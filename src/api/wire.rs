@@ -37,6 +37,13 @@ pub struct TicketPatch {
     /// The full list: tags not in it are removed.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// Tags to add, whatever else the ticket carries (two agents adding
+    /// tags at once never erase each other's).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub tags_add: Option<Vec<String>>,
+    /// Tags to take off, if the ticket carries them.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub tags_remove: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Option<String>>,
 }
@@ -291,6 +298,8 @@ mod tests {
         assert!(serde_json::from_str::<TicketPatch>(r#"{"status":null}"#).is_err());
         assert!(serde_json::from_str::<TicketPatch>(r#"{"colour":"red"}"#).is_err());
         assert!(serde_json::from_str::<TicketPatch>(r#"{"status":"wip"}"#).is_err());
+        let p: TicketPatch = serde_json::from_str(r#"{"tagsAdd":["a"],"tagsRemove":["b"]}"#).unwrap();
+        assert_eq!((p.tags_add, p.tags_remove), (Some(vec!["a".to_owned()]), Some(vec!["b".to_owned()])));
         let back = serde_json::to_string(&TicketPatch { assigned_to: Some(None), ..TicketPatch::default() }).unwrap();
         assert_eq!(back, r#"{"assignedTo":null}"#);
     }

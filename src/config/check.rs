@@ -11,13 +11,13 @@ use regex::Regex;
 
 use super::defaults::*;
 use super::raw::{
-    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawCluster, RawConfig, RawDesk, RawMailbox, RawPassword,
-    RawRule, RawSlaRule, RawSmtp, RawSpam, RawStore,
+    L, RawAgent, RawApi, RawAttachments, RawCalendarDef, RawCluster, RawConfig, RawConsole, RawDesk, RawMailbox,
+    RawPassword, RawRule, RawSlaRule, RawSmtp, RawSpam, RawStore,
 };
 use super::secret::read_secret_file;
 use super::{
-    AfterAction, Agent, ApiConfig, AttachmentsConfig, ClusterConfig, Config, DeskConfig, Initial, Listen,
-    MailboxConfig, Problem, Rule, Secret, SmtpConfig, StoreBackend, StoreConfig, Tls,
+    AfterAction, Agent, ApiConfig, AttachmentsConfig, ClusterConfig, Config, ConsoleConfig, DeskConfig, Initial,
+    Listen, MailboxConfig, Problem, Rule, Secret, SmtpConfig, StoreBackend, StoreConfig, Tls,
 };
 
 /// Most characters of a display name or subject tag.
@@ -44,7 +44,11 @@ pub(super) fn config(c: &mut Checker<'_>, mut raw: RawConfig) -> Config {
     let rules = rules(c, raw.rules);
     let timers = desk_timers(c, &mut raw.desk);
     let desk = desk(c, raw.desk, &mailboxes);
-    let api = api(c, raw.api, agent_tokens);
+    let mut api = api(c, raw.api, agent_tokens);
+    let console = console(c, raw.console, api.is_some());
+    if let Some(api) = api.as_mut() {
+        api.console = console;
+    }
     let attachments = attachments(c, raw.attachments, api.as_ref());
     let spam = spam(c, raw.spam, &desk);
     let sla = time(c, raw.sla, raw.calendars, timers, &mailboxes);
@@ -648,7 +652,41 @@ fn api(c: &mut Checker<'_>, raw: Option<RawApi>, agent_tokens: Vec<AgentToken>) 
         timeout: c.duration("api.timeout", a.timeout, DEFAULT_API_TIMEOUT),
         max_upload_bytes,
         concurrency: concurrency.max(1),
+        console: ConsoleConfig::default(),
     })
+}
+
+/// `[console]`, which needs `[api]` (it is served on that listener).
+fn console(c: &mut Checker<'_>, raw: Option<RawConsole>, api: bool) -> ConsoleConfig {
+    let Some(r) = raw else { return ConsoleConfig::default() };
+    if !api {
+        c.err("console", "the console is served on the API's listener: it needs the [api] section");
+    }
+    let session_idle = c.duration("console.session_idle", r.session_idle, DEFAULT_CONSOLE_SESSION_IDLE);
+    let session_max = c.duration("console.session_max", r.session_max, DEFAULT_CONSOLE_SESSION_MAX);
+    if session_idle > session_max {
+        c.err("console.session_idle", "must not be longer than console.session_max");
+    }
+    let public_url = c.get("console.public_url", r.public_url).map(|u| u.trim_end_matches('/').to_owned());
+    if let Some(u) = &public_url {
+        let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+        let host_ok = rest.is_some_and(|h| {
+            !h.is_empty() && !h.contains(['/', '?', '#', '@']) && h.bytes().all(|b| b.is_ascii_graphic())
+        });
+        if !host_ok {
+            c.err(
+                "console.public_url",
+                format!("invalid {u:?}: write the origin browsers use, e.g. \"https://desk.example.com\""),
+            );
+        }
+    }
+    ConsoleConfig {
+        enabled: c.get("console.enabled", r.enabled).unwrap_or(DEFAULT_CONSOLE_ENABLED),
+        session_idle,
+        session_max,
+        behind_tls: c.get("console.behind_tls", r.behind_tls).unwrap_or(DEFAULT_CONSOLE_BEHIND_TLS),
+        public_url,
+    }
 }
 
 fn attachments(c: &mut Checker<'_>, raw: RawAttachments, api: Option<&ApiConfig>) -> AttachmentsConfig {

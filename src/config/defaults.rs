@@ -150,6 +150,18 @@ pub const DEFAULT_API_MAX_UPLOAD_BYTES: u64 = 64 << 20;
 /// `api.concurrency`: requests handled at once; more wait.
 pub const DEFAULT_API_CONCURRENCY: usize = 32;
 
+/// `console.enabled`: true, the console is served wherever `[api]` is.
+pub const DEFAULT_CONSOLE_ENABLED: bool = true;
+
+/// `console.session_idle`: a session unused for 8 hours ends.
+pub const DEFAULT_CONSOLE_SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
+
+/// `console.session_max`: a session ends 7 days after sign-in.
+pub const DEFAULT_CONSOLE_SESSION_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `console.behind_tls`: false, no TLS proxy in front.
+pub const DEFAULT_CONSOLE_BEHIND_TLS: bool = false;
+
 /// `smtp.tls`: STARTTLS on the submission port.
 pub const DEFAULT_SMTP_TLS: Tls = Tls::Starttls;
 

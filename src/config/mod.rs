@@ -190,6 +190,37 @@ pub struct ApiConfig {
     pub max_upload_bytes: u64,
     /// Requests handled at once; more wait.
     pub concurrency: usize,
+    /// The desk console served at `/desk/` on this listener (`[console]`).
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the agents' web console (DESIGN section 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub session_max: Duration,
+    /// A TLS proxy sits in front: cookies get `Secure` and the `__Host-`
+    /// prefix, and sessions are allowed on a non-loopback listener.
+    pub behind_tls: bool,
+    /// The origin browsers use (`https://desk.example.com`) when it is not
+    /// what the `Host` header says (a proxy that rewrites it); state
+    /// changes must come from it.
+    pub public_url: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: defaults::DEFAULT_CONSOLE_ENABLED,
+            session_idle: defaults::DEFAULT_CONSOLE_SESSION_IDLE,
+            session_max: defaults::DEFAULT_CONSOLE_SESSION_MAX,
+            behind_tls: defaults::DEFAULT_CONSOLE_BEHIND_TLS,
+            public_url: None,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -208,6 +239,7 @@ impl ApiConfig {
             timeout: DEFAULT_API_TIMEOUT,
             max_upload_bytes: DEFAULT_API_MAX_UPLOAD_BYTES,
             concurrency: DEFAULT_API_CONCURRENCY,
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -457,6 +489,7 @@ fn path_order(path: &str) -> Vec<(u8, String, usize)> {
         "desk",
         "attachments",
         "api",
+        "console",
         "smtp",
         "mailboxes",
         "agents",

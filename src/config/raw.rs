@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rules: Vec<RawRule>,
     pub(super) api: Option<RawApi>,
+    pub(super) console: Option<RawConsole>,
     pub(super) cluster: Option<RawCluster>,
     #[serde(default)]
     pub(super) spam: RawSpam,
@@ -107,6 +108,15 @@ pub(super) struct RawCluster {
     pub(super) advertise: L<String>,
     pub(super) lease_timeout: L<String>,
     pub(super) forward: L<bool>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawConsole {
+    pub(super) enabled: L<bool>,
+    pub(super) session_idle: L<String>,
+    pub(super) session_max: L<String>,
+    pub(super) behind_tls: L<bool>,
+    pub(super) public_url: L<String>,
 }
 
 #[derive(Deserialize)]

@@ -217,6 +217,36 @@ fn sizes() {
 }
 
 #[test]
+fn the_console_section_and_its_defaults() {
+    let d = tempfile::tempdir().unwrap();
+    let token = d.path().join("api-token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let api = format!("{MINIMAL}\n[api]\ntoken_file = \"{}\"\n", token.display());
+    let c = Config::load_with_env(&write(&d, &api), Some(HashMap::new())).unwrap();
+    assert_eq!(c.api.unwrap().console, ConsoleConfig::default(), "on by default with [api]");
+    let set = format!(
+        "{api}[console]\nenabled = false\nsession_idle = \"2s\"\nsession_max = \"1h\"\nbehind_tls = true\npublic_url = \"https://desk.example.com/\"\n"
+    );
+    let c = Config::load_with_env(&write(&d, &set), Some(HashMap::new())).unwrap().api.unwrap().console;
+    assert_eq!(
+        (c.enabled, c.session_idle, c.session_max, c.behind_tls, c.public_url.as_deref()),
+        (false, Duration::from_secs(2), Duration::from_secs(3600), true, Some("https://desk.example.com"))
+    );
+    let bad = format!(
+        "{api}[console]\nsession_idle = \"2d\"\nsession_max = \"1d\"\npublic_url = \"desk.example.com/x\"\ncolour = 1\n"
+    );
+    let err = Config::load_with_env(&write(&d, &bad), Some(HashMap::new())).unwrap_err().to_string();
+    for want in
+        ["console.session_idle: must not be longer", "console.public_url: invalid", "console.colour: unknown key"]
+    {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    let alone = format!("{MINIMAL}\n[console]\nbehind_tls = true\n");
+    let err = Config::load_with_env(&write(&d, &alone), Some(HashMap::new())).unwrap_err().to_string();
+    assert!(err.contains("console: the console is served on the API's listener"), "{err}");
+}
+
+#[test]
 fn spam_section_defaults_and_every_problem_at_once() {
     let d = tempfile::tempdir().unwrap();
     let c = Config::load_with_env(&write(&d, MINIMAL), Some(HashMap::new())).unwrap();

@@ -130,7 +130,7 @@ pub async fn run(cfg: Config, control: Control) -> anyhow::Result<()> {
         });
     }
     // Bound before READY: the CLI can use it at once.
-    if let Some(api) = crate::api::server::Server::bind(&desk).await? {
+    if let Some(api) = crate::api::server::Server::bind_extra(&desk, Box::new(crate::console::router)).await? {
         let stop = shutdown.clone();
         let reload = control.reload.clone();
         tasks.spawn(async move {

@@ -66,6 +66,7 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
     index_timers(tx, current.as_ref(), &rec);
     rec.version += 1;
     tx.put(Table::Tickets, be(rec.number), json(&rec));
+    super::summary::put(tx, &rec);
     Ok(rec)
 }
 
@@ -218,6 +219,8 @@ pub fn apply(
     let mut queued = Vec::new();
     let mut ticket_no = None;
     let mut quarantined = None;
+    let sender = mail.and_then(|m| m.from.as_ref());
+    let name_of = |address: &str| sender.filter(|f| f.address == address).and_then(|f| f.name.as_deref());
     let mut held = None;
     for effect in &decision.effects {
         match effect {
@@ -226,10 +229,17 @@ pub fn apply(
                     return Err(conflict(format!("client number {number}")));
                 }
                 tx.put(Table::Clients, address.as_bytes(), client_id(*number).into_bytes());
+                super::summary::record_client(tx, *number, address, name_of(address))?;
             }
             Effect::SaveTicket(rec) => {
                 save_ticket(tx, rec)?;
                 ticket_no = Some(rec.number);
+                // The name the client writes under now.
+                if let (Some(name), Some(n)) =
+                    (name_of(&rec.client_address), super::summary::client_number(&rec.ticket.client))
+                {
+                    super::summary::record_client(tx, n, &rec.client_address, Some(name))?;
+                }
             }
             Effect::IndexMessageId { id, ticket } => {
                 tx.put(Table::MessageIds, normalise_id(id).into_bytes(), be(*ticket).to_vec());

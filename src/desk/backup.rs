@@ -215,7 +215,7 @@ fn why_not_empty(store: &Store) -> Result<Option<String>, BackupError> {
     for item in store.backend().scan(Table::Meta, Scan::default()) {
         let (k, _) = item?;
         // What a fresh desk writes for itself on its first start.
-        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX {
+        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX && k != keys::SUMMARY_INDEX {
             return Ok(Some(format!("meta key {:?}", String::from_utf8_lossy(&k))));
         }
     }
@@ -299,10 +299,12 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     b.w.put(Table::Meta, RESTORING, vec![1]);
     b.commit()?;
     let mut indexed = false;
+    let mut summarised = false;
     archive::replay(file, |item| match item {
         Item::Record(Table::Meta, k, _) if k == RESTORING => Ok(()),
         Item::Record(table, k, v) => {
             indexed |= table == Table::Meta && k == keys::ATTACHMENT_INDEX;
+            summarised |= table == Table::Meta && k == keys::SUMMARY_INDEX;
             b.put(table, k, v)
         }
         Item::Blob(kind, name, bytes) => b.put_blob(kind, &name, bytes),
@@ -311,6 +313,10 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     if !indexed {
         // A backup from before the attachment index: built at the next start.
         b.w.delete(Table::Meta, keys::ATTACHMENT_INDEX);
+    }
+    if !summarised {
+        // A backup from before ticket summaries: built at the next start.
+        b.w.delete(Table::Meta, keys::SUMMARY_INDEX);
     }
     b.commit()?;
     Ok(RestoreSummary {

@@ -32,3 +32,8 @@ pub(super) fn index_attachments(tx: &mut Tx<'_>) -> Result<(), StoreError> {
     tx.put(Table::Meta, keys::ATTACHMENT_INDEX, vec![1]);
     Ok(())
 }
+
+/// Every ticket's summary and every client's info (see `summary`), once.
+pub(super) fn index_summaries(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    super::summary::build(tx)
+}

@@ -97,13 +97,13 @@ fn contains_lower(text: &str, q: &str) -> bool {
 /// ignoring ASCII case, occurs in the stored bytes too — unless the text
 /// holds one of the two characters whose lower case is ASCII, and then
 /// the record is parsed anyway.
-struct Prefilter(regex::bytes::Regex);
+pub(crate) struct Prefilter(regex::bytes::Regex);
 
 /// UTF-8 of U+0130 (İ, lower case "i̇") and U+212A (KELVIN SIGN, "k").
 const LOWERS_TO_ASCII: [&[u8]; 2] = [b"\xC4\xB0", b"\xE2\x84\xAA"];
 
 impl Prefilter {
-    fn new(q_lower: &str) -> Option<Prefilter> {
+    pub(crate) fn new(q_lower: &str) -> Option<Prefilter> {
         let plain =
             !q_lower.is_empty() && q_lower.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
         if !plain {
@@ -113,7 +113,7 @@ impl Prefilter {
         re.ok().map(Prefilter)
     }
 
-    fn may_match(&self, raw: &[u8]) -> bool {
+    pub(crate) fn may_match(&self, raw: &[u8]) -> bool {
         self.0.is_match(raw) || LOWERS_TO_ASCII.iter().any(|c| memchr::memmem::find(raw, c).is_some())
     }
 }

@@ -140,6 +140,11 @@ pub(super) enum Job {
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<usize, DeskError>>,
     },
+    /// A change to the console's sessions.
+    Session {
+        op: super::sessions::SessionOp,
+        reply: oneshot::Sender<Result<usize, DeskError>>,
+    },
     /// One bounded run of retention.
     Prune {
         plan: super::retention::Plan,
@@ -263,6 +268,7 @@ impl Writer {
         }
         super::migrate::schedule_outbox(&mut tx)?;
         super::migrate::index_attachments(&mut tx)?;
+        super::migrate::index_summaries(&mut tx)?;
         if !tx.is_empty() {
             committer.commit(tx.into_writes())?;
         }
@@ -554,6 +560,13 @@ impl Writer {
             Job::OutboxDrop { seq, actor, reply } => {
                 let r = self.outbox_drop(tx, seq, &actor);
                 let r = guarded(tx, r);
+                done(reply, r)
+            }
+            Job::Session { op, reply } => {
+                let r = super::sessions::apply(tx, op);
+                if r.is_err() {
+                    tx.rollback(sp);
+                }
                 done(reply, r)
             }
             Job::Prune { plan, now, reply } => {

@@ -148,6 +148,15 @@ pub enum Table {
     /// "due soon"); values empty. Kept in step with each ticket's saved
     /// `timers` by `desk::apply`.
     Timers,
+    /// Ticket number → its [`crate::desk::summary::TicketSummary`], kept
+    /// by the writer with every save: what a queue row shows and filters
+    /// on, without reading the ticket's threads.
+    Summaries,
+    /// Client number → [`ClientInfo`]: the address and the name the
+    /// client last wrote under.
+    ClientInfo,
+    /// SHA-256 of a console session id → its [`crate::desk::sessions::SessionRecord`].
+    Sessions,
 }
 
 impl Table {
@@ -170,6 +179,9 @@ impl Table {
         Table::Spam,
         Table::Blocklist,
         Table::Timers,
+        Table::Summaries,
+        Table::ClientInfo,
+        Table::Sessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -192,6 +204,9 @@ impl Table {
             Table::Spam => "spam",
             Table::Blocklist => "blocklist",
             Table::Timers => "timers",
+            Table::Summaries => "summaries",
+            Table::ClientInfo => "client_info",
+            Table::Sessions => "sessions",
         }
     }
 }
@@ -409,6 +424,15 @@ impl HeldDigest {
     }
 }
 
+/// Who a client is: the address their tickets are keyed by and the display
+/// name of their latest mail (cleaned, one line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub address: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// One recorded attachment, as the download route needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentIndex {
@@ -461,6 +485,10 @@ pub mod keys {
 
     /// Meta marker: the attachment index covers every ticket.
     pub const ATTACHMENT_INDEX: &[u8] = b"index:attachments:1";
+
+    /// Meta marker: every ticket has its summary (2: with its due time and
+    /// merge, #19) and every client its info.
+    pub const SUMMARY_INDEX: &[u8] = b"index:summaries:2";
 
     pub fn in_hand(mailbox: &str) -> Vec<u8> {
         let mut k = b"inhand\0".to_vec();
@@ -586,6 +614,9 @@ pub trait Records: Get {
     }
     fn quarantined(&self, id: u64) -> Result<Option<QuarantineEntry>, StoreError> {
         self.get(Table::Quarantine, &be(id))?.map(|v| parse(Table::Quarantine, &v)).transpose()
+    }
+    fn client_info(&self, number: u64) -> Result<Option<ClientInfo>, StoreError> {
+        self.get(Table::ClientInfo, &be(number))?.map(|v| parse(Table::ClientInfo, &v)).transpose()
     }
 }
 

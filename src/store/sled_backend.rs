@@ -65,6 +65,9 @@ fn prefix(table: Table) -> u8 {
         Table::Spam => b'p',
         Table::Blocklist => b'l',
         Table::Timers => b'w',
+        Table::Summaries => b'y',
+        Table::ClientInfo => b'n',
+        Table::Sessions => b'z',
     }
 }
 

@@ -74,6 +74,9 @@ fn table_id(t: Table) -> i16 {
         Table::Spam => 20,
         Table::Blocklist => 21,
         Table::Timers => 16,
+        Table::Summaries => 17,
+        Table::ClientInfo => 18,
+        Table::Sessions => 19,
     }
 }
 
