@@ -127,6 +127,9 @@ async fn agents_answer_by_email_and_forgeries_get_nowhere() {
         shown.contains("agent_alice · agent") && shown.contains("client_1 · customer") && shown.contains("· system"),
         "{shown}"
     );
+    // Who wrote, by name and address, not only `client_1`.
+    let customer = shown.lines().find(|l| l.starts_with("customer ")).unwrap_or_default();
+    assert!(customer.contains("customer@example.test") && customer.ends_with("(client_1)"), "{shown}");
 
     // 5. The customer answers the resolved ticket: it reopens.
     daemon.start_in_process().await;

@@ -158,6 +158,14 @@ impl Access {
         }
     }
 
+    /// Who a ticket's `client_N` is: address, display name, their tickets.
+    pub async fn client(&self, n: u64) -> Result<Option<crate::desk::summary::ClientView>, AccessError> {
+        match self {
+            Access::Local(d) => Ok(d.client(n)?),
+            Access::Remote(r) => r.optional(&format!("/api/v1/clients/{n}")).await,
+        }
+    }
+
     pub async fn raw_mbox(&self, n: u64) -> Result<Vec<u8>, AccessError> {
         match self {
             Access::Local(d) => Ok(d.raw_mbox(n)?),

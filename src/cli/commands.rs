@@ -138,7 +138,12 @@ pub(super) async fn tickets(access: &Access, cmd: &TicketsCmd) -> anyhow::Result
             if *json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
-                print!("{}", render_ticket(&t));
+                // Who wrote is what an agent needs first: `client_3` alone says nothing.
+                let client = match crate::desk::summary::client_number(&t.client) {
+                    Some(n) => access.client(n).await?,
+                    None => None,
+                };
+                print!("{}", render_ticket(&t, client.as_ref()));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -32,7 +32,7 @@ pub(super) fn quarantine_line(q: &QuarantineView) -> String {
 
 /// A ticket for a person: everything from outside cleaned of control
 /// characters, so no mail can drive the admin's terminal.
-pub(super) fn render_ticket(t: &Ticket) -> String {
+pub(super) fn render_ticket(t: &Ticket, client: Option<&crate::desk::summary::ClientView>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let c = |x: &str| clean_line(x);
@@ -45,7 +45,19 @@ pub(super) fn render_ticket(t: &Ticket) -> String {
         t.category,
         t.assigned_to.as_deref().unwrap_or("nobody")
     );
-    let _ = writeln!(s, "client {}", t.client);
+    match client {
+        Some(cv) => match cv.name.as_deref().map(c).filter(|n| !n.is_empty()) {
+            Some(name) => {
+                let _ = writeln!(s, "customer {name} <{}> ({})", c(&cv.address), t.client);
+            }
+            None => {
+                let _ = writeln!(s, "customer {} ({})", c(&cv.address), t.client);
+            }
+        },
+        None => {
+            let _ = writeln!(s, "customer {} (address unknown)", t.client);
+        }
+    }
     if !t.participants.is_empty() {
         let _ = writeln!(s, "participants {}", c(&t.participants.join(", ")));
     }
