@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::http::{Body, HttpClient, HttpError, Reply, Trust};
@@ -51,9 +51,6 @@ pub struct Remote {
     http: HttpClient,
     token_file: std::path::PathBuf,
 }
-
-/// Retries of a tag change that met a concurrent change (409).
-const TAG_RETRIES: usize = 5;
 
 impl Access {
     /// Whether the daemon runs is decided by the store, never by whoever
@@ -574,21 +571,19 @@ impl Remote {
         }
     }
 
-    /// A PATCH. Adding or removing single tags becomes the full list the
-    /// API takes, read and written with If-Match so a concurrent change is
-    /// never overwritten (on a conflict it is read again).
+    /// A PATCH. Tags added or removed travel as changes (`tagsAdd`,
+    /// `tagsRemove`), so the rules normalise them and a concurrent edit of
+    /// other tags is never overwritten.
     async fn update(&self, http: &HttpClient, n: u64, actions: &[Action]) -> Result<Ticket, AccessError> {
         let mut patch = TicketPatch::default();
-        let mut add: Vec<String> = Vec::new();
-        let mut remove: Vec<String> = Vec::new();
         for a in actions {
             match a {
                 Action::Status(s) => patch.status = Some(*s),
                 Action::Priority(p) => patch.priority = Some(*p),
                 Action::Category(c) => patch.category = Some(*c),
                 Action::Assign(a) => patch.assigned_to = Some(a.clone()),
-                Action::Tag(t) => add.extend(t.iter().cloned()),
-                Action::Untag(t) => remove.extend(t.iter().cloned()),
+                Action::Tag(t) => patch.tags_add.get_or_insert_with(Vec::new).extend(t.iter().cloned()),
+                Action::Untag(t) => patch.tags_remove.get_or_insert_with(Vec::new).extend(t.iter().cloned()),
                 Action::SetTags(t) => patch.tags = Some(t.clone()),
                 Action::Resolution(r) => patch.resolution = Some(r.clone()),
                 Action::Reply { .. } | Action::Note { .. } | Action::System(_) | Action::BlockSender => {
@@ -597,26 +592,7 @@ impl Remote {
             }
         }
         let path = format!("/api/v1/tickets/{n}");
-        if add.is_empty() && remove.is_empty() {
-            return decode(&self.request_as(http, Method::PATCH, &path, &[], Some(Body::json(&patch))).await?);
-        }
-        let norm = |t: &str| t.trim().to_lowercase();
-        let mut last = None;
-        for _ in 0..TAG_RETRIES {
-            let current = self.request(Method::GET, &path, &[], None).await?;
-            let etag = current.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let ticket: Ticket = decode(&current)?;
-            let removed: Vec<String> = remove.iter().map(|t| norm(t)).collect();
-            let mut tags: Vec<String> = ticket.tags.into_iter().filter(|t| !removed.contains(&norm(t))).collect();
-            tags.extend(add.iter().filter(|t| !removed.contains(&norm(t))).cloned());
-            let p = TicketPatch { tags: Some(tags), ..patch.clone() };
-            let headers = [(header::IF_MATCH, etag)];
-            match self.request_as(http, Method::PATCH, &path, &headers, Some(Body::json(&p))).await {
-                Err(AccessError::Api(e)) if e.error == "conflict" => last = Some(AccessError::Api(e)),
-                r => return decode(&r?),
-            }
-        }
-        Err(last.unwrap_or_else(|| AccessError::Unsupported("the ticket kept changing".into())))
+        decode(&self.request_as(http, Method::PATCH, &path, &[], Some(Body::json(&patch))).await?)
     }
 }
 
