@@ -10,7 +10,7 @@ use crate::mail::{InboundMail, normalise_id};
 use crate::outbox::{Delivery, OutboxEntry};
 use crate::record::TicketRecord;
 use crate::store::{
-    AttachmentIndex, BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
+    AttachmentIndex, BlobKind, Cursor, Get, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
 };
 use crate::ticket::client_id;
 use crate::triage::{Decision, Effect, Outcome};
@@ -63,7 +63,7 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
         }
     }
     index_attachments(tx, &rec)?;
-    index_timers(tx, current.as_ref(), &rec);
+    index_timers(tx, current.as_ref(), &rec)?;
     rec.version += 1;
     tx.put(Table::Tickets, be(rec.number), json(&rec));
     super::summary::put(tx, &rec);
@@ -72,22 +72,72 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
 
 /// Keeps the clock's indexes (`Table::Timers`) in step with the ticket's
 /// `timers` as saved: the old keys go, the new ones come, in the same
-/// commit as the record.
-pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) {
+/// commit as the record, and only what changed is written.
+///
+/// A ticket's due time is indexed once: as the value of its wake key when
+/// the wake comes no later than the due time (a running target's warning
+/// or breach, which is nearly always), else under its own `d` key (see
+/// [`Table::Timers`]). A new ticket thus adds one index key to the commit,
+/// not two (#19: the second showed as a few per cent of ingest).
+pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) -> Result<(), StoreError> {
     let n = new.number;
-    let pairs = [
-        (old.and_then(|o| o.timers.wake), new.timers.wake, keys::wake as fn(i64, u64) -> Vec<u8>),
-        (old.and_then(|o| o.timers.due), new.timers.due, keys::due_index),
-    ];
-    for (was, is, key) in pairs {
-        if was == is {
-            continue;
+    let is = Indexed::of(new);
+    let was = match old {
+        None => Indexed::default(),
+        Some(o) => {
+            let mut was = Indexed::of(o);
+            if was == is {
+                return Ok(());
+            }
+            if let (Some(w), Some(d)) = (was.wake, was.covered) {
+                // Written before the due time rode on the wake key (or
+                // that key is missing): the due time has its own key.
+                let v = tx.get(Table::Timers, &keys::wake(w, n))?;
+                if v.as_deref().and_then(keys::timer_due).is_none() {
+                    was.covered = None;
+                    was.due = Some(d);
+                }
+            }
+            was
         }
-        if let Some(t) = was {
-            tx.delete(Table::Timers, key(t.timestamp(), n));
+    };
+    if was.wake != is.wake
+        && let Some(w) = was.wake
+    {
+        tx.delete(Table::Timers, keys::wake(w, n));
+    }
+    if (was.wake, was.covered) != (is.wake, is.covered)
+        && let Some(w) = is.wake
+    {
+        tx.put(Table::Timers, keys::wake(w, n), is.covered.map_or_else(Vec::new, keys::timer_due_value));
+    }
+    if was.due != is.due {
+        if let Some(d) = was.due {
+            tx.delete(Table::Timers, keys::due_index(d, n));
         }
-        if let Some(t) = is {
-            tx.put(Table::Timers, key(t.timestamp(), n), Vec::new());
+        if let Some(d) = is.due {
+            tx.put(Table::Timers, keys::due_index(d, n), Vec::new());
+        }
+    }
+    Ok(())
+}
+
+/// A ticket's place in the clock's indexes: its wake key, the due time
+/// that key carries (`covered`), and the due time keyed on its own.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Indexed {
+    wake: Option<i64>,
+    covered: Option<i64>,
+    due: Option<i64>,
+}
+
+impl Indexed {
+    fn of(rec: &TicketRecord) -> Indexed {
+        let wake = rec.timers.wake.map(|t| t.timestamp());
+        let due = rec.timers.due.map(|t| t.timestamp());
+        match (wake, due) {
+            (Some(w), Some(d)) if w <= d => Indexed { wake, covered: due, due: None },
+            _ => Indexed { wake, covered: None, due },
         }
     }
 }
@@ -302,4 +352,62 @@ fn count(tx: &mut Tx<'_>, key: &str, now: DateTime<Utc>) -> Result<(), StoreErro
     v.add(now);
     tx.put(Table::Acks, key.as_bytes(), json(&v));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Scan, Store};
+    use crate::triage::timers::tests::{World, at};
+
+    fn index(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store.backend().scan(Table::Timers, Scan::default()).map(|r| r.unwrap()).collect()
+    }
+
+    fn save(store: &Store, c: &crate::store::Committer, old: Option<&TicketRecord>, new: &TicketRecord) {
+        let mut tx = Tx::new(store);
+        index_timers(&mut tx, old, new).unwrap();
+        c.commit(tx.into_writes()).unwrap();
+    }
+
+    #[test]
+    fn each_due_time_is_indexed_once_and_an_older_layout_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
+        let c = store.take_committer().unwrap();
+        let new = World::new().ticket("Site is down");
+        let (wake, due) = (new.timers.wake.unwrap().timestamp(), new.timers.due.unwrap().timestamp());
+        assert!(wake <= due);
+
+        // A new ticket: one key, the wake, carrying the due time.
+        save(&store, &c, None, &new);
+        assert_eq!(index(&store), vec![(keys::wake(wake, 1), keys::timer_due_value(due))]);
+        assert_eq!(store.timers_overdue(due - 1).unwrap(), 0);
+        assert_eq!(store.timers_overdue(due).unwrap(), 1);
+
+        // Breached, waiting on a later instant: the due time gets its own key.
+        let mut breached = new.clone();
+        breached.timers.wake = Some(at(24 * 60));
+        save(&store, &c, Some(&new), &breached);
+        let later = at(24 * 60).timestamp();
+        assert_eq!(index(&store), vec![(keys::due_index(due, 1), vec![]), (keys::wake(later, 1), vec![])]);
+        assert_eq!(store.timers_overdue(due).unwrap(), 1);
+        save(&store, &c, Some(&breached), &new);
+        assert_eq!(index(&store), vec![(keys::wake(wake, 1), keys::timer_due_value(due))]);
+
+        // As an older ticketd indexed it: a `d` key for every due time.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
+        let c = store.take_committer().unwrap();
+        let mut w = crate::store::WriteSet::default();
+        w.put(Table::Timers, keys::wake(wake, 1), Vec::new());
+        w.put(Table::Timers, keys::due_index(due, 1), Vec::new());
+        c.commit(w).unwrap();
+        assert_eq!(store.timers_overdue(due).unwrap(), 1, "counted once");
+        let mut moved = new.clone();
+        moved.timers.wake = Some(at(30));
+        save(&store, &c, Some(&new), &moved);
+        assert_eq!(index(&store), vec![(keys::wake(at(30).timestamp(), 1), keys::timer_due_value(due))]);
+        assert_eq!(store.timers_overdue(due).unwrap(), 1, "still once");
+    }
 }

@@ -473,11 +473,9 @@ impl Desk {
     /// (tickets overdue, tickets the clock should have looked at by `now`
     /// and has not yet), from the clock's indexes: for the metrics.
     pub fn time_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), DeskError> {
-        use crate::store::keys::{DUE, WAKE};
-        let count = |index| -> Result<u64, DeskError> {
-            Ok(self.store.timers_until(index, now.timestamp(), usize::MAX)?.len() as u64)
-        };
-        Ok((count(DUE)?, count(WAKE)?))
+        let now = now.timestamp();
+        let overdue = self.store.timers_overdue(now)?;
+        Ok((overdue, self.store.timers_until(crate::store::keys::WAKE, now, usize::MAX)?.len() as u64))
     }
 
     /// Merges ticket `from` into ticket `into` (`triage::merge` says how,

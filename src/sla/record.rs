@@ -24,9 +24,10 @@ pub struct Timers {
     /// in the store's wake index. `None`: nothing can come due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake: Option<DateTime<Utc>>,
-    /// The earliest due instant of a target whose clock runs: its key in
-    /// the store's due index, which the queue's "overdue" and "due soon"
-    /// read.
+    /// The earliest due instant of a target whose clock runs (the queue's
+    /// "overdue" and "due soon" compare it): the store indexes it for the
+    /// overdue count, on the wake key or under its own (see the store's
+    /// `Table::Timers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<DateTime<Utc>>,
 }

@@ -143,10 +143,17 @@ pub enum Table {
     /// the entries added at run time (the config's own are not stored).
     Blocklist,
     /// The desk's clock (#19): `w` + when a ticket next needs looking at +
-    /// ticket (the wake index, read from the front by the tick), and `d` +
-    /// its earliest running due time + ticket (the queue's "overdue" and
-    /// "due soon"); values empty. Kept in step with each ticket's saved
-    /// `timers` by `desk::apply`.
+    /// ticket (the wake index, read from the front by the tick), its value
+    /// the ticket's earliest running due time when that comes no earlier
+    /// than the wake (nearly always: the wake is that target's warning or
+    /// breach), else empty; and `d` + the earliest running due time +
+    /// ticket for the other tickets with one (a breached target's ticket
+    /// waiting on a later instant), value empty. So each due time is
+    /// indexed once, and every ticket past due is under `d` or at the
+    /// front of the wake index (the "overdue" count). Kept in step with
+    /// each ticket's saved `timers` by `desk::apply`; a store from before
+    /// due times rode on wake keys has a `d` key for every due time and
+    /// empty wake values, which reads the same.
     Timers,
     /// Ticket number → its [`crate::desk::summary::TicketSummary`], kept
     /// by the writer with every save: what a queue row shows and filters
@@ -536,6 +543,17 @@ pub mod keys {
         k
     }
 
+    /// The value of a wake key that carries its ticket's due time.
+    pub fn timer_due_value(due: i64) -> Vec<u8> {
+        due.to_be_bytes().to_vec()
+    }
+
+    /// The due time a wake key's value carries, if it carries one (an
+    /// empty value: the due time, if any, has its own `d` key).
+    pub fn timer_due(v: &[u8]) -> Option<i64> {
+        Some(i64::from_be_bytes(v.try_into().ok()?))
+    }
+
     /// (instant, ticket) of a `Timers` key of either index.
     pub fn split_timer(k: &[u8]) -> Option<(i64, u64)> {
         split_due(k.get(1..)?)
@@ -757,6 +775,27 @@ impl Store {
             out.push((at, n));
         }
         Ok(out)
+    }
+
+    /// Tickets whose earliest running due time is at or before `until`:
+    /// the `d` keys up to it, and the wake keys up to it whose value
+    /// carries a due time up to it (a due time a wake key carries is never
+    /// before the wake). Reads only the indexes' fronts.
+    pub fn timers_overdue(&self, until: i64) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for index in [keys::DUE, keys::WAKE] {
+            for item in self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }) {
+                let (k, v) = item?;
+                let Some((at, _)) = keys::split_timer(&k) else { continue };
+                if at > until {
+                    break;
+                }
+                if index == keys::DUE || keys::timer_due(&v).is_some_and(|d| d <= until) {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
     }
 
     /// The earliest instant of one of the clock's indexes.
