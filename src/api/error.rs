@@ -107,7 +107,9 @@ impl From<DeskError> for ApiError {
             }
             DeskError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", message),
             DeskError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", message),
-            DeskError::NotLeader { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message),
+            DeskError::NotLeader { .. } | DeskError::Fenced(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
+            }
         }
     }
 }

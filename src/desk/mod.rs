@@ -50,6 +50,10 @@ pub enum DeskError {
     Store(String),
     #[error("the desk is stopping")]
     Stopped,
+    /// A cluster node lost the lead while the change was being committed:
+    /// the database refused it, so nothing changed; the new leader takes it.
+    #[error("this node lost the lead while committing ({0}); nothing was changed: send it again")]
+    Fenced(String),
     /// A standby of a cluster: changes go to the leader.
     #[error("{}", not_leader_text(node, leader.as_deref(), address.as_deref()))]
     NotLeader { node: String, leader: Option<String>, address: Option<String> },

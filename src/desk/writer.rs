@@ -209,7 +209,31 @@ pub(super) struct Writer {
     changes: tokio::sync::broadcast::Sender<super::Changes>,
 }
 
-pub(super) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Option<&Failed>) + Send>;
+
+/// Why a group commit failed, as each of its jobs is told.
+pub(super) struct Failed {
+    text: String,
+    /// The database refused it: another node leads now (a cluster).
+    fenced: Option<String>,
+}
+
+impl Failed {
+    fn of(e: &StoreError) -> Failed {
+        let fenced = match e {
+            StoreError::Fenced(why) => Some(why.clone()),
+            _ => None,
+        };
+        Failed { text: e.to_string(), fenced }
+    }
+
+    pub(super) fn desk_error(&self) -> DeskError {
+        match &self.fenced {
+            Some(why) => DeskError::Fenced(why.clone()),
+            None => DeskError::Store(self.text.clone()),
+        }
+    }
+}
 
 /// Change notices kept for subscribers that fall behind; one further back
 /// is told it lagged and re-reads everything.
@@ -372,7 +396,7 @@ impl Writer {
                 Job::EndRun { reply } => {
                     tx.delete(Table::Meta, keys::RUNNING);
                     finish.push(Box::new(move |err| {
-                        let _ = reply.send(err.map_or(Ok(()), |e| Err(DeskError::Store(e.to_owned()))));
+                        let _ = reply.send(err.map_or(Ok(()), |e| Err(e.desk_error())));
                     }));
                     stop = true;
                 }
@@ -425,9 +449,9 @@ impl Writer {
             Ok(()) => self.commit_succeeded(),
             Err(e) => self.commit_failed(e),
         }
-        let err = r.err().map(|e| e.to_string());
+        let err = r.err().map(|e| Failed::of(&e));
         for f in finish {
-            f(err.as_deref());
+            f(err.as_ref());
         }
         self.wake_sender();
         err.is_none()
@@ -474,7 +498,7 @@ impl Writer {
         fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, DeskError>>, r: Result<T, DeskError>) -> Finish {
             Box::new(move |err| {
                 let _ = reply.send(match err {
-                    Some(e) => Err(DeskError::Store(e.to_owned())),
+                    Some(e) => Err(e.desk_error()),
                     None => r,
                 });
             })
@@ -501,7 +525,7 @@ impl Writer {
                 let health = self.health.clone();
                 Box::new(move |err| {
                     let r = match err {
-                        Some(e) => BatchResult { done: Vec::new(), error: Some(e.to_owned()) },
+                        Some(e) => BatchResult { done: Vec::new(), error: Some(e.text.clone()) },
                         None => {
                             let secs = fetched.elapsed().as_secs_f64();
                             for _ in &done_uids {
@@ -889,6 +913,7 @@ impl From<StoreError> for DeskError {
                 warn!(what, "a stale write was refused");
                 DeskError::Store(format!("stale write refused: {what}"))
             }
+            StoreError::Fenced(why) => DeskError::Fenced(why),
             e => DeskError::Store(e.to_string()),
         }
     }
