@@ -521,9 +521,7 @@ pub async fn get_quarantine(State(st): State<AppState>, id: Result<Path<String>,
     let n = entry_number(id, "quarantine entry")?;
     let found = blocking(&st, move |d| d.quarantine_entry(n)).await?;
     let (entry, raw) = found.ok_or_else(|| ApiError::not_found(format!("no quarantine entry {n}")).field("id"))?;
-    use base64::Engine as _;
-    let raw_base64 = base64::engine::general_purpose::STANDARD.encode(raw);
-    Ok(json(StatusCode::OK, &QuarantineDetail { entry, raw_base64 }))
+    Ok(json(StatusCode::OK, &QuarantineDetail::new(entry, &raw)))
 }
 
 pub async fn retry_quarantine(
@@ -813,9 +811,7 @@ pub async fn get_spam(State(st): State<AppState>, id: Result<Path<String>, PathR
     let n = entry_number(id, "spam entry")?;
     let found = blocking(&st, move |d| d.spam_entry(n)).await?;
     let (entry, raw) = found.ok_or_else(|| ApiError::not_found(format!("no spam entry {n}")).field("id"))?;
-    use base64::Engine as _;
-    let raw_base64 = base64::engine::general_purpose::STANDARD.encode(raw);
-    Ok(json(StatusCode::OK, &crate::desk::spam::SpamDetail { entry, raw_base64 }))
+    Ok(json(StatusCode::OK, &wire::SpamDetail::new(entry, &raw)))
 }
 
 pub async fn release_spam(

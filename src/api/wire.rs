@@ -91,14 +91,31 @@ pub struct Entries<T> {
     pub entries: Vec<T>,
 }
 
-/// One quarantine entry and the raw mail it holds (base64: mail need not
-/// be UTF-8).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuarantineDetail {
+/// A list entry with the raw mail it holds (base64: mail need not be
+/// UTF-8): a quarantine entry, a held spam mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithRaw<T> {
     #[serde(flatten)]
-    pub entry: QuarantineView,
+    pub entry: T,
     pub raw_base64: String,
 }
+
+impl<T> WithRaw<T> {
+    pub fn new(entry: T, raw: &[u8]) -> WithRaw<T> {
+        use base64::Engine as _;
+        WithRaw { entry, raw_base64: base64::engine::general_purpose::STANDARD.encode(raw) }
+    }
+
+    /// The entry and the raw bytes, or why the base64 does not decode.
+    pub fn into_parts(self) -> Result<(T, Vec<u8>), base64::DecodeError> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(self.raw_base64.as_bytes())?;
+        Ok((self.entry, raw))
+    }
+}
+
+pub type QuarantineDetail = WithRaw<QuarantineView>;
+pub type SpamDetail = WithRaw<crate::desk::spam::SpamView>;
 
 /// Text from a request: no control characters (in `multiline` text, tab
 /// and line breaks are fine), no direction overrides, bounded length.

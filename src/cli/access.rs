@@ -17,9 +17,11 @@ use super::http::{Body, HttpClient, HttpError, Reply, Trust};
 use crate::api::auth::read_token;
 use crate::api::error::ErrorBody;
 use crate::api::wire::BlockRequest;
-use crate::api::wire::{Entries, MergeBody, QuarantineDetail, TextBody, TicketPatch, ticket_query_string};
+use crate::api::wire::{
+    Entries, MergeBody, QuarantineDetail, SpamDetail, TextBody, TicketPatch, WithRaw, ticket_query_string,
+};
 use crate::config::{ApiConfig, Config, Listen};
-use crate::desk::spam::{BlockChanged, BlockView, Blocklist, SpamDetail, SpamList, SpamView};
+use crate::desk::spam::{BlockChanged, BlockView, Blocklist, SpamList, SpamView};
 use crate::desk::views::{OutboxView, QuarantineView, TicketPage, TicketQuery};
 use crate::desk::{ActorRef, Desk, DeskError, OpenError, RetryOutcome, Upload};
 use crate::spam::BlockEntry;
@@ -266,14 +268,8 @@ impl Access {
         match self {
             Access::Local(d) => Ok(d.quarantine_entry(id)?),
             Access::Remote(r) => {
-                let Some(d) = r.optional::<QuarantineDetail>(&format!("/api/v1/quarantine/{id}")).await? else {
-                    return Ok(None);
-                };
-                use base64::Engine as _;
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(d.raw_base64.as_bytes())
-                    .map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))?;
-                Ok(Some((d.entry, raw)))
+                let d = r.optional::<QuarantineDetail>(&format!("/api/v1/quarantine/{id}")).await?;
+                d.map(with_raw).transpose()
             }
         }
     }
@@ -296,14 +292,8 @@ impl Access {
         match self {
             Access::Local(d) => Ok(d.spam_entry(id)?),
             Access::Remote(r) => {
-                let Some(d) = r.optional::<SpamDetail>(&format!("/api/v1/spam/{id}")).await? else {
-                    return Ok(None);
-                };
-                use base64::Engine as _;
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(d.raw_base64.as_bytes())
-                    .map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))?;
-                Ok(Some((d.entry, raw)))
+                let d = r.optional::<SpamDetail>(&format!("/api/v1/spam/{id}")).await?;
+                d.map(with_raw).transpose()
             }
         }
     }
@@ -594,6 +584,11 @@ impl Remote {
         let path = format!("/api/v1/tickets/{n}");
         decode(&self.request_as(http, Method::PATCH, &path, &[], Some(Body::json(&patch))).await?)
     }
+}
+
+/// An entry the API sent with its raw mail.
+fn with_raw<T>(d: WithRaw<T>) -> Result<(T, Vec<u8>), AccessError> {
+    d.into_parts().map_err(|e| AccessError::Unsupported(format!("the API sent a bad raw_base64: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, AccessError> {

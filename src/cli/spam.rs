@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use super::access::Access;
 use super::args::{BlockCmd, SpamCmd};
 use super::{fail, outcome};
+use crate::api::wire::SpamDetail;
 use crate::desk::RetryOutcome;
-use crate::desk::spam::{BlockView, SpamDetail, SpamView};
+use crate::desk::spam::{BlockView, SpamView};
 use crate::spam::BlockEntry;
 use crate::text::{clean_line, clean_text};
 
@@ -59,9 +60,7 @@ pub(super) async fn spam(access: &Access, cmd: &SpamCmd) -> anyhow::Result<ExitC
                 return fail(format!("no spam entry {id}"));
             };
             if *json {
-                use base64::Engine as _;
-                let raw_base64 = base64::engine::general_purpose::STANDARD.encode(&raw);
-                println!("{}", serde_json::to_string_pretty(&SpamDetail { entry: v, raw_base64 })?);
+                println!("{}", serde_json::to_string_pretty(&SpamDetail::new(v, &raw))?);
                 return Ok(ExitCode::SUCCESS);
             }
             let score = v.score.map(|s| s.to_string()).unwrap_or_else(|| "-".into());

@@ -1147,6 +1147,17 @@ pub async fn quarantine_entry(
     html(StatusCode::OK, &p.c.nonce.clone(), p.render_page())
 }
 
+/// The `done=` code of a mail taken in again (a quarantine retry, a spam
+/// release): where it went.
+fn outcome_code(verb: &str, o: RetryOutcome) -> String {
+    match o {
+        RetryOutcome::Ingested { ticket: Some(t) } => format!("{verb}-{t}"),
+        RetryOutcome::Ingested { ticket: None } => verb.to_owned(),
+        RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
+        RetryOutcome::Held { id, .. } => format!("held-{id}"),
+    }
+}
+
 pub async fn quarantine_retry(
     State(c): State<Console>,
     AdminUser(user): AdminUser,
@@ -1157,12 +1168,7 @@ pub async fn quarantine_retry(
         return bad_token();
     }
     let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().quarantine_retry(id, user.actor()).await.map(|o| match o {
-        RetryOutcome::Ingested { ticket: Some(t) } => format!("retried-{t}"),
-        RetryOutcome::Ingested { ticket: None } => "retried".into(),
-        RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
-        RetryOutcome::Held { id, .. } => format!("held-{id}"),
-    });
+    let r = c.desk().quarantine_retry(id, user.actor()).await.map(|o| outcome_code("retried", o));
     admin_done(&c, &user, r).await
 }
 
@@ -1262,12 +1268,7 @@ pub async fn spam_release(
         return bad_token();
     }
     let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().spam_release(id, user.actor()).await.map(|o| match o {
-        RetryOutcome::Ingested { ticket: Some(t) } => format!("released-{t}"),
-        RetryOutcome::Ingested { ticket: None } => "released".into(),
-        RetryOutcome::Quarantined { id, .. } => format!("requarantined-{id}"),
-        RetryOutcome::Held { id, .. } => format!("held-{id}"),
-    });
+    let r = c.desk().spam_release(id, user.actor()).await.map(|o| outcome_code("released", o));
     admin_done(&c, &user, r).await
 }
 

@@ -285,14 +285,6 @@ impl From<&SpamEntry> for SpamView {
     }
 }
 
-/// One held mail and its raw bytes (base64: mail need not be UTF-8).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpamDetail {
-    #[serde(flatten)]
-    pub entry: SpamView,
-    pub raw_base64: String,
-}
-
 /// A list of held mail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpamList {
