@@ -126,14 +126,8 @@ EOF
 
 random_secret() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 
-# True while pid $1 exists and is not a zombie (PID 1 may not reap here).
-alive() {
-    local stat
-    [[ -n ${1:-} ]] || return 1
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
+# shellcheck source=scripts/lab-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-common.sh"
 
 running() {
     [[ -f $DIR/data/postmaster.pid ]] || return 1
