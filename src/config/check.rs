@@ -702,8 +702,8 @@ fn attachments(c: &mut Checker<'_>, raw: RawAttachments, api: Option<&ApiConfig>
 /// `[spam]`: see `crate::spam` and `docs/spam-borders.md`.
 fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::SpamConfig {
     use crate::spam::{BlockList, Border, Placement, RspamdConfig, SpamConfig, check_placement, check_threshold};
-    let border = c.spam_vocab("spam.border", s.border, DEFAULT_SPAM_BORDER);
-    let placement = c.spam_vocab("spam.placement", s.placement, DEFAULT_SPAM_PLACEMENT);
+    let border = c.vocab("spam.border", s.border, DEFAULT_SPAM_BORDER);
+    let placement = c.vocab("spam.placement", s.placement, DEFAULT_SPAM_PLACEMENT);
     if let Err(why) = check_placement(border, placement) {
         c.err("spam.placement", why);
     }
@@ -747,7 +747,7 @@ fn spam(c: &mut Checker<'_>, s: RawSpam, desk: &DeskConfig) -> crate::spam::Spam
             }
         }
     });
-    let unreachable = c.spam_vocab("spam.unreachable", s.unreachable, DEFAULT_SPAM_UNREACHABLE);
+    let unreachable = c.vocab("spam.unreachable", s.unreachable, DEFAULT_SPAM_UNREACHABLE);
     let retention_days = c.get("spam.retention_days", s.retention_days).unwrap_or(DEFAULT_SPAM_RETENTION_DAYS);
     let block = match c.get("spam.block", s.block) {
         None => BlockList::default(),
@@ -837,29 +837,9 @@ impl Checker<'_> {
         }
     }
 
-    fn vocab<T: std::str::FromStr<Err = crate::ticket::VocabError>>(
-        &mut self,
-        path: &str,
-        value: L<String>,
-        default: T,
-    ) -> T {
-        match self.get(path, value).map(|v| v.parse()) {
-            None => default,
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                self.err(path, e.to_string());
-                default
-            }
-        }
-    }
-
-    /// One of `[spam]`'s words (`border`, `placement`, `unreachable`).
-    fn spam_vocab<T: std::str::FromStr<Err = crate::spam::VocabError>>(
-        &mut self,
-        path: &str,
-        value: L<String>,
-        default: T,
-    ) -> T {
+    /// A word of a vocabulary (the ticket's, `[spam]`'s): its own parser
+    /// says what is wrong.
+    fn vocab<T: std::str::FromStr<Err: std::fmt::Display>>(&mut self, path: &str, value: L<String>, default: T) -> T {
         match self.get(path, value).map(|v| v.parse()) {
             None => default,
             Some(Ok(v)) => v,
