@@ -3,14 +3,16 @@
 //! where the clock's cost lands):
 //!
 //! - ingest throughput of N new-ticket mails (batches of 50, as the IMAP
-//!   worker hands them over) into a desk without response targets, and
-//!   into one where every priority has targets, every lifecycle timer is
-//!   on and the clock ticks every 100 ms meanwhile: both desks open at
-//!   once, their batches interleaved (which goes first alternating) and
-//!   each side timed over its own batches, so both see the same load of
-//!   this shared machine (one desk after the other, whole rounds apart,
-//!   differed by up to 15% with the same config on both); per-round ratios
-//!   and medians;
+//!   worker hands them over) into two desks without response targets (the
+//!   second a control: what noise alone makes of a ratio), one where every
+//!   priority has targets and every lifecycle timer is on, and one like it
+//!   whose clock ticks every 100 ms meanwhile (the default is 30 s): all
+//!   open at once, their batches interleaved (which goes first rotating),
+//!   each timed over its own batches, so all see the same load of this
+//!   shared machine (one desk after the other, whole rounds apart,
+//!   differed by up to 15% with the same config on both). The ratio to the
+//!   first desk is the median over batches of the paired batch times, per
+//!   round: robust to a burst of load that hits a few batches of one side;
 //! - with N open tickets with targets: a tick when nothing is due (the
 //!   common case: one look at the front of the wake index), a tick with
 //!   `PER_TICK` tickets due (each a breach notice to every agent), the
@@ -69,20 +71,29 @@ fn mail(i: usize) -> Vec<u8> {
 }
 
 /// Ingests the same `n` new-ticket mails into each desk, in batches of
-/// 50, one desk's batch then the other's (which goes first alternating);
-/// returns each desk's msg/s over the time its own batches took.
-async fn ingest(desks: [&Desk; 2], n: usize) -> [f64; 2] {
-    let mut spent = [Duration::ZERO; 2];
+/// 50, each desk's batch in turn (which goes first rotating). Returns each
+/// desk's msg/s over the time its own batches took, and each batch's time.
+async fn ingest(desks: &[&Desk], n: usize) -> (Vec<f64>, Vec<Vec<Duration>>) {
+    let mut spent = vec![Vec::new(); desks.len()];
     for (b, chunk) in (0..n).collect::<Vec<_>>().chunks(50).enumerate() {
-        for side in if b % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for k in 0..desks.len() {
+            let side = (b + k) % desks.len();
             let items = chunk.iter().map(|&i| Item::Mail { uid: i as u32 + 1, raw: mail(i) }).collect::<Vec<_>>();
             let t = Instant::now();
             let r = desks[side].ingest("support", 1, items).await;
-            spent[side] += t.elapsed();
+            spent[side].push(t.elapsed());
             assert!(r.error.is_none(), "batch {b}: {:?}", r.error);
         }
     }
-    spent.map(|s| n as f64 / s.as_secs_f64())
+    let rates = spent.iter().map(|s| n as f64 / s.iter().sum::<Duration>().as_secs_f64()).collect();
+    (rates, spent)
+}
+
+/// The median over batches of desk `a`'s batch time over desk `b`'s for
+/// the same mails, taken moments apart: a rate (msg/s) ratio, robust to a
+/// burst of load that hits a few batches of one side.
+fn paired(spent: &[Vec<Duration>], a: usize, b: usize) -> f64 {
+    median(spent[b].iter().zip(&spent[a]).map(|(tb, ta)| tb.as_secs_f64() / ta.as_secs_f64()).collect())
 }
 
 /// Of an even count, the mean of the two middle values (of two rounds the
@@ -112,42 +123,56 @@ async fn main() {
     let runs: usize =
         std::env::var("TICKETD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 2 } else { 1 });
 
-    // Ingest, interleaved: without targets, and with targets and a ticking clock.
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    let mut ratios = Vec::new();
+    // Ingest, interleaved, four desks: without targets (twice: two
+    // identical desks show what this machine's noise alone makes of a
+    // ratio), with targets and the clock at its default (30 s: it does not
+    // tick during a round), and with targets and a tick every 100 ms.
+    let sides = [
+        "no response targets",
+        "the same again (control)",
+        "targets, clock at its default",
+        "targets, clock every 100 ms",
+    ];
+    let mut rates = vec![Vec::new(); sides.len()];
+    let mut ratios = vec![Vec::new(); sides.len()];
     let mut kept = None;
     for r in 0..runs {
-        let plain_dir = tempfile::tempdir().unwrap();
-        let plain = start(config(plain_dir.path(), "", ""));
-        let dir = tempfile::tempdir().unwrap();
-        let desk = start(config(dir.path(), TIMERS, TARGETS));
+        let dirs: Vec<_> = (0..sides.len()).map(|_| tempfile::tempdir().unwrap()).collect();
+        let desks: Vec<Desk> = dirs
+            .iter()
+            .enumerate()
+            .map(
+                |(i, d)| if i < 2 { start(config(d.path(), "", "")) } else { start(config(d.path(), TIMERS, TARGETS)) },
+            )
+            .collect();
         let clock = {
-            let desk = desk.clone();
+            let desk = desks[3].clone();
             tokio::spawn(async move {
-                let mut ticks = 0u64;
                 loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     if desk.tick(Utc::now()).await.is_err() {
-                        return ticks;
+                        return;
                     }
-                    ticks += 1;
                 }
             })
         };
-        let [plain_rate, rate] = ingest([&plain, &desk], n).await;
+        let (rate, spent) = ingest(&desks.iter().collect::<Vec<_>>(), n).await;
         clock.abort();
-        plain.end_run().await.unwrap();
-        drop((plain, plain_dir));
-        without.push(plain_rate);
-        with.push(rate);
-        ratios.push(rate / plain_rate);
-        eprintln!(
-            "round {}: without targets {plain_rate:.0} msg/s, with targets and the clock {rate:.0} msg/s ({:.3})",
-            r + 1,
-            rate / plain_rate
-        );
-        kept = Some((dir, desk));
+        let mut line = format!("round {}:", r + 1);
+        for (i, side) in sides.iter().enumerate() {
+            let ratio = paired(&spent, i, 0);
+            line += &format!(" {side} {:.0} msg/s ({ratio:.3});", rate[i]);
+            rates[i].push(rate[i]);
+            ratios[i].push(ratio);
+        }
+        eprintln!("{line}");
+        let mut desks = desks.into_iter();
+        for d in desks.by_ref().take(3) {
+            d.end_run().await.unwrap();
+        }
+        let mut dirs = dirs.into_iter();
+        drop(dirs.by_ref().take(3).collect::<Vec<_>>());
+        kept = Some((dirs.next().unwrap(), desks.next().unwrap()));
     }
     let (dir, desk) = kept.unwrap();
     let first = desk.ticket(1).unwrap().unwrap();
@@ -199,18 +224,19 @@ async fn main() {
     desk.end_run().await.unwrap();
 
     println!();
-    println!("| ingest, {n} new-ticket mails | msg/s (median of {runs}) |");
-    println!("|---|---|");
-    println!("| no response targets | {:.0} |", median(without.clone()));
+    let list = |v: &[f64]| v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ");
     println!(
-        "| targets for every priority, lifecycle timers on, clock ticking every 100 ms | {:.0} |",
-        median(with.clone())
+        "| ingest, {n} new-ticket mails (median of {runs} rounds) | msg/s | vs no targets, median over batches, per round |"
     );
-    println!(
-        "| ratio with / without, per round | {} (median {:.3}) |",
-        ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", "),
-        median(ratios.clone())
-    );
+    println!("|---|---|---|");
+    for (i, side) in sides.iter().enumerate() {
+        let vs = if i == 0 {
+            "1".to_owned()
+        } else {
+            format!("{} (median {:.3})", list(&ratios[i]), median(ratios[i].clone()))
+        };
+        println!("| {side} | {:.0} | {vs} |", median(rates[i].clone()));
+    }
     println!();
     println!("| the clock, {open} open tickets with targets | value |");
     println!("|---|---|");

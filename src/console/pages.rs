@@ -104,6 +104,21 @@ pub fn due_view(now: DateTime<Utc>, due: DateTime<Utc>) -> views::DueView {
     views::DueView { when: stamp(due), iso: crate::ticket::rfc3339::format(&due), rel, state }
 }
 
+/// A ticket's due time as its page shows it: while the ticket is not at
+/// work its clocks stand still (the due time moves later when it is back),
+/// so it is neither overdue nor soon.
+fn stopped_due_view(now: DateTime<Utc>, due: DateTime<Utc>, status: Status) -> views::DueView {
+    match status {
+        Status::Open | Status::InProgress => due_view(now, due),
+        Status::Pending | Status::Resolved | Status::Closed => views::DueView {
+            when: stamp(due),
+            iso: crate::ticket::rfc3339::format(&due),
+            rel: format!("paused while {}", status_label(status)),
+            state: "paused",
+        },
+    }
+}
+
 fn size(n: u64) -> String {
     match n {
         0..1024 => format!("{n} B"),
@@ -532,8 +547,8 @@ fn render_ticket(
         entries,
         files,
         presence: c.presence.marks(rec.number, user.label()),
-        first_response_due: t.first_response_due.map(|d| due_view(now, d)),
-        resolution_due: t.resolution_due.map(|d| due_view(now, d)),
+        first_response_due: t.first_response_due.map(|d| stopped_due_view(now, d, t.status)),
+        resolution_due: t.resolution_due.map(|d| stopped_due_view(now, d, t.status)),
         merged_into: rec.merged_into,
         idem_merge: idem(),
         assigned_to_me: user.agent.is_some() && t.assigned_to == user.agent,

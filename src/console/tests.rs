@@ -657,6 +657,15 @@ async fn due_times_show_and_the_queue_filters_them_as_the_api_does() {
     assert!(t.contains("First response due <time") && t.contains("Resolution due <time"), "{t}");
     let t2 = w.get("/desk/tickets/2", Some(&cookie)).await.body;
     assert!(!t2.contains("First response due"), "no target for low priority");
+
+    // Pending, the clocks stand still: the page says so, not "in 59 min".
+    w.desk
+        .act(1, crate::desk::ActorRef::Admin, vec![Action::Status(crate::ticket::Status::Pending)], vec![], None)
+        .await
+        .unwrap();
+    let t = w.get("/desk/tickets/1", Some(&cookie)).await.body;
+    assert!(t.contains("class=\"due due-paused\"") && t.contains("(paused while pending)"), "{t}");
+    assert!(!t.contains("due-soon"), "{t}");
 }
 
 #[tokio::test]

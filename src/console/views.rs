@@ -160,9 +160,9 @@ pub struct DueView {
     /// "2026-12-07 10:30 UTC".
     pub when: String,
     pub iso: String,
-    /// "overdue 2 h 5 min", "in 40 min".
+    /// "overdue 2 h 5 min", "in 40 min", "paused while pending".
     pub rel: String,
-    /// `overdue`, `soon` or `later`.
+    /// `overdue`, `soon`, `later` or `paused`.
     pub state: &'static str,
 }
 

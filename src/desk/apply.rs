@@ -10,7 +10,7 @@ use crate::mail::{InboundMail, normalise_id};
 use crate::outbox::{Delivery, OutboxEntry};
 use crate::record::TicketRecord;
 use crate::store::{
-    AttachmentIndex, BlobKind, Cursor, Get, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
+    AttachmentIndex, BlobKind, Cursor, IngestRecord, QuarantineEntry, Records, StoreError, Table, be, json, keys,
 };
 use crate::ticket::client_id;
 use crate::triage::{Decision, Effect, Outcome};
@@ -71,75 +71,61 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
 }
 
 /// Keeps the clock's indexes (`Table::Timers`) in step with the ticket's
-/// `timers` as saved: the old keys go, the new ones come, in the same
-/// commit as the record, and only what changed is written.
+/// `timers` as saved, in the same commit as the record, writing only what
+/// changed.
 ///
-/// A ticket's due time is indexed once: as the value of its wake key when
-/// the wake comes no later than the due time (a running target's warning
-/// or breach, which is nearly always), else under its own `d` key (see
-/// [`Table::Timers`]). A new ticket thus adds one index key to the commit,
-/// not two (#19: the second showed as a few per cent of ingest).
+/// A new wake instant is filed in the commit's wake bucket ([`Tx::wake`]);
+/// the old one is left to go stale (the clock reads the record and drops
+/// it). A due time gets a key of its own under `d` only while no wake comes
+/// before it (a breached target's ticket waiting on a later instant): a
+/// ticket whose wake comes first is found by the clock, and counted as
+/// overdue, through its wake. So a new ticket adds nothing but its entry in
+/// a bucket the whole commit shares (#19: a key per ticket showed as ~3%
+/// of ingest).
 pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) -> Result<(), StoreError> {
     let n = new.number;
     let is = Indexed::of(new);
-    let was = match old {
-        None => Indexed::default(),
-        Some(o) => {
-            let mut was = Indexed::of(o);
-            if was == is {
-                return Ok(());
-            }
-            if let (Some(w), Some(d)) = (was.wake, was.covered) {
-                // Written before the due time rode on the wake key (or
-                // that key is missing): the due time has its own key.
-                let v = tx.get(Table::Timers, &keys::wake(w, n))?;
-                if v.as_deref().and_then(keys::timer_due).is_none() {
-                    was.covered = None;
-                    was.due = Some(d);
-                }
-            }
-            was
-        }
-    };
-    if was.wake != is.wake
-        && let Some(w) = was.wake
+    let was = old.map(Indexed::of).unwrap_or_default();
+    if let Some(w) = is.wake
+        && was.wake != is.wake
     {
-        tx.delete(Table::Timers, keys::wake(w, n));
+        tx.wake(w, n);
     }
-    if (was.wake, was.covered) != (is.wake, is.covered)
-        && let Some(w) = is.wake
-    {
-        tx.put(Table::Timers, keys::wake(w, n), is.covered.map_or_else(Vec::new, keys::timer_due_value));
-    }
-    if was.due != is.due {
+    if was.due != is.due || was.covered != is.covered {
+        // Deleted even when it was covered: a store from before wake keys
+        // carried due times has a `d` key for every due time.
         if let Some(d) = was.due {
             tx.delete(Table::Timers, keys::due_index(d, n));
         }
-        if let Some(d) = is.due {
+        if let (Some(d), false) = (is.due, is.covered) {
             tx.put(Table::Timers, keys::due_index(d, n), Vec::new());
         }
     }
     Ok(())
 }
 
-/// A ticket's place in the clock's indexes: its wake key, the due time
-/// that key carries (`covered`), and the due time keyed on its own.
+/// A ticket's place in the clock's indexes: its wake instant, its earliest
+/// running due time, and whether the wake comes no later than that
+/// (`covered`: no `d` key).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Indexed {
     wake: Option<i64>,
-    covered: Option<i64>,
     due: Option<i64>,
+    covered: bool,
 }
 
 impl Indexed {
     fn of(rec: &TicketRecord) -> Indexed {
         let wake = rec.timers.wake.map(|t| t.timestamp());
         let due = rec.timers.due.map(|t| t.timestamp());
-        match (wake, due) {
-            (Some(w), Some(d)) if w <= d => Indexed { wake, covered: due, due: None },
-            _ => Indexed { wake, covered: None, due },
-        }
+        Indexed { wake, due, covered: covered(wake, due) }
     }
+}
+
+/// Whether a ticket with this wake and due time is found through its wake
+/// (no `d` key): the wake comes no later than the due time.
+pub fn covered(wake: Option<i64>, due: Option<i64>) -> bool {
+    matches!((wake, due), (Some(w), Some(d)) if w <= d)
 }
 
 /// Records every attachment of `rec` the download index does not know yet.
@@ -370,8 +356,20 @@ mod tests {
         c.commit(tx.into_writes()).unwrap();
     }
 
+    /// The wake index as the clock reads it: every entry of every bucket.
+    fn wakes(store: &Store) -> Vec<(i64, u64)> {
+        let mut all: Vec<_> =
+            store.wake_buckets(i64::MAX, usize::MAX).unwrap().into_iter().flat_map(|(_, e)| e).collect();
+        all.sort_unstable();
+        all
+    }
+
+    fn dues(store: &Store) -> Vec<Vec<u8>> {
+        index(store).into_iter().filter(|(k, _)| k[0] == keys::DUE).map(|(k, _)| k).collect()
+    }
+
     #[test]
-    fn each_due_time_is_indexed_once_and_an_older_layout_reads_the_same() {
+    fn a_commit_files_its_wakes_in_one_bucket_and_a_due_time_is_keyed_only_when_no_wake_comes_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
         let c = store.take_committer().unwrap();
@@ -379,35 +377,71 @@ mod tests {
         let (wake, due) = (new.timers.wake.unwrap().timestamp(), new.timers.due.unwrap().timestamp());
         assert!(wake <= due);
 
-        // A new ticket: one key, the wake, carrying the due time.
-        save(&store, &c, None, &new);
-        assert_eq!(index(&store), vec![(keys::wake(wake, 1), keys::timer_due_value(due))]);
-        assert_eq!(store.timers_overdue(due - 1).unwrap(), 0);
-        assert_eq!(store.timers_overdue(due).unwrap(), 1);
+        // Three new tickets in one commit: one key, no `d` key.
+        let mut tx = Tx::new(&store);
+        for n in 1..=3 {
+            index_timers(&mut tx, None, &TicketRecord { number: n, ..new.clone() }).unwrap();
+        }
+        // A part of the commit rolled back takes its wakes with it.
+        let sp = tx.savepoint();
+        index_timers(&mut tx, None, &TicketRecord { number: 4, ..new.clone() }).unwrap();
+        tx.rollback(sp);
+        c.commit(tx.into_writes()).unwrap();
+        assert_eq!(index(&store).len(), 1, "{:?}", index(&store));
+        assert_eq!(wakes(&store), vec![(wake, 1), (wake, 2), (wake, 3)]);
+        assert_eq!(store.first_timer(keys::WAKE).unwrap(), Some(wake));
 
-        // Breached, waiting on a later instant: the due time gets its own key.
+        // Breached, waiting on a later instant: a new entry, and the due
+        // time its own key; the old entry stays (stale: the clock drops it).
         let mut breached = new.clone();
         breached.timers.wake = Some(at(24 * 60));
         save(&store, &c, Some(&new), &breached);
         let later = at(24 * 60).timestamp();
-        assert_eq!(index(&store), vec![(keys::due_index(due, 1), vec![]), (keys::wake(later, 1), vec![])]);
-        assert_eq!(store.timers_overdue(due).unwrap(), 1);
-        save(&store, &c, Some(&breached), &new);
-        assert_eq!(index(&store), vec![(keys::wake(wake, 1), keys::timer_due_value(due))]);
+        assert_eq!(wakes(&store), vec![(wake, 1), (wake, 2), (wake, 3), (later, 1)]);
+        assert_eq!(dues(&store), vec![keys::due_index(due, 1)]);
+        assert_eq!(store.dues_until(due).unwrap(), vec![1]);
+        assert_eq!(store.dues_until(due - 1).unwrap(), Vec::<u64>::new());
 
-        // As an older ticketd indexed it: a `d` key for every due time.
+        // Covered again: the `d` key goes. A save that moves nothing writes
+        // nothing.
+        save(&store, &c, Some(&breached), &new);
+        assert!(dues(&store).is_empty());
+        let before = index(&store);
+        let mut tx = Tx::new(&store);
+        index_timers(&mut tx, Some(&new), &new).unwrap();
+        assert!(tx.is_empty());
+        assert_eq!(index(&store), before);
+    }
+
+    #[test]
+    fn wake_keys_of_one_ticket_each_as_written_before_buckets_read_as_one_entry_buckets() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
         let c = store.take_committer().unwrap();
+        let new = World::new().ticket("Site is down");
+        let (wake, due) = (new.timers.wake.unwrap().timestamp(), new.timers.due.unwrap().timestamp());
+        let old = |at: i64, n: u64| {
+            let mut k = vec![keys::WAKE];
+            k.extend_from_slice(&keys::due(at, n));
+            k
+        };
         let mut w = crate::store::WriteSet::default();
-        w.put(Table::Timers, keys::wake(wake, 1), Vec::new());
-        w.put(Table::Timers, keys::due_index(due, 1), Vec::new());
+        // Its value carried the due time, or was empty beside a `d` key.
+        w.put(Table::Timers, old(wake, 1), due.to_be_bytes().to_vec());
+        w.put(Table::Timers, old(wake, 2), Vec::new());
+        w.put(Table::Timers, keys::due_index(due, 2), Vec::new());
         c.commit(w).unwrap();
-        assert_eq!(store.timers_overdue(due).unwrap(), 1, "counted once");
-        let mut moved = new.clone();
+        assert_eq!(wakes(&store), vec![(wake, 1), (wake, 2)]);
+        assert_eq!(store.wake_buckets(wake, 1).unwrap().len(), 1, "stops once the limit is reached");
+
+        // Ticket 2's due time moves on: its old `d` key goes although it
+        // was covered. (Until then it names the ticket's real due time, so
+        // it counts what the wake entry would: the count is of tickets.)
+        let mut moved = TicketRecord { number: 2, ..new.clone() };
         moved.timers.wake = Some(at(30));
-        save(&store, &c, Some(&new), &moved);
-        assert_eq!(index(&store), vec![(keys::wake(at(30).timestamp(), 1), keys::timer_due_value(due))]);
-        assert_eq!(store.timers_overdue(due).unwrap(), 1, "still once");
+        moved.timers.due = Some(at(48 * 60));
+        save(&store, &c, Some(&TicketRecord { number: 2, ..new.clone() }), &moved);
+        assert!(dues(&store).is_empty());
+        assert_eq!(wakes(&store), vec![(at(30).timestamp(), 2), (wake, 1), (wake, 2)]);
     }
 }

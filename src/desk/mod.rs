@@ -33,7 +33,7 @@ use crate::health::Health;
 pub use crate::outbox::Delivery;
 use crate::outbox::templates::Templates;
 use crate::record::TicketRecord;
-use crate::store::{Store, StoreError, WriteSet};
+use crate::store::{Records, Store, StoreError, WriteSet};
 use crate::triage::act::{ActError, Action};
 pub use ingest::{BatchResult, Item, Mode};
 pub use writer::{ActorRef, RetryOutcome};
@@ -476,10 +476,30 @@ impl Desk {
 
     /// (tickets overdue, tickets the clock should have looked at by `now`
     /// and has not yet), from the clock's indexes: for the metrics.
+    ///
+    /// Overdue: the `d` keys up to `now`, and the tickets the clock has yet
+    /// to look at whose wake came no later than a due time up to `now`.
+    /// Only that backlog's records are read (an entry is a hint; the record
+    /// says whether it is stale), so the cost is what is late, not what
+    /// waits.
     pub fn time_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), DeskError> {
         let now = now.timestamp();
-        let overdue = self.store.timers_overdue(now)?;
-        Ok((overdue, self.store.timers_until(crate::store::keys::WAKE, now, usize::MAX)?.len() as u64))
+        let mut overdue: std::collections::HashSet<u64> = self.store.dues_until(now)?.into_iter().collect();
+        let mut late = std::collections::HashSet::new();
+        for (_, entries) in self.store.wake_buckets(now, usize::MAX)? {
+            for (at, n) in entries.into_iter().filter(|(at, _)| *at <= now) {
+                let Some(rec) = self.store.ticket(n)? else { continue };
+                let (wake, due) = (rec.timers.wake.map(|t| t.timestamp()), rec.timers.due.map(|t| t.timestamp()));
+                if wake != Some(at) {
+                    continue;
+                }
+                late.insert(n);
+                if apply::covered(wake, due) && due.is_some_and(|d| d <= now) {
+                    overdue.insert(n);
+                }
+            }
+        }
+        Ok((overdue.len() as u64, late.len() as u64))
     }
 
     /// Merges ticket `from` into ticket `into` (`triage::merge` says how,

@@ -31,7 +31,7 @@ struct Head<'a> {
 /// Of a record's time bookkeeping, what the queue looks at (#19).
 #[derive(Deserialize, Default)]
 struct HeadTimers {
-    #[serde(default)]
+    #[serde(default, with = "crate::sla::record::instant::opt")]
     due: Option<DateTime<Utc>>,
 }
 

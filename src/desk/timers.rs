@@ -4,9 +4,11 @@
 //! work.
 //!
 //! From durable state only: every ticket's next wake-up instant is stored
-//! with it and indexed (`Table::Timers`, kept in step by `apply` whenever
-//! a ticket is saved), and a tick reads the index from its front, so its
-//! cost is what is due, not what waits, and at most [`PER_TICK`] tickets.
+//! with it and indexed (`Table::Timers`: one bucket of entries per commit,
+//! filed by `apply` whenever a ticket's wake changes), and a tick takes
+//! the buckets from the index's front, so its cost is what is due, not
+//! what waits, and it fires at most [`PER_TICK`] tickets. An entry is only
+//! a hint: the ticket's record says whether it still wakes then.
 //! A notice is queued in the same commit as the flag that says it was
 //! sent, so a restart neither loses nor repeats one; the rules compare
 //! stored instants with the `now` they are given, so a clock that jumps
@@ -77,13 +79,28 @@ pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<
         return Ok(work);
     }
     // The committed index; each record is read through the unit of work,
-    // which knows what earlier jobs of this group changed.
-    let due = tx.store().timers_until(keys::WAKE, now.timestamp(), PER_TICK)?;
-    for (at, n) in due {
-        let sp = tx.savepoint();
-        if let Err(e) = fire_one(rules, tx, at, n, now, &mut work) {
-            tx.rollback(sp);
-            warn!(ticket = n, error = %e, "time-based work on a ticket failed; it is tried again at the next tick");
+    // which knows what earlier jobs of this group changed. A bucket taken
+    // is gone: what it holds that is not done now (later instants, past
+    // this tick's share, a failure) is filed again with this commit.
+    let now_s = now.timestamp();
+    let mut budget = PER_TICK;
+    for (key, entries) in tx.store().wake_buckets(now_s, PER_TICK)? {
+        tx.delete(Table::Timers, key);
+        for (at, n) in entries {
+            if at > now_s || budget == 0 {
+                tx.wake(at, n);
+                continue;
+            }
+            let sp = tx.savepoint();
+            match fire_one(rules, tx, at, n, now, &mut work) {
+                Ok(true) => budget -= 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tx.rollback(sp);
+                    tx.wake(at, n);
+                    warn!(ticket = n, error = %e, "time-based work on a ticket failed; it is tried again at the next tick");
+                }
+            }
         }
     }
     if work.fired > 0 || work.swept > 0 {
@@ -92,6 +109,8 @@ pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<
     Ok(work)
 }
 
+/// Does what ticket `n` is owed if its record still wakes at `at` (which
+/// the caller checked is not after `now`); false when the entry was stale.
 fn fire_one(
     rules: &Rules,
     tx: &mut Tx<'_>,
@@ -99,15 +118,13 @@ fn fire_one(
     n: u64,
     now: DateTime<Utc>,
     work: &mut Work,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let rec = tx.ticket(n)?;
     let wake = rec.as_ref().and_then(|r| r.timers.wake);
-    if wake.map(|w| w.timestamp()) != Some(at) {
-        // Moved meanwhile (the record is the truth): this key is stale.
-        tx.delete(Table::Timers, keys::wake(at, n));
-        return Ok(());
-    }
-    let Some(rec) = rec.filter(|_| wake.is_some_and(|w| w <= now)) else { return Ok(()) };
+    let Some(rec) = rec.filter(|_| wake.map(|w| w.timestamp()) == Some(at)) else {
+        // Moved meanwhile (the record is the truth): the entry is stale.
+        return Ok(false);
+    };
     let ctx = rules.context(rules.mailbox(&rec.mailbox), false);
     let out = Composer { ctx: &ctx, seed: format!("clock:{n}:{}", rec.version), inbound_id: None, now };
     let counts = rules
@@ -139,7 +156,7 @@ fn fire_one(
         work.lifecycle.push(ev.code());
         info!(ticket = n, event = ev.code(), "automatic lifecycle step");
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Re-settles up to [`PER_TICK`] tickets when the time config is not the

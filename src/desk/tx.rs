@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::store::{BlobKind, BlobWrite, Get, Store, StoreError, Table, WriteSet};
+use crate::store::{BlobKind, BlobWrite, Get, Store, StoreError, Table, WriteSet, keys};
 
 type Key = (Table, Vec<u8>);
 
@@ -16,15 +16,19 @@ pub struct Tx<'s> {
     undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
     /// Blobs to store or forget with the commit, in order.
     blobs: Vec<BlobWrite>,
+    /// (wake, ticket) entries for the clock's wake index: one bucket key
+    /// for the whole commit (see [`Tx::wake`]).
+    wakes: Vec<(i64, u64)>,
 }
 
-/// Where to roll back to: the record writes and the blobs staged so far.
+/// Where to roll back to: the record writes, the blobs and the wake
+/// entries staged so far.
 #[derive(Debug, Clone, Copy)]
-pub struct Savepoint(usize, usize);
+pub struct Savepoint(usize, usize, usize);
 
 impl<'s> Tx<'s> {
     pub fn new(base: &'s Store) -> Tx<'s> {
-        Tx { base, writes: HashMap::new(), undo: Vec::new(), blobs: Vec::new() }
+        Tx { base, writes: HashMap::new(), undo: Vec::new(), blobs: Vec::new(), wakes: Vec::new() }
     }
 
     /// Stores a blob with this unit of work (a no-op if it is stored).
@@ -54,13 +58,22 @@ impl<'s> Tx<'s> {
         self.set(table, key.into(), None);
     }
 
+    /// Files ticket `n` under instant `at` in the clock's wake index.
+    /// Every entry of one commit goes into one bucket key (a key per
+    /// ticket cost new-ticket ingest ~3%, #19); an entry whose ticket has
+    /// moved on since is stale, and the clock drops it when it comes to it.
+    pub fn wake(&mut self, at: i64, n: u64) {
+        self.wakes.push((at, n));
+    }
+
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint(self.undo.len(), self.blobs.len())
+        Savepoint(self.undo.len(), self.blobs.len(), self.wakes.len())
     }
 
     /// Forgets every write made since `sp`, blobs included.
     pub fn rollback(&mut self, sp: Savepoint) {
         self.blobs.truncate(sp.1);
+        self.wakes.truncate(sp.2);
         while self.undo.len() > sp.0 {
             let Some((k, before)) = self.undo.pop() else { break };
             match before {
@@ -75,10 +88,16 @@ impl<'s> Tx<'s> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.blobs.is_empty()
+        self.writes.is_empty() && self.blobs.is_empty() && self.wakes.is_empty()
     }
 
-    pub fn into_writes(self) -> WriteSet {
+    pub fn into_writes(mut self) -> WriteSet {
+        if let Some(first) = self.wakes.iter().map(|(at, _)| *at).min() {
+            self.wakes.sort_unstable();
+            self.wakes.dedup();
+            let key = keys::wake_bucket(first, rand::random());
+            self.writes.insert((Table::Timers, key), Some(keys::wake_entries(&self.wakes)));
+        }
         let mut w = WriteSet { blobs: self.blobs, ..WriteSet::default() };
         for ((table, key), value) in self.writes {
             w.ops.push((table, key, value));

@@ -106,9 +106,9 @@ pub struct TargetState {
     pub secs: Option<u64>,
     /// `None`: no target, or beyond the calendar's horizon. Kept as it was
     /// once the target is met.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "record::instant::opt")]
     pub due: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "record::instant::opt")]
     pub met: Option<DateTime<Utc>>,
     /// The warning was sent (or is moot: the breach was).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -125,14 +125,14 @@ pub struct TargetState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaState {
     /// When the clocks started: the ticket's creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "record::instant::opt")]
     since: Option<DateTime<Utc>>,
     /// Finished stops (pending, resolved, closed) as wall-clock intervals,
     /// sorted and disjoint.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "record::instant::pairs")]
     pauses: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     /// The stop in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "record::instant::opt")]
     paused_since: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "TargetState::is_empty")]
     first_response: TargetState,

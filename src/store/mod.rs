@@ -142,18 +142,17 @@ pub enum Table {
     /// Blocklist entry (`name@domain`, `@domain`) → [`spam::BlockRecord`]:
     /// the entries added at run time (the config's own are not stored).
     Blocklist,
-    /// The desk's clock (#19): `w` + when a ticket next needs looking at +
-    /// ticket (the wake index, read from the front by the tick), its value
-    /// the ticket's earliest running due time when that comes no earlier
-    /// than the wake (nearly always: the wake is that target's warning or
-    /// breach), else empty; and `d` + the earliest running due time +
-    /// ticket for the other tickets with one (a breached target's ticket
-    /// waiting on a later instant), value empty. So each due time is
-    /// indexed once, and every ticket past due is under `d` or at the
-    /// front of the wake index (the "overdue" count). Kept in step with
-    /// each ticket's saved `timers` by `desk::apply`; a store from before
-    /// due times rode on wake keys has a `d` key for every due time and
-    /// empty wake values, which reads the same.
+    /// The desk's clock (#19). Wake buckets: `w` + the earliest instant
+    /// in the bucket + a unique id ([`keys::wake_bucket`]), the value the
+    /// (instant, ticket) entries one commit filed, each saying when that
+    /// ticket next needs looking at. The ticket's record is the truth: an
+    /// entry whose ticket has moved on since is stale and dropped when the
+    /// clock comes to it, so a save writes no delete and a commit of fifty
+    /// new tickets one key. And `d` + a due time + ticket, value empty, for
+    /// a ticket whose earliest running due time has no wake before it (a
+    /// breached target's ticket waiting on a later instant): with the
+    /// wakes not yet looked at, these are the "overdue" count. Kept in step
+    /// with each ticket's saved `timers` by `desk::apply`.
     Timers,
     /// Ticket number → its [`crate::desk::summary::TicketSummary`], kept
     /// by the writer with every save: what a queue row shows and filters
@@ -523,36 +522,50 @@ pub mod keys {
         k
     }
 
-    /// `Timers` key of the wake index: `w`, the instant (as in [`due`]),
-    /// the ticket.
-    pub fn wake(at: i64, ticket: u64) -> Vec<u8> {
-        timer(WAKE, at, ticket)
+    /// `Timers` key of a wake bucket: `w`, its earliest wake (as in
+    /// [`due`]), then an id no other bucket has. Its value is
+    /// [`wake_entries`]. A key of `w`, instant and ticket alone (17 bytes,
+    /// value ignored) is a one-entry bucket as ticketd wrote it before
+    /// buckets; it reads as one.
+    pub fn wake_bucket(first: i64, id: u128) -> Vec<u8> {
+        let mut k = vec![WAKE];
+        k.extend_from_slice(&((first as u64) ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+
+    /// A wake bucket's value: (instant, ticket) pairs, 16 bytes each.
+    pub fn wake_entries(entries: &[(i64, u64)]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(entries.len() * 16);
+        for (at, n) in entries {
+            v.extend_from_slice(&at.to_be_bytes());
+            v.extend_from_slice(&n.to_be_bytes());
+        }
+        v
+    }
+
+    /// The entries of a wake bucket (its key and value).
+    pub fn split_wake_bucket(k: &[u8], v: &[u8]) -> Vec<(i64, u64)> {
+        if k.len() == 17 {
+            return split_timer(k).into_iter().collect();
+        }
+        v.chunks_exact(16)
+            .filter_map(|c| {
+                let at = i64::from_be_bytes(c.get(..8)?.try_into().ok()?);
+                Some((at, u64::from_be_bytes(c.get(8..)?.try_into().ok()?)))
+            })
+            .collect()
     }
 
     /// `Timers` key of the due index: `d`, the instant, the ticket.
     pub fn due_index(at: i64, ticket: u64) -> Vec<u8> {
-        timer(DUE, at, ticket)
-    }
-
-    pub const WAKE: u8 = b'w';
-    pub const DUE: u8 = b'd';
-
-    fn timer(kind: u8, at: i64, ticket: u64) -> Vec<u8> {
-        let mut k = vec![kind];
+        let mut k = vec![DUE];
         k.extend_from_slice(&due(at, ticket));
         k
     }
 
-    /// The value of a wake key that carries its ticket's due time.
-    pub fn timer_due_value(due: i64) -> Vec<u8> {
-        due.to_be_bytes().to_vec()
-    }
-
-    /// The due time a wake key's value carries, if it carries one (an
-    /// empty value: the due time, if any, has its own `d` key).
-    pub fn timer_due(v: &[u8]) -> Option<i64> {
-        Some(i64::from_be_bytes(v.try_into().ok()?))
-    }
+    pub const WAKE: u8 = b'w';
+    pub const DUE: u8 = b'd';
 
     /// (instant, ticket) of a `Timers` key of either index.
     pub fn split_timer(k: &[u8]) -> Option<(i64, u64)> {
@@ -761,41 +774,39 @@ impl Store {
         Ok(out)
     }
 
-    /// (instant, ticket) of one of the clock's indexes (`keys::WAKE` or
-    /// `keys::DUE`), earliest first, up to and including `until`, at most
-    /// `limit`: the cost is what is due, not what waits.
-    pub fn timers_until(&self, index: u8, until: i64, limit: usize) -> Result<Vec<(i64, u64)>, StoreError> {
+    /// The wake buckets whose earliest wake is at or before `until`,
+    /// earliest first, until they hold at least `limit` entries at or
+    /// before it: each bucket's key and entries (all of them, the later
+    /// ones too). The cost is what is due, not what waits.
+    #[allow(clippy::type_complexity)]
+    pub fn wake_buckets(&self, until: i64, limit: usize) -> Result<Vec<(Vec<u8>, Vec<(i64, u64)>)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }) {
-            let (k, _) = item?;
-            let Some((at, n)) = keys::split_timer(&k) else { continue };
-            if at > until || out.len() >= limit {
+        let mut due = 0;
+        for item in self.backend.scan(Table::Timers, Scan { prefix: vec![keys::WAKE], ..Scan::default() }) {
+            let (k, v) = item?;
+            let Some((first, _)) = keys::split_timer(&k) else { continue };
+            if first > until || due >= limit {
                 break;
             }
-            out.push((at, n));
+            let entries = keys::split_wake_bucket(&k, &v);
+            due += entries.iter().filter(|(at, _)| *at <= until).count();
+            out.push((k, entries));
         }
         Ok(out)
     }
 
-    /// Tickets whose earliest running due time is at or before `until`:
-    /// the `d` keys up to it, and the wake keys up to it whose value
-    /// carries a due time up to it (a due time a wake key carries is never
-    /// before the wake). Reads only the indexes' fronts.
-    pub fn timers_overdue(&self, until: i64) -> Result<u64, StoreError> {
-        let mut count = 0;
-        for index in [keys::DUE, keys::WAKE] {
-            for item in self.backend.scan(Table::Timers, Scan { prefix: vec![index], ..Scan::default() }) {
-                let (k, v) = item?;
-                let Some((at, _)) = keys::split_timer(&k) else { continue };
-                if at > until {
-                    break;
-                }
-                if index == keys::DUE || keys::timer_due(&v).is_some_and(|d| d <= until) {
-                    count += 1;
-                }
+    /// Tickets under the due index at or before `until`, earliest first.
+    pub fn dues_until(&self, until: i64) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.backend.scan(Table::Timers, Scan { prefix: vec![keys::DUE], ..Scan::default() }) {
+            let (k, _) = item?;
+            let Some((at, n)) = keys::split_timer(&k) else { continue };
+            if at > until {
+                break;
             }
+            out.push(n);
         }
-        Ok(count)
+        Ok(out)
     }
 
     /// The earliest instant of one of the clock's indexes.

@@ -187,7 +187,27 @@ pub fn resettle(rec: &TicketRecord, cfg: &SlaConfig, now: DateTime<Utc>) -> Opti
         (r.timers.wake, r.timers.due, r.ticket.first_response_due, r.ticket.resolution_due, r.timers.sla.clone())
     };
     let fresh = rec.timers.sla.is_started() || after.timers.wake.is_some() || after.timers.due.is_some();
-    (fresh && shown(&after) != shown(rec)).then_some(after)
+    if !fresh || shown(&after) == shown(rec) {
+        return None;
+    }
+    // What the ticket shows moved: said on it, like every automatic change
+    // (an upgrade's first settling, which only adds due times, is not a
+    // move).
+    let mut moved = Vec::new();
+    for (name, was, is) in [
+        ("first response", rec.ticket.first_response_due, after.ticket.first_response_due),
+        ("resolution", rec.ticket.resolution_due, after.ticket.resolution_due),
+    ] {
+        if was != is && was.is_some() {
+            let at = |t: Option<DateTime<Utc>>| t.map_or_else(|| "none".to_owned(), fmt);
+            moved.push(format!("{name} due {} (was {})", at(is), at(was)));
+        }
+    }
+    if !moved.is_empty() {
+        let entry = format!("response targets changed with the desk's time config: {}", moved.join(", "));
+        after.ticket.push_thread("system", ThreadType::System, entry, now);
+    }
+    Some(after)
 }
 
 /// What [`fire`] did, besides the decision: for metrics and logs.
@@ -351,13 +371,25 @@ pub fn fire(rec: &TicketRecord, out: &Composer<'_>, agents_last_hour: &[(String,
             };
             // The one set of rules for a status change: the same entry
             // wording and the same resolved notice as any other channel.
-            if let Ok(acted) =
-                act::changes(&rec, Actor::System, &[Action::System(why.clone()), Action::Status(to)], out, now)
-            {
-                rec = acted.rec;
-                changes.push(why);
-                changes.extend(acted.changes);
-                mails.extend(acted.mails);
+            match act::changes(&rec, Actor::System, &[Action::System(why.clone()), Action::Status(to)], out, now) {
+                Ok(acted) => {
+                    rec = acted.rec;
+                    changes.push(why);
+                    changes.extend(acted.changes);
+                    mails.extend(acted.mails);
+                }
+                Err(errors) => {
+                    let e = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+                    // Said once on the ticket, and the timer stops until
+                    // the ticket's status changes again: tried every tick,
+                    // it would be refused every tick.
+                    let entry = format!(
+                        "automatic step not taken ({to} refused: {e}); the timer waits for the next change of status"
+                    );
+                    rec.ticket.push_thread("system", ThreadType::System, entry.clone(), now);
+                    changes.push(entry);
+                    base.timers.since = None;
+                }
             }
         }
         None => {}

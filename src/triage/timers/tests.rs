@@ -394,6 +394,13 @@ fn a_config_change_moves_due_times_at_the_sweep() {
     let after = resettle(&rec, &stricter.cfg.sla, at(5)).expect("changed");
     assert_eq!(after.ticket.first_response_due, Some(at(30)));
     assert_eq!(after.timers.wake, Some(at(15)), "the warning, at most half the target ahead");
+    let said: Vec<_> = systems(&after).into_iter().filter(|s| s.starts_with("response targets changed")).collect();
+    assert_eq!(
+        said,
+        vec![
+            "response targets changed with the desk's time config: first response due 2024-01-15T11:00:00Z (was 2024-01-15T11:30:00Z)"
+        ]
+    );
     assert_eq!(resettle(&rec, &w.cfg.sla, at(5)), None, "same config: nothing to write");
     // Targets a new config moves into the past are shown, not announced;
     // one it leaves where it was keeps its notice.
@@ -458,4 +465,26 @@ fn a_notice_for_an_assignee_no_longer_configured_goes_to_every_agent() {
     assert_eq!(to, ["alice@example.test", "bob@example.test"], "nobody would hear of the breach otherwise");
     let s = systems(&after);
     assert!(s.iter().any(|s| s.starts_with("response target breached") && s.ends_with("every agent told")), "{s:?}");
+}
+
+#[test]
+fn an_automatic_step_the_rules_refuse_is_said_once_and_not_tried_every_tick() {
+    let w = World::new();
+    let rec = w.ticket("Question");
+    let mut pending =
+        w.act(&rec, Actor::Agent(&w.cfg.agents[0]), &[reply("Which model?"), Action::Status(Status::Pending)], at(0));
+    let day = |d: i64| at(d * 24 * 60);
+    let (reminded, _) = w.fired(&pending, day(3));
+    // Merged elsewhere while pending (a record only a bug or an old
+    // version could leave): the rules refuse any status but closed.
+    pending = reminded;
+    pending.merged_into = Some(9);
+    let (after, mails) = w.fired(&pending, day(7));
+    assert_eq!(after.ticket.status, Status::Pending, "nothing changed");
+    assert!(mails.is_empty());
+    let said: Vec<_> = systems(&after).into_iter().filter(|s| s.starts_with("automatic step not taken")).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("merged into #9"), "{}", said[0]);
+    assert_eq!(after.timers.wake, None, "the timer waits for the next change of status");
+    assert!(w.fire(&after, day(8)).lifecycle.is_none());
 }
