@@ -335,6 +335,20 @@ async fn damaged_cut_off_and_misplaced_restores_write_nothing() {
         );
         assert!(started.elapsed() < Duration::from_secs(5), "{kind:?}: refused at once");
     }
+    // Made by a newer ticketd (a store format this build does not know):
+    // refused with what to do, at the first record (meta comes first).
+    let newer_world = World::new();
+    let mut w = WriteSet::default();
+    w.put(Table::Meta, keys::FORMAT, (ticketd::desk::migrate::STORE_FORMAT + 1).to_be_bytes().to_vec());
+    newer_world.desk.store().backend().commit(w).unwrap();
+    let newer = dir.path().join("newer.backup");
+    backup::backup_to_file(&newer_world.desk, &newer).await.unwrap();
+    let e = restore(&d, &newer, Some(SECRET), false).await.unwrap_err();
+    assert!(e.to_string().contains("written by a newer ticketd"), "{e}");
+    assert_eq!(target.tickets().unwrap().len(), 0, "nothing but the unfinished-restore marker");
+    assert!(backup::unfinished(target).unwrap(), "the next start says to restore again");
+    let target_world = World::new();
+    let (target, d) = (target_world.desk.store(), target_world.desk.clone());
     // Signed with another desk's secret: refused unless trusted.
     let e = restore(&d, &file, Some(b"another-desk-secret-0000"), false).await.unwrap_err();
     assert!(matches!(e, BackupError::Untrusted { .. }), "{e}");

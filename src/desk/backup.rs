@@ -215,7 +215,7 @@ fn why_not_empty(store: &Store) -> Result<Option<String>, BackupError> {
     for item in store.backend().scan(Table::Meta, Scan::default()) {
         let (k, _) = item?;
         // What a fresh desk writes for itself on its first start.
-        if k != keys::SECRET && k != keys::RUNNING && k != keys::ATTACHMENT_INDEX && k != keys::SUMMARY_INDEX {
+        if ![keys::SECRET, keys::RUNNING, keys::ATTACHMENT_INDEX, keys::SUMMARY_INDEX, keys::FORMAT].contains(&&k[..]) {
             return Ok(Some(format!("meta key {:?}", String::from_utf8_lossy(&k))));
         }
     }
@@ -302,6 +302,13 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     let mut summarised = false;
     archive::replay(file, |item| match item {
         Item::Record(Table::Meta, k, _) if k == RESTORING => Ok(()),
+        Item::Record(Table::Meta, k, v)
+            if k == keys::FORMAT
+                && <[u8; 4]>::try_from(&v[..]).is_ok_and(|f| u32::from_be_bytes(f) > super::migrate::STORE_FORMAT) =>
+        {
+            let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).unwrap_or_default();
+            Err(StoreError::TooNew { found, known: super::migrate::STORE_FORMAT }.into())
+        }
         Item::Record(table, k, v) => {
             indexed |= table == Table::Meta && k == keys::ATTACHMENT_INDEX;
             summarised |= table == Table::Meta && k == keys::SUMMARY_INDEX;

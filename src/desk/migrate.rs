@@ -6,6 +6,32 @@ use super::apply;
 use super::tx::Tx;
 use crate::store::{Get, Scan, StoreError, Table, keys};
 
+/// The store's layout as this build writes it. A store a newer ticketd
+/// wrote (a higher number) is refused when the writer opens, rather than
+/// misread; an older one is brought up to it by the steps below. 1: no
+/// marker (everything before it); 2: the clock's wake index holds one key
+/// per commit (#19), which a build of format 1 would misread.
+pub const STORE_FORMAT: u32 = 2;
+
+/// Refuses a store from a newer ticketd; marks an older one as this
+/// build's (after this opening's steps, in the same commit).
+pub(super) fn format(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    let found = tx.get(Table::Meta, keys::FORMAT)?;
+    let found = found.as_deref().map(|v| <[u8; 4]>::try_from(v).map(u32::from_be_bytes));
+    match found {
+        Some(Ok(v)) if v > STORE_FORMAT => Err(StoreError::TooNew { found: v, known: STORE_FORMAT }),
+        Some(Ok(v)) if v == STORE_FORMAT => Ok(()),
+        Some(Err(_)) => Err(StoreError::Corrupt {
+            table: Table::Meta.name(),
+            detail: "the store format marker is not 4 bytes".into(),
+        }),
+        _ => {
+            tx.put(Table::Meta, keys::FORMAT, STORE_FORMAT.to_be_bytes().to_vec());
+            Ok(())
+        }
+    }
+}
+
 /// Pending mail from before the outbox schedule existed gets its place in
 /// the schedule.
 pub(super) fn schedule_outbox(tx: &mut Tx<'_>) -> Result<(), StoreError> {
@@ -36,4 +62,30 @@ pub(super) fn index_attachments(tx: &mut Tx<'_>) -> Result<(), StoreError> {
 /// Every ticket's summary and every client's info (see `summary`), once.
 pub(super) fn index_summaries(tx: &mut Tx<'_>) -> Result<(), StoreError> {
     super::summary::build(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, WriteSet};
+
+    #[test]
+    fn a_store_is_marked_with_its_format_and_one_from_a_newer_ticketd_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_path(&dir.path().join("db"), &dir.path().join("a"), 8 << 20).unwrap();
+        let c = store.take_committer().unwrap();
+        let mut tx = Tx::new(&store);
+        format(&mut tx).unwrap();
+        c.commit(tx.into_writes()).unwrap();
+        assert_eq!(store.get(Table::Meta, keys::FORMAT).unwrap(), Some(STORE_FORMAT.to_be_bytes().to_vec()));
+        let mut tx = Tx::new(&store);
+        format(&mut tx).unwrap();
+        assert!(tx.is_empty(), "marked once");
+
+        let mut w = WriteSet::default();
+        w.put(Table::Meta, keys::FORMAT, (STORE_FORMAT + 1).to_be_bytes().to_vec());
+        c.commit(w).unwrap();
+        let e = format(&mut Tx::new(&store)).unwrap_err().to_string();
+        assert!(e.contains("written by a newer ticketd (store format 3; this build reads up to 2)"), "{e}");
+    }
 }

@@ -8,7 +8,7 @@ pub mod backup;
 pub mod import;
 pub mod ingest;
 mod merge;
-mod migrate;
+pub mod migrate;
 pub mod query;
 pub mod retention;
 pub mod sessions;

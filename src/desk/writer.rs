@@ -290,6 +290,7 @@ impl Writer {
             unclean = tx.get(Table::Meta, keys::RUNNING)?.is_some();
             tx.put(Table::Meta, keys::RUNNING, vec![1]);
         }
+        super::migrate::format(&mut tx)?;
         super::migrate::schedule_outbox(&mut tx)?;
         super::migrate::index_attachments(&mut tx)?;
         super::migrate::index_summaries(&mut tx)?;

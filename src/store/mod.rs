@@ -65,6 +65,12 @@ pub enum StoreError {
     Closed,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A newer ticketd wrote this store in a layout this build does not
+    /// know: refused rather than misread.
+    #[error(
+        "the database was written by a newer ticketd (store format {found}; this build reads up to {known}): run that version or a newer one, or restore a backup this version made"
+    )]
+    TooNew { found: u32, known: u32 },
 }
 
 impl StoreError {
@@ -495,6 +501,9 @@ pub mod keys {
     /// Meta marker: every ticket has its summary (2: with its due time and
     /// merge, #19) and every client its info.
     pub const SUMMARY_INDEX: &[u8] = b"index:summaries:2";
+    /// Meta: the store's layout version (`desk::migrate::STORE_FORMAT`,
+    /// big-endian u32); none: written before there was one.
+    pub const FORMAT: &[u8] = b"format";
 
     pub fn in_hand(mailbox: &str) -> Vec<u8> {
         let mut k = b"inhand\0".to_vec();
