@@ -81,6 +81,11 @@ impl Hub {
     }
 
     fn changes(&self, c: &Changes) {
+        if c.everything {
+            // What a page does when it fell behind: re-read it all.
+            self.publish("reset", "{}".into());
+            return;
+        }
         if !c.tickets.is_empty() {
             self.publish("tickets", serde_json::json!({ "tickets": c.tickets }).to_string());
         }
@@ -240,5 +245,21 @@ mod tests {
         assert!(hub.since(newest).unwrap().is_empty());
         assert!(hub.since(1).is_none(), "too old: a reset");
         assert!(hub.since(newest + 5).is_none(), "from another run: a reset");
+    }
+
+    #[tokio::test]
+    async fn a_change_feed_that_may_have_missed_changes_tells_every_page_to_re_read() {
+        let (tx, rx) = broadcast::channel(16);
+        let stop = CancellationToken::new();
+        let hub = Hub::start(rx, Presence::default(), stop.clone());
+        let mut seen = hub.0.tx.subscribe();
+        tx.send(Changes { tickets: vec![4], ..Changes::default() }).unwrap();
+        // After a LISTEN reconnect (daemon::listen): no ticket named, but any may have moved.
+        tx.send(Changes { everything: true, ..Changes::default() }).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+        assert_eq!((first.kind, first.data.as_str()), ("tickets", r#"{"tickets":[4]}"#));
+        let second = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+        assert_eq!(second.kind, "reset", "the script re-reads the queue and the open ticket on reset");
+        stop.cancel();
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! Notifications are not durable: one sent while a node's listening
 //! connection was down is lost. So after every reconnect the node
-//! publishes a hint that the queues may have moved (the outbox and the
-//! quarantine), and a page re-reads what it shows when it is next used.
+//! publishes a hint that anything may have moved, and every open console
+//! page re-reads what it shows (the queue, a ticket, the admin lists).
 
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ pub fn start(
                 Ok(Ok(c)) => {
                     if !first {
                         info!("listening for changes again; pages re-read what they show");
-                        publish(Changes { tickets: Vec::new(), outbox: true, quarantine: true, spam: true });
+                        publish(Changes { everything: true, ..Changes::default() });
                     }
                     first = false;
                     delay = Duration::from_secs(1);
@@ -122,7 +122,7 @@ mod tests {
                 heard.insert(node);
             }
         }
-        let c = Changes { tickets: vec![7, 9], outbox: false, quarantine: true, spam: false };
+        let c = Changes { tickets: vec![7, 9], outbox: false, quarantine: true, spam: false, everything: false };
         a.commit_noted(put(1), c.notes()).unwrap();
         // A deposed writer's commit is refused, and its note never sent.
         a.step_down();
@@ -139,13 +139,14 @@ mod tests {
 
     #[test]
     fn a_note_names_its_node_and_its_changes() {
-        let c = Changes { tickets: vec![4, 2], outbox: true, quarantine: false, spam: true };
+        let c = Changes { tickets: vec![4, 2], outbox: true, quarantine: false, spam: true, everything: false };
         let notes = c.notes();
         assert_eq!(notes.len(), 1);
         let payload = format!("n1\n{}", notes[0]);
         assert_eq!(parse(&payload), Some(("n1", c)));
         assert_eq!(parse("no newline"), None);
-        let many = Changes { tickets: (1..=1000).collect(), outbox: false, quarantine: true, spam: false };
+        let many =
+            Changes { tickets: (1..=1000).collect(), outbox: false, quarantine: true, spam: false, everything: false };
         let notes = many.notes();
         assert!(notes.len() >= 3 && notes.iter().all(|n| n.len() < 7000), "{:?}", notes.iter().map(String::len));
         let back: Vec<Changes> = notes.iter().map(|n| serde_json::from_str(n).unwrap()).collect();

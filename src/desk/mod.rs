@@ -98,6 +98,11 @@ pub struct Changes {
     /// The spam list or the blocklist.
     #[serde(default)]
     pub spam: bool,
+    /// Anything may have changed, unsaid (changes sent while a node was
+    /// not listening are lost): every page re-reads what it shows. Never
+    /// part of a commit's notes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub everything: bool,
 }
 
 impl Changes {
@@ -122,7 +127,7 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam
+        self.tickets.is_empty() && !self.outbox && !self.quarantine && !self.spam && !self.everything
     }
 
     /// As notes for the other nodes (see `Committer::commit_noting`): JSON,
@@ -143,6 +148,7 @@ impl Changes {
                 outbox: self.outbox && first,
                 quarantine: self.quarantine && first,
                 spam: self.spam && first,
+                everything: false,
             };
             out.push(serde_json::to_string(&part).unwrap_or_default());
         }
