@@ -46,6 +46,7 @@ pub struct Inner {
     pub hub: events::Hub,
     pub signin: session::Limiter,
     pub once: session::Once,
+    pub seen: session::Seen,
     /// Cancelled when the server shuts down: live streams end.
     pub stop: CancellationToken,
 }
@@ -80,6 +81,7 @@ pub fn router(app: AppState, stop: CancellationToken) -> Router<AppState> {
         presence,
         signin: session::Limiter::default(),
         once: session::Once::default(),
+        seen: session::Seen::default(),
         cfg,
         app: app.clone(),
         stop,

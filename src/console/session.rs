@@ -27,7 +27,7 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -225,8 +225,11 @@ async fn current(c: &Console, headers: &HeaderMap) -> Result<Option<(User, Sessi
         .await
         .map_err(|e| Rejection::Failed(format!("reading the session failed: {e}")))?
         .map_err(|e| Rejection::Failed(format!("reading the session failed: {e}")))?;
-    let Some(rec) = rec else { return Ok(None) };
+    let Some(mut rec) = rec else { return Ok(None) };
     let now = Utc::now();
+    // Use seen on this node and not yet recorded (a standby cannot write):
+    // it counts against the idle limit all the same.
+    rec.last_seen = rec.last_seen.max(c.seen.get(&key).unwrap_or(rec.last_seen));
     let idle = chrono::Duration::from_std(c.cfg.session_idle).unwrap_or(chrono::Duration::MAX);
     let max = chrono::Duration::from_std(c.cfg.session_max).unwrap_or(chrono::Duration::MAX);
     if !rec.live(now, idle, max) {
@@ -250,8 +253,10 @@ async fn current(c: &Console, headers: &HeaderMap) -> Result<Option<(User, Sessi
     if current_tag.as_deref() != Some(rec.token_tag.as_str()) {
         return Ok(None);
     }
-    if now - rec.last_seen > TOUCH_EVERY {
+    // Touched well within the idle limit, however short it is set.
+    if now - rec.last_seen > TOUCH_EVERY.min(idle / 4) {
         let desk = c.desk().clone();
+        c.seen.note(key, now, idle);
         tokio::spawn(async move {
             if let Err(e) = desk.session_op(SessionOp::Touch { key, at: now }).await {
                 tracing::debug!(error = %e, "recording a session's use failed");
@@ -476,6 +481,32 @@ pub async fn logout(State(c): State<Console>, user: User, body: Bytes) -> Respon
     let mut r = Redirect::to("/desk/login").into_response();
     r.headers_mut().append(header::SET_COOKIE, set_cookie(&c, session_name, "", 0));
     r
+}
+
+/// When each session was last used on this node, as far as the store may
+/// not know it yet: on a cluster standby the writer is the leader's, so a
+/// touch there fails and the session would end after `session_idle` while
+/// in use. Its absolute limit and its removal (sign-out, an admin ending
+/// it) still come from the store. Bounded: entries past the idle limit go.
+#[derive(Default)]
+pub struct Seen(Mutex<HashMap<[u8; 32], DateTime<Utc>>>);
+
+const SEEN_MAX: usize = 10_000;
+
+impl Seen {
+    pub fn get(&self, key: &[u8; 32]) -> Option<DateTime<Utc>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
+    }
+
+    fn note(&self, key: [u8; 32], at: DateTime<Utc>, idle: chrono::Duration) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= SEEN_MAX {
+            m.retain(|_, seen| at - *seen < idle);
+        }
+        if m.len() < SEEN_MAX {
+            m.insert(key, at);
+        }
+    }
 }
 
 /// A form sent twice (a double click, a resend after a reload) acts once:

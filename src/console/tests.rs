@@ -513,6 +513,23 @@ async fn sessions_need_loopback_or_tls_and_tls_cookies_are_host_only() {
 }
 
 #[tokio::test]
+async fn a_session_in_use_stays_signed_in_where_its_use_cannot_be_recorded() {
+    // As on a cluster standby: the session is read from the store, but
+    // touching it (a write) fails. Its use on this node still counts
+    // against the idle limit; idle, it still ends.
+    let w = world("[console]\nsession_idle = \"2s\"\nsession_max = \"1h\"\n").await;
+    let cookie = w.sign_in(ALICE).await;
+    w.desk.end_run().await.unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        assert_eq!(w.get("/desk/", Some(&cookie)).await.status, StatusCode::OK, "in use at {:?}", started.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(w.get("/desk/", Some(&cookie)).await.status, StatusCode::SEE_OTHER, "idle too long");
+}
+
+#[tokio::test]
 async fn sign_ins_are_limited_with_one_answer() {
     let w = world("").await;
     let page = w.get("/desk/login", None).await;
