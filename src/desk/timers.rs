@@ -93,8 +93,12 @@ pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<
             }
             let sp = tx.savepoint();
             match fire_one(rules, tx, at, n, now, &mut work) {
-                Ok(true) => budget -= 1,
-                Ok(false) => {}
+                Ok(Fire::Done) => budget -= 1,
+                Ok(Fire::Again) => {
+                    budget -= 1;
+                    tx.wake(at, n);
+                }
+                Ok(Fire::Stale) => {}
                 Err(e) => {
                     tx.rollback(sp);
                     tx.wake(at, n);
@@ -109,8 +113,18 @@ pub(super) fn run(rules: &Rules, tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<
     Ok(work)
 }
 
+/// What became of one wake entry.
+enum Fire {
+    /// Its ticket was looked at; its wake moved on (and was filed anew).
+    Done,
+    /// Looked at, but its wake did not move: looked at again next tick.
+    Again,
+    /// Its ticket had moved on since: the entry is dropped.
+    Stale,
+}
+
 /// Does what ticket `n` is owed if its record still wakes at `at` (which
-/// the caller checked is not after `now`); false when the entry was stale.
+/// the caller checked is not after `now`).
 fn fire_one(
     rules: &Rules,
     tx: &mut Tx<'_>,
@@ -118,12 +132,12 @@ fn fire_one(
     n: u64,
     now: DateTime<Utc>,
     work: &mut Work,
-) -> Result<bool, StoreError> {
+) -> Result<Fire, StoreError> {
     let rec = tx.ticket(n)?;
     let wake = rec.as_ref().and_then(|r| r.timers.wake);
     let Some(rec) = rec.filter(|_| wake.map(|w| w.timestamp()) == Some(at)) else {
         // Moved meanwhile (the record is the truth): the entry is stale.
-        return Ok(false);
+        return Ok(Fire::Stale);
     };
     let ctx = rules.context(rules.mailbox(&rec.mailbox), false);
     let out = Composer { ctx: &ctx, seed: format!("clock:{n}:{}", rec.version), inbound_id: None, now };
@@ -134,12 +148,13 @@ fn fire_one(
         .map(|a| Ok((a.id.clone(), tx.recent(&agent_notify_key(&a.id))?.count(now))))
         .collect::<Result<Vec<_>, StoreError>>()?;
     let fired = crate::triage::timers::fire(&rec, &out, &counts, now);
-    if let Some(after) = fired.decision.saved()
-        && after.timers.wake.is_some_and(|w| w <= now)
-    {
+    let mut fire = Fire::Done;
+    if fired.decision.saved().is_none_or(|after| after.timers.wake.is_some_and(|w| w <= now)) {
         // The rules always move a fired ticket's wake past `now`; if they
-        // did not, the next tick looks again (no loop within this one).
+        // did not, the next tick looks again (no loop within this one):
+        // its wake did not change, so nothing filed it anew.
         warn!(ticket = n, "a ticket's timer did not move past now");
+        fire = Fire::Again;
     }
     work.queued |= !apply(tx, None, None, &fired.decision, now)?.is_empty();
     work.fired += 1;
@@ -156,7 +171,7 @@ fn fire_one(
         work.lifecycle.push(ev.code());
         info!(ticket = n, event = ev.code(), "automatic lifecycle step");
     }
-    Ok(true)
+    Ok(fire)
 }
 
 /// Re-settles up to [`PER_TICK`] tickets when the time config is not the
