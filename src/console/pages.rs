@@ -108,15 +108,11 @@ pub fn due_view(now: DateTime<Utc>, due: DateTime<Utc>) -> views::DueView {
 /// work its clocks stand still (the due time moves later when it is back),
 /// so it is neither overdue nor soon.
 fn stopped_due_view(now: DateTime<Utc>, due: DateTime<Utc>, status: Status) -> views::DueView {
-    match status {
-        Status::Open | Status::InProgress => due_view(now, due),
-        Status::Pending | Status::Resolved | Status::Closed => views::DueView {
-            when: stamp(due),
-            iso: crate::ticket::rfc3339::format(&due),
-            rel: format!("paused while {}", status_label(status)),
-            state: "paused",
-        },
+    let mut v = due_view(now, due);
+    if !matches!(status, Status::Open | Status::InProgress) {
+        (v.rel, v.state) = (format!("paused while {}", status_label(status)), "paused");
     }
+    v
 }
 
 fn size(n: u64) -> String {
@@ -1133,6 +1129,34 @@ fn no_entry() -> Response {
     refused(StatusCode::NOT_FOUND, "There is no such entry.")
 }
 
+/// The admin's action on one numbered entry (quarantine, outbox, spam):
+/// the form's token checked, the number read, `act` done through the desk
+/// as the admin; the answer goes back to the admin page with its `done=`
+/// code, or says why it was not done.
+async fn entry_action(
+    c: Console,
+    user: User,
+    id: &str,
+    body: &Bytes,
+    act: impl AsyncFnOnce(crate::desk::Desk, u64, crate::desk::ActorRef) -> Result<String, DeskError>,
+) -> Response {
+    if admin_form(&user, body).is_none() {
+        return bad_token();
+    }
+    let Ok(id) = id.parse::<u64>() else { return no_entry() };
+    let r = act(c.desk().clone(), id, user.actor()).await;
+    admin_done(&c, &user, r).await
+}
+
+/// The first 256 KiB of a held mail as its admin page shows them: the text
+/// (control characters cleaned) in pieces that may break, whether it was
+/// cut, and the whole size.
+fn raw_shown(raw: &[u8]) -> (Vec<String>, bool, String) {
+    const SHOWN: usize = 256 << 10;
+    let text = crate::text::clean_text(&String::from_utf8_lossy(&raw[..raw.len().min(SHOWN)]));
+    (views::breakable(&text), raw.len() > SHOWN, size(raw.len() as u64))
+}
+
 pub async fn quarantine_entry(
     State(c): State<Console>,
     AdminUser(user): AdminUser,
@@ -1146,18 +1170,16 @@ pub async fn quarantine_entry(
     let Some((q, raw)) = found else {
         return refused(StatusCode::NOT_FOUND, &format!("There is no quarantine entry {id}."));
     };
-    const SHOWN: usize = 256 << 10;
-    let cut = raw.len() > SHOWN;
-    let text = crate::text::clean_text(&String::from_utf8_lossy(&raw[..raw.len().min(SHOWN)]));
+    let (raw, cut, size) = raw_shown(&raw);
     let p = views::QuarantineEntry {
         c: user.chrome(&c).page("admin"),
         id: q.id,
         reason: q.reason,
         mailbox: q.mailbox,
         at: stamp(q.at),
-        raw: views::breakable(&text),
+        raw,
         cut,
-        size: size(raw.len() as u64),
+        size,
     };
     html(StatusCode::OK, &p.c.nonce.clone(), p.render_page())
 }
@@ -1179,12 +1201,10 @@ pub async fn quarantine_retry(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().quarantine_retry(id, user.actor()).await.map(|o| outcome_code("retried", o));
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &id, &body, async |d, n, by| {
+        d.quarantine_retry(n, by).await.map(|o| outcome_code("retried", o))
+    })
+    .await
 }
 
 pub async fn quarantine_drop(
@@ -1193,12 +1213,8 @@ pub async fn quarantine_drop(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().quarantine_drop(id, user.actor()).await.map(|()| "dropped".to_owned());
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &id, &body, async |d, n, by| d.quarantine_drop(n, by).await.map(|()| "dropped".to_owned()))
+        .await
 }
 
 pub async fn outbox_retry(
@@ -1207,12 +1223,7 @@ pub async fn outbox_retry(
     Path(seq): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(seq) = seq.parse::<u64>() else { return no_entry() };
-    let r = c.desk().outbox_retry(seq, user.actor()).await.map(|()| "sent".to_owned());
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &seq, &body, async |d, n, by| d.outbox_retry(n, by).await.map(|()| "sent".to_owned())).await
 }
 
 pub async fn outbox_drop(
@@ -1221,12 +1232,7 @@ pub async fn outbox_drop(
     Path(seq): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(seq) = seq.parse::<u64>() else { return no_entry() };
-    let r = c.desk().outbox_drop(seq, user.actor()).await.map(|()| "dropped".to_owned());
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &seq, &body, async |d, n, by| d.outbox_drop(n, by).await.map(|()| "dropped".to_owned())).await
 }
 
 /// `POST /desk/admin/sessions/end` (`agent=`): signs an agent out everywhere.
@@ -1253,9 +1259,7 @@ pub async fn spam_entry(State(c): State<Console>, AdminUser(user): AdminUser, Pa
     let Some((e, raw)) = found else {
         return refused(StatusCode::NOT_FOUND, &format!("There is no spam entry {id}."));
     };
-    const SHOWN: usize = 256 << 10;
-    let cut = raw.len() > SHOWN;
-    let text = crate::text::clean_text(&String::from_utf8_lossy(&raw[..raw.len().min(SHOWN)]));
+    let (raw, cut, size) = raw_shown(&raw);
     let p = views::SpamEntryPage {
         c: user.chrome(&c).page("admin"),
         id: e.id,
@@ -1264,9 +1268,9 @@ pub async fn spam_entry(State(c): State<Console>, AdminUser(user): AdminUser, Pa
         why: spam_why(&e),
         mailbox: e.mailbox.clone(),
         at: stamp(e.at),
-        raw: views::breakable(&text),
+        raw,
         cut,
-        size: size(raw.len() as u64),
+        size,
     };
     html(StatusCode::OK, &p.c.nonce.clone(), p.render_page())
 }
@@ -1279,12 +1283,8 @@ pub async fn spam_release(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().spam_release(id, user.actor()).await.map(|o| outcome_code("released", o));
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &id, &body, async |d, n, by| d.spam_release(n, by).await.map(|o| outcome_code("released", o)))
+        .await
 }
 
 pub async fn spam_drop(
@@ -1293,12 +1293,7 @@ pub async fn spam_drop(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if admin_form(&user, &body).is_none() {
-        return bad_token();
-    }
-    let Ok(id) = id.parse::<u64>() else { return no_entry() };
-    let r = c.desk().spam_drop(id, user.actor()).await.map(|()| "dropped".to_owned());
-    admin_done(&c, &user, r).await
+    entry_action(c, user, &id, &body, async |d, n, by| d.spam_drop(n, by).await.map(|()| "dropped".to_owned())).await
 }
 
 /// `POST /desk/admin/blocklist` (`entry=`) adds, `…/blocklist/remove`
