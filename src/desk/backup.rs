@@ -302,14 +302,11 @@ pub fn restore(desk: &Desk, file: &Path, secret: Option<&[u8]>, trust: bool) -> 
     let mut summarised = false;
     archive::replay(file, |item| match item {
         Item::Record(Table::Meta, k, _) if k == RESTORING => Ok(()),
-        Item::Record(Table::Meta, k, v)
-            if k == keys::FORMAT
-                && <[u8; 4]>::try_from(&v[..]).is_ok_and(|f| u32::from_be_bytes(f) > super::migrate::STORE_FORMAT) =>
-        {
-            let found = <[u8; 4]>::try_from(&v[..]).map(u32::from_be_bytes).unwrap_or_default();
-            Err(StoreError::TooNew { found, known: super::migrate::STORE_FORMAT }.into())
-        }
         Item::Record(table, k, v) => {
+            if table == Table::Meta && k == keys::FORMAT {
+                // From a newer ticketd: refused here, not misread later.
+                super::migrate::readable(&v)?;
+            }
             indexed |= table == Table::Meta && k == keys::ATTACHMENT_INDEX;
             summarised |= table == Table::Meta && k == keys::SUMMARY_INDEX;
             b.put(table, k, v)

@@ -16,20 +16,26 @@ pub const STORE_FORMAT: u32 = 2;
 /// Refuses a store from a newer ticketd; marks an older one as this
 /// build's (after this opening's steps, in the same commit).
 pub(super) fn format(tx: &mut Tx<'_>) -> Result<(), StoreError> {
-    let found = tx.get(Table::Meta, keys::FORMAT)?;
-    let found = found.as_deref().map(|v| <[u8; 4]>::try_from(v).map(u32::from_be_bytes));
-    match found {
-        Some(Ok(v)) if v > STORE_FORMAT => Err(StoreError::TooNew { found: v, known: STORE_FORMAT }),
-        Some(Ok(v)) if v == STORE_FORMAT => Ok(()),
-        Some(Err(_)) => Err(StoreError::Corrupt {
-            table: Table::Meta.name(),
-            detail: "the store format marker is not 4 bytes".into(),
-        }),
+    match tx.get(Table::Meta, keys::FORMAT)? {
+        Some(v) if readable(&v)? == STORE_FORMAT => Ok(()),
         _ => {
             tx.put(Table::Meta, keys::FORMAT, STORE_FORMAT.to_be_bytes().to_vec());
             Ok(())
         }
     }
+}
+
+/// The layout a stored format marker names, if this build reads it
+/// (a restore checks a backup's with it too).
+pub(super) fn readable(marker: &[u8]) -> Result<u32, StoreError> {
+    let found = <[u8; 4]>::try_from(marker).map(u32::from_be_bytes).map_err(|_| StoreError::Corrupt {
+        table: Table::Meta.name(),
+        detail: "the store format marker is not 4 bytes".into(),
+    })?;
+    if found > STORE_FORMAT {
+        return Err(StoreError::TooNew { found, known: STORE_FORMAT });
+    }
+    Ok(found)
 }
 
 /// Pending mail from before the outbox schedule existed gets its place in
