@@ -17,9 +17,7 @@ use ticketd::api::auth::{Principal, Token, Tokens};
 use ticketd::api::server::Server;
 use ticketd::cli::http::{Body, HttpClient};
 use ticketd::config::{ApiConfig, Config, Listen};
-use ticketd::desk::{ActorRef, Desk, Item, Parts};
-use ticketd::outbox::templates::Templates;
-use ticketd::store::Store;
+use ticketd::desk::{ActorRef, Desk, Item};
 use ticketd::triage::act::Action;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -119,17 +117,7 @@ async fn main() {
     let rounds = if full { 400 } else { 20 };
     let dir = tempfile::tempdir().unwrap();
     let cfg = Arc::new(config(dir.path()));
-    let desk = Desk::start(Parts {
-        cfg,
-        store: Store::open_path(&dir.path().join("db"), &dir.path().join("attachments"), 8 << 20).unwrap(),
-        secret: Some(b"bench-secret-0123456789".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
+    let desk = Desk::open(cfg, false).expect("open the desk").desk;
 
     let t = Instant::now();
     let mut uid = 0u32;

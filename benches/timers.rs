@@ -27,9 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use ticketd::config::Config;
-use ticketd::desk::{Desk, Item, Parts};
-use ticketd::outbox::templates::Templates;
-use ticketd::store::Store;
+use ticketd::desk::{Desk, Item};
 
 const TARGETS: &str = "[[sla]]\npriority = \"low\"\nfirst_response = \"8h\"\nresolution = \"5d\"\n[[sla]]\npriority = \"medium\"\nfirst_response = \"4h\"\nresolution = \"3d\"\n[[sla]]\npriority = \"high\"\nfirst_response = \"2h\"\nresolution = \"1d\"\n[[sla]]\npriority = \"urgent\"\nfirst_response = \"1h\"\nresolution = \"8h\"\n";
 const TIMERS: &str = "pending_reminder_after = \"3d\"\npending_resolve_after = \"7d\"\nclose_resolved_after = \"7d\"\n";
@@ -45,18 +43,7 @@ fn config(dir: &std::path::Path, desk: &str, rest: &str) -> Arc<Config> {
 }
 
 fn start(cfg: Arc<Config>) -> Desk {
-    let store = Store::open(&cfg.store).unwrap();
-    Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk
+    Desk::open(cfg, false).expect("open the desk").desk
 }
 
 /// A new ticket's mail: four subjects, so every priority's rule is used.

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use ticketd::config::Config;
 use ticketd::desk::views::{DueFilter, Sort, TicketQuery};
-use ticketd::desk::{ActorRef, Desk, DeskError, Item, Parts};
+use ticketd::desk::{ActorRef, Desk, DeskError, Item};
 use ticketd::outbox::OutKind;
-use ticketd::outbox::templates::Templates;
-use ticketd::store::Store;
 use ticketd::ticket::{Status, ThreadType};
 use ticketd::triage::act::Action;
 
@@ -35,18 +33,7 @@ fn config(dir: &Path, desk: &str, rest: &str) -> Arc<Config> {
 }
 
 fn start(cfg: Arc<Config>) -> Desk {
-    let store = Store::open(&cfg.store).unwrap();
-    Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk
+    Desk::open(cfg, false).expect("open the desk").desk
 }
 
 impl World {

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use ticketd::config::Config;
-use ticketd::desk::{ActorRef, Desk, DeskError, Item, Parts, RetryOutcome};
+use ticketd::desk::{ActorRef, Desk, DeskError, Item, RetryOutcome};
 use ticketd::outbox::OutKind;
-use ticketd::outbox::templates::Templates;
 use ticketd::spam::{BlockEntry, Filter, ScanResult, Verdict, VerdictSource};
-use ticketd::store::{Records, Store};
+use ticketd::store::Records;
 use ticketd::ticket::Status;
 use ticketd::triage::act::Action;
 
@@ -27,18 +26,7 @@ fn world(spam: &str) -> World {
     let p = dir.path().join("c.toml");
     std::fs::write(&p, toml).unwrap();
     let cfg = Arc::new(Config::load_with_env(&p, Some(Default::default())).unwrap_or_else(|e| panic!("{e}")));
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg,
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
+    let desk = Desk::open(cfg, false).expect("open the desk").desk;
     World { _dir: dir, desk }
 }
 

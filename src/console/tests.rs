@@ -14,8 +14,7 @@ use crate::api::auth::{Principal, Token, Tokens};
 use crate::api::routes::router_with;
 use crate::api::{AppState, Arrival};
 use crate::config::Config;
-use crate::desk::{Desk, Item, Parts};
-use crate::outbox::templates::Templates;
+use crate::desk::{Desk, Item};
 use crate::store::Store;
 use crate::triage::act::Action;
 
@@ -80,18 +79,7 @@ fn app(desk: Desk, cfg: Arc<Config>) -> axum::Router {
 async fn world(console: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), console);
-    let store = Store::open(&cfg.store).unwrap();
-    let desk = Desk::start(Parts {
-        cfg: cfg.clone(),
-        store,
-        secret: Some(b"0123456789abcdef0123".to_vec()),
-        templates: Templates::default(),
-        wake: Default::default(),
-        health: Default::default(),
-        daemon: false,
-    })
-    .unwrap()
-    .desk;
+    let desk = Desk::open(cfg.clone(), false).expect("open the desk").desk;
     let app = app(desk.clone(), cfg);
     World { _dir: dir, desk, app }
 }
