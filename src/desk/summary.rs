@@ -70,8 +70,12 @@ pub struct TicketSummary {
 impl TicketSummary {
     /// Waiting on us: the customer wrote last and the ticket is being worked.
     pub fn waiting_on_us(&self) -> bool {
-        self.waiting_since.is_some() && matches!(self.status, Status::Open | Status::InProgress)
+        waiting_on_us(self.waiting_since, self.status)
     }
+}
+
+fn waiting_on_us(waiting_since: Option<DateTime<Utc>>, status: Status) -> bool {
+    waiting_since.is_some() && matches!(status, Status::Open | Status::InProgress)
 }
 
 fn one_line(s: &str, max: usize) -> String {
@@ -240,8 +244,9 @@ pub struct SummaryHead<'a> {
 }
 
 impl SummaryHead<'_> {
+    /// As [`TicketSummary::waiting_on_us`].
     pub fn waiting_on_us(&self) -> bool {
-        self.waiting_since.is_some() && matches!(self.status, Status::Open | Status::InProgress)
+        waiting_on_us(self.waiting_since, self.status)
     }
 }
 
