@@ -240,32 +240,30 @@ pub(super) fn reingest(
     let (quarantined, held) = (tx.counter(keys::NEXT_QUARANTINE)?, tx.counter(keys::NEXT_SPAM)?);
     let uid_validity = tx.cursor(mailbox)?.map(|c| c.uid_validity).unwrap_or(0);
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| InboundMail::parse(raw)));
-    let (mail, decision, dedupe_key) = match parsed {
+    let (mail, decision, found_key) = match parsed {
         Ok(Ok(mail)) => {
             let mut found = lookup(rules, tx, &mail, now)?;
             found.snap.released = released;
             let ctx = rules.context(rules.mailbox(mailbox), false);
             let d = decide(&mail, &found.snap, &ctx, now);
-            (Some(mail), d, found.dedupe_key)
+            (Some(mail), d, Some(found.dedupe_key))
         }
-        Ok(Err(e)) => (None, Decision::quarantine(format!("unparseable: {e}")), format!("sha256:{}", sha256_hex(raw))),
+        Ok(Err(e)) => (None, Decision::quarantine(format!("unparseable: {e}")), None),
         Err(panic) => {
             let what = panic_text(panic.as_ref());
             error!(mailbox, uid, panic = %what, "internal error while reading a message again: quarantined");
-            (
-                None,
-                Decision::quarantine(format!("internal error while reading this message: {what}")),
-                format!("sha256:{}", sha256_hex(raw)),
-            )
+            (None, Decision::quarantine(format!("internal error while reading this message: {what}")), None)
         }
     };
+    // Parsing hashed the bytes already.
+    let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
     let origin = Origin {
         mailbox,
         uid_validity,
         uid,
         raw,
-        raw_sha256: mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw)),
-        dedupe_key,
+        dedupe_key: found_key.unwrap_or_else(|| format!("sha256:{raw_sha256}")),
+        raw_sha256,
         content_sha256: mail.as_ref().map(|m| content_of(m).to_owned()),
         advance_cursor: false,
         clear_in_hand: false,
@@ -443,7 +441,7 @@ pub(super) fn ingest_one(
     let raw_sha256 = mail.as_ref().map(|m| m.raw_sha256.clone()).unwrap_or_else(|| sha256_hex(raw));
     let dedupe_key = match &found {
         Some(f) => f.dedupe_key.clone(),
-        None => format!("sha256:{}", sha256_hex(raw)),
+        None => format!("sha256:{raw_sha256}"),
     };
     let decision =
         if found.is_none() && tx.ingested(dedupe_key.as_bytes())?.is_some() { Decision::duplicate() } else { decision };
