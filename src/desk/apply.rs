@@ -63,7 +63,7 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
         }
     }
     index_attachments(tx, &rec)?;
-    index_timers(tx, current.as_ref(), &rec)?;
+    index_timers(tx, current.as_ref(), &rec);
     rec.version += 1;
     tx.put(Table::Tickets, be(rec.number), json(&rec));
     super::summary::put(tx, &rec);
@@ -82,7 +82,7 @@ pub fn save_ticket(tx: &mut Tx<'_>, rec: &TicketRecord) -> Result<TicketRecord, 
 /// overdue, through its wake. So a new ticket adds nothing but its entry in
 /// a bucket the whole commit shares (#19: a key per ticket showed as ~3%
 /// of ingest).
-pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) -> Result<(), StoreError> {
+pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRecord) {
     let n = new.number;
     let is = Indexed::of(new);
     let was = old.map(Indexed::of).unwrap_or_default();
@@ -101,7 +101,6 @@ pub fn index_timers(tx: &mut Tx<'_>, old: Option<&TicketRecord>, new: &TicketRec
             tx.put(Table::Timers, keys::due_index(d, n), Vec::new());
         }
     }
-    Ok(())
 }
 
 /// A ticket's place in the clock's indexes: its wake instant, its earliest
@@ -352,7 +351,7 @@ mod tests {
 
     fn save(store: &Store, c: &crate::store::Committer, old: Option<&TicketRecord>, new: &TicketRecord) {
         let mut tx = Tx::new(store);
-        index_timers(&mut tx, old, new).unwrap();
+        index_timers(&mut tx, old, new);
         c.commit(tx.into_writes()).unwrap();
     }
 
@@ -380,11 +379,11 @@ mod tests {
         // Three new tickets in one commit: one key, no `d` key.
         let mut tx = Tx::new(&store);
         for n in 1..=3 {
-            index_timers(&mut tx, None, &TicketRecord { number: n, ..new.clone() }).unwrap();
+            index_timers(&mut tx, None, &TicketRecord { number: n, ..new.clone() });
         }
         // A part of the commit rolled back takes its wakes with it.
         let sp = tx.savepoint();
-        index_timers(&mut tx, None, &TicketRecord { number: 4, ..new.clone() }).unwrap();
+        index_timers(&mut tx, None, &TicketRecord { number: 4, ..new.clone() });
         tx.rollback(sp);
         c.commit(tx.into_writes()).unwrap();
         assert_eq!(index(&store).len(), 1, "{:?}", index(&store));
@@ -408,7 +407,7 @@ mod tests {
         assert!(dues(&store).is_empty());
         let before = index(&store);
         let mut tx = Tx::new(&store);
-        index_timers(&mut tx, Some(&new), &new).unwrap();
+        index_timers(&mut tx, Some(&new), &new);
         assert!(tx.is_empty());
         assert_eq!(index(&store), before);
     }
