@@ -514,9 +514,14 @@ pub mod keys {
     /// `OutboxDue` key: due time (seconds, sign-flipped big-endian so keys
     /// sort by time) then the sequence.
     pub fn due(at: i64, seq: u64) -> Vec<u8> {
-        let mut k = ((at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+        let mut k = sortable(at).to_vec();
         k.extend_from_slice(&seq.to_be_bytes());
         k
+    }
+
+    /// An instant as key bytes that sort as it does (sign bit flipped).
+    fn sortable(at: i64) -> [u8; 8] {
+        ((at as u64) ^ (1 << 63)).to_be_bytes()
     }
 
     pub fn split_due(k: &[u8]) -> Option<(i64, u64)> {
@@ -538,7 +543,7 @@ pub mod keys {
     /// buckets; it reads as one.
     pub fn wake_bucket(first: i64, id: u128) -> Vec<u8> {
         let mut k = vec![WAKE];
-        k.extend_from_slice(&((first as u64) ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(&sortable(first));
         k.extend_from_slice(&id.to_be_bytes());
         k
     }
