@@ -30,21 +30,6 @@ use ticketd::store::Records;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
-fn message(i: usize, to: &str) -> Vec<u8> {
-    let subjects =
-        ["Cannot log in", "Invoice question", "API returns 401", "Feature idea: dark mode", "Printer on fire"];
-    let body = format!(
-        "Hello support,\r\n\r\nthis is message {i}. {}\r\n\r\nThanks,\r\nCustomer {i}\r\n",
-        "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(1 + i % 6)
-    );
-    format!(
-        "From: Customer {i} <customer+{}@example.test>\r\nTo: {to}\r\nSubject: {} #{i}\r\nMessage-ID: <api-bench-{i}@customer.example.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
-        i % 500,
-        subjects[i % subjects.len()],
-    )
-    .into_bytes()
-}
-
 fn config(lab: &common::Lab, dir: &std::path::Path) -> Config {
     common::daemon::lab_config(lab, dir)
         .with(|c| {
@@ -155,7 +140,10 @@ async fn main() {
         let items: Vec<Item> = (0..500.min(tickets - uid as usize))
             .map(|_| {
                 uid += 1;
-                Item::Mail { uid, raw: message(uid as usize, "support@example.test") }
+                Item::Mail {
+                    uid,
+                    raw: common::mail::customer_traffic(uid as usize, "support@example.test", "api-bench"),
+                }
             })
             .collect();
         let want = items.len();
@@ -188,7 +176,10 @@ async fn main() {
     for user in users {
         lab.add_user(user, common::PASSWORD);
         let to = format!("{user}@example.test");
-        let n = lab.imap_append_many(user, "INBOX", (0..messages).map(|i| message(i, &to))).await.unwrap();
+        let n = lab
+            .imap_append_many(user, "INBOX", (0..messages).map(|i| common::mail::customer_traffic(i, &to, "api-bench")))
+            .await
+            .unwrap();
         assert_eq!(n, messages);
     }
     let mut runs = Vec::new();

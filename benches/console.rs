@@ -7,6 +7,9 @@
 //! Run: `cargo bench --bench console` (TICKETD_BENCH_TICKETS overrides
 //! 10,000). Under `cargo test --benches` it is a small smoke run.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,21 +24,6 @@ use ticketd::desk::{ActorRef, Desk, Item};
 use ticketd::triage::act::Action;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
-
-fn message(i: usize) -> Vec<u8> {
-    let subjects =
-        ["Cannot log in", "Invoice question", "API returns 401", "Feature idea: dark mode", "Printer on fire"];
-    let body = format!(
-        "Hello support,\r\n\r\nthis is message {i}. {}\r\n\r\nThanks,\r\nCustomer {i}\r\n",
-        "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(1 + i % 6)
-    );
-    format!(
-        "From: Customer {i} <customer+{}@example.test>\r\nTo: support@example.test\r\nSubject: {} #{i}\r\nMessage-ID: <console-bench-{i}@customer.example.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
-        i % 500,
-        subjects[i % subjects.len()],
-    )
-    .into_bytes()
-}
 
 fn config(dir: &std::path::Path) -> Config {
     let p = dir.join("ticketd.toml");
@@ -125,7 +113,10 @@ async fn main() {
         let items: Vec<Item> = (0..500.min(tickets - uid as usize))
             .map(|_| {
                 uid += 1;
-                Item::Mail { uid, raw: message(uid as usize) }
+                Item::Mail {
+                    uid,
+                    raw: common::mail::customer_traffic(uid as usize, "support@example.test", "console-bench"),
+                }
             })
             .collect();
         let want = items.len();

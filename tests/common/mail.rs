@@ -76,3 +76,21 @@ impl Mail {
         out.into_bytes()
     }
 }
+
+/// Mail number `i` of a benchmark's customer traffic to `to`: five
+/// subjects, 500 senders, a body of one to six sentences of filler; its
+/// Message-ID is `<{tag}-{i}@customer.example.test>`.
+pub fn customer_traffic(i: usize, to: &str, tag: &str) -> Vec<u8> {
+    let subjects =
+        ["Cannot log in", "Invoice question", "API returns 401", "Feature idea: dark mode", "Printer on fire"];
+    let body = format!(
+        "Hello support,\r\n\r\nthis is message {i}. {}\r\n\r\nThanks,\r\nCustomer {i}\r\n",
+        "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(1 + i % 6)
+    );
+    format!(
+        "From: Customer {i} <customer+{}@example.test>\r\nTo: {to}\r\nSubject: {} #{i}\r\nMessage-ID: <{tag}-{i}@customer.example.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+        i % 500,
+        subjects[i % subjects.len()],
+    )
+    .into_bytes()
+}
