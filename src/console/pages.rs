@@ -766,6 +766,25 @@ pub async fn note(State(c): State<Console>, user: User, Path(n): Path<String>, b
     }
 }
 
+/// One select of the fields form: an action when it names another value
+/// than the ticket has, nothing when it names the same (or is absent).
+fn pick<T: std::str::FromStr + PartialEq>(
+    v: Option<&str>,
+    now: T,
+    act: fn(T) -> Action,
+    actions: &mut Vec<Action>,
+) -> Result<(), String>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(v) = v else { return Ok(()) };
+    let x = v.parse::<T>().map_err(|e| e.to_string())?;
+    if x != now {
+        actions.push(act(x));
+    }
+    Ok(())
+}
+
 /// `POST /desk/tickets/{number}/fields`: status, priority, category,
 /// assignee and resolution, as seen at `version`; only what differs is
 /// changed (`only=assignee`: just that one).
@@ -790,32 +809,13 @@ pub async fn fields(State(c): State<Console>, user: User, Path(n): Path<String>,
     let wanted = |name: &str| only.is_none_or(|o| o == name);
     let mut actions = Vec::new();
     let bad = |e: String| DeskError::invalid("request", e);
-    if wanted("status")
-        && let Some(v) = f.get("status")
-    {
-        match v.parse::<Status>() {
-            Ok(s) if s != t.status => actions.push(Action::Status(s)),
-            Ok(_) => {}
-            Err(e) => return not_done(&c, &user, n, bad(e.to_string()), Drafts::default()).await,
-        }
-    }
-    if wanted("priority")
-        && let Some(v) = f.get("priority")
-    {
-        match v.parse::<Priority>() {
-            Ok(p) if p != t.priority => actions.push(Action::Priority(p)),
-            Ok(_) => {}
-            Err(e) => return not_done(&c, &user, n, bad(e.to_string()), Drafts::default()).await,
-        }
-    }
-    if wanted("category")
-        && let Some(v) = f.get("category")
-    {
-        match v.parse::<Category>() {
-            Ok(x) if x != t.category => actions.push(Action::Category(x)),
-            Ok(_) => {}
-            Err(e) => return not_done(&c, &user, n, bad(e.to_string()), Drafts::default()).await,
-        }
+    let picked = [
+        pick(wanted("status").then(|| f.get("status")).flatten(), t.status, Action::Status, &mut actions),
+        pick(wanted("priority").then(|| f.get("priority")).flatten(), t.priority, Action::Priority, &mut actions),
+        pick(wanted("category").then(|| f.get("category")).flatten(), t.category, Action::Category, &mut actions),
+    ];
+    if let Some(e) = picked.into_iter().find_map(Result::err) {
+        return not_done(&c, &user, n, bad(e), Drafts::default()).await;
     }
     if wanted("assignee")
         && let Some(v) = f.get("assignee")
